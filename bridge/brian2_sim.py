@@ -1,0 +1,323 @@
+"""Network file -> Brian2 (runtime numpy/cython, cpp_standalone, cuda_standalone).
+
+Every neuron group implements the contract of :mod:`eventsnn.contract` with
+explicit per-neuron propagators (``a``, ``b``, ``k`` from
+:func:`~eventsnn.contract.propagators`) in a ``run_regularly`` in the
+``groups`` slot -- not ``method='exact'``, which is NaN for equal taus. Brian2's
+default schedule (groups, thresholds, synapses, resets) gives the step order.
+
+Many samples per build. ``C`` copies of the network run side by side (copy
+``c`` uses neurons ``c*N .. c*N+N-1`` of each group), and samples also follow
+one another in time: sample slot ``(w, c)`` occupies window ``w`` of ``W``
+steps of copy ``c``. At each window start all state is zeroed; in the last
+``W - T`` steps of a window (the padding, ``W >= T + max delay + 1``) neurons
+may not spike, so no spike crosses into the next window. One build (one
+compilation for the compiled targets) therefore runs any number of samples.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eventsnn.contract import (delay_steps, grid_ratio, propagators, readout_scores, refractory_steps,
+                               trace_sample_steps)
+from eventsnn.errors import EventsnnError
+from eventsnn.events import bin_for_run
+from eventsnn.runfile import LayerSpikes, RunResult
+
+from .network import Network, with_delay_mode
+
+TARGETS = ("numpy", "cython", "cpp_standalone", "cuda_standalone")
+# Deterministic, contraction-free arithmetic for the compiled targets (no -ffast-math, no FMA).
+EXACT_GCC_FLAGS = ["-w", "-O3", "-ffp-contract=off", "-fno-fast-math"]
+DEFAULT_MAX_SYNAPSES = 4_000_000
+
+
+def plan_copies(net: Network, n_samples: int, max_synapses: int = DEFAULT_MAX_SYNAPSES,
+                max_copies: int | None = None) -> tuple[int, int]:
+    """Copies side by side (C) and windows in time so that C copies hold n_samples."""
+    syn = sum(L.ff_weight.size + (L.rec_weight.size if L.rec_weight is not None else 0) for L in net.layers)
+    C = max(1, min(n_samples, max_synapses // max(syn, 1)))
+    if max_copies:
+        C = min(C, max_copies)
+    n_windows = math.ceil(n_samples / C)
+    C = math.ceil(n_samples / n_windows)  # balance the windows
+    return C, n_windows
+
+
+def _configure(target: str, build_dir: Path, exact: bool):
+    """Select the Brian2 device/target with per-run build directories; returns the device module."""
+    import brian2
+    from brian2 import prefs, set_device
+
+    _reset_device()
+    prefs.reset_to_defaults()
+    prefs.core.default_float_dtype = np.float64
+    prefs.logging.console_log_level = "WARNING"
+    prefs.codegen.cpp.extra_compile_args_gcc = list(EXACT_GCC_FLAGS) if exact else ["-w", "-O3", "-ffast-math",
+                                                                                  "-march=native"]
+    if target in ("numpy", "cython"):
+        set_device("runtime")
+        prefs.codegen.target = target
+        if target == "cython":
+            cache = build_dir / "cython_cache"
+            cache.mkdir(parents=True, exist_ok=True)
+            prefs.codegen.runtime.cython.cache_dir = str(cache)
+            prefs.codegen.runtime.cython.multiprocess_safe = True
+        return brian2.get_device()
+    if target == "cpp_standalone":
+        set_device("cpp_standalone", directory=str(build_dir / "cpp_standalone"), build_on_run=False)
+        return brian2.get_device()
+    if target == "cuda_standalone":
+        import brian2cuda  # noqa: F401  (registers the device)
+
+        cb = prefs.devices.cuda_standalone.cuda_backend
+        nvcc_flags = ["-w", "-std=c++17"]
+        inc, libdir = _curand_paths(build_dir)
+        if inc:
+            nvcc_flags.append(f"-I{inc}")
+        cb.extra_compile_args_nvcc = nvcc_flags
+        if libdir:
+            prefs.codegen.cpp.extra_link_args = [f"-L{libdir}", f"-Wl,-rpath,{libdir}"]
+        prefs.codegen.cpp.extra_compile_args_gcc = prefs.codegen.cpp.extra_compile_args_gcc + ["-std=c++17"]
+        if not _have_gpu():
+            cb.detect_gpus = False
+            cb.gpu_id = 0
+            cb.compute_capability = 9.0
+        set_device("cuda_standalone", directory=str(build_dir / "cuda_standalone"), build_on_run=False)
+        return brian2.get_device()
+    raise EventsnnError(f"unknown Brian2 target {target!r}; choose one of {', '.join(TARGETS)}")
+
+
+def _have_gpu() -> bool:
+    return shutil.which("nvidia-smi") is not None and os.system("nvidia-smi -L >/dev/null 2>&1") == 0
+
+
+def _curand_paths(build_dir: Path):
+    """curand headers and an unversioned libcurand.so (from the system CUDA or the nvidia-curand wheel)."""
+    for root in (os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if root and Path(root, "include", "curand.h").exists() and list(Path(root).glob("lib64/libcurand.so")):
+            return None, None
+    try:
+        import nvidia
+    except ImportError:
+        return None, None
+    for base in [Path(p) for p in nvidia.__path__]:
+        for sub in ("cu13", "curand", "cu12"):
+            inc, lib = base / sub / "include", base / sub / "lib"
+            libs = sorted(lib.glob("libcurand.so*"))
+            if (inc / "curand.h").exists() and libs:
+                link_dir = build_dir / "curand_lib"
+                link_dir.mkdir(parents=True, exist_ok=True)
+                link = link_dir / "libcurand.so"
+                if not link.exists():
+                    link.symlink_to(libs[0].resolve())
+                return str(inc), str(link_dir)
+    return None, None
+
+
+def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None = None, target: str = "numpy",
+                    delays: str = "round", inputs: str = "binned", build_dir=None, exact_math: bool = True,
+                    max_copies: int | None = None, max_synapses: int = DEFAULT_MAX_SYNAPSES,
+                    progress: bool = False, compile_only: bool = False) -> RunResult | Path:
+    """Simulate ``events[indices]`` through the network in Brian2 and collect a RunResult.
+
+    ``delays``: ``round`` (training grid) or ``exact`` (real-valued, rounded to ``dt``);
+    ``inputs``: ``binned`` (training grid) or ``exact`` (binned at ``dt``).
+    ``compile_only`` (standalone targets): generate and compile, do not run; returns the project dir.
+    """
+    import brian2 as b2
+
+    if target not in TARGETS:
+        raise EventsnnError(f"unknown Brian2 target {target!r}; choose one of {', '.join(TARGETS)}")
+    dt_ms = net.dt_ms if dt_ms is None else float(dt_ms)
+    try:
+        ratio = grid_ratio(net.dt_ms, dt_ms)
+    except ValueError as e:
+        raise EventsnnError(str(e)) from None
+    if indices is None:
+        indices = np.arange(len(events))
+    indices = np.asarray(indices, dtype=np.int64)
+    S = len(indices)
+    if events.n_units != net.n_inputs:
+        raise EventsnnError(f"events have {events.n_units} units but the network has {net.n_inputs} inputs")
+    netq = with_delay_mode(net, delays)
+    build_dir = Path(build_dir) if build_dir is not None else Path.cwd() / ".eventsnn_build" / f"{os.getpid()}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+
+    sample, step, unit, T = bin_for_run(events, indices, dt_ms, net.dt_ms, inputs)
+    K = T // ratio
+    # integer delays at dt, per layer
+    Dff = [None if L.ff_delay_ms is None else delay_steps(L.ff_delay_ms, dt_ms) for L in netq.layers]
+    Drec = [None if L.rec_delay_ms is None else delay_steps(L.rec_delay_ms, dt_ms) for L in netq.layers]
+    max_total_delay = sum(max([0] + [int(d.max()) for d in (a, b) if d is not None and d.size])
+                          for a, b in zip(Dff, Drec))
+    C, n_windows = plan_copies(net, S, max_synapses, max_copies)
+    if n_windows > 1:
+        W = T + max_total_delay + 1
+        W = int(math.ceil(W / ratio) * ratio)  # window starts on the training grid
+    else:
+        W = T + ratio  # one training step more, so the trace sample at the end is recorded
+    total_steps = n_windows * W
+
+    dev = _configure(target, build_dir, exact_math)
+    b2.start_scope()
+    dt = dt_ms * b2.ms
+    b2.defaultclock.dt = dt
+    objs = []
+
+    # inputs: slot s -> window w = s // C, copy c = s % C
+    w_of, c_of = sample // C, sample % C
+    gen_idx = c_of * net.n_inputs + unit
+    gen_step = w_of * W + step
+    order = np.lexsort((gen_idx, gen_step))
+    inp = b2.SpikeGeneratorGroup(C * net.n_inputs, gen_idx[order], (gen_step[order] * dt_ms) * b2.ms,
+                                 period=0 * b2.ms, name="inputs")
+    objs.append(inp)
+
+    pre, n_pre = inp, net.n_inputs
+    hidden_mons, readout_group = [], None
+    namespace = {"Wsteps": W, "Tsteps": T}
+    for li, L in enumerate(netq.layers):
+        N = L.size
+        a, b, k = propagators(L.tau_mem_ms, L.tau_syn_ms, dt_ms)
+        spiking = L.kind == "lif"
+        R = refractory_steps(L.refractory_ms, dt_ms) if (spiking and L.refractory_ms is not None) else np.zeros(N)
+        use_ref = bool(np.any(R > 1))
+        model = """
+        v : 1
+        I : 1
+        a : 1 (constant)
+        b : 1 (constant)
+        k : 1 (constant)
+        """
+        if spiking:
+            model += "theta : 1 (constant)\n"
+        if use_ref:
+            model += "R : 1 (constant)\nrefcount : 1\n"
+        kw = {}
+        if spiking:
+            cond = "v >= theta"
+            if use_ref:
+                cond += " and refcount <= 0"
+            if n_windows > 1:
+                cond += " and (timestep(t, dt) % Wsteps) < Tsteps"
+            reset = "v = 0" if L.reset == "zero" else "v = v - theta"
+            if use_ref:
+                reset += "\nrefcount = R"
+            kw = dict(threshold=cond, reset=reset)
+        G = b2.NeuronGroup(C * N, model, namespace=namespace, name=f"layer{li}", **kw)
+        G.a = np.tile(a, C)
+        G.b = np.tile(b, C)
+        G.k = np.tile(k, C)
+        if spiking:
+            G.theta = np.tile(L.threshold, C)
+        if use_ref:
+            G.R = np.tile(R.astype(np.float64), C)
+            update = ("refcount = clip(refcount - 1, 0, inf)\n"
+                      "v = int(refcount > 0)*v + int(refcount <= 0)*(a*v + k*I)\n"
+                      "I = b*I")
+        else:
+            update = "v = a*v + k*I\nI = b*I"
+        G.run_regularly(update, when="groups", name=f"layer{li}_integrate")
+        if n_windows > 1:
+            zero = "v = 0\nI = 0" + ("\nrefcount = 0" if use_ref else "")
+            G.run_regularly(zero, dt=W * dt, when="before_groups", name=f"layer{li}_window_reset")
+        objs.append(G)
+
+        # feed-forward synapses, one block per copy
+        ii, jj = np.meshgrid(np.arange(n_pre), np.arange(N), indexing="ij")
+        ii, jj = ii.ravel(), jj.ravel()
+        S_ff = b2.Synapses(pre, G, "w : 1 (constant)", on_pre="I_post += w", name=f"ff{li}")
+        offs_pre = (np.arange(C) * n_pre)[:, None]
+        offs_post = (np.arange(C) * N)[:, None]
+        S_ff.connect(i=(offs_pre + ii[None]).ravel(), j=(offs_post + jj[None]).ravel())
+        S_ff.w = np.tile(L.ff_weight[ii, jj], C)
+        if Dff[li] is not None:
+            d = Dff[li][ii] if Dff[li].ndim == 1 else Dff[li][ii, jj]
+            S_ff.delay = np.tile(d * dt_ms, C) * b2.ms
+        objs.append(S_ff)
+        if L.rec_weight is not None:
+            ri, rj = np.meshgrid(np.arange(N), np.arange(N), indexing="ij")
+            ri, rj = ri.ravel(), rj.ravel()
+            S_rec = b2.Synapses(G, G, "w : 1 (constant)", on_pre="I_post += w", name=f"rec{li}")
+            S_rec.connect(i=(offs_post + ri[None]).ravel(), j=(offs_post + rj[None]).ravel())
+            S_rec.w = np.tile(L.rec_weight[ri, rj], C)
+            if Drec[li] is not None:
+                d = Drec[li][ri] if Drec[li].ndim == 1 else Drec[li][ri, rj]
+                S_rec.delay = np.tile(d * dt_ms, C) * b2.ms
+            objs.append(S_rec)
+        if spiking:
+            mon = b2.SpikeMonitor(G, name=f"spikes{li}")
+            hidden_mons.append((mon, N))
+            objs.append(mon)
+        else:
+            readout_group = G
+        pre, n_pre = G, N
+
+    trace_mon = b2.StateMonitor(readout_group, "v", record=True, dt=net.dt_ms * b2.ms, when="start",
+                                name="readout_trace")
+    objs.append(trace_mon)
+    network = b2.Network(*objs)
+    t0 = time.perf_counter()
+    duration = total_steps * dt
+    if target in ("numpy", "cython") and progress:
+        from eventsnn.progress import progress_bar
+        bar = progress_bar(total=100, desc=f"brian2 {target} dt={dt_ms:g}ms")
+
+        def report(elapsed, completed, start, dur):
+            bar.n = int(round(completed * 100))
+            bar.refresh()
+        network.run(duration, report=report, report_period=2 * b2.second, namespace={})
+        bar.close()
+    else:
+        network.run(duration, namespace={})
+    if target in ("cpp_standalone", "cuda_standalone"):
+        try:
+            dev.build(directory=str(build_dir / target), compile=True, run=not compile_only, clean=False)
+        except Exception as e:  # compiler or run failure: one line with the log location
+            raise EventsnnError(f"Brian2 {target} build in {build_dir / target} failed: "
+                                f"{str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from None
+        if compile_only:
+            _reset_device()
+            return build_dir / target
+    wall = time.perf_counter() - t0
+
+    # ---- collect
+    layers = []
+    for mon, N in hidden_mons:
+        gi = np.asarray(mon.i[:], dtype=np.int64)
+        gstep = np.round(np.asarray(mon.t[:] / b2.second) * 1e3 / dt_ms).astype(np.int64)
+        w, lstep = gstep // W, gstep % W
+        c, u = gi // N, gi % N
+        slot = w * C + c
+        keep = (slot < S) & (lstep < T)
+        layers.append(LayerSpikes.from_steps(slot[keep], u[keep], lstep[keep], dt_ms))
+    v = np.asarray(trace_mon.v[:])  # [C*N_out, n_records]
+    N_out = net.n_outputs
+    trace = np.zeros((S, K, N_out))
+    local = (trace_sample_steps(K, ratio) + 1) // ratio  # record index within a window
+    for s in range(S):
+        w, c = divmod(s, C)
+        cols = w * (W // ratio) + local
+        trace[s] = v[c * N_out:(c + 1) * N_out, cols].T
+    _reset_device()
+    pred = readout_scores(trace, net.readout).argmax(axis=1)
+    attrs = {"copies": C, "windows": n_windows, "window_steps": W, "wall_s": wall, "exact_math": exact_math}
+    return RunResult("brian2", dt_ms, net.dt_ms, delays, inputs, target, net.readout, layers, trace, pred,
+                     events.labels[indices].copy(), indices, attrs)
+
+
+def _reset_device():
+    import brian2
+
+    dev = brian2.get_device()
+    if dev.__class__.__name__ != "RuntimeDevice":
+        dev.reinit()
+        brian2.set_device("runtime")

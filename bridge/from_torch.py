@@ -1,0 +1,103 @@
+"""torch model <-> network file (the only bridge module that imports torch)."""
+from __future__ import annotations
+
+import torch
+
+from eventsnn.snn import SNN, LIFLayer
+
+from .network import Layer, Network
+
+
+def _np(t):
+    return None if t is None else t.detach().cpu().double().numpy().copy()
+
+
+def network_from_model(model: SNN, meta: dict | None = None) -> Network:
+    layers = []
+    for l in model.layers:
+        layers.append(Layer(kind="lif" if l.spiking else "li", size=l.size, reset=l.reset,
+                            tau_mem_ms=_np(l.tau_mem_ms), tau_syn_ms=_np(l.tau_syn_ms),
+                            threshold=_np(l.threshold) if l.spiking else None,
+                            refractory_ms=_np(l.refractory_ms) if l.spiking else None,
+                            ff_weight=_np(l.ff_weight), ff_delay_ms=_np(l.ff_delay_ms),
+                            rec_weight=_np(l.rec_weight), rec_delay_ms=_np(l.rec_delay_ms),
+                            ff_delay_learned=bool(l.delays_learned)))
+    return Network(model.dt_ms, model.n_inputs, layers, model.readout, dict(meta or {})).validate()
+
+
+def model_from_network(net: Network, dtype=torch.float64, device="cpu") -> SNN:
+    """An :class:`SNN` whose parameters are exactly the file's (evaluation model)."""
+    layers = []
+    n_pre = net.n_inputs
+    for L in net.layers:
+        layer = LIFLayer(n_pre, L.size, spiking=L.kind == "lif", reset=L.reset, dtype=dtype,
+                         delays=L.delay_kind, max_delay_ms=L.max_delay_ms(),
+                         recurrent=L.rec_weight is not None,
+                         rec_delays="none" if L.rec_delay_ms is None else "synaptic")
+        with torch.no_grad():
+            def put(name, value):
+                getattr(layer, name).copy_(torch.as_tensor(value, dtype=dtype))
+            put("tau_mem_ms", L.tau_mem_ms)
+            put("tau_syn_ms", L.tau_syn_ms)
+            if L.threshold is not None:
+                put("threshold", L.threshold)
+            if L.refractory_ms is not None:
+                put("refractory_ms", L.refractory_ms)
+            put("ff_weight", L.ff_weight)
+            if L.ff_delay_ms is not None:
+                layer.ff_delay_ms = torch.nn.Parameter(torch.as_tensor(L.ff_delay_ms, dtype=dtype))
+            if L.rec_weight is not None:
+                put("rec_weight", L.rec_weight)
+            if L.rec_delay_ms is not None:
+                layer.rec_delay_ms = torch.as_tensor(L.rec_delay_ms, dtype=dtype)
+        layer.delays_learned = L.ff_delay_learned
+        layers.append(layer.to(device))
+        n_pre = L.size
+    model = SNN(layers, net.dt_ms, net.readout)
+    model.requires_grad_(False)
+    return model
+
+
+def simulate_torch(net: Network, events, indices=None, *, dt_ms: float | None = None, delays: str = "round",
+                   inputs: str = "binned", device: str = "cpu", dtype=torch.float64, batch_size: int = 128,
+                   progress: bool = False):
+    """Run the network file on the torch engine; return a :class:`~eventsnn.runfile.RunResult`."""
+    import numpy as np
+
+    from eventsnn.contract import grid_ratio, readout_scores, trace_sample_steps
+    from eventsnn.events import bin_for_run
+    from eventsnn.progress import progress_bar
+    from eventsnn.runfile import LayerSpikes, RunResult
+
+    from .network import with_delay_mode
+
+    dt_ms = net.dt_ms if dt_ms is None else dt_ms
+    ratio = grid_ratio(net.dt_ms, dt_ms)
+    if indices is None:
+        indices = np.arange(len(events))
+    indices = np.asarray(indices, dtype=np.int64)
+    model = model_from_network(with_delay_mode(net, delays), dtype=dtype, device=device)
+    model.dt_ms = dt_ms  # the engine runs at dt; delays/refractory round at dt
+    hidden = [[] for _ in model.layers[:-1]]
+    traces = []
+    with torch.no_grad(), progress_bar(total=len(indices), desc=f"torch dt={dt_ms:g}ms", disable=not progress) as bar:
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            sample, step, unit, K = bin_for_run(events, chunk, dt_ms, net.dt_ms, inputs)
+            x = torch.zeros(len(chunk), K, net.n_inputs, dtype=dtype, device=device)
+            x[torch.as_tensor(sample), torch.as_tensor(step), torch.as_tensor(unit)] = 1
+            _, trace, spikes = model(x, delay_mode="round")
+            for li, s in enumerate(spikes):
+                b, t, u = torch.nonzero(s, as_tuple=True)
+                hidden[li].append(((b + start).cpu().numpy(), u.cpu().numpy(), t.cpu().numpy()))
+            sel = torch.as_tensor(trace_sample_steps(K // ratio, ratio), device=device)
+            traces.append(trace[:, sel].cpu().numpy())
+            bar.update(len(chunk))
+    layers = []
+    for parts in hidden:
+        cat = [np.concatenate([p[i] for p in parts]) for i in range(3)]
+        layers.append(LayerSpikes.from_steps(cat[0], cat[1], cat[2], dt_ms))
+    trace = np.concatenate(traces)
+    pred = readout_scores(trace, net.readout).argmax(axis=1)
+    return RunResult("torch", dt_ms, net.dt_ms, delays, inputs, str(device), net.readout, layers, trace, pred,
+                     events.labels[indices].copy(), indices)

@@ -1,0 +1,223 @@
+"""The network file (``format="eventsnn.network"``): plain dataclasses, validated in one place.
+
+A network is ``n_inputs`` input units feeding a stack of layers; every layer
+but the last is a spiking LIF layer (``kind="lif"``), the last a leaky
+integrator readout (``kind="li"``). All arrays are float64; delays are real
+numbers in ms (``ff_delay_ms`` ``[N_pre]`` = axonal, ``[N_pre, N]`` = synaptic).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from eventsnn.contract import READOUTS, RESETS
+from eventsnn.errors import atomic_path, fail, open_h5
+
+NETWORK_FORMAT = "eventsnn.network"
+NETWORK_VERSION = 1
+ORDER = "brian2-default"
+
+_ARRAYS = ("tau_mem_ms", "tau_syn_ms", "threshold", "refractory_ms", "ff_weight", "ff_delay_ms",
+           "rec_weight", "rec_delay_ms")
+
+
+@dataclass
+class Layer:
+    kind: str                       # "lif" (spiking) or "li" (leaky readout)
+    size: int
+    tau_mem_ms: np.ndarray          # [N]
+    tau_syn_ms: np.ndarray          # [N]
+    ff_weight: np.ndarray           # [N_pre, N]
+    reset: str = "zero"
+    threshold: np.ndarray | None = None       # [N] (lif)
+    refractory_ms: np.ndarray | None = None   # [N]
+    ff_delay_ms: np.ndarray | None = None     # [N_pre] or [N_pre, N]
+    rec_weight: np.ndarray | None = None      # [N, N]
+    rec_delay_ms: np.ndarray | None = None    # [N] or [N, N]
+    ff_delay_learned: bool = False
+
+    def __post_init__(self):
+        for name in _ARRAYS:
+            v = getattr(self, name)
+            if v is not None:
+                setattr(self, name, np.asarray(v, dtype=np.float64))
+
+    @property
+    def delay_kind(self) -> str:
+        if self.ff_delay_ms is None:
+            return "none"
+        return "axonal" if self.ff_delay_ms.ndim == 1 else "synaptic"
+
+    def max_delay_ms(self) -> float:
+        ds = [d.max() for d in (self.ff_delay_ms, self.rec_delay_ms) if d is not None and d.size]
+        return float(max(ds)) if ds else 0.0
+
+    def validate(self, n_pre: int, where: str, path=None) -> None:
+        def bad(msg):
+            return fail(path, f"{where}: {msg}")
+        if self.kind not in ("lif", "li"):
+            raise bad(f"kind must be 'lif' or 'li', got {self.kind!r}")
+        if self.size <= 0:
+            raise bad(f"size must be positive, got {self.size}")
+        if self.reset not in RESETS:
+            raise bad(f"reset must be one of {RESETS}, got {self.reset!r}")
+        N = self.size
+        shapes = {"tau_mem_ms": (N,), "tau_syn_ms": (N,), "ff_weight": (n_pre, N), "threshold": (N,),
+                  "refractory_ms": (N,), "rec_weight": (N, N)}
+        for name, shape in shapes.items():
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if v.shape != shape:
+                raise bad(f"{name} has shape {list(v.shape)}, expected {list(shape)}")
+        for name, allowed in (("ff_delay_ms", [(n_pre,), (n_pre, N)]), ("rec_delay_ms", [(N,), (N, N)])):
+            v = getattr(self, name)
+            if v is not None and v.shape not in allowed:
+                raise bad(f"{name} has shape {list(v.shape)}, expected {' or '.join(str(list(s)) for s in allowed)}")
+        if self.kind == "lif" and self.threshold is None:
+            raise bad("a 'lif' layer needs a threshold dataset")
+        if self.rec_delay_ms is not None and self.rec_weight is None:
+            raise bad("rec_delay_ms given without rec_weight")
+        for name in _ARRAYS:
+            v = getattr(self, name)
+            if v is not None and not np.all(np.isfinite(v)):
+                raise bad(f"{name} contains NaN or inf")
+        for name in ("tau_mem_ms", "tau_syn_ms"):
+            if np.any(getattr(self, name) <= 0):
+                raise bad(f"{name} must be > 0 (min {getattr(self, name).min():g})")
+        for name in ("ff_delay_ms", "rec_delay_ms", "refractory_ms"):
+            v = getattr(self, name)
+            if v is not None and v.size and v.min() < 0:
+                raise bad(f"{name} must be >= 0 (min {v.min():g})")
+        if self.threshold is not None and np.any(self.threshold <= 0):
+            raise bad("threshold must be > 0")
+
+
+@dataclass
+class Network:
+    dt_ms: float
+    n_inputs: int
+    layers: list[Layer]
+    readout: str = "max"
+    meta: dict = field(default_factory=dict)
+
+    def validate(self, path=None) -> "Network":
+        if not (np.isfinite(self.dt_ms) and self.dt_ms > 0):
+            raise fail(path, f"dt_ms must be > 0, got {self.dt_ms}")
+        if self.n_inputs <= 0:
+            raise fail(path, f"n_inputs must be positive, got {self.n_inputs}")
+        if self.readout not in READOUTS:
+            raise fail(path, f"readout must be one of {READOUTS}, got {self.readout!r}")
+        if not self.layers:
+            raise fail(path, "network has no layers")
+        n_pre = self.n_inputs
+        for i, layer in enumerate(self.layers):
+            layer.validate(n_pre, f"layers/{i}", path)
+            want = "li" if i == len(self.layers) - 1 else "lif"
+            if layer.kind != want:
+                raise fail(path, f"layers/{i}: kind is {layer.kind!r}, expected {want!r} "
+                                 "(spiking 'lif' layers followed by one 'li' readout)")
+            n_pre = layer.size
+        return self
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layers[-1].size
+
+    def max_delay_ms(self) -> float:
+        return max(l.max_delay_ms() for l in self.layers)
+
+
+def save_network(net: Network, path) -> None:
+    """Validate and write ``net`` atomically."""
+    import h5py
+
+    net.validate(path)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = NETWORK_FORMAT
+            f.attrs["version"] = NETWORK_VERSION
+            f.attrs["dt_ms"] = float(net.dt_ms)
+            f.attrs["n_inputs"] = int(net.n_inputs)
+            f.attrs["readout"] = net.readout
+            f.attrs["order"] = ORDER
+            for k, v in net.meta.items():
+                f.attrs[f"meta_{k}"] = v
+            for i, layer in enumerate(net.layers):
+                g = f.create_group(f"layers/{i}")
+                g.attrs["kind"] = layer.kind
+                g.attrs["size"] = int(layer.size)
+                g.attrs["reset"] = layer.reset
+                g.attrs["ff_delay_learned"] = bool(layer.ff_delay_learned)
+                for name in _ARRAYS:
+                    v = getattr(layer, name)
+                    if v is not None:
+                        g.create_dataset(name, data=np.asarray(v, dtype=np.float64))
+
+
+def load_network(path) -> Network:
+    """Read and validate a network file; errors name the file and the problem."""
+    f = open_h5(path, NETWORK_FORMAT)
+    with f:
+        version = int(f.attrs.get("version", -1))
+        if version != NETWORK_VERSION:
+            raise fail(path, f"unsupported network file version {version} (this eventsnn reads {NETWORK_VERSION})")
+        try:
+            dt_ms = float(f.attrs["dt_ms"])
+            n_inputs = int(f.attrs["n_inputs"])
+            readout = str(f.attrs.get("readout", "max"))
+        except KeyError as e:
+            raise fail(path, f"missing root attribute {e}") from None
+        order = str(f.attrs.get("order", ORDER))
+        if order != ORDER:
+            raise fail(path, f"step order {order!r} is not supported (expected {ORDER!r})")
+        if "layers" not in f or len(f["layers"]) == 0:
+            raise fail(path, "missing group 'layers'")
+        n = len(f["layers"])
+        layers = []
+        for i in range(n):
+            key = f"layers/{i}"
+            if key not in f:
+                raise fail(path, f"missing group '{key}' (layers must be numbered 0..{n - 1})")
+            g = f[key]
+            arrays = {}
+            for name in _ARRAYS:
+                if name in g:
+                    arrays[name] = np.asarray(g[name][()], dtype=np.float64)
+            for name in ("tau_mem_ms", "tau_syn_ms", "ff_weight"):
+                if name not in arrays:
+                    raise fail(path, f"{key}: missing dataset '{name}'")
+            try:
+                kind, size = str(g.attrs["kind"]), int(g.attrs["size"])
+            except KeyError as e:
+                raise fail(path, f"{key}: missing attribute {e}") from None
+            layers.append(Layer(kind=kind, size=size, reset=str(g.attrs.get("reset", "zero")),
+                                ff_delay_learned=bool(g.attrs.get("ff_delay_learned", False)), **arrays))
+        meta = {k[5:]: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items() if k.startswith("meta_")}
+    return Network(dt_ms, n_inputs, layers, readout, meta).validate(path)
+
+
+DELAY_MODES = ("round", "exact")
+
+
+def with_delay_mode(net: Network, delays: str) -> Network:
+    """The network whose delays an engine should use for ``--delays``.
+
+    ``round``: every delay rounded to the training grid (``D*train_dt``, what
+    the trained model saw in evaluation). ``exact``: the real-valued delays
+    (the simulation rounds them to its own, finer, grid).
+    """
+    from dataclasses import replace
+
+    from eventsnn.contract import delay_steps
+
+    if delays == "exact":
+        return net
+    if delays != "round":
+        raise ValueError(f"unknown delay mode {delays!r}; choose one of {', '.join(DELAY_MODES)}")
+
+    def q(d):
+        return None if d is None else delay_steps(d, net.dt_ms) * net.dt_ms
+    return replace(net, layers=[replace(L, ff_delay_ms=q(L.ff_delay_ms), rec_delay_ms=q(L.rec_delay_ms))
+                                for L in net.layers])

@@ -1,0 +1,95 @@
+"""The discrete-time contract both engines obey (DESIGN.md section 2), in one place.
+
+Model (dimensionless, threshold 1 by default)::
+
+    tau_mem dv/dt = I - v          tau_syn dI/dt = -I
+    spike when v >= theta, then v -> 0 ("zero") or v -> v - theta ("subtract")
+    a presynaptic spike at time t reaches the target at t + d and does I += w
+
+Each step n (time n*dt) does, in Brian2's default schedule order:
+
+1. integrate   ``v = a*v + k*I ; I = b*I``  (exact solution over one step)
+2. threshold   ``s[n] = v >= theta``  (not while refractory)
+3. deliver     ``I += sum_j w_ji x_j[n - D_ji]``
+4. reset       where ``s[n]``: ``v = 0`` or ``v -= theta``
+
+Delays round half-up, ``D = floor(d/dt + 0.5)``; refractory periods use the same
+rounding. Readout traces are the readout ``v`` at the end of each step.
+This module is torch- and brian2-free so that every engine can import it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+RESETS = ("zero", "subtract")
+READOUTS = ("max", "mean", "last", "softmax-sum")
+# Below this relative difference tau_mem and tau_syn are treated as equal
+# (the general formula cancels catastrophically there).
+_EQUAL_TAU_RTOL = 1e-9
+
+
+def propagators(tau_mem_ms, tau_syn_ms, dt_ms: float):
+    """Exact one-step propagators ``(a, b, k)`` as float64 arrays.
+
+    ``a = exp(-dt/tau_mem)``, ``b = exp(-dt/tau_syn)``,
+    ``k = tau_syn/(tau_syn - tau_mem) * (b - a)``, and ``k = dt/tau_mem * a`` in
+    the equal-tau limit (where Brian2's ``method='exact'`` gives NaN).
+    """
+    tm = np.asarray(tau_mem_ms, dtype=np.float64)
+    ts = np.asarray(tau_syn_ms, dtype=np.float64)
+    a = np.exp(-dt_ms / tm)
+    b = np.exp(-dt_ms / ts)
+    equal = np.abs(ts - tm) <= _EQUAL_TAU_RTOL * np.maximum(tm, ts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k_gen = ts / (ts - tm) * (b - a)
+    k = np.where(equal, dt_ms / tm * a, k_gen)
+    return a, b, k
+
+
+def delay_steps(delay_ms, dt_ms: float) -> np.ndarray:
+    """Integer delay in steps: ``floor(d/dt + 0.5)`` (Brian2 rounds delays half-up)."""
+    return np.floor(np.asarray(delay_ms, dtype=np.float64) / dt_ms + 0.5).astype(np.int64)
+
+
+def refractory_steps(refractory_ms, dt_ms: float) -> np.ndarray:
+    """Refractory period in steps, rounded like delays.
+
+    A neuron that spikes at step n keeps its ``v`` fixed (``I`` still decays and
+    receives input) and cannot spike during steps n+1 .. n+R-1.
+    """
+    return delay_steps(refractory_ms, dt_ms)
+
+
+def readout_scores(trace: np.ndarray, readout: str) -> np.ndarray:
+    """Class scores from a readout trace ``[S, K, N_out]`` (numpy twin of the torch one)."""
+    trace = np.asarray(trace, dtype=np.float64)
+    if readout == "max":
+        return trace.max(axis=1)
+    if readout == "mean":
+        return trace.mean(axis=1)
+    if readout == "last":
+        return trace[:, -1]
+    if readout == "softmax-sum":
+        z = trace - trace.max(axis=2, keepdims=True)
+        e = np.exp(z)
+        return (e / e.sum(axis=2, keepdims=True)).sum(axis=1)
+    raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
+
+
+def grid_ratio(train_dt_ms: float, dt_ms: float) -> int:
+    """How many simulation steps make one training step; ``dt`` must divide the training dt."""
+    r = train_dt_ms / dt_ms
+    ri = int(round(r))
+    if ri < 1 or abs(r - ri) > 1e-6 * max(1.0, r):
+        raise ValueError(f"dt {dt_ms:g} ms must divide the training dt {train_dt_ms:g} ms "
+                         f"an integer number of times")
+    return ri
+
+
+def trace_sample_steps(n_train_steps: int, ratio: int) -> np.ndarray:
+    """Simulation steps whose end-of-step readout value is sampled onto the training grid.
+
+    Training step n ends at time (n+1)*train_dt, which is the end of simulation
+    step (n+1)*ratio - 1.
+    """
+    return (np.arange(n_train_steps) + 1) * ratio - 1

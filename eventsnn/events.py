@@ -1,0 +1,288 @@
+"""Spike events: the ragged in-memory container, the one binning rule, HDF5 I/O.
+
+Times are continuous (float64 seconds in files and in :class:`Events`), never
+locked to a grid. The *only* place where times become integer steps is
+:func:`time_to_step`; everything else (the torch engine, the Brian2 bridge,
+tests) calls it or :func:`bin_events`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EventsnnError, atomic_path, fail, open_h5
+
+EVENTS_FORMAT = "eventsnn.events"
+EVENTS_VERSION = 1
+
+# Brian2's SpikeGeneratorGroup rule: a spike at t falls into step floor(t/dt + 1e-3).
+_BIN_SHIFT = 1e-3
+
+
+def time_to_step(times_ms, dt_ms: float) -> np.ndarray:
+    """Step index of spike times (ms) at step size ``dt_ms``: ``floor(t/dt + 1e-3)``."""
+    return np.floor(np.asarray(times_ms, dtype=np.float64) / dt_ms + _BIN_SHIFT).astype(np.int64)
+
+
+def n_steps(duration_ms: float, dt_ms: float) -> int:
+    """Number of simulation steps covering ``[0, duration)`` at ``dt_ms``."""
+    return int(math.ceil(duration_ms / dt_ms - _BIN_SHIFT))
+
+
+@dataclass
+class Events:
+    """Many samples of spike events, stored flat.
+
+    ``times`` (float64, seconds) and ``units`` (int64) are concatenated over
+    samples; sample ``i`` owns ``times[offsets[i]:offsets[i+1]]``.
+    """
+
+    times: np.ndarray
+    units: np.ndarray
+    offsets: np.ndarray
+    labels: np.ndarray
+    n_units: int
+    duration_s: float
+    n_classes: int
+    class_names: list[str] | None = None
+    source: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.labels)
+
+    @property
+    def duration_ms(self) -> float:
+        return self.duration_s * 1e3
+
+    def sample_index(self) -> np.ndarray:
+        """Sample index of every spike (same length as ``times``)."""
+        return np.repeat(np.arange(len(self.labels)), np.diff(self.offsets))
+
+    def sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return self.times[a:b], self.units[a:b]
+
+    def counts(self) -> np.ndarray:
+        """Spike counts per sample and unit, shape [S, n_units]."""
+        c = np.zeros((len(self), self.n_units), dtype=np.int64)
+        np.add.at(c, (self.sample_index(), self.units), 1)
+        return c
+
+    def subset(self, idx) -> "Events":
+        idx = np.asarray(idx, dtype=np.int64)
+        lengths = np.diff(self.offsets)[idx]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        take = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]) if len(idx) else np.zeros(0, np.int64)
+        return Events(self.times[take], self.units[take], offsets, self.labels[idx].copy(),
+                      self.n_units, self.duration_s, self.n_classes, self.class_names, self.source,
+                      dict(self.meta))
+
+    def replace(self, times=None, units=None, offsets=None, **kw) -> "Events":
+        """A copy with new flat arrays (and any other field changed)."""
+        fields = dict(times=self.times if times is None else times,
+                      units=self.units if units is None else units,
+                      offsets=self.offsets if offsets is None else offsets,
+                      labels=self.labels, n_units=self.n_units, duration_s=self.duration_s,
+                      n_classes=self.n_classes, class_names=self.class_names,
+                      source=self.source, meta=dict(self.meta))
+        fields.update(kw)
+        return Events(**fields)
+
+    @classmethod
+    def from_lists(cls, times_list, units_list, labels, n_units, duration_s, n_classes=None,
+                   class_names=None, source="", sort=True) -> "Events":
+        """Build from per-sample lists of times (s) and units; sorts each sample by time."""
+        ts, us, offs = [], [], [0]
+        for t, u in zip(times_list, units_list):
+            t = np.asarray(t, dtype=np.float64).ravel()
+            u = np.asarray(u, dtype=np.int64).ravel()
+            if sort:
+                o = np.lexsort((u, t))
+                t, u = t[o], u[o]
+            ts.append(t)
+            us.append(u)
+            offs.append(offs[-1] + len(t))
+        labels = np.asarray(labels, dtype=np.int64)
+        if n_classes is None:
+            n_classes = int(labels.max()) + 1 if len(labels) else 0
+        ev = cls(np.concatenate(ts) if ts else np.zeros(0), np.concatenate(us) if us else np.zeros(0, np.int64),
+                 np.asarray(offs, dtype=np.int64), labels, int(n_units), float(duration_s), int(n_classes),
+                 list(class_names) if class_names is not None else None, source)
+        return ev
+
+    def validate(self, path=None) -> "Events":
+        """Check shapes, finiteness and ranges; raise :class:`EventsnnError` naming ``path``."""
+        if self.times.shape != self.units.shape:
+            raise fail(path, f"spikes/times and spikes/units differ in length ({len(self.times)} vs {len(self.units)})")
+        if len(self.offsets) != len(self.labels) + 1 or self.offsets[0] != 0 or self.offsets[-1] != len(self.times) \
+                or np.any(np.diff(self.offsets) < 0):
+            raise fail(path, "inconsistent per-sample offsets")
+        if not (np.isfinite(self.duration_s) and self.duration_s > 0):
+            raise fail(path, f"duration_s must be a positive number, got {self.duration_s}")
+        if self.n_units <= 0:
+            raise fail(path, f"n_units must be positive, got {self.n_units}")
+        if len(self.times):
+            if not np.all(np.isfinite(self.times)):
+                raise fail(path, "spike times contain NaN or inf")
+            if self.times.min() < 0:
+                raise fail(path, f"negative spike time {self.times.min():g} s")
+            if self.times.max() >= self.duration_s:
+                raise fail(path, f"spike time {self.times.max():g} s at or after the duration {self.duration_s:g} s")
+            if self.units.min() < 0 or self.units.max() >= self.n_units:
+                bad = self.units.min() if self.units.min() < 0 else self.units.max()
+                raise fail(path, f"unit index {bad} out of range [0, {self.n_units})")
+        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= self.n_classes):
+            raise fail(path, f"label out of range [0, {self.n_classes}): {self.labels.min()}..{self.labels.max()}")
+        return self
+
+
+def bin_events(events: Events, dt_ms: float, indices=None):
+    """Bin spikes onto the grid of step ``dt_ms`` (the one binning rule).
+
+    Returns ``(sample, step, unit, n_steps)``: sorted, de-duplicated (binary:
+    two spikes of one unit in one step count once), spikes falling at or after
+    the duration dropped. ``sample`` counts positions in ``indices``.
+    """
+    if indices is None:
+        indices = np.arange(len(events))
+    indices = np.asarray(indices, dtype=np.int64)
+    K = n_steps(events.duration_ms, dt_ms)
+    lengths = np.diff(events.offsets)[indices]
+    pos = np.concatenate([np.arange(events.offsets[i], events.offsets[i + 1]) for i in indices]) \
+        if len(indices) else np.zeros(0, np.int64)
+    sample = np.repeat(np.arange(len(indices)), lengths)
+    step = time_to_step(events.times[pos] * 1e3, dt_ms)
+    unit = events.units[pos]
+    keep = (step < K) & (step >= 0)
+    sample, step, unit = sample[keep], step[keep], unit[keep]
+    key = (sample * K + step) * events.n_units + unit
+    key = np.unique(key)
+    unit = key % events.n_units
+    step = (key // events.n_units) % K
+    sample = key // (events.n_units * K)
+    return sample, step, unit, K
+
+
+# ----------------------------------------------------------------------------- I/O
+
+def save_events(events: Events, path) -> None:
+    """Write ``events`` in the SHD layout with ``format="eventsnn.events"`` (atomically)."""
+    import h5py
+
+    events.validate(path)
+    vt = h5py.vlen_dtype(np.float64)
+    vu = h5py.vlen_dtype(np.int32)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = EVENTS_FORMAT
+            f.attrs["version"] = EVENTS_VERSION
+            f.attrs["n_units"] = events.n_units
+            f.attrs["duration_s"] = events.duration_s
+            f.attrs["n_classes"] = events.n_classes
+            f.attrs["source"] = events.source
+            if events.class_names is not None:
+                f.attrs["class_names"] = np.array(events.class_names, dtype=h5py.string_dtype())
+            for k, v in events.meta.items():
+                f.attrs[f"meta_{k}"] = v
+            n = len(events)
+            dt_ = f.create_dataset("spikes/times", (n,), dtype=vt)
+            du = f.create_dataset("spikes/units", (n,), dtype=vu)
+            for i in range(n):
+                t, u = events.sample(i)
+                dt_[i] = t
+                du[i] = u.astype(np.int32)
+            f.create_dataset("labels", data=events.labels.astype(np.int64))
+
+
+def load_events(path) -> Events:
+    """Read an events file: ours (``format="eventsnn.events"``) or an official SHD/SSC file.
+
+    Official files have no ``format`` attribute, may store times as float16 and
+    carry no ``n_units``/``duration_s``: SHD/SSC have 700 channels; the duration
+    is the last spike time rounded up to the next 0.1 s.
+    """
+    f = open_h5(path)
+    with f:
+        fmt = f.attrs.get("format")
+        if isinstance(fmt, bytes):
+            fmt = fmt.decode()
+        if fmt is not None and fmt != EVENTS_FORMAT:
+            raise fail(path, f"format attribute is {fmt!r}, expected {EVENTS_FORMAT!r} (or an official SHD/SSC file)")
+        for key in ("spikes/times", "spikes/units", "labels"):
+            if key not in f:
+                raise fail(path, f"missing dataset '{key}' (expected the SHD layout: spikes/times, spikes/units, labels)")
+        try:
+            times_list = [np.asarray(t, dtype=np.float64) for t in f["spikes/times"][:]]
+            units_list = [np.asarray(u, dtype=np.int64) for u in f["spikes/units"][:]]
+            labels = np.asarray(f["labels"][:]).astype(np.int64).ravel()
+        except (TypeError, ValueError, OSError) as e:
+            raise fail(path, f"cannot read spikes ({e})") from None
+        if not (len(times_list) == len(units_list) == len(labels)):
+            raise fail(path, f"spikes/times ({len(times_list)}), spikes/units ({len(units_list)}) and labels "
+                             f"({len(labels)}) differ in number of samples")
+        if len(labels) == 0:
+            raise fail(path, "contains no samples")
+        for i, (t, u) in enumerate(zip(times_list, units_list)):
+            if t.shape != u.shape:
+                raise fail(path, f"sample {i}: {len(t)} times but {len(u)} units")
+        all_t = np.concatenate(times_list)
+        if fmt == EVENTS_FORMAT:
+            try:
+                n_units = int(f.attrs["n_units"])
+                duration_s = float(f.attrs["duration_s"])
+                n_classes = int(f.attrs["n_classes"])
+            except KeyError as e:
+                raise fail(path, f"missing attribute {e}") from None
+            names = f.attrs.get("class_names")
+            class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names is not None else None
+            source = str(f.attrs.get("source", ""))
+            meta = {k[5:]: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items() if k.startswith("meta_")}
+        else:  # official SHD / SSC
+            n_units = 700
+            finite = all_t[np.isfinite(all_t)]
+            duration_s = max(0.1, math.ceil((finite.max() if len(finite) else 0.0) * 10 + 1e-9) / 10)
+            n_classes = int(labels.max()) + 1 if len(labels) else 0
+            class_names = None
+            source = "shd-official"
+            meta = {}
+    if len(all_t) and not np.all(np.isfinite(all_t)):
+        raise fail(path, "spike times contain NaN or inf")
+    if len(all_t) and all_t.min() < 0:
+        raise fail(path, f"negative spike time {all_t.min():g} s")
+    ev = Events.from_lists(times_list, units_list, labels, n_units, duration_s, n_classes, class_names, source)
+    ev.meta = meta
+    return ev.validate(path)
+
+
+INPUT_MODES = ("binned", "exact")
+
+
+def bin_for_run(events: Events, indices, dt_ms: float, train_dt_ms: float, inputs: str):
+    """Input spikes on a simulation grid ``dt_ms`` that divides the training dt.
+
+    ``inputs="binned"``: spikes binned at the training dt (what training saw),
+    placed on the finer grid at the start of their training step.
+    ``inputs="exact"``: spikes binned at ``dt_ms`` itself (as close to the real
+    times as the simulation grid allows). Returns ``(sample, step, unit, K)``
+    with ``K`` = training steps * ratio.
+    """
+    from .contract import grid_ratio
+
+    r = grid_ratio(train_dt_ms, dt_ms)
+    if inputs == "binned":
+        sample, step, unit, K = bin_events(events, train_dt_ms, indices)
+        return sample, step * r, unit, K * r
+    if inputs == "exact":
+        K = n_steps(events.duration_ms, train_dt_ms) * r
+        sample, step, unit, _ = bin_events(events, dt_ms, indices)
+        keep = step < K
+        return sample[keep], step[keep], unit[keep], K
+    raise ValueError(f"unknown input mode {inputs!r}; choose one of {', '.join(INPUT_MODES)}")

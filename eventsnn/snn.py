@@ -1,0 +1,341 @@
+"""The torch engine: current-based LIF layers on the discrete-time contract.
+
+One :class:`LIFLayer` per hidden layer and a non-spiking :class:`LIFLayer`
+(``spiking=False``) as the leaky readout. The whole batch runs at once; the
+only Python loop is over time steps (the recurrence needs it).
+
+Delays act on the feed-forward input before the time scan:
+
+* ``round`` mode: integer steps ``D = floor(d/dt + 0.5)``, exactly what
+  Brian2 does at the same dt.
+* ``interp`` mode (training): a real-valued delay ``d/dt = D0 + f`` delivers
+  ``(1-f)`` of the spike after ``D0`` steps and ``f`` after ``D0+1`` steps, so the
+  loss has a gradient with respect to the delay. With integer delays it equals
+  ``round`` mode.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import contract
+from .events import Events, bin_events
+
+DELAY_KINDS = ("none", "axonal", "synaptic")
+DELAY_MODES = ("round", "interp")
+
+
+# ----------------------------------------------------------------------------- surrogate gradients
+
+class _Spike(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, kind: str, slope: float):
+        ctx.save_for_backward(x)
+        ctx.kind, ctx.slope = kind, slope
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * surrogate_derivative(x, ctx.kind, ctx.slope), None, None
+
+
+SURROGATES = ("fast-sigmoid", "atan", "multi-gaussian")
+
+
+def surrogate_derivative(x: torch.Tensor, kind: str, slope: float) -> torch.Tensor:
+    """The pseudo-derivative of the Heaviside step used in the backward pass."""
+    if kind == "fast-sigmoid":  # derivative of x/(1+slope|x|) (SuperSpike)
+        return 1.0 / (slope * x.abs() + 1.0) ** 2
+    if kind == "atan":  # derivative of atan(pi/2 slope x)/pi
+        return 0.5 * slope / (1.0 + (math.pi / 2 * slope * x) ** 2)
+    if kind == "multi-gaussian":  # Yin et al. 2021: h=0.15, s=6, sigma=1/slope
+        sigma, h, s = 1.0 / slope, 0.15, 6.0
+
+        def g(mu, sig):
+            return torch.exp(-((x - mu) ** 2) / (2 * sig**2)) / (math.sqrt(2 * math.pi) * sig)
+        return (1 + h) * g(0.0, sigma) - h * g(sigma, s * sigma) - h * g(-sigma, s * sigma)
+    raise ValueError(f"unknown surrogate {kind!r}; choose one of {', '.join(SURROGATES)}")
+
+
+def spike_fn(x: torch.Tensor, kind: str | None, slope: float) -> torch.Tensor:
+    """Heaviside(x) with a surrogate gradient (``kind=None``: plain step, no gradient)."""
+    if kind is None or not torch.is_grad_enabled():
+        return (x >= 0).to(x.dtype)
+    return _Spike.apply(x, kind, slope)
+
+
+# ----------------------------------------------------------------------------- delays
+
+def _shift_time(x: torch.Tensor, d: int) -> torch.Tensor:
+    """x delayed by d steps along dim 1 (zeros enter at the start)."""
+    if d == 0:
+        return x
+    T = x.shape[1]
+    if d >= T:
+        return torch.zeros_like(x)
+    return torch.nn.functional.pad(x[:, : T - d], (0, 0, d, 0))
+
+
+def delayed_current(x: torch.Tensor, weight: torch.Tensor, delay_steps: torch.Tensor | None,
+                    mode: str) -> torch.Tensor:
+    """Feed-forward input current per step, ``[B, T, N_post]``.
+
+    ``x``: presynaptic spikes ``[B, T, N_pre]``; ``weight`` ``[N_pre, N_post]``;
+    ``delay_steps``: None, ``[N_pre]`` (axonal) or ``[N_pre, N_post]`` (synaptic),
+    real-valued in steps (rounded half-up in ``round`` mode).
+    """
+    if delay_steps is None:
+        return x @ weight
+    if mode == "round":
+        D = torch.floor(delay_steps.detach() + 0.5).long()
+        if D.dim() == 1:  # axonal: gather each presynaptic neuron's delayed train
+            return _gather_delayed(x, D) @ weight
+        out = None
+        for d in torch.unique(D).tolist():
+            term = _shift_time(x, d) @ (weight * (D == d).to(weight.dtype))
+            out = term if out is None else out + term
+        return out
+    if mode != "interp":
+        raise ValueError(f"unknown delay mode {mode!r}")
+    d = delay_steps.clamp(min=0)
+    if d.dim() == 1:
+        lo = torch.floor(d.detach())
+        frac = d - lo
+        lo = lo.long()
+        return ((1 - frac) * _gather_delayed(x, lo) + frac * _gather_delayed(x, lo + 1)) @ weight
+    out = None
+    for k in range(int(torch.ceil(d.detach().max()).item()) + 1):
+        kern = torch.relu(1 - (d - k).abs())  # linear interpolation weights
+        term = _shift_time(x, k) @ (weight * kern)
+        out = term if out is None else out + term
+    return out
+
+
+def _gather_delayed(x: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """``out[:, t, j] = x[:, t - D[j], j]`` (zero before the start)."""
+    B, T, N = x.shape
+    Dmax = int(D.max().item()) if D.numel() else 0
+    if Dmax == 0:
+        return x
+    xp = torch.nn.functional.pad(x, (0, 0, Dmax, 0))
+    idx = (torch.arange(T, device=x.device)[:, None] + Dmax - D[None, :]).clamp(min=0)
+    return torch.gather(xp, 1, idx.unsqueeze(0).expand(B, T, N))
+
+
+# ----------------------------------------------------------------------------- layers
+
+class LIFLayer(nn.Module):
+    """Current-based LIF layer (or leaky-integrator readout with ``spiking=False``).
+
+    Parameters are per neuron: ``tau_mem_ms``, ``tau_syn_ms``, ``threshold``,
+    ``refractory_ms``. Feed-forward weights ``ff_weight[N_pre, N]``, optional
+    delays in ms (``[N_pre]`` axonal or ``[N_pre, N]`` synaptic), optional
+    recurrent weights ``rec_weight[N, N]`` with optional delays.
+    """
+
+    def __init__(self, n_in: int, size: int, *, spiking: bool = True, reset: str = "zero",
+                 tau_mem_ms=20.0, tau_syn_ms=5.0, threshold=1.0, refractory_ms=0.0,
+                 delays: str = "none", max_delay_ms: float = 0.0, recurrent: bool = False,
+                 rec_delays: str = "none", learn_taus: bool = False, weight_scale: float = 1.0,
+                 dtype=torch.float32, generator: torch.Generator | None = None):
+        super().__init__()
+        if reset not in contract.RESETS:
+            raise ValueError(f"unknown reset {reset!r}")
+        if delays not in DELAY_KINDS or rec_delays not in DELAY_KINDS:
+            raise ValueError(f"delays must be one of {DELAY_KINDS}")
+        self.n_in, self.size, self.spiking, self.reset = n_in, size, spiking, reset
+        self.max_delay_ms = float(max_delay_ms)
+        self.delays_learned = False
+
+        def full(v):
+            return torch.as_tensor(np.broadcast_to(np.asarray(v, dtype=np.float64), (size,)).copy(), dtype=dtype)
+        tm, ts = full(tau_mem_ms), full(tau_syn_ms)
+        if learn_taus:
+            self.tau_mem_ms, self.tau_syn_ms = nn.Parameter(tm), nn.Parameter(ts)
+        else:
+            self.register_buffer("tau_mem_ms", tm)
+            self.register_buffer("tau_syn_ms", ts)
+        self.register_buffer("threshold", full(threshold))
+        self.register_buffer("refractory_ms", full(refractory_ms))
+        w = torch.randn(n_in, size, generator=generator, dtype=torch.float64) * (weight_scale / math.sqrt(n_in))
+        self.ff_weight = nn.Parameter(w.to(dtype))
+        self.ff_delay_ms = self._delay_param(delays, n_in, size, max_delay_ms, dtype, generator)
+        self.rec_weight = None
+        self.register_buffer("rec_delay_ms", None)
+        if recurrent:
+            wr = torch.randn(size, size, generator=generator, dtype=torch.float64) * (weight_scale / math.sqrt(size))
+            self.rec_weight = nn.Parameter(wr.to(dtype))
+            if rec_delays != "none":  # recurrent delays are fixed (not trained)
+                shape = (size,) if rec_delays == "axonal" else (size, size)
+                self.rec_delay_ms = (torch.rand(shape, generator=generator, dtype=torch.float64)
+                                     .mul(max_delay_ms).to(dtype))
+
+    @staticmethod
+    def _delay_param(kind, n_in, size, max_delay_ms, dtype, generator):
+        if kind == "none":
+            return None
+        shape = (n_in,) if kind == "axonal" else (n_in, size)
+        d = torch.rand(shape, generator=generator, dtype=torch.float64) * max_delay_ms
+        return nn.Parameter(d.to(dtype))
+
+    def set_delays_trainable(self, flag: bool) -> None:
+        if self.ff_delay_ms is not None:
+            self.ff_delay_ms.requires_grad_(flag)
+            self.delays_learned = flag
+
+    def clamp_(self) -> None:
+        """Project parameters back into their valid range after an optimiser step."""
+        with torch.no_grad():
+            if self.ff_delay_ms is not None:
+                self.ff_delay_ms.clamp_(0.0, self.max_delay_ms)
+            if isinstance(self.tau_mem_ms, nn.Parameter):
+                self.tau_mem_ms.clamp_(min=0.5)
+                self.tau_syn_ms.clamp_(min=0.5)
+
+    def _propagators(self, dt_ms: float):
+        tm, ts = self.tau_mem_ms, self.tau_syn_ms
+        if torch.is_grad_enabled() and (tm.requires_grad or ts.requires_grad):
+            a = torch.exp(-dt_ms / tm)
+            b = torch.exp(-dt_ms / ts)
+            equal = (ts - tm).abs() <= 1e-6 * torch.maximum(tm, ts)
+            safe = torch.where(equal, ts + 1e-3, ts)
+            k = torch.where(equal, dt_ms / tm * a, safe / (safe - tm) * (b - a))
+            return a, b, k
+        a, b, k = contract.propagators(tm.detach().cpu().numpy(), ts.detach().cpu().numpy(), dt_ms)
+        to = dict(dtype=tm.dtype, device=tm.device)
+        return torch.as_tensor(a, **to), torch.as_tensor(b, **to), torch.as_tensor(k, **to)
+
+    def forward(self, x: torch.Tensor, dt_ms: float, delay_mode: str = "round",
+                surrogate: str | None = None, slope: float = 10.0) -> torch.Tensor:
+        """Run the layer over ``x`` ``[B, T, N_in]``; return spikes (or the trace) ``[B, T, N]``."""
+        d_steps = None if self.ff_delay_ms is None else self.ff_delay_ms / dt_ms
+        F = delayed_current(x, self.ff_weight, d_steps, delay_mode)
+        return self.scan(F, dt_ms, surrogate, slope)
+
+    def _rec_terms(self, dt_ms: float):
+        """Recurrent weights split by integer delay: list of (d, W_d)."""
+        if self.rec_weight is None:
+            return []
+        if self.rec_delay_ms is None:
+            return [(0, self.rec_weight)]
+        D = torch.as_tensor(contract.delay_steps(self.rec_delay_ms.detach().cpu().numpy(), dt_ms),
+                            device=self.rec_weight.device)
+        terms = []
+        for d in torch.unique(D).tolist():
+            mask = (D == d).to(self.rec_weight.dtype)
+            w = self.rec_weight * (mask[:, None] if D.dim() == 1 else mask)
+            terms.append((int(d), w))
+        return terms
+
+    def scan(self, F: torch.Tensor, dt_ms: float, surrogate: str | None = None, slope: float = 10.0):
+        """The time scan of the contract (integrate, threshold, deliver, reset) over input current F."""
+        B, T, N = F.shape
+        a, b, k = self._propagators(dt_ms)
+        theta = self.threshold
+        v = F.new_zeros(B, N)
+        I = F.new_zeros(B, N)
+        R = torch.as_tensor(contract.refractory_steps(self.refractory_ms.detach().cpu().numpy(), dt_ms),
+                            device=F.device)
+        use_ref = self.spiking and bool((R > 1).any())
+        ref = torch.zeros(B, N, dtype=torch.long, device=F.device)
+        rec = self._rec_terms(dt_ms)
+        out = []
+        for n in range(T):
+            v_new = a * v + k * I
+            if use_ref:
+                ref = (ref - 1).clamp(min=0)
+                held = ref > 0
+                v = torch.where(held, v, v_new)
+            else:
+                v = v_new
+            I = b * I
+            if self.spiking:
+                s = spike_fn(v - theta, surrogate, slope)
+                if use_ref:
+                    s = s * (~held).to(s.dtype)
+                inp = F[:, n]
+                for d, w in rec:
+                    if d == 0:
+                        inp = inp + s @ w
+                    elif n - d >= 0:
+                        inp = inp + out[n - d] @ w
+                I = I + inp
+                sd = s.detach()
+                if self.reset == "zero":
+                    v = v * (1 - sd)
+                else:
+                    v = v - theta * sd
+                if use_ref:
+                    ref = torch.where(sd > 0, R.expand(B, N), ref)
+                out.append(s)
+            else:
+                I = I + F[:, n]
+                out.append(v)
+        return torch.stack(out, dim=1)
+
+
+class SNN(nn.Module):
+    """Feed-forward stack of LIF layers and a leaky readout; ``readout`` reduces its trace."""
+
+    def __init__(self, layers: list[LIFLayer], dt_ms: float, readout: str = "max"):
+        super().__init__()
+        if readout not in contract.READOUTS:
+            raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(contract.READOUTS)}")
+        if layers[-1].spiking or any(not l.spiking for l in layers[:-1]):
+            raise ValueError("an SNN is spiking layers followed by one non-spiking readout layer")
+        self.layers = nn.ModuleList(layers)
+        self.dt_ms = float(dt_ms)
+        self.readout = readout
+
+    @property
+    def n_inputs(self) -> int:
+        return self.layers[0].n_in
+
+    def forward(self, x: torch.Tensor, delay_mode: str = "round", surrogate: str | None = None,
+                slope: float = 10.0):
+        """Return ``(scores [B, N_out], trace [B, T, N_out], hidden spikes list)``."""
+        spikes = []
+        h = x
+        for layer in self.layers[:-1]:
+            h = layer(h, self.dt_ms, delay_mode, surrogate, slope)
+            spikes.append(h)
+        trace = self.layers[-1](h, self.dt_ms, delay_mode, surrogate, slope)
+        return readout_scores(trace, self.readout), trace, spikes
+
+    def clamp_(self):
+        for l in self.layers:
+            l.clamp_()
+
+
+def readout_scores(trace: torch.Tensor, readout: str) -> torch.Tensor:
+    """Torch twin of :func:`eventsnn.contract.readout_scores` (scores from the trace)."""
+    if readout == "max":
+        return trace.max(dim=1).values
+    if readout == "mean":
+        return trace.mean(dim=1)
+    if readout == "last":
+        return trace[:, -1]
+    if readout == "softmax-sum":
+        return torch.softmax(trace, dim=2).sum(dim=1)
+    raise ValueError(f"unknown readout {readout!r}")
+
+
+def log_probs(scores: torch.Tensor, readout: str) -> torch.Tensor:
+    """Log class probabilities for the cross-entropy loss."""
+    if readout == "softmax-sum":  # scores are sums of probabilities over time
+        return torch.log(scores / scores.sum(dim=1, keepdim=True) + 1e-12)
+    return torch.log_softmax(scores, dim=1)
+
+
+def dense_input(events: Events, dt_ms: float, indices=None, *, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """Binary input raster ``[B, T, n_units]`` from events, via the one binning rule."""
+    sample, step, unit, K = bin_events(events, dt_ms, indices)
+    B = len(events) if indices is None else len(indices)
+    x = torch.zeros(B, K, events.n_units, dtype=dtype, device=device)
+    x[torch.as_tensor(sample, device=device), torch.as_tensor(step, device=device),
+      torch.as_tensor(unit, device=device)] = 1
+    return x
