@@ -1,0 +1,245 @@
+"""Synthetic timing tasks and readers for real speech data (SHD/SSC, rate-removed files).
+
+In every synthetic task the spike count of every unit has the same
+distribution in every class, so a count-only classifier is at chance; the
+class is carried by timing only. The class *structure* (which lags, which
+ISIs) is drawn from ``task_seed``; the samples from ``seed``. Files made with
+the same ``task_seed`` and different ``seed`` are train/test splits of one
+task.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EventsnnError, fail
+from .events import Events
+
+TASKS = ("isi", "polychrony", "coincidence")
+
+
+def _finish(times_list, units_list, labels, n_units, duration_ms, n_classes, source, jitter_ms, rng, names=None):
+    D = duration_ms * 1e-3
+    out_t, out_u = [], []
+    for t, u in zip(times_list, units_list):
+        t = np.asarray(t, dtype=np.float64)
+        if jitter_ms > 0:
+            t = t + rng.normal(0, jitter_ms, len(t))
+        t = np.clip(t, 0.0, np.nextafter(duration_ms, 0)) * 1e-3
+        out_t.append(t)
+        out_u.append(np.asarray(u, dtype=np.int64))
+    ev = Events.from_lists(out_t, out_u, labels, n_units, D, n_classes, names, source)
+    return ev.validate()
+
+
+def make_isi(samples=600, units=10, classes=4, duration_ms=100.0, pairs=2, isi_min_ms=3.0, isi_max_ms=15.0,
+             jitter_ms=0.0, seed=0, task_seed=0) -> Events:
+    """ISI task: every unit fires ``pairs`` spike pairs; the interval within a pair is the class signal.
+
+    Class c gives unit u the interval ``isis[(c + u) % classes]`` (evenly spaced
+    in [isi_min, isi_max]), so every unit sees every interval across classes
+    and counts (2*pairs per unit) are identical in all classes. Pair onsets are
+    uniform in time.
+    """
+    rng = np.random.default_rng(seed)
+    isis = np.linspace(isi_min_ms, isi_max_ms, classes)
+    labels = rng.integers(0, classes, samples)
+    tl, ul = [], []
+    for c in labels:
+        isi_u = isis[(c + np.arange(units)) % classes]
+        on = rng.uniform(0, duration_ms - isi_max_ms - 1.0, (units, pairs))
+        t = np.concatenate([on.ravel(), (on + isi_u[:, None]).ravel()])
+        u = np.concatenate([np.repeat(np.arange(units), pairs)] * 2)
+        tl.append(t)
+        ul.append(u)
+    names = [f"isi-pattern-{c}" for c in range(classes)]
+    return _finish(tl, ul, labels, units, duration_ms, classes, "synthetic:isi", jitter_ms, rng, names)
+
+
+def make_polychrony(samples=600, units=20, classes=4, duration_ms=100.0, events=2, lag_min_ms=2.0,
+                    lag_max_ms=8.0, jitter_ms=0.0, seed=0, task_seed=0) -> Events:
+    """Cross-channel timing: units form pairs (a, b); each pair fires ``events`` times.
+
+    For each pair the task fixes a lag L_p; class c fixes an order sign per pair
+    (a then b after L_p, or b then a after L_p). Every unit fires exactly
+    ``events`` spikes in every sample, at uniform random times: single-unit
+    counts and intervals carry nothing, only the relative timing across units
+    does.
+    """
+    if units % 2 or units < 2:
+        raise EventsnnError(f"polychrony needs an even number of units >= 2, got {units}")
+    P = units // 2
+    trng = np.random.default_rng(task_seed)
+    lags = trng.uniform(lag_min_ms, lag_max_ms, P)
+    signs = _distinct_sign_patterns(classes, P, trng)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, samples)
+    tl, ul = [], []
+    for c in labels:
+        on = rng.uniform(0, duration_ms - lag_max_ms - 1.0, (P, events))
+        first = np.where(signs[c] > 0, 2 * np.arange(P), 2 * np.arange(P) + 1)
+        second = np.where(signs[c] > 0, 2 * np.arange(P) + 1, 2 * np.arange(P))
+        t = np.concatenate([on.ravel(), (on + lags[:, None]).ravel()])
+        u = np.concatenate([np.repeat(first, events), np.repeat(second, events)])
+        tl.append(t)
+        ul.append(u)
+    names = [f"order-pattern-{c}" for c in range(classes)]
+    return _finish(tl, ul, labels, units, duration_ms, classes, "synthetic:polychrony", jitter_ms, rng, names)
+
+
+def _distinct_sign_patterns(classes, P, rng):
+    if classes > 2 ** P:
+        raise EventsnnError(f"polychrony: {classes} classes need at least {math.ceil(math.log2(classes))} pairs")
+    seen, out = set(), []
+    while len(out) < classes:
+        s = rng.choice([-1, 1], P)
+        if tuple(s) not in seen:
+            seen.add(tuple(s))
+            out.append(s)
+    return np.array(out)
+
+
+def make_coincidence(samples=600, group_size=10, windows=5, window_ms=20.0, overlap=0.0, p_on=0.6, p_off=0.1,
+                     jitter_ms=0.0, seed=0, task_seed=0) -> Events:
+    """Coincidence task (the paper's): 3 groups of units, ``windows`` time windows.
+
+    In each window two groups share a state ("on" or "off", equally likely) and
+    the third has the other state; the class is which two groups agree (3
+    classes). An on-group has each unit fire once (uniform time in the window)
+    with probability ``p_on``, an off-group with ``p_off``. ``overlap`` in [0,1]
+    moves both probabilities to their mean; at 1 on and off are identical and
+    the task is at chance. Every group is on with probability 1/2 in every
+    window whatever the class, so counts carry no class information.
+    """
+    if not 0.0 <= overlap <= 1.0:
+        raise EventsnnError(f"overlap must be in [0, 1], got {overlap}")
+    mid = 0.5 * (p_on + p_off)
+    pon, poff = p_on + overlap * (mid - p_on), p_off + overlap * (mid - p_off)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, samples)
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    n_units = 3 * group_size
+    tl, ul = [], []
+    for c in labels:
+        ts, us = [], []
+        for w in range(windows):
+            shared = rng.random() < 0.5
+            state = np.full(3, not shared)
+            state[list(pairs[c])] = shared
+            for g in range(3):
+                fire = rng.random(group_size) < (pon if state[g] else poff)
+                idx = g * group_size + np.flatnonzero(fire)
+                ts.append(w * window_ms + rng.uniform(0, window_ms, len(idx)))
+                us.append(idx)
+        tl.append(np.concatenate(ts))
+        ul.append(np.concatenate(us))
+    names = ["groups-0-1-agree", "groups-0-2-agree", "groups-1-2-agree"]
+    ev = _finish(tl, ul, labels, n_units, windows * window_ms, 3, "synthetic:coincidence", jitter_ms, rng, names)
+    ev.meta["overlap"] = float(overlap)
+    return ev
+
+
+# ----------------------------------------------------------------------------- rate-removed files
+
+def load_norm(path, bin_ms: float | None = None) -> Events:
+    """Read a released rate-removed file (``shd_norm.mat`` / ``ssc_norm.h5``) into events.
+
+    Both hold ``X`` [samples, units, bins] (spike counts per 1/100 of the
+    sample) and ``Y`` (labels). A count ``c`` in bin ``b`` becomes ``c`` spikes
+    spread evenly inside the bin, at ``(b + (j + 0.5)/c) * bin_ms`` for
+    j = 0..c-1 (a single spike sits at the bin centre). ``bin_ms`` defaults to
+    14 ms (SHD: 1.4 s / 100 bins) for ``.mat`` and 10 ms (SSC: 1 s / 100) otherwise.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise fail(path, "no such file")
+    X = Y = None
+    try:
+        import h5py
+        if h5py.is_hdf5(p):
+            with h5py.File(p, "r") as f:
+                if "X" not in f or "Y" not in f:
+                    raise fail(path, f"expected datasets 'X' and 'Y', found {sorted(f.keys())}")
+                X, Y = np.asarray(f["X"][()]), np.asarray(f["Y"][()])
+                if p.suffix == ".mat":  # MATLAB v7.3 stores arrays transposed
+                    X, Y = X.T, Y.T
+        else:
+            from scipy.io import loadmat
+            m = loadmat(p)
+            if "X" not in m or "Y" not in m:
+                raise fail(path, f"expected variables 'X' and 'Y', found {sorted(k for k in m if not k.startswith('__'))}")
+            X, Y = np.asarray(m["X"]), np.asarray(m["Y"])
+    except EventsnnError:
+        raise
+    except Exception as e:  # scipy/h5py raise many types for corrupt files
+        raise fail(path, f"cannot read rate-removed file ({type(e).__name__}: {e})") from None
+    if X.ndim != 3:
+        raise fail(path, f"X must be [samples, units, bins], got shape {list(X.shape)}")
+    Y = Y.ravel().astype(np.int64)
+    if len(Y) != X.shape[0]:
+        raise fail(path, f"X has {X.shape[0]} samples but Y has {len(Y)} labels")
+    if np.any(X < 0) or not np.all(np.isfinite(X)):
+        raise fail(path, "X must hold finite non-negative counts")
+    if bin_ms is None:
+        bin_ms = 14.0 if p.suffix == ".mat" else 10.0
+    S, U, B = X.shape
+    tl, ul = [], []
+    Xi = np.rint(X).astype(np.int64)
+    for s in range(S):
+        u_idx, b_idx = np.nonzero(Xi[s])
+        c = Xi[s][u_idx, b_idx]
+        rep_u, rep_b, rep_c = np.repeat(u_idx, c), np.repeat(b_idx, c), np.repeat(c, c)
+        j = np.concatenate([np.arange(k) for k in c]) if len(c) else np.zeros(0)
+        tl.append((rep_b + (j + 0.5) / rep_c) * bin_ms * 1e-3)
+        ul.append(rep_u)
+    if Y.min() < 0:
+        raise fail(path, f"negative label {Y.min()}")
+    return Events.from_lists(tl, ul, Y, U, B * bin_ms * 1e-3, int(Y.max()) + 1, source=f"norm:{p.name}").validate(path)
+
+
+def load_any(path) -> Events:
+    """Events from an events/SHD HDF5 file, or a rate-removed ``.mat``/``X,Y`` file."""
+    from .events import load_events
+
+    p = Path(path)
+    if p.suffix == ".mat":
+        return load_norm(p)
+    if p.exists() and not p.is_dir():
+        import h5py
+        if h5py.is_hdf5(p):
+            with h5py.File(p, "r") as f:
+                if "X" in f and "Y" in f and "spikes" not in f:
+                    is_norm = True
+                else:
+                    is_norm = False
+            if is_norm:
+                return load_norm(p)
+    return load_events(p)
+
+
+def split_indices(n: int, val_fraction: float, seed: int = 0):
+    """Deterministic train/validation split of range(n) (validation carved from training data)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise EventsnnError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * val_fraction))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def count_baseline(events: Events, test_fraction: float = 0.3, seed: int = 0) -> float:
+    """Held-out accuracy of logistic regression on per-unit spike counts (rate-only classifier)."""
+    return feature_baseline(events.counts().astype(np.float64), events.labels, test_fraction, seed)
+
+
+def feature_baseline(X: np.ndarray, y: np.ndarray, test_fraction: float = 0.3, seed: int = 0) -> float:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    tr, te = split_indices(len(y), test_fraction, seed)
+    if len(te) == 0 or len(np.unique(y[tr])) < 2:
+        return float("nan")
+    sc = StandardScaler().fit(X[tr])
+    clf = LogisticRegression(max_iter=2000).fit(sc.transform(X[tr]), y[tr])
+    return float(np.mean(clf.predict(sc.transform(X[te])) == y[te]))

@@ -1,0 +1,295 @@
+"""Surrogate-gradient training with learnable delays: the loop a reader can hold in their head.
+
+``train(config, rundir)`` writes into RUNDIR: ``config.json``, ``metrics.jsonl``
+(one line per epoch), ``checkpoint.pt`` (every epoch, atomically: model,
+optimiser, best model so far, history) and ``summary.json``. Model selection
+and early stopping use a validation split carved from the training file; a
+separate test file, if given, is only evaluated at the end.
+Resuming continues exactly: each epoch's shuffle comes from ``seed + epoch``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .contract import READOUTS, RESETS
+from .errors import EventsnnError, atomic_path, fail
+from .events import Events
+from .progress import progress_bar
+from .snn import DELAY_KINDS, SNN, SURROGATES, LIFLayer, dense_input, log_probs
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    test_data: str | None = None
+    val_fraction: float = 0.15
+    dt_ms: float = 1.0
+    hidden: list[int] = field(default_factory=lambda: [64])
+    delays: str = "axonal"          # none | axonal | synaptic (feed-forward, learnable)
+    max_delay_ms: float = 20.0
+    recurrent: bool = False
+    readout: str = "max"
+    reset: str = "zero"
+    tau_mem_ms: float = 20.0
+    tau_syn_ms: float = 5.0
+    tau_out_ms: float = 20.0
+    threshold: float = 1.0
+    learn_taus: bool = False
+    surrogate: str = "fast-sigmoid"
+    slope: float = 10.0
+    weight_scale: float = 15.0
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 1e-2
+    lr_delay: float = 0.5
+    lr_tau: float = 0.05
+    spike_reg: float = 0.0          # weight of mean-squared hidden spike count penalty
+    patience: int = 15
+    seed: int = 0
+    device: str = "auto"
+
+    def validate(self):
+        if self.delays not in DELAY_KINDS:
+            raise EventsnnError(f"--delays must be one of {', '.join(DELAY_KINDS)}, got {self.delays!r}")
+        if self.readout not in READOUTS:
+            raise EventsnnError(f"--readout must be one of {', '.join(READOUTS)}, got {self.readout!r}")
+        if self.surrogate not in SURROGATES:
+            raise EventsnnError(f"--surrogate must be one of {', '.join(SURROGATES)}, got {self.surrogate!r}")
+        if self.reset not in RESETS:
+            raise EventsnnError(f"--reset must be one of {', '.join(RESETS)}")
+        for name in ("dt_ms", "tau_mem_ms", "tau_syn_ms", "tau_out_ms", "threshold", "slope", "lr"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise EventsnnError(f"{name} must be a positive number, got {v!r}")
+        if self.max_delay_ms < 0 or not math.isfinite(self.max_delay_ms):
+            raise EventsnnError(f"max_delay_ms must be >= 0, got {self.max_delay_ms}")
+        if self.epochs < 1 or self.batch_size < 1 or not self.hidden or min(self.hidden) < 1:
+            raise EventsnnError("epochs, batch size and hidden sizes must be positive")
+        return self
+
+    @classmethod
+    def from_file(cls, path) -> dict:
+        """Read a TOML (or JSON) config file into a dict of known keys."""
+        p = Path(path)
+        if not p.exists():
+            raise fail(path, "no such config file")
+        try:
+            data = tomllib.loads(p.read_text()) if p.suffix == ".toml" else json.loads(p.read_text())
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+            raise fail(path, f"cannot parse config ({e})") from None
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise fail(path, f"unknown config key(s): {', '.join(sorted(unknown))}")
+        return data
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise EventsnnError("--device cuda requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def build_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device) -> SNN:
+    g = torch.Generator().manual_seed(cfg.seed)
+    layers, n_pre = [], n_inputs
+    for i, h in enumerate(cfg.hidden):
+        layers.append(LIFLayer(n_pre, h, reset=cfg.reset, tau_mem_ms=cfg.tau_mem_ms, tau_syn_ms=cfg.tau_syn_ms,
+                               threshold=cfg.threshold, delays=cfg.delays, max_delay_ms=cfg.max_delay_ms,
+                               recurrent=cfg.recurrent and i == len(cfg.hidden) - 1, learn_taus=cfg.learn_taus,
+                               weight_scale=cfg.weight_scale, generator=g))
+        layers[-1].set_delays_trainable(cfg.delays != "none")
+        n_pre = h
+    layers.append(LIFLayer(n_pre, n_classes, spiking=False, tau_mem_ms=cfg.tau_out_ms, tau_syn_ms=cfg.tau_syn_ms,
+                           learn_taus=cfg.learn_taus, weight_scale=1.0, generator=g))
+    return SNN(layers, cfg.dt_ms, cfg.readout).to(device)
+
+
+def make_optimizer(model: SNN, cfg: TrainConfig) -> torch.optim.Optimizer:
+    delays, taus, rest = [], [], []
+    for name, p in model.named_parameters():
+        (delays if "delay" in name else taus if "tau" in name else rest).append(p)
+    groups = [{"params": rest, "lr": cfg.lr}]
+    if delays:
+        groups.append({"params": delays, "lr": cfg.lr_delay})
+    if taus:
+        groups.append({"params": taus, "lr": cfg.lr_tau})
+    return torch.optim.Adam(groups)
+
+
+class Batcher:
+    """Dense binary inputs for index batches (whole set kept dense when it is small)."""
+
+    def __init__(self, events: Events, dt_ms: float, device, limit: int = 50_000_000):
+        from .events import n_steps
+        self.events, self.dt_ms, self.device = events, dt_ms, device
+        T = n_steps(events.duration_ms, dt_ms)
+        self.cache = dense_input(events, dt_ms, device=device) if len(events) * T * events.n_units <= limit else None
+
+    def __call__(self, idx):
+        if self.cache is not None:
+            return self.cache[torch.as_tensor(idx, device=self.device)]
+        return dense_input(self.events, self.dt_ms, idx, device=self.device)
+
+
+def evaluate(model: SNN, batcher: Batcher, labels: np.ndarray, idx: np.ndarray, batch_size: int = 256):
+    """(accuracy, mean loss) in ``round`` delay mode, no gradients."""
+    if len(idx) == 0:
+        return float("nan"), float("nan")
+    correct, loss_sum = 0, 0.0
+    with torch.no_grad():
+        for s in range(0, len(idx), batch_size):
+            b = idx[s:s + batch_size]
+            y = torch.as_tensor(labels[b], device=batcher.device)
+            scores, _, _ = model(batcher(b), delay_mode="round")
+            lp = log_probs(scores, model.readout)
+            loss_sum += float(torch.nn.functional.nll_loss(lp, y, reduction="sum"))
+            correct += int((scores.argmax(1) == y).sum())
+    return correct / len(idx), loss_sum / len(idx)
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path) -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise fail(path, "no checkpoint (was training started in this directory?)")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for corrupt files
+        raise fail(path, f"corrupt checkpoint ({type(e).__name__})") from None
+
+
+def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True, max_epochs_this_call=None) -> dict:
+    """Train (or resume) into ``rundir``; return the summary dict."""
+    from .datasets import load_any, split_indices
+
+    rundir = Path(rundir)
+    ckpt_path = rundir / "checkpoint.pt"
+    ckpt = load_checkpoint(ckpt_path) if resume else None
+    if ckpt is not None:
+        cfg = TrainConfig(**ckpt["config"])
+    cfg.validate()
+    if not resume and ckpt_path.exists():
+        raise fail(rundir, "already holds a training run; use --resume to continue it or choose another --out")
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    events = load_any(cfg.data)
+    if events.n_classes < 2:
+        raise fail(cfg.data, f"needs at least 2 classes, found {events.n_classes}")
+    tr_idx, val_idx = split_indices(len(events), cfg.val_fraction, cfg.seed)
+    if len(tr_idx) == 0:
+        raise fail(cfg.data, "no training samples left after the validation split")
+    test = load_any(cfg.test_data) if cfg.test_data else None
+    if test is not None and (test.n_units != events.n_units or test.n_classes > events.n_classes):
+        raise fail(cfg.test_data, f"test data has {test.n_units} units/{test.n_classes} classes, training data "
+                                  f"{events.n_units}/{events.n_classes}")
+    model = build_model(cfg, events.n_units, events.n_classes, device)
+    opt = make_optimizer(model, cfg)
+    history, best, start_epoch, bad_epochs = [], None, 0, 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        history, best, start_epoch, bad_epochs = ckpt["history"], ckpt["best"], ckpt["epoch"] + 1, ckpt["bad_epochs"]
+    rundir.mkdir(parents=True, exist_ok=True)
+    if ckpt is None:
+        with atomic_path(rundir / "config.json") as tmp:
+            tmp.write_text(json.dumps(asdict(cfg), indent=2))
+    with atomic_path(rundir / "metrics.jsonl") as tmp:  # exactly the checkpoint's history (no duplicates)
+        tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+
+    batcher = Batcher(events, cfg.dt_ms, device)
+    labels = events.labels
+    stop_at = cfg.epochs if max_epochs_this_call is None else min(cfg.epochs, start_epoch + max_epochs_this_call)
+    stopped_early = bad_epochs >= cfg.patience
+    epoch = start_epoch - 1
+    bar = progress_bar(total=cfg.epochs, desc="train", disable=not progress, initial=start_epoch)
+    for epoch in range(start_epoch, stop_at):
+        if stopped_early:
+            break
+        t0 = time.perf_counter()
+        model.train()
+        perm = tr_idx[torch.randperm(len(tr_idx), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)).numpy()]
+        loss_sum, correct, rate_sum = 0.0, 0, 0.0
+        for s in range(0, len(perm), cfg.batch_size):
+            b = perm[s:s + cfg.batch_size]
+            y = torch.as_tensor(labels[b], device=device)
+            scores, _, spikes = model(batcher(b), delay_mode="interp", surrogate=cfg.surrogate, slope=cfg.slope)
+            loss = torch.nn.functional.nll_loss(log_probs(scores, cfg.readout), y)
+            if cfg.spike_reg > 0:
+                loss = loss + cfg.spike_reg * sum((sp.sum(1) ** 2).mean() for sp in spikes)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            model.clamp_()
+            loss_sum += float(loss.detach()) * len(b)
+            correct += int((scores.argmax(1) == y).sum())
+            rate_sum += float(sum(sp.sum() for sp in spikes)) / max(1, sum(sp.shape[2] for sp in spikes))
+        model.eval()
+        val_acc, val_loss = evaluate(model, batcher, labels, val_idx)
+        rec = {"epoch": epoch, "train_loss": loss_sum / len(perm), "train_acc": correct / len(perm),
+               "val_acc": val_acc, "val_loss": val_loss, "spikes_per_neuron": rate_sum / len(perm),
+               "seconds": time.perf_counter() - t0}
+        history.append(rec)
+        improved = best is None or (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"]) \
+            if len(val_idx) else True
+        if improved:
+            best = {"epoch": epoch, "val_acc": val_acc, "val_loss": val_loss,
+                    "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        stopped_early = bad_epochs >= cfg.patience
+        _save_checkpoint(ckpt_path, {"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                     "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs,
+                                     "n_inputs": events.n_units, "n_classes": events.n_classes})
+        with open(rundir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        bar.set_postfix(loss=f"{rec['train_loss']:.3f}", train=f"{rec['train_acc']:.2f}", val=f"{val_acc:.2f}")
+        bar.update(1)
+    bar.close()
+    finished = stopped_early or (history and history[-1]["epoch"] >= cfg.epochs - 1)
+    summary = {"rundir": str(rundir), "epochs_run": len(history), "finished": bool(finished),
+               "stopped_early": bool(stopped_early), "best_epoch": best["epoch"] if best else None,
+               "val_acc": best["val_acc"] if best else None, "n_train": int(len(tr_idx)), "n_val": int(len(val_idx)),
+               "delays": cfg.delays, "seed": cfg.seed, "device": str(device),
+               "seconds": float(sum(h["seconds"] for h in history))}
+    if test is not None and finished:
+        best_model = load_trained_model(rundir, device=device)
+        tb = Batcher(test, cfg.dt_ms, device)
+        summary["test_acc"], summary["test_loss"] = evaluate(best_model, tb, test.labels, np.arange(len(test)))
+    with atomic_path(rundir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def load_trained_model(rundir, device="cpu", dtype=torch.float32) -> SNN:
+    """The best (validation-selected) model of a run directory."""
+    ckpt = load_checkpoint(Path(rundir) / "checkpoint.pt")
+    for key in ("config", "best", "n_inputs", "n_classes"):
+        if key not in ckpt or (key == "best" and not ckpt["best"]):
+            raise fail(Path(rundir) / "checkpoint.pt", f"corrupt checkpoint (no '{key}')")
+    cfg = TrainConfig(**ckpt["config"])
+    model = build_model(cfg, ckpt["n_inputs"], ckpt["n_classes"], "cpu")
+    try:
+        model.load_state_dict(ckpt["best"]["model"])
+    except RuntimeError as e:
+        raise fail(Path(rundir) / "checkpoint.pt", f"checkpoint does not match its config ({str(e).splitlines()[0]})") from None
+    for layer in model.layers:
+        layer.delays_learned = cfg.delays != "none" and layer.spiking
+    model.requires_grad_(False)
+    return model.to(device=device, dtype=dtype).eval()

@@ -1,0 +1,210 @@
+"""Transforms on events, as small composable callables (tonic's style).
+
+Each transform takes an :class:`~eventsnn.events.Events` and returns a new
+one; randomness comes from the transform's own ``seed``, so the same transform
+applied in two engines gives the same spikes. Spikes moved outside
+``[0, duration)`` by jitter are dropped (counted in ``meta``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import EventsnnError
+from .events import Events
+
+
+def _rebuild(ev: Events, sample: np.ndarray, times_s: np.ndarray, units: np.ndarray, **kw) -> Events:
+    """Events from flat (sample, time, unit), sorted by sample then time then unit; drops out-of-range times."""
+    keep = (times_s >= 0) & (times_s < ev.duration_s)
+    sample, times_s, units = sample[keep], times_s[keep], units[keep]
+    order = np.lexsort((units, times_s, sample))
+    sample, times_s, units = sample[order], times_s[order], units[order]
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(sample, minlength=len(ev)))]).astype(np.int64)
+    out = ev.replace(times=times_s, units=units.astype(np.int64), offsets=offsets, **kw)
+    out.meta["dropped_spikes"] = int(out.meta.get("dropped_spikes", 0)) + int((~keep).sum())
+    return out
+
+
+@dataclass
+class Reverse:
+    """Time reversal. ``window``: t -> t_first + t_last - t within each sample (the paper's);
+    ``full``: t -> duration - t (a spike at exactly 0 lands just below the duration)."""
+    mode: str = "window"
+
+    def __call__(self, ev: Events) -> Events:
+        s = ev.sample_index()
+        t = ev.times
+        if self.mode == "window":
+            if len(t):
+                first = np.minimum.reduceat(t, ev.offsets[:-1].clip(max=len(t) - 1))
+                last = np.maximum.reduceat(t, ev.offsets[:-1].clip(max=len(t) - 1))
+                new = first[s] + last[s] - t
+            else:
+                new = t.copy()
+        elif self.mode == "full":
+            new = np.minimum(ev.duration_s - t, np.nextafter(ev.duration_s, 0))
+        else:
+            raise EventsnnError(f"unknown reversal {self.mode!r}; choose 'window' or 'full'")
+        return _rebuild(ev, s, new, ev.units.copy())
+
+    @property
+    def name(self):
+        return f"reverse-{self.mode}"
+
+
+@dataclass
+class Jitter:
+    """Gaussian jitter of ``sigma_ms``: independently per spike, or one offset per unit and sample (``per="neuron"``)."""
+    sigma_ms: float
+    per: str = "spike"
+    seed: int = 0
+
+    def __call__(self, ev: Events) -> Events:
+        if not (np.isfinite(self.sigma_ms) and self.sigma_ms >= 0):
+            raise EventsnnError(f"jitter must be a non-negative number of ms, got {self.sigma_ms}")
+        rng = np.random.default_rng(self.seed)
+        s = ev.sample_index()
+        if self.per == "spike":
+            dt = rng.normal(0, self.sigma_ms, len(ev.times))
+        elif self.per == "neuron":
+            dt = rng.normal(0, self.sigma_ms, (len(ev), ev.n_units))[s, ev.units]
+        else:
+            raise EventsnnError(f"jitter per {self.per!r}: choose 'spike' or 'neuron'")
+        return _rebuild(ev, s, ev.times + dt * 1e-3, ev.units.copy())
+
+    @property
+    def name(self):
+        return f"jitter{'-neuron' if self.per == 'neuron' else ''}-{self.sigma_ms:g}ms"
+
+
+@dataclass
+class Delete:
+    """Delete each spike independently with probability ``p``."""
+    p: float
+    seed: int = 0
+
+    def __call__(self, ev: Events) -> Events:
+        if not 0.0 <= self.p <= 1.0:
+            raise EventsnnError(f"deletion probability must be in [0, 1], got {self.p}")
+        keep = np.random.default_rng(self.seed).random(len(ev.times)) >= self.p
+        return _rebuild(ev, ev.sample_index()[keep], ev.times[keep], ev.units[keep])
+
+    @property
+    def name(self):
+        return f"delete-{self.p:g}"
+
+
+@dataclass
+class RandomizeTiming:
+    """Move a fraction ``f`` of each unit's spikes (per sample) to uniform random times; counts are kept."""
+    f: float
+    seed: int = 0
+
+    def __call__(self, ev: Events) -> Events:
+        if not 0.0 <= self.f <= 1.0:
+            raise EventsnnError(f"randomised fraction must be in [0, 1], got {self.f}")
+        rng = np.random.default_rng(self.seed)
+        s = ev.sample_index()
+        key = s * ev.n_units + ev.units
+        order = np.lexsort((rng.random(len(key)), key))  # random order within each (sample, unit)
+        rank = np.empty(len(key), np.int64)
+        k_sorted = key[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(k_sorted)) + 1]
+        group_start = np.repeat(starts, np.diff(np.r_[starts, len(k_sorted)]))
+        rank[order] = np.arange(len(key)) - group_start
+        counts = np.bincount(key, minlength=len(ev) * ev.n_units)[key]
+        move = rank < np.round(self.f * counts)
+        t = ev.times.copy()
+        t[move] = rng.uniform(0, ev.duration_s, int(move.sum()))
+        return _rebuild(ev, s, t, ev.units.copy())
+
+    @property
+    def name(self):
+        return f"randomize-{self.f:g}"
+
+
+@dataclass
+class RemoveRate:
+    """The paper's rate-removal ("norm") construction, on events.
+
+    1. Count spikes per (sample, unit). For each unit, N_f = its minimum count over samples.
+    2. A unit with N_f < ``floor`` is "bad". If raising it to ``floor`` costs dropping at most
+       ``max_drop_fraction`` of the samples (those where the unit fires fewer than ``floor``
+       spikes), those samples are dropped and N_f recomputed; otherwise the unit is removed.
+    3. In every remaining sample keep exactly N_f randomly chosen spikes of each unit.
+    4. Drop units left with N_f = 0, renumbering the rest.
+    5. Class-balance by random undersampling to the smallest class.
+
+    Afterwards every unit has the same count in every sample: counts carry no information.
+    """
+    floor: int = 2
+    max_drop_fraction: float = 0.01
+    seed: int = 0
+
+    def __call__(self, ev: Events) -> Events:
+        rng = np.random.default_rng(self.seed)
+        counts = ev.counts()
+        keep_samples = np.ones(len(ev), bool)
+        keep_units = np.ones(ev.n_units, bool)
+        for u in range(ev.n_units):
+            low = counts[:, u] < self.floor
+            if not low.any():
+                continue
+            if (keep_samples & low).sum() <= self.max_drop_fraction * len(ev):
+                keep_samples &= ~low
+            else:
+                keep_units[u] = False
+        if not keep_samples.any():
+            raise EventsnnError("remove-rate would drop every sample")
+        Nf = np.where(keep_units, counts[keep_samples].min(axis=0), 0)
+        keep_units &= Nf > 0
+        if not keep_units.any():
+            raise EventsnnError("remove-rate leaves no unit with a spike in every sample")
+        # class balance
+        idx = np.flatnonzero(keep_samples)
+        labels = ev.labels[idx]
+        present = np.unique(labels)
+        m = min((labels == c).sum() for c in present)
+        chosen = np.sort(np.concatenate([rng.choice(idx[labels == c], m, replace=False) for c in present]))
+        sub = ev.subset(chosen)
+        s = sub.sample_index()
+        u = sub.units
+        ok = keep_units[u]
+        s, t, u = s[ok], sub.times[ok], u[ok]
+        key = s * ev.n_units + u
+        order = np.lexsort((rng.random(len(key)), key))
+        k_sorted = key[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(k_sorted)) + 1] if len(k_sorted) else np.zeros(0, np.int64)
+        group_start = np.repeat(starts, np.diff(np.r_[starts, len(k_sorted)]))
+        rank = np.empty(len(key), np.int64)
+        rank[order] = np.arange(len(key)) - group_start
+        sel = rank < Nf[u]
+        newid = np.cumsum(keep_units) - 1
+        out = Events(t[sel], newid[u[sel]].astype(np.int64), np.zeros(len(sub) + 1, np.int64), sub.labels,
+                     int(keep_units.sum()), ev.duration_s, ev.n_classes, ev.class_names, ev.source, dict(ev.meta))
+        out = _rebuild(out, s[sel], t[sel], newid[u[sel]])
+        out.meta["remove_rate_units"] = int(keep_units.sum())
+        out.meta["remove_rate_spikes_per_sample"] = int(Nf[keep_units].sum())
+        return out
+
+    @property
+    def name(self):
+        return "remove-rate"
+
+
+class Compose:
+    """Apply transforms in order."""
+
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+
+    def __call__(self, ev: Events) -> Events:
+        for t in self.transforms:
+            ev = t(ev)
+        return ev
+
+    @property
+    def name(self):
+        return "+".join(t.name for t in self.transforms) or "none"
