@@ -238,7 +238,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
             model.clamp_()
             loss_sum += float(loss.detach()) * len(b)
             correct += int((scores.argmax(1) == y).sum())
-            rate_sum += float(sum(sp.sum() for sp in spikes)) / max(1, sum(sp.shape[2] for sp in spikes))
+            rate_sum += float(sum(sp.detach().sum() for sp in spikes)) / max(1, sum(sp.shape[2] for sp in spikes))
         model.eval()
         val_acc, val_loss = evaluate(model, batcher, labels, val_idx)
         rec = {"epoch": epoch, "train_loss": loss_sum / len(perm), "train_acc": correct / len(perm),

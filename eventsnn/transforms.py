@@ -208,3 +208,49 @@ class Compose:
     @property
     def name(self):
         return "+".join(t.name for t in self.transforms) or "none"
+
+
+PROBES = ("reverse", "jitter", "jitter-neuron", "delete", "randomize")
+
+
+def parse_probes(spec: str) -> list:
+    """Transforms named on the command line: ``reverse`` (window and full), ``jitter[:MS]``,
+    ``jitter-neuron[:MS]``, ``delete[:P]``, ``randomize[:F]``, ``reverse-window``, ``reverse-full``."""
+    out = []
+    for item in [s.strip() for s in spec.split(",") if s.strip()]:
+        name, _, arg = item.partition(":")
+        try:
+            val = float(arg) if arg else None
+        except ValueError:
+            raise EventsnnError(f"probe {item!r}: {arg!r} is not a number") from None
+        if name == "reverse":
+            out += [Reverse("window"), Reverse("full")]
+        elif name in ("reverse-window", "reverse-full"):
+            out.append(Reverse(name.split("-")[1]))
+        elif name == "jitter":
+            out.append(Jitter(1.0 if val is None else val))
+        elif name == "jitter-neuron":
+            out.append(Jitter(1.0 if val is None else val, per="neuron"))
+        elif name == "delete":
+            out.append(Delete(0.1 if val is None else val))
+        elif name == "randomize":
+            out.append(RandomizeTiming(0.5 if val is None else val))
+        else:
+            raise EventsnnError(f"unknown probe {name!r}; choose from {', '.join(PROBES)}")
+    return out
+
+
+def transform_by_name(name: str | None):
+    """Inverse of ``.name`` for the probes (used to re-create a transform in a worker process)."""
+    if name in (None, "none"):
+        return None
+    for t in parse_probes("reverse") + [Jitter(0)]:
+        if t.name == name:
+            return t
+    import re
+    m = re.fullmatch(r"(jitter|jitter-neuron)-([0-9.e+-]+)ms|(delete|randomize)-([0-9.e+-]+)", name)
+    if m and m.group(1):
+        return Jitter(float(m.group(2)), per="neuron" if m.group(1) == "jitter-neuron" else "spike")
+    if m and m.group(3):
+        return (Delete if m.group(3) == "delete" else RandomizeTiming)(float(m.group(4)))
+    raise EventsnnError(f"unknown transform {name!r}")

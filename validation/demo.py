@@ -1,0 +1,98 @@
+"""``eventsnn demo``: the whole pipeline on the embedded polychrony task.
+
+1. generate the polychrony task (train file and an independent test file);
+2. train with and without learnable axonal delays (validation split from train);
+3. export both networks;
+4. verify each on the test file: torch vs Brian2 at 1, 0.1, 0.01 ms, with the
+   time-reversal probe (window and full);
+5. print the comparison table and write ``DIR/demo.json`` and ``DIR/demo.md``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from eventsnn.errors import atomic_path
+
+
+def run_demo(outdir, quick: bool = False, target: str = "numpy", workers: int = 1, progress: bool = True) -> dict:
+    import torch
+
+    from bridge import save_network
+    from bridge.from_torch import network_from_model
+    from eventsnn.datasets import make_polychrony
+    from eventsnn.events import save_events
+    from eventsnn.train import TrainConfig, load_trained_model, train
+
+    from .verify import verify
+
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    n_train, n_test, epochs, n_verify = (300, 100, 6, 40) if quick else (1000, 300, 40, 300)
+    dts = [1.0, 0.1] if quick else [1.0, 0.1, 0.01]
+    train_f, test_f = out / "data" / "polychrony_train.h5", out / "data" / "polychrony_test.h5"
+    if not train_f.exists():
+        save_events(make_polychrony(samples=n_train, seed=1), train_f)
+    if not test_f.exists():
+        save_events(make_polychrony(samples=n_test, seed=2), test_f)
+    results = {"task": "polychrony", "train_samples": n_train, "test_samples": n_test, "dts_ms": dts,
+               "models": {}}
+    for delays in ("axonal", "none"):
+        rundir = out / f"train_{delays}"
+        cfg = TrainConfig(data=str(train_f), test_data=str(test_f), delays=delays, epochs=epochs, seed=0)
+        summ_f = rundir / "summary.json"
+        summary = json.loads(summ_f.read_text()) if summ_f.exists() else {}
+        if not summary.get("finished"):
+            if (rundir / "checkpoint.pt").exists():
+                summary = train(cfg, rundir, resume=True, progress=progress)
+            else:
+                shutil.rmtree(rundir, ignore_errors=True)
+                summary = train(cfg, rundir, progress=progress)
+        net_f = out / f"net_{delays}.h5"
+        net = network_from_model(load_trained_model(rundir, dtype=torch.float64), {"delays": delays})
+        save_network(net, net_f)
+        report = verify(net_f, test_f, out / f"verify_{delays}", dts=dts, probes="reverse", target=target,
+                        samples=n_verify, workers=workers, progress=progress)
+        results["models"][delays] = {"val_acc": summary["val_acc"], "test_acc": summary.get("test_acc"),
+                                     "runs": {r["name"]: {"accuracy": r["accuracy"],
+                                                          "agreement_with_torch": r["agreement_with_torch"],
+                                                          "spike_mismatch": r["spike_mismatch"]}
+                                              for r in report["runs"]}}
+    table = demo_table(results)
+    results["table"] = table
+    with atomic_path(out / "demo.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=2))
+    with atomic_path(out / "demo.md") as tmp:
+        tmp.write_text(table + "\n")
+    if progress:
+        print(table)
+    return results
+
+
+def demo_table(results: dict) -> str:
+    dts = results["dts_ms"]
+    lines = [f"polychrony task, {results['test_samples']} test samples (verification on the first of them); "
+             "accuracy per engine and dt (ms)", "",
+             "| model | input | " + " | ".join(f"torch {d:g}" for d in dts) + " | "
+             + " | ".join(f"Brian2 {d:g}" for d in dts) + " | Brian2 = torch at train dt |",
+             "|---|---|" + "---|" * (2 * len(dts) + 1)]
+    for delays, m in results["models"].items():
+        for tr in ("none", "reverse-window", "reverse-full"):
+            runs = m["runs"]
+            cells = [f"{runs[f'torch-dt{d:g}-{tr}']['accuracy']:.3f}" for d in dts]
+            cells += [f"{runs[f'brian2-dt{d:g}-{tr}']['accuracy']:.3f}" for d in dts]
+            r0 = runs[f"brian2-dt{dts[0]:g}-{tr}"]
+            same = f"{r0['agreement_with_torch'] * 100:.0f}% predictions, {r0['spike_mismatch']} spike mismatches"
+            lines.append(f"| {delays} delays | {'original' if tr == 'none' else tr} | " + " | ".join(cells)
+                         + f" | {same} |")
+    ax, no = results["models"].get("axonal"), results["models"].get("none")
+    if ax and no:
+        d = dts[-1]
+
+        def drop(m):
+            return m["runs"][f"brian2-dt{d:g}-none"]["accuracy"] - m["runs"][f"brian2-dt{d:g}-reverse-window"]["accuracy"]
+        lines += ["", f"Accuracy lost under window time reversal (Brian2, dt={d:g} ms): axonal delays "
+                      f"{drop(ax):+.3f}, no delays {drop(no):+.3f} -> the paper's claim (delay-trained networks lose "
+                      f"more) is {'confirmed' if drop(ax) > drop(no) else 'NOT confirmed'} here."]
+    return "\n".join(lines)
