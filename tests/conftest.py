@@ -1,0 +1,69 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("EVENTSNN_PROGRESS", "0")
+
+from bridge.network import Layer, Network  # noqa: E402
+from eventsnn.events import Events  # noqa: E402
+
+
+def random_network(seed=0, n_in=8, sizes=(6, 5), n_out=3, dt_ms=1.0, readout="max", max_delay=5.0,
+                   refractory=True, equal_taus=True):
+    """A random network exercising everything: axonal, synaptic and recurrent delays, both resets,
+    per-neuron taus (some equal), thresholds and refractory periods, a readout."""
+    rng = np.random.default_rng(seed)
+    layers, n_pre = [], n_in
+    for li, n in enumerate(sizes):
+        tm = rng.uniform(5, 20, n)
+        ts = rng.uniform(2, 10, n)
+        if equal_taus:
+            ts[0] = tm[0]  # the equal-tau limit
+        layers.append(Layer(
+            "lif", n, tm, ts, rng.normal(0.9, 0.7, (n_pre, n)), reset="zero" if li % 2 == 0 else "subtract",
+            threshold=rng.uniform(0.8, 1.2, n),
+            refractory_ms=rng.choice([0.0, 0.0, 2.0, 3.0], n) if refractory else None,
+            ff_delay_ms=rng.uniform(0, max_delay, n_pre) if li % 2 == 0 else rng.uniform(0, max_delay, (n_pre, n)),
+            rec_weight=rng.normal(0, 0.4, (n, n)) if li == 0 else None,
+            rec_delay_ms=rng.uniform(0, max_delay, (n, n)) if li == 0 else None))
+        n_pre = n
+    layers.append(Layer("li", n_out, rng.uniform(5, 20, n_out), rng.uniform(2, 10, n_out),
+                        rng.normal(0, 1, (n_pre, n_out))))
+    return Network(dt_ms, n_in, layers, readout).validate()
+
+
+def random_events(seed=0, n_samples=5, n_units=8, duration_s=0.05, spikes=60, n_classes=3):
+    rng = np.random.default_rng(seed + 1000)
+    tl = [rng.uniform(0, duration_s, spikes) for _ in range(n_samples)]
+    ul = [rng.integers(0, n_units, spikes) for _ in range(n_samples)]
+    return Events.from_lists(tl, ul, rng.integers(0, n_classes, n_samples), n_units, duration_s, n_classes).validate()
+
+
+def run_cli(*args, cwd=None, timeout=900):
+    """Run the eventsnn CLI in a subprocess; return CompletedProcess."""
+    env = dict(os.environ, EVENTSNN_PROGRESS="0")
+    return subprocess.run([sys.executable, "-m", "eventsnn", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+def assert_runs_identical(a, b, trace_rtol=1e-9):
+    assert len(a.layers) == len(b.layers)
+    for La, Lb in zip(a.layers, b.layers):
+        assert len(La.step) > 0, "test network too quiet to be a test"
+        np.testing.assert_array_equal(La.sample, Lb.sample)
+        np.testing.assert_array_equal(La.unit, Lb.unit)
+        np.testing.assert_array_equal(La.step, Lb.step)
+    scale = np.abs(a.trace).max()
+    assert np.abs(a.trace - b.trace).max() <= trace_rtol * scale
+    np.testing.assert_array_equal(a.prediction, b.prediction)
+
+
+@pytest.fixture
+def build_dir(tmp_path):
+    d = tmp_path / "brian2_build"
+    d.mkdir()
+    return d

@@ -1,0 +1,204 @@
+"""Issue: surrogate-gradient training, learnable delays, resume, export."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bridge import load_network
+from bridge.brian2_sim import simulate_brian2
+from bridge.from_torch import simulate_torch
+from eventsnn.datasets import make_polychrony
+from eventsnn.events import Events, load_events, save_events
+from eventsnn.snn import LIFLayer, delayed_current, spike_fn, surrogate_derivative
+from eventsnn.train import TrainConfig, load_trained_model, train
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize("kind,primitive", [
+    ("fast-sigmoid", lambda x, s: x / (1 + s * np.abs(x))),
+    ("atan", lambda x, s: np.arctan(np.pi / 2 * s * x) / np.pi),
+])
+def test_surrogate_is_derivative_of_its_smooth_primitive(kind, primitive):
+    x = torch.linspace(-1, 1, 40, dtype=torch.float64)  # avoids the kink of |x| at 0
+    slope, h = 5.0, 1e-6
+    fd = (primitive(x.numpy() + h, slope) - primitive(x.numpy() - h, slope)) / (2 * h)
+    np.testing.assert_allclose(surrogate_derivative(x, kind, slope).numpy(), fd, rtol=1e-6, atol=1e-9)
+
+
+def test_multi_gaussian_integral_and_backward_uses_surrogate():
+    x = torch.linspace(-20, 20, 200001, dtype=torch.float64)
+    g = surrogate_derivative(x, "multi-gaussian", 2.0)
+    # Yin et al. 2021: (1+h) - 2h = 1 - h of the step height, h = 0.15
+    assert float(torch.trapezoid(g, x)) == pytest.approx(0.85, abs=1e-6)
+    xs = torch.tensor([-0.3, 0.0, 0.2], dtype=torch.float64, requires_grad=True)
+    out = spike_fn(xs, "atan", 3.0)
+    assert out.tolist() == [0.0, 1.0, 1.0]
+    out.sum().backward()
+    np.testing.assert_allclose(xs.grad.numpy(), surrogate_derivative(xs.detach(), "atan", 3.0).numpy())
+
+
+def test_delay_gradient_matches_finite_differences():
+    """The readout layer is linear in the input, and interp delays are linear in the fractional
+    delay: the autograd gradient wrt each delay must equal a central finite difference."""
+    torch.manual_seed(0)
+    x = (torch.rand(3, 30, 5, dtype=torch.float64) < 0.2).double()
+    for shape in [(5,), (5, 4)]:
+        layer = LIFLayer(5, 4, spiking=False, delays="axonal" if len(shape) == 1 else "synaptic",
+                         max_delay_ms=6, dtype=torch.float64)
+        with torch.no_grad():
+            layer.ff_delay_ms.copy_(torch.rand(shape, dtype=torch.float64) * 5 + 0.1)
+            layer.ff_delay_ms.copy_(torch.floor(layer.ff_delay_ms) + 0.3)  # away from integers
+        target = torch.randn(3, 30, 4, dtype=torch.float64)
+
+        def loss():
+            return (layer(x, 1.0, delay_mode="interp") * target).sum()
+        l0 = loss()
+        l0.backward()
+        g = layer.ff_delay_ms.grad.clone()
+        fd = torch.zeros_like(g)
+        h = 1e-4
+        with torch.no_grad():
+            flat = layer.ff_delay_ms.view(-1)
+            for i in range(flat.numel()):
+                flat[i] += h
+                lp = loss()
+                flat[i] -= 2 * h
+                lm = loss()
+                flat[i] += h
+                fd.view(-1)[i] = (lp - lm) / (2 * h)
+        torch.testing.assert_close(g, fd, rtol=1e-6, atol=1e-8)
+        assert g.abs().sum() > 0
+
+
+def test_surrogate_gradient_of_spiking_layer_matches_smoothed_finite_difference():
+    """Replace the step by its smooth primitive (fast sigmoid) in a one-step problem: then the
+    surrogate gradient is the exact gradient of that smoothed objective."""
+    torch.manual_seed(1)
+    w = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(6, dtype=torch.float64)
+    slope = 4.0
+    spike_fn(x @ w - 0.5, "fast-sigmoid", slope).sum().backward()
+
+    def smooth(wv):
+        z = x @ wv - 0.5
+        return (z / (1 + slope * z.abs())).sum()
+    fd = torch.autograd.functional.jacobian(smooth, w.detach())
+    torch.testing.assert_close(w.grad, fd)
+
+
+@pytest.mark.parametrize("kind", ["axonal", "synaptic"])
+def test_interp_with_integer_delays_equals_round(kind):
+    torch.manual_seed(2)
+    x = (torch.rand(2, 25, 6, dtype=torch.float64) < 0.3).double()
+    shape = (6,) if kind == "axonal" else (6, 5)
+    d = torch.randint(0, 7, shape).double()
+    w = torch.randn(6, 5, dtype=torch.float64)
+    torch.testing.assert_close(delayed_current(x, w, d, "interp"), delayed_current(x, w, d, "round"), rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def poly_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("poly")
+    tr, te = d / "train.h5", d / "test.h5"
+    save_events(make_polychrony(samples=1000, seed=1), tr)
+    save_events(make_polychrony(samples=300, seed=2), te)
+    return tr, te
+
+
+@pytest.mark.slow
+def test_polychrony_with_axonal_delays_reaches_90_percent(poly_files, tmp_path):
+    torch.set_num_threads(2)
+    tr, te = poly_files
+    p = run_cli("train", "--data", tr, "--test-data", te, "--delays", "axonal", "--out", tmp_path / "run", "--json")
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    assert s["test_acc"] >= 0.90, s
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == s["epochs_run"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["delays"] == "axonal"
+
+
+def _small_cfg(tr, **kw):
+    base = dict(data=str(tr), delays="axonal", epochs=4, batch_size=64, hidden=[16], seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_resume_equals_uninterrupted(poly_files, tmp_path):
+    tr, _ = poly_files
+    full = train(_small_cfg(tr), tmp_path / "full", progress=False)
+    train(_small_cfg(tr), tmp_path / "part", progress=False, max_epochs_this_call=2)
+    part_lines = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    assert len(part_lines) == 2
+    resumed = train(TrainConfig(), tmp_path / "part", resume=True, progress=False)
+    assert resumed["best_epoch"] == full["best_epoch"] and resumed["val_acc"] == full["val_acc"]
+    ma = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    mb = [json.loads(l) for l in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(ma, mb, strict=True):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    sa = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model"]
+    sb = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["model"]
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_export_roundtrip_torch_and_brian2(poly_files, tmp_path):
+    tr, te = poly_files
+    train(_small_cfg(tr, epochs=3), tmp_path / "run", progress=False)
+    p = run_cli("export", tmp_path / "run", "--out", tmp_path / "net.h5", "--json")
+    assert p.returncode == 0, p.stderr
+    net = load_network(tmp_path / "net.h5")
+    assert net.layers[0].ff_delay_learned and net.layers[0].delay_kind == "axonal"
+    delays = net.layers[0].ff_delay_ms
+    assert np.any(np.abs(delays - np.round(delays)) > 1e-3)  # real-valued delays in ms
+    model = load_trained_model(tmp_path / "run", dtype=torch.float64)
+    ev = load_events(te).subset(np.arange(60))
+    from eventsnn.snn import dense_input
+    with torch.no_grad():
+        scores, _, _ = model(dense_input(ev, 1.0, dtype=torch.float64), delay_mode="round")
+    trained_pred = scores.argmax(1).numpy()
+    rt = simulate_torch(net, ev)
+    np.testing.assert_array_equal(rt.prediction, trained_pred)
+    rb = simulate_brian2(net, ev, target="numpy", build_dir=tmp_path / "b2")
+    np.testing.assert_array_equal(rb.prediction, trained_pred)
+    for La, Lb in zip(rt.layers, rb.layers):
+        np.testing.assert_array_equal(La.step, Lb.step)
+
+
+def test_train_bad_inputs(tmp_path, poly_files):
+    tr, _ = poly_files
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text('data = "x"\nlearning_rate = 3\n')
+    p = run_cli("train", "--config", cfg, "--out", tmp_path / "r1")
+    assert p.returncode == 2 and "unknown config key" in p.stderr and "learning_rate" in p.stderr
+    assert not (tmp_path / "r1").exists()
+    empty = tmp_path / "empty.h5"
+    import h5py
+    with h5py.File(empty, "w") as h:
+        h.create_dataset("spikes/times", (0,), dtype=h5py.vlen_dtype(np.float64))
+        h.create_dataset("spikes/units", (0,), dtype=h5py.vlen_dtype(np.int32))
+        h.create_dataset("labels", data=np.zeros(0, np.int64))
+    p = run_cli("train", "--data", empty, "--out", tmp_path / "r2")
+    assert p.returncode == 2 and "contains no samples" in p.stderr
+    bad = tmp_path / "badlabels.h5"
+    save_events(Events.from_lists([[0.001]], [[0]], [0], 1, 0.01, 2), bad)
+    with h5py.File(bad, "a") as h:
+        h["labels"][0] = 7
+    p = run_cli("train", "--data", bad, "--out", tmp_path / "r3")
+    assert p.returncode == 2 and "label out of range" in p.stderr
+    # corrupt checkpoint: clear error, nothing overwritten
+    run = tmp_path / "r4"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"garbage")
+    (run / "metrics.jsonl").write_text("keep me\n")
+    p = run_cli("train", "--resume", run)
+    assert p.returncode == 2 and "corrupt checkpoint" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert (run / "metrics.jsonl").read_text() == "keep me\n"
+    p = run_cli("export", run, "--out", tmp_path / "n.h5")
+    assert p.returncode == 2 and not (tmp_path / "n.h5").exists()
+    # an existing run is not silently overwritten
+    train(_small_cfg(tr, epochs=1), tmp_path / "r5", progress=False)
+    p = run_cli("train", "--data", tr, "--out", tmp_path / "r5")
+    assert p.returncode == 2 and "--resume" in p.stderr
