@@ -231,28 +231,9 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
             G.run_regularly(zero, dt=W * dt, when="before_groups", name=f"layer{li}_window_reset")
         objs.append(G)
 
-        # feed-forward synapses, one block per copy
-        ii, jj = np.meshgrid(np.arange(n_pre), np.arange(N), indexing="ij")
-        ii, jj = ii.ravel(), jj.ravel()
-        S_ff = b2.Synapses(pre, G, "w : 1 (constant)", on_pre="I_post += w", name=f"ff{li}")
-        offs_pre = (np.arange(C) * n_pre)[:, None]
-        offs_post = (np.arange(C) * N)[:, None]
-        S_ff.connect(i=(offs_pre + ii[None]).ravel(), j=(offs_post + jj[None]).ravel())
-        S_ff.w = np.tile(L.ff_weight[ii, jj], C)
-        if Dff[li] is not None:
-            d = Dff[li][ii] if Dff[li].ndim == 1 else Dff[li][ii, jj]
-            S_ff.delay = np.tile(d * dt_ms, C) * b2.ms
-        objs.append(S_ff)
+        objs.append(_block_synapses(pre, G, n_pre, N, C, L.ff_weight, Dff[li], dt_ms, f"ff{li}"))
         if L.rec_weight is not None:
-            ri, rj = np.meshgrid(np.arange(N), np.arange(N), indexing="ij")
-            ri, rj = ri.ravel(), rj.ravel()
-            S_rec = b2.Synapses(G, G, "w : 1 (constant)", on_pre="I_post += w", name=f"rec{li}")
-            S_rec.connect(i=(offs_post + ri[None]).ravel(), j=(offs_post + rj[None]).ravel())
-            S_rec.w = np.tile(L.rec_weight[ri, rj], C)
-            if Drec[li] is not None:
-                d = Drec[li][ri] if Drec[li].ndim == 1 else Drec[li][ri, rj]
-                S_rec.delay = np.tile(d * dt_ms, C) * b2.ms
-            objs.append(S_rec)
+            objs.append(_block_synapses(G, G, N, N, C, L.rec_weight, Drec[li], dt_ms, f"rec{li}"))
         if spiking:
             mon = b2.SpikeMonitor(G, name=f"spikes{li}")
             hidden_mons.append((mon, N))
@@ -312,6 +293,25 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
     attrs = {"copies": C, "windows": n_windows, "window_steps": W, "wall_s": wall, "exact_math": exact_math}
     return RunResult("brian2", dt_ms, net.dt_ms, delays, inputs, target, net.readout, layers, trace, pred,
                      events.labels[indices].copy(), indices, attrs)
+
+
+def _block_synapses(pre, post, n_pre, n_post, C, weight, D, dt_ms, name):
+    """All-to-all synapses ``pre -> post`` inside each of the C copies (block diagonal).
+
+    ``D``: None, integer steps per presynaptic neuron ``[n_pre]`` (axonal) or per synapse ``[n_pre, n_post]``.
+    """
+    import brian2 as b2
+
+    ii, jj = np.meshgrid(np.arange(n_pre), np.arange(n_post), indexing="ij")
+    ii, jj = ii.ravel(), jj.ravel()
+    S = b2.Synapses(pre, post, "w : 1 (constant)", on_pre="I_post += w", name=name)
+    S.connect(i=((np.arange(C) * n_pre)[:, None] + ii[None]).ravel(),
+              j=((np.arange(C) * n_post)[:, None] + jj[None]).ravel())
+    S.w = np.tile(weight[ii, jj], C)
+    if D is not None:
+        d = D[ii] if D.ndim == 1 else D[ii, jj]
+        S.delay = np.tile(d * dt_ms, C) * b2.ms
+    return S
 
 
 def _reset_device():

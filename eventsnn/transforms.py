@@ -15,6 +15,17 @@ from .errors import EventsnnError
 from .events import Events
 
 
+def _random_rank(key: np.ndarray, rng) -> np.ndarray:
+    """For each element, its position in a random order among the elements with the same key."""
+    order = np.lexsort((rng.random(len(key)), key))
+    k_sorted = key[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(k_sorted)) + 1] if len(key) else np.zeros(0, np.int64)
+    group_start = np.repeat(starts, np.diff(np.r_[starts, len(key)]))
+    rank = np.empty(len(key), np.int64)
+    rank[order] = np.arange(len(key)) - group_start
+    return rank
+
+
 def _rebuild(ev: Events, sample: np.ndarray, times_s: np.ndarray, units: np.ndarray, **kw) -> Events:
     """Events from flat (sample, time, unit), sorted by sample then time then unit; drops out-of-range times."""
     keep = (times_s >= 0) & (times_s < ev.duration_s)
@@ -108,12 +119,7 @@ class RandomizeTiming:
         rng = np.random.default_rng(self.seed)
         s = ev.sample_index()
         key = s * ev.n_units + ev.units
-        order = np.lexsort((rng.random(len(key)), key))  # random order within each (sample, unit)
-        rank = np.empty(len(key), np.int64)
-        k_sorted = key[order]
-        starts = np.r_[0, np.flatnonzero(np.diff(k_sorted)) + 1]
-        group_start = np.repeat(starts, np.diff(np.r_[starts, len(k_sorted)]))
-        rank[order] = np.arange(len(key)) - group_start
+        rank = _random_rank(key, rng)  # random order within each (sample, unit)
         counts = np.bincount(key, minlength=len(ev) * ev.n_units)[key]
         move = rank < np.round(self.f * counts)
         t = ev.times.copy()
@@ -173,18 +179,9 @@ class RemoveRate:
         u = sub.units
         ok = keep_units[u]
         s, t, u = s[ok], sub.times[ok], u[ok]
-        key = s * ev.n_units + u
-        order = np.lexsort((rng.random(len(key)), key))
-        k_sorted = key[order]
-        starts = np.r_[0, np.flatnonzero(np.diff(k_sorted)) + 1] if len(k_sorted) else np.zeros(0, np.int64)
-        group_start = np.repeat(starts, np.diff(np.r_[starts, len(k_sorted)]))
-        rank = np.empty(len(key), np.int64)
-        rank[order] = np.arange(len(key)) - group_start
-        sel = rank < Nf[u]
+        sel = _random_rank(s * ev.n_units + u, rng) < Nf[u]
         newid = np.cumsum(keep_units) - 1
-        out = Events(t[sel], newid[u[sel]].astype(np.int64), np.zeros(len(sub) + 1, np.int64), sub.labels,
-                     int(keep_units.sum()), ev.duration_s, ev.n_classes, ev.class_names, ev.source, dict(ev.meta))
-        out = _rebuild(out, s[sel], t[sel], newid[u[sel]])
+        out = _rebuild(sub.replace(n_units=int(keep_units.sum())), s[sel], t[sel], newid[u[sel]])
         out.meta["remove_rate_units"] = int(keep_units.sum())
         out.meta["remove_rate_spikes_per_sample"] = int(Nf[keep_units].sum())
         return out

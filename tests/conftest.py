@@ -62,6 +62,21 @@ def assert_runs_identical(a, b, trace_rtol=1e-9):
     np.testing.assert_array_equal(a.prediction, b.prediction)
 
 
+def write_mini_shd(path, times, units, labels):
+    """A file in the official SHD layout: float16 times, uint16 units, uint8 labels, no format attribute."""
+    import h5py
+
+    with h5py.File(path, "w") as h:
+        t = h.create_dataset("spikes/times", (len(times),), dtype=h5py.vlen_dtype(np.float16))
+        u = h.create_dataset("spikes/units", (len(units),), dtype=h5py.vlen_dtype(np.uint16))
+        for i, (ti, ui) in enumerate(zip(times, units)):
+            t[i] = np.asarray(ti, np.float16)
+            u[i] = np.asarray(ui, np.uint16)
+        h.create_dataset("labels", data=np.asarray(labels, np.uint8))
+        h.create_dataset("extra/speaker", data=np.arange(len(labels)))
+    return path
+
+
 @pytest.fixture
 def build_dir(tmp_path):
     d = tmp_path / "brian2_build"

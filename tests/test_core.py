@@ -14,7 +14,7 @@ from bridge.network import Layer, Network
 from eventsnn.contract import propagators
 from eventsnn.events import Events, bin_events, load_events, save_events, time_to_step
 from eventsnn.runfile import load_run
-from tests.conftest import assert_runs_identical, random_events, random_network, run_cli
+from tests.conftest import assert_runs_identical, random_events, random_network, run_cli, write_mini_shd
 
 
 def test_binning_rule_floor_shift_dedup_and_duration():
@@ -163,18 +163,7 @@ def test_network_file_roundtrip(tmp_path):
 
 
 def test_official_shd_layout_float16_times(tmp_path):
-    f = tmp_path / "shd_mini.h5"
-    with h5py.File(f, "w") as h:
-        vt = h5py.vlen_dtype(np.float16)
-        vu = h5py.vlen_dtype(np.uint16)
-        t = h.create_dataset("spikes/times", (2,), dtype=vt)
-        u = h.create_dataset("spikes/units", (2,), dtype=vu)
-        t[0] = np.array([0.01, 0.5, 1.25], np.float16)
-        u[0] = np.array([0, 699, 3], np.uint16)
-        t[1] = np.array([0.02], np.float16)
-        u[1] = np.array([5], np.uint16)
-        h.create_dataset("labels", data=np.array([3, 19], np.uint8))
-        h.create_dataset("extra/speaker", data=np.array([1, 2]))
+    f = write_mini_shd(tmp_path / "shd_mini.h5", [[0.01, 0.5, 1.25], [0.02]], [[0, 699, 3], [5]], [3, 19])
     ev = load_events(f)
     assert ev.n_units == 700 and ev.n_classes == 20 and len(ev) == 2
     assert ev.duration_s == pytest.approx(1.3)

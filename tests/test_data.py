@@ -10,7 +10,7 @@ from eventsnn.datasets import (count_baseline, feature_baseline, load_norm, make
 from eventsnn.errors import EventsnnError
 from eventsnn.events import Events, load_events, save_events
 from eventsnn.transforms import Compose, Delete, Jitter, RandomizeTiming, RemoveRate, Reverse, parse_probes
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_mini_shd
 
 
 def _chance(ev):
@@ -196,16 +196,9 @@ def test_cli_data_make_and_info(tmp_path, task):
 
 
 def test_cli_data_info_on_miniature_shd(tmp_path):
-    f = tmp_path / "shd_train.h5"
-    with h5py.File(f, "w") as h:
-        vt = h5py.vlen_dtype(np.float16)
-        vu = h5py.vlen_dtype(np.uint16)
-        t = h.create_dataset("spikes/times", (3,), dtype=vt)
-        u = h.create_dataset("spikes/units", (3,), dtype=vu)
-        for i in range(3):
-            t[i] = np.sort(np.random.default_rng(i).uniform(0, 1.0, 50)).astype(np.float16)
-            u[i] = np.random.default_rng(i).integers(0, 700, 50).astype(np.uint16)
-        h["labels"] = np.array([0, 5, 19], np.uint8)
+    rngs = [np.random.default_rng(i) for i in range(3)]
+    f = write_mini_shd(tmp_path / "shd_train.h5", [np.sort(r.uniform(0, 1.0, 50)) for r in rngs],
+                       [np.random.default_rng(i).integers(0, 700, 50) for i in range(3)], [0, 5, 19])
     p = run_cli("data", "info", f, "--json")
     assert p.returncode == 0, p.stderr
     info = json.loads(p.stdout)

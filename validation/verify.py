@@ -119,6 +119,8 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
     n = len(events) if samples is None else min(samples, len(events))
     outdir = Path(outdir)
     (outdir / "runs").mkdir(parents=True, exist_ok=True)
+    for stale in (outdir / "runs").glob(".*.tmp"):  # temporary files of a killed earlier verify
+        stale.unlink(missing_ok=True)
     net_sha, ev_sha = sha256_file(net_path), sha256_file(data_path)
     specs = plan_runs(net.dt_ms, dts, transforms, target)
     todo = []
@@ -127,7 +129,7 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
         f = outdir / "runs" / f"{s.name}.h5"
         if f.exists():
             try:
-                if load_run(f).attrs.get("spec") == key:
+                if load_run(f).attrs.get("spec") == json.loads(key):
                     continue
             except EventsnnError:
                 pass  # unreadable: recompute

@@ -1,0 +1,160 @@
+"""Issue: compare, verify (report schema, caching, interruption), demo."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from bridge import save_network
+from eventsnn.events import save_events
+from eventsnn.runfile import LayerSpikes, RunResult, load_run, save_run
+from eventsnn.contract import readout_scores
+from validation.compare import compare_runs, match_spikes, spike_timing
+from tests.conftest import random_events, random_network, run_cli
+
+
+def test_match_spikes_hand_made():
+    a = np.array([1.0, 5.0, 9.0, 20.0])
+    b = np.array([1.4, 4.0, 9.2, 30.0, 31.0])
+    ia, ib = match_spikes(a, b, tol_ms=0.5)
+    # 1.0~1.4 and 9.0~9.2 match; 5.0 vs 4.0 is 1 ms apart; 20 and 30/31 unmatched
+    assert ia.tolist() == [0, 2] and ib.tolist() == [0, 2]
+    ia, ib = match_spikes(a, b, tol_ms=1.0)
+    assert ia.tolist() == [0, 1, 2] and ib.tolist() == [0, 1, 2]
+    # one-to-one: two spikes of b near one spike of a match once
+    ia, ib = match_spikes(np.array([10.0]), np.array([9.9, 10.1]), 0.5)
+    assert len(ia) == 1
+
+
+def _layer(sample, unit, time_ms, dt):
+    time_ms = np.asarray(time_ms, float)
+    return LayerSpikes(np.asarray(sample), np.asarray(unit), np.round(time_ms / dt).astype(int), time_ms)
+
+
+def test_spike_timing_statistics_hand_made():
+    A = _layer([0, 0, 0, 1], [0, 0, 1, 0], [1.0, 5.0, 2.0, 3.0], 1.0)
+    B = _layer([0, 0, 0, 1, 1], [0, 0, 1, 0, 2], [1.25, 5.5, 7.0, 3.0, 4.0], 0.25)
+    st = spike_timing(A, B, tol_ms=1.0)
+    assert st["matched"] == 3 and st["missing"] == 1 and st["extra"] == 2
+    assert st["matched_fraction"] == pytest.approx(0.75)
+    assert st["median_abs_shift_ms"] == pytest.approx(0.25)
+
+
+def _run(pred, labels, layers, trace, dt=1.0):
+    return RunResult("torch", dt, 1.0, "round", "binned", "cpu", "max", layers, trace, np.asarray(pred),
+                     np.asarray(labels), np.arange(len(labels)))
+
+
+def test_compare_runs_prediction_agreement_and_exact_mismatch():
+    tr = np.random.default_rng(0).normal(size=(4, 5, 2))
+    A = _run([0, 1, 1, 0], [0, 1, 0, 0], [_layer([0, 1], [0, 0], [1.0, 2.0], 1.0)], tr)
+    B = _run([0, 1, 0, 0], [0, 1, 0, 0], [_layer([0, 1], [0, 0], [1.0, 3.0], 1.0)], tr)
+    c = compare_runs(A, B)
+    assert c["accuracy_a"] == 0.75 and c["accuracy_b"] == 1.0
+    assert c["prediction_agreement"] == 0.75
+    assert c["trace_correlation"] == pytest.approx(1.0)
+    assert c["layers"][0]["exact_mismatch"] == 2  # (1, 0, 2) and (1, 0, 3)
+    assert c["layers"][0]["matched"] == 2  # within the 1 ms tolerance
+
+
+def test_cli_compare_json(tmp_path):
+    tr = np.zeros((2, 3, 2))
+    tr[:, :, 1] = 1
+    save_run(_run([1, 1], [1, 0], [_layer([0], [0], [1.0], 1.0)], tr), tmp_path / "a.h5")
+    save_run(_run([1, 1], [1, 0], [_layer([0], [0], [1.0], 1.0)], tr), tmp_path / "b.h5")
+    p = run_cli("compare", tmp_path / "a.h5", tmp_path / "b.h5", "--json")
+    assert p.returncode == 0, p.stderr
+    c = json.loads(p.stdout)
+    assert c["prediction_agreement"] == 1.0 and c["layers"][0]["matched_fraction"] == 1.0
+    p = run_cli("compare", tmp_path / "a.h5", tmp_path / "missing.h5")
+    assert p.returncode == 2 and "missing.h5" in p.stderr
+
+
+@pytest.fixture
+def verify_inputs(tmp_path):
+    net, ev = random_network(11), random_events(11, n_samples=6)
+    save_network(net, tmp_path / "net.h5")
+    save_events(ev, tmp_path / "ev.h5")
+    return tmp_path / "net.h5", tmp_path / "ev.h5"
+
+
+RUN_KEYS = {"name", "engine", "dt_ms", "delays", "inputs", "transform", "accuracy", "agreement_with_torch",
+            "spike_mismatch", "spike_timing", "file"}
+
+
+def test_verify_report_schema_and_accuracy_recomputed(verify_inputs, tmp_path):
+    netf, evf = verify_inputs
+    out = tmp_path / "rep"
+    p = run_cli("verify", netf, "--data", evf, "--dt", "1,0.25", "--probes", "reverse", "--out", out, "--json")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(p.stdout)
+    assert rep["n_samples"] == 6 and rep["train_dt_ms"] == 1.0
+    names = {r["name"] for r in rep["runs"]}
+    assert len(rep["runs"]) == 12 and "brian2-dt0.25-reverse-window" in names
+    for r in rep["runs"]:
+        assert RUN_KEYS <= set(r)
+        run = load_run(out / r["file"])
+        # the reported accuracy is the one recomputed from the run file's traces and labels
+        pred = readout_scores(run.trace, run.readout).argmax(1)
+        assert r["accuracy"] == pytest.approx(float(np.mean(pred == run.labels)))
+        if r["engine"] == "brian2" and r["dt_ms"] == 1.0:
+            assert r["spike_mismatch"] == 0 and r["agreement_with_torch"] == 1.0
+        if r["dt_ms"] == 1.0:
+            assert r["delays"] == "round" and r["inputs"] == "binned"
+        else:
+            assert r["delays"] == "exact" and r["inputs"] == "exact" and r["spike_mismatch"] is None
+    assert r["transform"] in (None, "reverse-window", "reverse-full")
+    for fig in ("accuracy_vs_dt.png", "raster.png", "spike_shifts.png", "report.md"):
+        assert (out / fig).stat().st_size > 0
+
+
+def test_verify_interrupted_then_rerun_reuses_complete_runs(verify_inputs, tmp_path):
+    netf, evf = verify_inputs
+    out = tmp_path / "rep"
+    env = dict(os.environ, EVENTSNN_PROGRESS="0")
+    proc = subprocess.Popen([sys.executable, "-m", "eventsnn", "verify", netf, "--data", evf, "--dt", "1,0.1",
+                             "--probes", "reverse", "--out", out], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((out / "runs").glob("*.h5"))) < 3:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = sorted((out / "runs").glob("*.h5"))
+    assert 3 <= len(done) < 12, "verify was not interrupted mid-way"
+    assert not (out / "report.json").exists()
+    for f in done:  # every run file present is complete
+        load_run(f)
+    # a stale/foreign file with the right name is not trusted: it is recomputed
+    bogus = out / "runs" / "brian2-dt0.1-reverse-full.h5"
+    bogus.write_bytes(b"partial garbage")
+    mtimes = {f.name: f.stat().st_mtime_ns for f in done}
+    p = run_cli("verify", netf, "--data", evf, "--dt", "1,0.1", "--probes", "reverse", "--out", out, "--json")
+    assert p.returncode == 0, p.stderr
+    for f in done:
+        assert f.stat().st_mtime_ns == mtimes[f.name], f"{f.name} was recomputed instead of reused"
+    assert load_run(bogus).engine == "brian2"
+    assert len(json.loads(p.stdout)["runs"]) == 12
+    assert not list((out / "runs").glob(".*.tmp"))
+
+
+def test_verify_rejects_dt_that_does_not_divide(verify_inputs, tmp_path):
+    netf, evf = verify_inputs
+    p = run_cli("verify", netf, "--data", evf, "--dt", "0.3", "--out", tmp_path / "x")
+    assert p.returncode == 2 and "must divide" in p.stderr
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path):
+    p = run_cli("demo", "--quick", "--out", tmp_path / "demo", "--json", timeout=1200)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    for m in res["models"].values():
+        for name, r in m["runs"].items():
+            if name.startswith("brian2-dt1-"):
+                assert r["agreement_with_torch"] == 1.0 and r["spike_mismatch"] == 0
+    assert "Brian2 = torch" in (tmp_path / "demo" / "demo.md").read_text()
