@@ -1,0 +1,22 @@
+"""The benchmark scripts run in CI-sized form and print their JSON (no timing is asserted)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("script,keys", [
+    ("train_throughput.py", {"samples_per_s", "baseline_samples_per_s", "device"}),
+    ("verify_throughput.py", {"samples_per_s", "baseline_samples_per_s", "dt_ms", "target"}),
+])
+def test_benchmark_prints_json(script, keys):
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--small", "--json"], capture_output=True,
+                       text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    assert keys <= set(res)
+    assert res["samples_per_s"] > 0 and res["baseline_samples_per_s"] > 0
