@@ -144,13 +144,18 @@ def test_resume_equals_uninterrupted(poly_files, tmp_path):
         assert torch.equal(sa[k], sb[k]), k
 
 
-def test_export_roundtrip_torch_and_brian2(poly_files, tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"delays": "synaptic", "recurrent": True, "learn_taus": True,
+                                         "readout": "softmax-sum", "reset": "subtract"}])
+def test_export_roundtrip_torch_and_brian2(poly_files, tmp_path, extra):
     tr, te = poly_files
-    train(_small_cfg(tr, epochs=3), tmp_path / "run", progress=False)
+    train(_small_cfg(tr, epochs=3, **extra), tmp_path / "run", progress=False)
     p = run_cli("export", tmp_path / "run", "--out", tmp_path / "net.h5", "--json")
     assert p.returncode == 0, p.stderr
     net = load_network(tmp_path / "net.h5")
-    assert net.layers[0].ff_delay_learned and net.layers[0].delay_kind == "axonal"
+    assert net.layers[0].ff_delay_learned and net.layers[0].delay_kind == extra.get("delays", "axonal")
+    assert (net.layers[0].rec_weight is not None) == bool(extra.get("recurrent"))
+    if extra.get("learn_taus"):
+        assert np.ptp(net.layers[0].tau_mem_ms) > 0  # learned per neuron
     delays = net.layers[0].ff_delay_ms
     assert np.any(np.abs(delays - np.round(delays)) > 1e-3)  # real-valued delays in ms
     model = load_trained_model(tmp_path / "run", dtype=torch.float64)
