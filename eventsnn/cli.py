@@ -28,11 +28,6 @@ def _emit(obj, as_json: bool, text: str | None = None):
         print(text)
 
 
-def _no_overwrite_check(out: Path, force: bool = True):
-    if out.exists() and out.is_dir():
-        raise fail(out, "is a directory, expected a file path for --out")
-
-
 # ----------------------------------------------------------------------------- data
 
 def cmd_data_make(a):

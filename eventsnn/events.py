@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from .errors import EventsnnError, atomic_path, fail, open_h5
+from .errors import atomic_path, fail, open_h5
 
 EVENTS_FORMAT = "eventsnn.events"
 EVENTS_VERSION = 1

@@ -1,6 +1,5 @@
 """Issue: surrogate-gradient training, learnable delays, resume, export."""
 import json
-import math
 
 import numpy as np
 import pytest

@@ -174,7 +174,7 @@ def build_report(outdir: Path, specs: list[RunSpec], net, n: int) -> dict:
 def write_report(outdir: Path, report: dict) -> None:
     with atomic_path(outdir / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
-    lines = [f"# Verification report", "",
+    lines = ["# Verification report", "",
              f"{report['n_samples']} samples; training dt {report['train_dt_ms']:g} ms. Reference: torch at the "
              "training dt (rounded delays, binned inputs). Fine-dt runs use exact delays and unbinned inputs.", "",
              "| run | engine | dt (ms) | transform | accuracy | agreement with torch | exact spike mismatches | "
