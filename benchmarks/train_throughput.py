@@ -86,6 +86,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--small", action="store_true", help="CI-sized workload")
     ap.add_argument("--iters", type=int, default=2)
+    ap.add_argument("--batch", type=int, help="override the workload's batch size (e.g. a CPU-sized SHD run)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     dev = torch.device(a.device)
@@ -93,14 +94,15 @@ def main():
         n_in, hidden, n_out, T, B, max_delay, density = 100, 64, 20, 200, 32, 50, 8000 / 700 / 1000
     else:
         n_in, hidden, n_out, T, B, max_delay, density = 700, 256, 20, 1000, 256, 250, 8000 / 700 / 1000
+    B = a.batch or B
     torch.manual_seed(0)
     x = (torch.rand(B, T, n_in, device=dev) < density).float()
     y = torch.randint(0, n_out, (B,), device=dev)
     model = build(n_in, hidden, n_out, max_delay, dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def engine_step():
-        scores, _, _ = model(x, delay_mode="interp", surrogate="fast-sigmoid", slope=10.0)
+    def engine_step(backend="fused"):
+        scores, _, _ = model(x, delay_mode="interp", surrogate="fast-sigmoid", slope=10.0, backend=backend)
         loss = torch.nn.functional.nll_loss(log_probs(scores, "max"), y)
         opt.zero_grad()
         loss.backward()
@@ -113,8 +115,10 @@ def main():
         opt.step()
 
     t_engine = time_steps(engine_step, a.iters)
+    t_autograd = time_steps(lambda: engine_step("autograd"), max(1, a.iters // 2))
     t_base = time_steps(baseline_step, max(1, a.iters // 2))
     res = {"samples_per_s": B / t_engine, "baseline_samples_per_s": B / t_base, "speedup": t_base / t_engine,
+           "autograd_scan_samples_per_s": B / t_autograd,
            "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
            "torch_threads": torch.get_num_threads(), "workload": "small" if a.small else "shd-shaped",
            "batch": B, "steps": T, "inputs": n_in, "hidden": hidden,

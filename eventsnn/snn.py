@@ -23,49 +23,10 @@ from torch import nn
 
 from . import contract
 from .events import Events, bin_events
+from .scan import SCAN_BACKENDS, SURROGATES, lif_scan, spike_fn, surrogate_derivative  # noqa: F401
 
 DELAY_KINDS = ("none", "axonal", "synaptic")
 DELAY_MODES = ("round", "interp")
-
-
-# ----------------------------------------------------------------------------- surrogate gradients
-
-class _Spike(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, kind: str, slope: float):
-        ctx.save_for_backward(x)
-        ctx.kind, ctx.slope = kind, slope
-        return (x >= 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * surrogate_derivative(x, ctx.kind, ctx.slope), None, None
-
-
-SURROGATES = ("fast-sigmoid", "atan", "multi-gaussian")
-
-
-def surrogate_derivative(x: torch.Tensor, kind: str, slope: float) -> torch.Tensor:
-    """The pseudo-derivative of the Heaviside step used in the backward pass."""
-    if kind == "fast-sigmoid":  # derivative of x/(1+slope|x|) (SuperSpike)
-        return 1.0 / (slope * x.abs() + 1.0) ** 2
-    if kind == "atan":  # derivative of atan(pi/2 slope x)/pi
-        return 0.5 * slope / (1.0 + (math.pi / 2 * slope * x) ** 2)
-    if kind == "multi-gaussian":  # Yin et al. 2021: h=0.15, s=6, sigma=1/slope
-        sigma, h, s = 1.0 / slope, 0.15, 6.0
-
-        def g(mu, sig):
-            return torch.exp(-((x - mu) ** 2) / (2 * sig**2)) / (math.sqrt(2 * math.pi) * sig)
-        return (1 + h) * g(0.0, sigma) - h * g(sigma, s * sigma) - h * g(-sigma, s * sigma)
-    raise ValueError(f"unknown surrogate {kind!r}; choose one of {', '.join(SURROGATES)}")
-
-
-def spike_fn(x: torch.Tensor, kind: str | None, slope: float) -> torch.Tensor:
-    """Heaviside(x) with a surrogate gradient (``kind=None``: plain step, no gradient)."""
-    if kind is None or not torch.is_grad_enabled():
-        return (x >= 0).to(x.dtype)
-    return _Spike.apply(x, kind, slope)
 
 
 # ----------------------------------------------------------------------------- delays
@@ -210,11 +171,11 @@ class LIFLayer(nn.Module):
         return torch.as_tensor(a, **to), torch.as_tensor(b, **to), torch.as_tensor(k, **to)
 
     def forward(self, x: torch.Tensor, dt_ms: float, delay_mode: str = "round",
-                surrogate: str | None = None, slope: float = 10.0) -> torch.Tensor:
+                surrogate: str | None = None, slope: float = 10.0, backend: str = "fused") -> torch.Tensor:
         """Run the layer over ``x`` ``[B, T, N_in]``; return spikes (or the trace) ``[B, T, N]``."""
         d_steps = None if self.ff_delay_ms is None else self.ff_delay_ms / dt_ms
         F = delayed_current(x, self.ff_weight, d_steps, delay_mode)
-        return self.scan(F, dt_ms, surrogate, slope)
+        return self.scan(F, dt_ms, surrogate, slope, backend)
 
     def _rec_terms(self, dt_ms: float):
         """Recurrent weights split by integer delay: list of (d, W_d)."""
@@ -231,51 +192,14 @@ class LIFLayer(nn.Module):
             terms.append((int(d), w))
         return terms
 
-    def scan(self, F: torch.Tensor, dt_ms: float, surrogate: str | None = None, slope: float = 10.0):
+    def scan(self, F: torch.Tensor, dt_ms: float, surrogate: str | None = None, slope: float = 10.0,
+             backend: str = "fused"):
         """The time scan of the contract (integrate, threshold, deliver, reset) over input current F."""
-        B, T, N = F.shape
         a, b, k = self._propagators(dt_ms)
-        theta = self.threshold
-        v = F.new_zeros(B, N)
-        I = F.new_zeros(B, N)
         R = torch.as_tensor(contract.refractory_steps(self.refractory_ms.detach().cpu().numpy(), dt_ms),
                             device=F.device)
-        use_ref = self.spiking and bool((R > 1).any())
-        ref = torch.zeros(B, N, dtype=torch.long, device=F.device)
-        rec = self._rec_terms(dt_ms)
-        out = []
-        for n in range(T):
-            v_new = a * v + k * I
-            if use_ref:
-                ref = (ref - 1).clamp(min=0)
-                held = ref > 0
-                v = torch.where(held, v, v_new)
-            else:
-                v = v_new
-            I = b * I
-            if self.spiking:
-                s = spike_fn(v - theta, surrogate, slope)
-                if use_ref:
-                    s = s * (~held).to(s.dtype)
-                inp = F[:, n]
-                for d, w in rec:
-                    if d == 0:
-                        inp = inp + s @ w
-                    elif n - d >= 0:
-                        inp = inp + out[n - d] @ w
-                I = I + inp
-                sd = s.detach()
-                if self.reset == "zero":
-                    v = v * (1 - sd)
-                else:
-                    v = v - theta * sd
-                if use_ref:
-                    ref = torch.where(sd > 0, R.expand(B, N), ref)
-                out.append(s)
-            else:
-                I = I + F[:, n]
-                out.append(v)
-        return torch.stack(out, dim=1)
+        return lif_scan(F, a, b, k, self.threshold, R, self._rec_terms(dt_ms), spiking=self.spiking,
+                        reset=self.reset, surrogate=surrogate, slope=slope, backend=backend)
 
 
 class SNN(nn.Module):
@@ -290,20 +214,26 @@ class SNN(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.dt_ms = float(dt_ms)
         self.readout = readout
+        self.scan_backend = "fused"
 
     @property
     def n_inputs(self) -> int:
         return self.layers[0].n_in
 
     def forward(self, x: torch.Tensor, delay_mode: str = "round", surrogate: str | None = None,
-                slope: float = 10.0):
-        """Return ``(scores [B, N_out], trace [B, T, N_out], hidden spikes list)``."""
+                slope: float = 10.0, backend: str | None = None):
+        """Return ``(scores [B, N_out], trace [B, T, N_out], hidden spikes list)``.
+
+        ``backend``: the time scan's implementation (:data:`eventsnn.scan.SCAN_BACKENDS`), by default
+        ``self.scan_backend`` (``"fused"``).
+        """
+        backend = backend or self.scan_backend
         spikes = []
         h = x
         for layer in self.layers[:-1]:
-            h = layer(h, self.dt_ms, delay_mode, surrogate, slope)
+            h = layer(h, self.dt_ms, delay_mode, surrogate, slope, backend)
             spikes.append(h)
-        trace = self.layers[-1](h, self.dt_ms, delay_mode, surrogate, slope)
+        trace = self.layers[-1](h, self.dt_ms, delay_mode, surrogate, slope, backend)
         return readout_scores(trace, self.readout), trace, spikes
 
     def clamp_(self):
