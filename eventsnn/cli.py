@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="surrogate-gradient training with learnable delays")
     tr.add_argument("--data", help="training events file (validation is carved from it)")
     tr.add_argument("--test-data", dest="test_data", help="held-out test file (evaluated once, at the end)")
-    tr.add_argument("--config", help="TOML or JSON file of training settings (flags override it)")
+    tr.add_argument("--config", help="YAML, TOML or JSON file of training settings (flags override it)")
     tr.add_argument("--out", type=Path, help="run directory")
     tr.add_argument("--resume", type=Path, metavar="RUNDIR", help="continue an interrupted run exactly")
     tr.add_argument("--val-fraction", dest="val_fraction", type=float)

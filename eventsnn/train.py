@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from .contract import READOUTS, RESETS
 from .errors import EventsnnError, atomic_path, fail
@@ -77,14 +78,19 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path) -> dict:
-        """Read a TOML (or JSON) config file into a dict of known keys."""
+        """Read a YAML, TOML or JSON config file (by its suffix) into a dict of known keys."""
         p = Path(path)
         if not p.exists():
             raise fail(path, "no such config file")
+        parsers = {".toml": tomllib.loads, ".json": json.loads, ".yaml": yaml.safe_load, ".yml": yaml.safe_load}
+        if p.suffix not in parsers:
+            raise fail(path, f"unknown config format {p.suffix!r} (use .yaml, .yml, .toml or .json)")
         try:
-            data = tomllib.loads(p.read_text()) if p.suffix == ".toml" else json.loads(p.read_text())
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-            raise fail(path, f"cannot parse config ({e})") from None
+            data = parsers[p.suffix](p.read_text())
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
+            raise fail(path, f"cannot parse config ({' '.join(str(e).split())})") from None
+        if not isinstance(data, dict):
+            raise fail(path, "a config file must hold a mapping of setting names to values")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

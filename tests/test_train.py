@@ -171,6 +171,24 @@ def test_export_roundtrip_torch_and_brian2(poly_files, tmp_path, extra):
         np.testing.assert_array_equal(La.step, Lb.step)
 
 
+def test_yaml_config_is_read_and_flags_override_it(tmp_path, poly_files):
+    tr, _ = poly_files
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"data: {tr}\nepochs: 1\nhidden: [8]\ndelays: synaptic\nsurrogate: atan\nseed: 5\n")
+    p = run_cli("train", "--config", cfg, "--seed", "6", "--out", tmp_path / "run", "--json")
+    assert p.returncode == 0, p.stderr
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["epochs"], saved["hidden"], saved["delays"], saved["surrogate"], saved["seed"]) == \
+        (1, [8], "synaptic", "atan", 6)
+    for name, text, msg in [("bad.yaml", "epochs: [1\n", "cannot parse config"),
+                            ("list.yml", "- 1\n- 2\n", "must hold a mapping"),
+                            ("cfg.ini", "epochs=1\n", "unknown config format '.ini'")]:
+        (tmp_path / name).write_text(text)
+        p = run_cli("train", "--config", tmp_path / name, "--out", tmp_path / "r_bad")
+        assert p.returncode == 2 and msg in p.stderr and name in p.stderr and len(p.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "r_bad").exists()
+
+
 def test_train_bad_inputs(tmp_path, poly_files):
     tr, _ = poly_files
     cfg = tmp_path / "cfg.toml"
