@@ -124,12 +124,14 @@ def _curand_paths(build_dir: Path):
 def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None = None, target: str = "numpy",
                     delays: str = "round", inputs: str = "binned", build_dir=None, exact_math: bool = True,
                     max_copies: int | None = None, max_synapses: int = DEFAULT_MAX_SYNAPSES,
-                    progress: bool = False, compile_only: bool = False) -> RunResult | Path:
+                    progress: bool = False, compile_only: bool = False, workers: int = 1) -> RunResult | Path:
     """Simulate ``events[indices]`` through the network in Brian2 and collect a RunResult.
 
     ``delays``: ``round`` (training grid) or ``exact`` (real-valued, rounded to ``dt``);
     ``inputs``: ``binned`` (training grid) or ``exact`` (binned at ``dt``).
     ``compile_only`` (standalone targets): generate and compile, do not run; returns the project dir.
+    ``workers`` > 1: the samples are cut into that many consecutive chunks, each simulated by its own process
+    with its own build directory, and the parts joined (identical to one process: samples never interact).
     """
     import brian2 as b2
 
@@ -146,9 +148,16 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
     S = len(indices)
     if events.n_units != net.n_inputs:
         raise EventsnnError(f"events have {events.n_units} units but the network has {net.n_inputs} inputs")
-    netq = with_delay_mode(net, delays)
+    if delays not in ("round", "exact"):
+        raise EventsnnError(f"unknown delay mode {delays!r} for Brian2; choose round or exact")
     build_dir = Path(build_dir) if build_dir is not None else Path.cwd() / ".eventsnn_build" / f"{os.getpid()}"
     build_dir.mkdir(parents=True, exist_ok=True)
+    workers = max(1, min(int(workers), S))
+    if workers > 1 and not compile_only:
+        return _simulate_in_workers(net, events, indices, workers, build_dir, progress,
+                                    dict(dt_ms=dt_ms, target=target, delays=delays, inputs=inputs,
+                                         exact_math=exact_math, max_copies=max_copies, max_synapses=max_synapses))
+    netq = with_delay_mode(net, delays)
 
     sample, step, unit, T = bin_for_run(events, indices, dt_ms, net.dt_ms, inputs)
     K = T // ratio
@@ -292,6 +301,39 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
     attrs = {"copies": C, "windows": n_windows, "window_steps": W, "wall_s": wall, "exact_math": exact_math}
     return RunResult("brian2", dt_ms, net.dt_ms, delays, inputs, target, net.readout, layers, trace, pred,
                      events.labels[indices].copy(), indices, attrs)
+
+
+def _simulate_part(args):
+    net, events, build_dir, kw = args
+    os.environ["EVENTSNN_WORKER"] = "1"
+    return simulate_brian2(net, events, build_dir=build_dir, progress=False, workers=1, **kw)
+
+
+def _simulate_in_workers(net, events, indices, workers, build_dir, progress, kw) -> RunResult:
+    """``simulate_brian2`` over consecutive sample chunks in ``workers`` spawned processes."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from eventsnn.progress import progress_bar
+    from eventsnn.runfile import concat_runs
+
+    chunks = [c for c in np.array_split(indices, workers) if len(c)]
+    jobs = [(net, events.subset(c), build_dir / f"part{i}", kw) for i, c in enumerate(chunks)]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn")) as ex, \
+            progress_bar(total=len(jobs), desc=f"brian2 {kw['target']} dt={kw['dt_ms']:g}ms parts",
+                         disable=not progress) as bar:
+        futures = [ex.submit(_simulate_part, j) for j in jobs]
+        parts = []
+        for f in futures:
+            parts.append(f.result())
+            bar.update(1)
+    run = concat_runs(parts)
+    run.sample_index = indices.copy()
+    run.labels = events.labels[indices].copy()
+    run.attrs["wall_s"] = time.perf_counter() - t0
+    run.attrs["workers"] = len(jobs)
+    return run
 
 
 def _block_synapses(pre, post, n_pre, n_post, C, weight, D, dt_ms, name):

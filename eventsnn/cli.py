@@ -177,7 +177,7 @@ def cmd_simulate(a):
             try:
                 run = simulate_brian2(net, events, dt_ms=dt, target=a.target, delays=a.delays, inputs=a.inputs,
                                       build_dir=build, progress=progress, compile_only=a.compile_only,
-                                      exact_math=not a.fast_math)
+                                      exact_math=not a.fast_math, workers=a.workers)
             finally:
                 if not a.build_dir and not a.compile_only:
                     import shutil
@@ -322,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--build-dir", help="keep the Brian2 build here (default: a temporary one, removed)")
     s.add_argument("--compile-only", action="store_true", help="standalone targets: generate and compile, do not run")
     s.add_argument("--fast-math", action="store_true", help="Brian2's default -ffast-math -march=native flags")
+    s.add_argument("--workers", type=int, default=1,
+                   help="Brian2: split the samples over this many processes (e.g. the number of cores)")
     s.add_argument("--out", required=True, type=Path)
     js(s)
     s.set_defaults(func=cmd_simulate)
@@ -341,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "delete[:P], randomize[:F]; '' for none")
     v.add_argument("--target", default="numpy", choices=["numpy", "cython", "cpp_standalone", "cuda_standalone"])
     v.add_argument("--samples", type=int)
-    v.add_argument("--workers", type=int, default=1)
+    v.add_argument("--workers", type=int, default=1,
+                   help="processes: over runs when there are at least as many runs, else over each run's samples")
     v.add_argument("--out", required=True, type=Path)
     js(v)
     v.set_defaults(func=cmd_verify)

@@ -114,3 +114,34 @@ def load_run(path) -> RunResult:
     return RunResult(str(base["engine"]), float(base["dt_ms"]), float(base["train_dt_ms"]), str(base["delays"]),
                      str(base["inputs"]), str(base["target"]), str(base["readout"]), layers, trace, pred, labels,
                      sidx, attrs)
+
+
+def concat_runs(parts: list[RunResult]) -> RunResult:
+    """Join runs of consecutive sample chunks (same engine and settings) into one run.
+
+    Sample positions of part ``i`` are shifted by the number of samples before it; attrs come from the first
+    part, except ``wall_s`` (the longest part, as the parts run in parallel) and ``parts``.
+    """
+    if not parts:
+        raise ValueError("concat_runs needs at least one run")
+    first = parts[0]
+    for p in parts[1:]:
+        for k in ("engine", "dt_ms", "train_dt_ms", "delays", "inputs", "target", "readout"):
+            if getattr(p, k) != getattr(first, k):
+                raise ValueError(f"concat_runs: runs differ in {k} ({getattr(first, k)!r} vs {getattr(p, k)!r})")
+        if len(p.layers) != len(first.layers):
+            raise ValueError("concat_runs: runs differ in their number of hidden layers")
+    offsets = np.cumsum([0] + [p.n_samples for p in parts[:-1]])
+    layers = []
+    for li in range(len(first.layers)):
+        Ls = [p.layers[li] for p in parts]
+        layers.append(LayerSpikes(np.concatenate([L.sample + o for L, o in zip(Ls, offsets)]),
+                                  np.concatenate([L.unit for L in Ls]), np.concatenate([L.step for L in Ls]),
+                                  np.concatenate([L.time_ms for L in Ls])))
+    attrs = dict(first.attrs)
+    attrs["wall_s"] = max(float(p.attrs.get("wall_s", 0.0)) for p in parts)
+    attrs["parts"] = len(parts)
+    return RunResult(first.engine, first.dt_ms, first.train_dt_ms, first.delays, first.inputs, first.target,
+                     first.readout, layers, np.concatenate([p.trace for p in parts]),
+                     np.concatenate([p.prediction for p in parts]), np.concatenate([p.labels for p in parts]),
+                     np.concatenate([p.sample_index for p in parts]), attrs)

@@ -99,6 +99,24 @@ def test_torch_equals_brian2_numpy_every_spike(seed, build_dir):
     assert_runs_identical(rt, rb2)
 
 
+def test_brian2_samples_split_over_worker_processes_equal_torch(tmp_path):
+    """``simulate --workers 2``: the samples are cut into chunks run in two processes and joined in order."""
+    net = random_network(5)
+    ev = random_events(5, n_samples=5)
+    netf, evf = tmp_path / "net.h5", tmp_path / "ev.h5"
+    save_network(net, netf)
+    save_events(ev, evf)
+    out = tmp_path / "b.h5"
+    p = run_cli("simulate", netf, "--data", evf, "--engine", "brian2", "--workers", "2", "--out", out)
+    assert p.returncode == 0, p.stderr
+    rb = load_run(out)
+    assert rb.attrs["workers"] == 2
+    assert rb.sample_index.tolist() == list(range(5))
+    np.testing.assert_array_equal(rb.labels, ev.labels)
+    assert_runs_identical(simulate_torch(net, ev), rb)
+    assert set(rb.layers[0].sample.tolist()) > {0, 4}, "spikes of both chunks present"
+
+
 def test_float32_engine_close_to_float64():
     net = random_network(4)
     ev = random_events(4)

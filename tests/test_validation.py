@@ -158,3 +158,16 @@ def test_demo_quick_end_to_end(tmp_path):
             if name.startswith("brian2-dt1-"):
                 assert r["agreement_with_torch"] == 1.0 and r["spike_mismatch"] == 0
     assert "Brian2 = torch" in (tmp_path / "demo" / "demo.md").read_text()
+
+
+def test_verify_workers_split_samples_when_runs_are_few(verify_inputs, tmp_path):
+    """Two runs, three workers: each Brian2 run's samples are split over three processes, still exact."""
+    netf, evf = verify_inputs
+    out = tmp_path / "rep"
+    p = run_cli("verify", netf, "--data", evf, "--dt", "1", "--probes", "", "--workers", "3", "--out", out, "--json")
+    assert p.returncode == 0, p.stderr
+    runs = {r["name"]: r for r in json.loads(p.stdout)["runs"]}
+    b = runs["brian2-dt1-none"]
+    assert b["spike_mismatch"] == 0 and b["agreement_with_torch"] == 1.0
+    run = load_run(out / b["file"])
+    assert run.attrs["workers"] == 3 and run.sample_index.tolist() == list(range(6))

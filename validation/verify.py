@@ -61,7 +61,7 @@ def plan_runs(train_dt: float, dts: list[float], transforms: list, target: str) 
 
 def _execute(args) -> str:
     """Run one spec (in this or a worker process) and write its run file; return the name."""
-    spec, net_path, data_path, n_samples, outdir, key = args
+    spec, net_path, data_path, n_samples, outdir, key, split = args
     from bridge import load_network
     from eventsnn.datasets import load_any
     from eventsnn.transforms import transform_by_name
@@ -82,7 +82,7 @@ def _execute(args) -> str:
         build = Path(outdir) / "build" / f"{spec.name}-{os.getpid()}"
         try:
             run = simulate_brian2(net, events, dt_ms=spec.dt_ms, target=spec.target, delays=spec.delays,
-                                  inputs=spec.inputs, build_dir=build)
+                                  inputs=spec.inputs, build_dir=build, workers=split)
         finally:
             shutil.rmtree(build, ignore_errors=True)
     run.attrs.update({"spec": key, "transform": spec.transform or "none", "name": spec.name})
@@ -133,9 +133,14 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
                     continue
             except EventsnnError:
                 pass  # unreadable: recompute
-        todo.append((s, str(net_path), str(data_path), n, str(outdir), key))
+        todo.append([s, str(net_path), str(data_path), n, str(outdir), key, 1])
+    # workers: over runs while there are enough of them, else over the samples of each Brian2 run
+    over_runs = workers > 1 and len(todo) >= workers
+    if workers > 1 and not over_runs:
+        for t in todo:
+            t[-1] = workers
     with progress_bar(total=len(specs), desc="verify runs", disable=not progress, initial=len(specs) - len(todo)) as bar:
-        if workers > 1 and len(todo) > 1:
+        if over_runs:
             import multiprocessing as mp
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as ex:
                 for _ in ex.map(_execute, todo):
