@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from eventsnn.scan import lif_scan
 from eventsnn.snn import SNN, LIFLayer
 
 ROOT = Path(__file__).resolve().parents[1]

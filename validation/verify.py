@@ -139,7 +139,8 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
     if workers > 1 and not over_runs:
         for t in todo:
             t[-1] = workers
-    with progress_bar(total=len(specs), desc="verify runs", disable=not progress, initial=len(specs) - len(todo)) as bar:
+    with progress_bar(total=len(specs), desc="verify runs", disable=not progress,
+                      initial=len(specs) - len(todo)) as bar:
         if over_runs:
             import multiprocessing as mp
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as ex:
