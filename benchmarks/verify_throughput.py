@@ -2,8 +2,8 @@
 
 Workload (default): 700 inputs -> 256 LIF with axonal delays -> 20 readout, 1 s samples at SHD density
 (~8k input spikes), dt = 0.01 ms. eventsnn runs many samples in one build (copies side by side, samples in
-time windows) and splits the samples over ``--workers`` processes (default: every core). The baseline is a
-per-sample loop in one process: one network, new input spikes for each sample (``SpikeGeneratorGroup.set_spikes``
+time windows) and splits the samples over ``--workers`` processes (default: every core, at most one per 32
+samples). The baseline is a per-sample loop in one process: one network, new input spikes for each sample (``SpikeGeneratorGroup.set_spikes``
 + ``Network.restore``), on the same runtime target (Cython for the standalone targets), code generation and
 compilation excluded from its time; timed in the same run. ``--small`` shrinks the workload for CI.
 
@@ -88,7 +88,9 @@ def main():
     ap.add_argument("--small", action="store_true", help="CI-sized workload")
     ap.add_argument("--samples", type=int)
     ap.add_argument("--dt", type=float)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: every core)")
+    ap.add_argument("--workers", type=int,
+                    help="processes (default: every core, but at most one per 32 samples: each process pays its own "
+                         "start-up and compilation)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if a.small:
@@ -97,11 +99,12 @@ def main():
     else:
         shape = dict(n_in=700, hidden=256, n_out=20, duration_s=1.0, spikes=8000)
         n, dt, n_base = a.samples or 128, a.dt or 0.01, 1
+    workers = a.workers or max(1, min(os.cpu_count() or 1, n // 32))
     net, ev = workload(n_samples=n, **shape)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         run = simulate_brian2(net, ev, dt_ms=dt, target=a.target, delays="exact", inputs="exact", build_dir=d,
-                              workers=a.workers)
+                              workers=workers)
         t_many = time.perf_counter() - t0
         base_target = a.target if a.target in ("numpy", "cython") else "cython"
         t_base = baseline_per_sample(net, ev, dt, n_base, Path(d) / "baseline", base_target)
