@@ -36,16 +36,18 @@ def available() -> bool:
 if triton is not None:
 
     @triton.jit
+    def _program_neurons(A, Bp, K, TH, N, BLOCK: tl.constexpr):
+        """This program's sample, its block of neurons (offsets, mask) and their constants a, b, k, theta."""
+        offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        m = offs < N
+        return (tl.program_id(0), offs, m, tl.load(A + offs, mask=m, other=0.0), tl.load(Bp + offs, mask=m, other=0.0),
+                tl.load(K + offs, mask=m, other=0.0), tl.load(TH + offs, mask=m, other=0.0))
+
+    @triton.jit
     def _fwd_kernel(F, OUT, VPRE, IH, A, Bp, K, TH, T, N,
                     SPIKING: tl.constexpr, RESET_ZERO: tl.constexpr, KEEP_I: tl.constexpr,
                     BLOCK: tl.constexpr):
-        pid_b = tl.program_id(0)
-        offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        m = offs < N
-        a = tl.load(A + offs, mask=m, other=0.0)
-        b = tl.load(Bp + offs, mask=m, other=0.0)
-        k = tl.load(K + offs, mask=m, other=0.0)
-        th = tl.load(TH + offs, mask=m, other=0.0)
+        pid_b, offs, m, a, b, k, th = _program_neurons(A, Bp, K, TH, N, BLOCK)
         v = tl.zeros_like(a)
         cur = tl.zeros_like(a)
         base = pid_b.to(tl.int64) * T * N
@@ -94,13 +96,7 @@ if triton is not None:
     def _bwd_kernel(G, OUT, VPRE, DF, LVP, A, Bp, K, TH, P, T, N,
                     SPIKING: tl.constexpr, RESET_ZERO: tl.constexpr, SURR: tl.constexpr,
                     BLOCK: tl.constexpr):
-        pid_b = tl.program_id(0)
-        offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        m = offs < N
-        a = tl.load(A + offs, mask=m, other=0.0)
-        b = tl.load(Bp + offs, mask=m, other=0.0)
-        k = tl.load(K + offs, mask=m, other=0.0)
-        th = tl.load(TH + offs, mask=m, other=0.0)
+        pid_b, offs, m, a, b, k, th = _program_neurons(A, Bp, K, TH, N, BLOCK)
         lv = tl.zeros_like(a)
         li = tl.zeros_like(a)
         base = pid_b.to(tl.int64) * T * N
