@@ -84,8 +84,8 @@ def demo_table(results: dict) -> str:
             cells += [f"{runs[f'brian2-dt{d:g}-{tr}']['accuracy']:.3f}" for d in dts]
             r0 = runs[f"brian2-dt{dts[0]:g}-{tr}"]
             same = f"{r0['agreement_with_torch'] * 100:.0f}% predictions, {r0['spike_mismatch']} spike mismatches"
-            lines.append(f"| {delays} delays | {'original' if tr == 'none' else tr} | " + " | ".join(cells)
-                         + f" | {same} |")
+            model = "no delays" if delays == "none" else f"{delays} delays"
+            lines.append(f"| {model} | {'original' if tr == 'none' else tr} | " + " | ".join(cells) + f" | {same} |")
     ax, no = results["models"].get("axonal"), results["models"].get("none")
     if ax and no:
         d = dts[-1]
