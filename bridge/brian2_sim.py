@@ -305,7 +305,6 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
 
 def _simulate_part(args):
     net, events, build_dir, kw = args
-    os.environ["EVENTSNN_WORKER"] = "1"
     return simulate_brian2(net, events, build_dir=build_dir, progress=False, workers=1, **kw)
 
 

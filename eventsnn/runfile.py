@@ -119,8 +119,8 @@ def load_run(path) -> RunResult:
 def concat_runs(parts: list[RunResult]) -> RunResult:
     """Join runs of consecutive sample chunks (same engine and settings) into one run.
 
-    Sample positions of part ``i`` are shifted by the number of samples before it; attrs come from the first
-    part, except ``wall_s`` (the longest part, as the parts run in parallel) and ``parts``.
+    Sample positions of part ``i`` are shifted by the number of samples before it; attrs are the first part's
+    (run-level attrs such as the wall time are the caller's to set).
     """
     if not parts:
         raise ValueError("concat_runs needs at least one run")
@@ -138,10 +138,7 @@ def concat_runs(parts: list[RunResult]) -> RunResult:
         layers.append(LayerSpikes(np.concatenate([L.sample + o for L, o in zip(Ls, offsets)]),
                                   np.concatenate([L.unit for L in Ls]), np.concatenate([L.step for L in Ls]),
                                   np.concatenate([L.time_ms for L in Ls])))
-    attrs = dict(first.attrs)
-    attrs["wall_s"] = max(float(p.attrs.get("wall_s", 0.0)) for p in parts)
-    attrs["parts"] = len(parts)
     return RunResult(first.engine, first.dt_ms, first.train_dt_ms, first.delays, first.inputs, first.target,
                      first.readout, layers, np.concatenate([p.trace for p in parts]),
                      np.concatenate([p.prediction for p in parts]), np.concatenate([p.labels for p in parts]),
-                     np.concatenate([p.sample_index for p in parts]), attrs)
+                     np.concatenate([p.sample_index for p in parts]), dict(first.attrs))

@@ -99,13 +99,19 @@ def test_torch_equals_brian2_numpy_every_spike(seed, build_dir):
     assert_runs_identical(rt, rb2)
 
 
+def _save_inputs(tmp_path, net, ev):
+    """The network and events as files for the CLI: ``(net.h5, ev.h5)``."""
+    netf, evf = tmp_path / "net.h5", tmp_path / "ev.h5"
+    save_network(net, netf)
+    save_events(ev, evf)
+    return netf, evf
+
+
 def test_brian2_samples_split_over_worker_processes_equal_torch(tmp_path):
     """``simulate --workers 2``: the samples are cut into chunks run in two processes and joined in order."""
     net = random_network(5)
     ev = random_events(5, n_samples=5)
-    netf, evf = tmp_path / "net.h5", tmp_path / "ev.h5"
-    save_network(net, netf)
-    save_events(ev, evf)
+    netf, evf = _save_inputs(tmp_path, net, ev)
     out = tmp_path / "b.h5"
     p = run_cli("simulate", netf, "--data", evf, "--engine", "brian2", "--workers", "2", "--out", out)
     assert p.returncode == 0, p.stderr
@@ -129,9 +135,7 @@ def test_float32_engine_close_to_float64():
 def test_torch_equals_brian2_cpp_standalone(tmp_path):
     net = random_network(7)
     ev = random_events(7, n_samples=4)
-    netf, evf = tmp_path / "net.h5", tmp_path / "ev.h5"
-    save_network(net, netf)
-    save_events(ev, evf)
+    netf, evf = _save_inputs(tmp_path, net, ev)
     for engine, extra in (("torch", []), ("brian2", ["--target", "cpp_standalone"])):
         p = run_cli("simulate", netf, "--data", evf, "--engine", engine, *extra, "--out", tmp_path / f"{engine}.h5")
         assert p.returncode == 0, p.stderr
@@ -149,9 +153,7 @@ def test_torch_equals_brian2_cython(build_dir):
 def test_fine_dt_exact_delays_and_inputs_via_cli(tmp_path):
     net = random_network(3)
     ev = random_events(3, n_samples=3)
-    netf, evf = tmp_path / "net.h5", tmp_path / "ev.h5"
-    save_network(net, netf)
-    save_events(ev, evf)
+    netf, evf = _save_inputs(tmp_path, net, ev)
     out = tmp_path / "fine.h5"
     p = run_cli("simulate", netf, "--data", evf, "--engine", "brian2", "--dt", "0.01", "--delays", "exact",
                 "--inputs", "exact", "--out", out, "--json")

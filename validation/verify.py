@@ -133,12 +133,10 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
                     continue
             except EventsnnError:
                 pass  # unreadable: recompute
-        todo.append([s, str(net_path), str(data_path), n, str(outdir), key, 1])
+        todo.append((s, str(net_path), str(data_path), n, str(outdir), key))
     # workers: over runs while there are enough of them, else over the samples of each Brian2 run
     over_runs = workers > 1 and len(todo) >= workers
-    if workers > 1 and not over_runs:
-        for t in todo:
-            t[-1] = workers
+    todo = [(*t, 1 if over_runs else workers) for t in todo]
     with progress_bar(total=len(specs), desc="verify runs", disable=not progress,
                       initial=len(specs) - len(todo)) as bar:
         if over_runs:
