@@ -22,8 +22,8 @@ import numpy as np
 
 os.environ.setdefault("EVENTSNN_PROGRESS", "0")
 
-from bridge.brian2_sim import simulate_brian2  # noqa: E402
-from bridge.network import Layer, Network  # noqa: E402
+from eventsnn.bridge.brian2_sim import simulate_brian2  # noqa: E402
+from eventsnn.bridge.network import Layer, Network  # noqa: E402
 from eventsnn.events import Events, bin_for_run  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def baseline_per_sample(net, ev, dt_ms, n, build_dir, target):
     """One network (runtime target), new inputs per sample: the straightforward Brian2 loop."""
     import brian2 as b2
 
-    from bridge.brian2_sim import _configure
+    from eventsnn.bridge.brian2_sim import _configure
     from eventsnn.contract import propagators
     _configure(target, Path(build_dir), exact=True)
     b2.start_scope()

@@ -27,7 +27,7 @@ import numpy as np
 from eventsnn.contract import (delay_steps, grid_ratio, propagators, readout_scores, refractory_steps,
                                trace_sample_steps)
 from eventsnn.errors import EventsnnError
-from eventsnn.events import bin_for_run
+from eventsnn.events import bin_for_run, warn_merged
 from eventsnn.runfile import LayerSpikes, RunResult
 
 from .network import Network, with_delay_mode
@@ -98,27 +98,60 @@ def _have_gpu() -> bool:
     return shutil.which("nvidia-smi") is not None and os.system("nvidia-smi -L >/dev/null 2>&1") == 0
 
 
-def _curand_paths(build_dir: Path):
-    """curand headers and an unversioned libcurand.so (from the system CUDA or the nvidia-curand wheel)."""
-    for root in (os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if root and Path(root, "include", "curand.h").exists() and list(Path(root).glob("lib64/libcurand.so")):
-            return None, None
+def _curand_location():
+    """Where curand's header and library are: ``("system", None, None)`` (a CUDA toolkit with curand at
+    ``$CUDA_PATH`` or /usr/local/cuda), ``("wheel", include_dir, library_file)`` (the ``nvidia-curand``
+    wheel), or None."""
+    for root in (os.environ.get("CUDA_PATH"), os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if root and Path(root, "include", "curand.h").exists() and \
+                (list(Path(root).glob("lib64/libcurand.so*")) or list(Path(root).glob("lib/libcurand.so*"))):
+            return "system", None, None
     try:
         import nvidia
     except ImportError:
-        return None, None
+        return None
     for base in [Path(p) for p in nvidia.__path__]:
         for sub in ("cu13", "curand", "cu12"):
             inc, lib = base / sub / "include", base / sub / "lib"
             libs = sorted(lib.glob("libcurand.so*"))
             if (inc / "curand.h").exists() and libs:
-                link_dir = build_dir / "curand_lib"
-                link_dir.mkdir(parents=True, exist_ok=True)
-                link = link_dir / "libcurand.so"
-                if not link.exists():
-                    link.symlink_to(libs[0].resolve())
-                return str(inc), str(link_dir)
-    return None, None
+                return "wheel", str(inc), libs[0].resolve()
+    return None
+
+
+def cuda_toolchain_problem() -> str | None:
+    """Why the ``cuda_standalone`` target cannot be compiled here (None when it can): it needs ``nvcc`` and
+    curand's header and library."""
+    if shutil.which("nvcc") is None:
+        return "nvcc is not on PATH (install the CUDA toolkit)"
+    if _curand_location() is None:
+        return ("curand (curand.h and libcurand.so) not found in $CUDA_PATH, /usr/local/cuda or the nvidia-curand "
+                "wheel; install it with: pip install 'eventsnn[cuda]'")
+    return None
+
+
+def _curand_paths(build_dir: Path):
+    """Extra include/library directories for curand (None, None when the system CUDA provides it).
+
+    The wheel ships only a versioned ``libcurand.so.N``; the link needs an unversioned ``libcurand.so``,
+    made as a symlink in the build directory. Its include directory also holds other CUDA headers (of the
+    wheels' CUDA version, which may differ from nvcc's): only the ``curand*.h`` headers are linked into a
+    directory of their own, so nvcc keeps its own toolkit headers.
+    """
+    loc = _curand_location()
+    if loc is None or loc[0] == "system":
+        return None, None
+    _, inc, lib = loc
+    inc_dir, link_dir = build_dir / "curand_include", build_dir / "curand_lib"
+    for d in (inc_dir, link_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    for h in Path(inc).glob("curand*.h"):
+        if not (inc_dir / h.name).exists():
+            (inc_dir / h.name).symlink_to(h.resolve())
+    link = link_dir / "libcurand.so"
+    if not link.exists():
+        link.symlink_to(lib)
+    return str(inc_dir), str(link_dir)
 
 
 def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None = None, target: str = "numpy",
@@ -137,6 +170,8 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
 
     if target not in TARGETS:
         raise EventsnnError(f"unknown Brian2 target {target!r}; choose one of {', '.join(TARGETS)}")
+    if target == "cuda_standalone" and (why := cuda_toolchain_problem()):
+        raise EventsnnError(f"--target cuda_standalone: {why}")
     dt_ms = net.dt_ms if dt_ms is None else float(dt_ms)
     try:
         ratio = grid_ratio(net.dt_ms, dt_ms)
@@ -159,11 +194,15 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
                                          exact_math=exact_math, max_copies=max_copies, max_synapses=max_synapses))
     netq = with_delay_mode(net, delays)
 
-    sample, step, unit, T = bin_for_run(events, indices, dt_ms, net.dt_ms, inputs)
+    binned = bin_for_run(events, indices, dt_ms, net.dt_ms, inputs)
+    if inputs == "binned":
+        warn_merged(binned.merged, binned.n_spikes, net.dt_ms)
+    T = binned.n_steps
     K = T // ratio
-    # integer delays at dt, per layer
-    Dff = [None if L.ff_delay_ms is None else delay_steps(L.ff_delay_ms, dt_ms) for L in netq.layers]
-    Drec = [None if L.rec_delay_ms is None else delay_steps(L.rec_delay_ms, dt_ms) for L in netq.layers]
+    # integer delays at dt, per layer; T steps or more deliver after the sample, the same as exactly T
+    Dff = [None if L.ff_delay_ms is None else np.minimum(delay_steps(L.ff_delay_ms, dt_ms), T) for L in netq.layers]
+    Drec = [None if L.rec_delay_ms is None else np.minimum(delay_steps(L.rec_delay_ms, dt_ms), T)
+            for L in netq.layers]
     max_total_delay = sum(max([0] + [int(d.max()) for d in (a, b) if d is not None and d.size])
                           for a, b in zip(Dff, Drec))
     C, n_windows = plan_copies(net, S, max_synapses, max_copies)
@@ -180,12 +219,19 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
     b2.defaultclock.dt = dt
     objs = []
 
-    # inputs: slot s -> window w = s // C, copy c = s % C
+    # inputs: slot s -> window w = s // C, copy c = s % C. A SpikeGeneratorGroup neuron fires at most once
+    # per step, so a unit with m spikes in one step fires in m "lanes": lane l holds the (l+1)-th spike of
+    # every (step, unit); each lane is a copy of the input units with the same synapses. Usually one lane.
+    lanes = int(binned.count.max()) if len(binned.count) else 1
+    lane_of = [np.flatnonzero(binned.count > l) for l in range(lanes)]
+    lane = np.concatenate([np.full(len(ix), l) for l, ix in enumerate(lane_of)])
+    pick = np.concatenate(lane_of)
+    sample, step, unit = binned.sample[pick], binned.step[pick], binned.unit[pick]
     w_of, c_of = sample // C, sample % C
-    gen_idx = c_of * net.n_inputs + unit
+    gen_idx = (lane * C + c_of) * net.n_inputs + unit
     gen_step = w_of * W + step
     order = np.lexsort((gen_idx, gen_step))
-    inp = b2.SpikeGeneratorGroup(C * net.n_inputs, gen_idx[order], (gen_step[order] * dt_ms) * b2.ms,
+    inp = b2.SpikeGeneratorGroup(lanes * C * net.n_inputs, gen_idx[order], (gen_step[order] * dt_ms) * b2.ms,
                                  period=0 * b2.ms, name="inputs")
     objs.append(inp)
 
@@ -239,7 +285,8 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
             G.run_regularly(zero, dt=W * dt, when="before_groups", name=f"layer{li}_window_reset")
         objs.append(G)
 
-        objs.append(_block_synapses(pre, G, n_pre, N, C, L.ff_weight, Dff[li], dt_ms, f"ff{li}"))
+        objs.append(_block_synapses(pre, G, n_pre, N, C, L.ff_weight, Dff[li], dt_ms, f"ff{li}",
+                                    lanes=lanes if li == 0 else 1))
         if L.rec_weight is not None:
             objs.append(_block_synapses(G, G, N, N, C, L.rec_weight, Drec[li], dt_ms, f"rec{li}"))
         if spiking:
@@ -335,22 +382,25 @@ def _simulate_in_workers(net, events, indices, workers, build_dir, progress, kw)
     return run
 
 
-def _block_synapses(pre, post, n_pre, n_post, C, weight, D, dt_ms, name):
+def _block_synapses(pre, post, n_pre, n_post, C, weight, D, dt_ms, name, lanes: int = 1):
     """All-to-all synapses ``pre -> post`` inside each of the C copies (block diagonal).
 
     ``D``: None, integer steps per presynaptic neuron ``[n_pre]`` (axonal) or per synapse ``[n_pre, n_post]``.
+    ``lanes``: the presynaptic group holds ``lanes`` stacked copies of the C blocks (input lanes), each
+    connected like the first.
     """
     import brian2 as b2
 
     ii, jj = np.meshgrid(np.arange(n_pre), np.arange(n_post), indexing="ij")
     ii, jj = ii.ravel(), jj.ravel()
     S = b2.Synapses(pre, post, "w : 1 (constant)", on_pre="I_post += w", name=name)
-    S.connect(i=((np.arange(C) * n_pre)[:, None] + ii[None]).ravel(),
-              j=((np.arange(C) * n_post)[:, None] + jj[None]).ravel())
-    S.w = np.tile(weight[ii, jj], C)
+    blocks = lanes * C
+    S.connect(i=((np.arange(blocks) * n_pre)[:, None] + ii[None]).ravel(),
+              j=((np.arange(blocks) % C * n_post)[:, None] + jj[None]).ravel())
+    S.w = np.tile(weight[ii, jj], blocks)
     if D is not None:
         d = D[ii] if D.ndim == 1 else D[ii, jj]
-        S.delay = np.tile(d * dt_ms, C) * b2.ms
+        S.delay = np.tile(d * dt_ms, blocks) * b2.ms
     return S
 
 

@@ -61,13 +61,40 @@ def model_from_network(net: Network, dtype=torch.float64, device="cpu") -> SNN:
 def simulate_torch(net: Network, events, indices=None, *, dt_ms: float | None = None, delays: str = "round",
                    inputs: str = "binned", device: str = "cpu", dtype=torch.float64, batch_size: int = 128,
                    progress: bool = False):
-    """Run the network file on the torch engine; return a :class:`~eventsnn.runfile.RunResult`."""
+    """Run the network file on the torch engine (the discrete-time contract at ``dt_ms``).
+
+    Parameters
+    ----------
+    net : Network
+        The network file's contents.
+    events : Events
+        Input samples; ``indices`` selects some (default: all).
+    dt_ms : float, optional
+        Step in ms (default: the training dt); must divide the training dt.
+    delays : {"round", "exact"}
+        ``round``: delays rounded to the training grid; ``exact``: real-valued, rounded to ``dt_ms``.
+    inputs : {"binned", "exact"}
+        ``binned``: the binary raster training saw; ``exact``: every spike at ``dt_ms`` (counts kept).
+    device, dtype, batch_size
+        Where and in what precision to run, and how many samples at once.
+
+    Returns
+    -------
+    RunResult
+        Hidden spikes per layer, the readout trace on the training grid, predictions.
+
+    Raises
+    ------
+    EventsnnError
+        If ``dt_ms`` does not divide the training dt or a mode is unknown.
+    """
     import numpy as np
 
     from eventsnn.contract import grid_ratio, readout_scores, trace_sample_steps
-    from eventsnn.events import bin_for_run
+    from eventsnn.events import bin_for_run, warn_merged
     from eventsnn.progress import progress_bar
     from eventsnn.runfile import LayerSpikes, RunResult
+    from eventsnn.snn import raster
 
     from .network import with_delay_mode
 
@@ -80,12 +107,14 @@ def simulate_torch(net: Network, events, indices=None, *, dt_ms: float | None = 
     model.dt_ms = dt_ms  # the engine runs at dt; delays/refractory round at dt
     hidden = [[] for _ in model.layers[:-1]]
     traces = []
+    merged = n_spikes = 0
     with torch.no_grad(), progress_bar(total=len(indices), desc=f"torch dt={dt_ms:g}ms", disable=not progress) as bar:
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
-            sample, step, unit, K = bin_for_run(events, chunk, dt_ms, net.dt_ms, inputs)
-            x = torch.zeros(len(chunk), K, net.n_inputs, dtype=dtype, device=device)
-            x[torch.as_tensor(sample), torch.as_tensor(step), torch.as_tensor(unit)] = 1
+            b = bin_for_run(events, chunk, dt_ms, net.dt_ms, inputs)
+            K = b.n_steps
+            merged, n_spikes = merged + b.merged_away, n_spikes + b.n_spikes
+            x = raster(b, net.n_inputs, dtype=dtype, device=device)  # spike counts per unit and step
             _, trace, spikes = model(x, delay_mode="round")
             for li, s in enumerate(spikes):
                 b, t, u = torch.nonzero(s, as_tuple=True)
@@ -93,6 +122,7 @@ def simulate_torch(net: Network, events, indices=None, *, dt_ms: float | None = 
             sel = torch.as_tensor(trace_sample_steps(K // ratio, ratio), device=device)
             traces.append(trace[:, sel].cpu().numpy())
             bar.update(len(chunk))
+    warn_merged(merged, n_spikes, net.dt_ms)
     layers = []
     for parts in hidden:
         cat = [np.concatenate([p[i] for p in parts]) for i in range(3)]

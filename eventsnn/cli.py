@@ -125,8 +125,8 @@ def cmd_train(a):
 def cmd_export(a):
     import torch
 
-    from bridge import save_network
-    from bridge.from_torch import network_from_model
+    from eventsnn.bridge import save_network
+    from eventsnn.bridge.from_torch import network_from_model
 
     from .train import load_checkpoint, load_trained_model
 
@@ -145,7 +145,7 @@ def cmd_export(a):
 def cmd_simulate(a):
     import numpy as np
 
-    from bridge import load_network
+    from eventsnn.bridge import load_network
 
     from .datasets import load_any
     from .errors import sha256_file
@@ -168,11 +168,11 @@ def cmd_simulate(a):
     progress = not a.json
     try:
         if a.engine == "torch":
-            from bridge.from_torch import simulate_torch
+            from eventsnn.bridge.from_torch import simulate_torch
             run = simulate_torch(net, events, dt_ms=dt, delays=a.delays, inputs=a.inputs, progress=progress,
                                  device=a.device)
         else:
-            from bridge.brian2_sim import simulate_brian2
+            from eventsnn.bridge.brian2_sim import simulate_brian2
             build = Path(a.build_dir) if a.build_dir else Path(a.out).parent / f".eventsnn_build_{os.getpid()}"
             try:
                 run = simulate_brian2(net, events, dt_ms=dt, target=a.target, delays=a.delays, inputs=a.inputs,
@@ -198,7 +198,7 @@ def cmd_simulate(a):
 
 
 def cmd_compare(a):
-    from validation.compare import compare_runs, format_comparison
+    from eventsnn.validation.compare import compare_runs, format_comparison
 
     from .runfile import load_run
 
@@ -209,7 +209,7 @@ def cmd_compare(a):
 
 
 def cmd_verify(a):
-    from validation.verify import verify
+    from eventsnn.validation.verify import verify
 
     report = verify(a.network, a.data, a.out, dts=a.dt, probes=a.probes, target=a.target, samples=a.samples,
                     workers=a.workers, progress=not a.json)
@@ -220,7 +220,7 @@ def cmd_verify(a):
 
 
 def cmd_demo(a):
-    from validation.demo import run_demo
+    from eventsnn.validation.demo import run_demo
 
     res = run_demo(a.out, quick=a.quick, target=a.target, workers=a.workers, progress=not a.json)
     _emit(res, a.json)

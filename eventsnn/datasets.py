@@ -203,20 +203,14 @@ def load_any(path) -> Events:
     """Events from an events/SHD HDF5 file, or a rate-removed ``.mat``/``X,Y`` file."""
     from .events import load_events
 
+    from .errors import open_h5
+
     p = Path(path)
     if p.suffix == ".mat":
         return load_norm(p)
-    if p.exists() and not p.is_dir():
-        import h5py
-        if h5py.is_hdf5(p):
-            with h5py.File(p, "r") as f:
-                if "X" in f and "Y" in f and "spikes" not in f:
-                    is_norm = True
-                else:
-                    is_norm = False
-            if is_norm:
-                return load_norm(p)
-    return load_events(p)
+    with open_h5(p) as f:
+        is_norm = "X" in f and "Y" in f and "spikes" not in f
+    return load_norm(p) if is_norm else load_events(p)
 
 
 def split_indices(n: int, val_fraction: float, seed: int = 0):

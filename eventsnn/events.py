@@ -3,12 +3,14 @@
 Times are continuous (float64 seconds in files and in :class:`Events`), never
 locked to a grid. The *only* place where times become integer steps is
 :func:`time_to_step`; everything else (the torch engine, the Brian2 bridge,
-tests) calls it or :func:`bin_events`.
+tests) calls it or :func:`bin_events`, which keeps every spike (a count per
+unit and step); a binary raster (training's convention) is derived from it and
+warns when it merges spikes.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -143,12 +145,54 @@ class Events:
         return self
 
 
-def bin_events(events: Events, dt_ms: float, indices=None):
-    """Bin spikes onto the grid of step ``dt_ms`` (the one binning rule).
+class EventsnnWarning(UserWarning):
+    """Something the user should know about their data (the CLI prints it as one line)."""
 
-    Returns ``(sample, step, unit, n_steps)``: sorted, de-duplicated (binary:
-    two spikes of one unit in one step count once), spikes falling at or after
-    the duration dropped. ``sample`` counts positions in ``indices``.
+
+@dataclass
+class Binned:
+    """Spikes on a grid: one entry per occupied (sample, step, unit), with the spike ``count`` there.
+
+    Sorted by sample, step, unit. ``sample`` counts positions in the ``indices`` binned. ``dropped``:
+    spikes at or after the duration (left out); ``merged``: spikes that share their (sample, step, unit)
+    with an earlier one (``count - 1`` summed), which a binary raster loses.
+    """
+
+    sample: np.ndarray
+    step: np.ndarray
+    unit: np.ndarray
+    count: np.ndarray
+    n_samples: int
+    n_steps: int
+    dt_ms: float
+    n_spikes: int
+    dropped: int
+    merged_away: int = 0
+
+    @property
+    def merged(self) -> int:
+        """Spikes sharing their (sample, step, unit) with another: lost by a binary raster."""
+        return int(self.count.sum() - len(self.count)) + self.merged_away
+
+    def binary(self) -> "Binned":
+        """The same spikes with every count set to 1 (what a binary raster holds); ``merged`` remembers the loss."""
+        return replace(self, count=np.ones_like(self.count), merged_away=self.merged)
+
+
+def warn_merged(merged: int, n_spikes: int, dt_ms: float, what: str = "input") -> None:
+    """Warn (:class:`EventsnnWarning`) that a binary raster merged spikes, with count and fraction."""
+    if merged:
+        import warnings
+        warnings.warn(f"binning {what} spikes at dt = {dt_ms:g} ms merged {merged} of {n_spikes} spikes "
+                      f"({100 * merged / max(n_spikes, 1):.2f}%) that share a unit and a step; the binary raster "
+                      "keeps one of each", EventsnnWarning, stacklevel=2)
+
+
+def bin_events(events: Events, dt_ms: float, indices=None) -> Binned:
+    """Bin spikes onto the grid of step ``dt_ms`` (the one binning rule, :func:`time_to_step`).
+
+    Every spike is kept: several spikes of one unit in one step give one entry with their ``count``.
+    Spikes at or after the duration are dropped (counted in ``dropped``).
     """
     if indices is None:
         indices = np.arange(len(events))
@@ -161,13 +205,15 @@ def bin_events(events: Events, dt_ms: float, indices=None):
     step = time_to_step(events.times[pos] * 1e3, dt_ms)
     unit = events.units[pos]
     keep = (step < K) & (step >= 0)
+    n_total = len(step)
     sample, step, unit = sample[keep], step[keep], unit[keep]
     key = (sample * K + step) * events.n_units + unit
-    key = np.unique(key)
+    key, count = np.unique(key, return_counts=True)
     unit = key % events.n_units
     step = (key // events.n_units) % K
     sample = key // (events.n_units * K)
-    return sample, step, unit, K
+    return Binned(sample, step, unit, count.astype(np.int64), len(indices), K, float(dt_ms), int(n_total),
+                  int(n_total - keep.sum()))
 
 
 # ----------------------------------------------------------------------------- I/O
@@ -221,8 +267,14 @@ def load_events(path) -> Events:
         try:
             times_list = [np.asarray(t, dtype=np.float64) for t in f["spikes/times"][:]]
             units_list = [np.asarray(u, dtype=np.int64) for u in f["spikes/units"][:]]
-            labels = np.asarray(f["labels"][:]).astype(np.int64).ravel()
-        except (TypeError, ValueError, OSError) as e:
+            raw_labels = np.asarray(f["labels"][:]).ravel()
+            if raw_labels.dtype.kind not in "iub" and not (
+                    raw_labels.dtype.kind == "f" and np.all(np.isfinite(raw_labels))
+                    and np.all(raw_labels == np.round(raw_labels))):
+                bad = raw_labels[:5].tolist()
+                raise fail(path, f"labels must be whole numbers, got {raw_labels.dtype} values such as {bad}")
+            labels = raw_labels.astype(np.int64)
+        except (TypeError, ValueError, OSError, KeyError) as e:
             raise fail(path, f"cannot read spikes ({e})") from None
         if not (len(times_list) == len(units_list) == len(labels)):
             raise fail(path, f"spikes/times ({len(times_list)}), spikes/units ({len(units_list)}) and labels "
@@ -264,24 +316,25 @@ def load_events(path) -> Events:
 INPUT_MODES = ("binned", "exact")
 
 
-def bin_for_run(events: Events, indices, dt_ms: float, train_dt_ms: float, inputs: str):
+def bin_for_run(events: Events, indices, dt_ms: float, train_dt_ms: float, inputs: str) -> Binned:
     """Input spikes on a simulation grid ``dt_ms`` that divides the training dt.
 
-    ``inputs="binned"``: spikes binned at the training dt (what training saw),
-    placed on the finer grid at the start of their training step.
-    ``inputs="exact"``: spikes binned at ``dt_ms`` itself (as close to the real
-    times as the simulation grid allows). Returns ``(sample, step, unit, K)``
-    with ``K`` = training steps * ratio.
+    ``inputs="binned"``: what training saw -- a binary raster at the training dt (spikes of one unit in
+    one training step merged; ``merged`` says how many, the caller warns), placed on the finer grid at the start of their training
+    step. ``inputs="exact"``: spikes binned at ``dt_ms`` itself with their multiplicity (every spike is
+    delivered; as close to the real times as the simulation grid allows). ``n_steps`` of the result is
+    training steps * ratio.
     """
     from .contract import grid_ratio
 
     r = grid_ratio(train_dt_ms, dt_ms)
     if inputs == "binned":
-        sample, step, unit, K = bin_events(events, train_dt_ms, indices)
-        return sample, step * r, unit, K * r
+        b = bin_events(events, train_dt_ms, indices).binary()
+        return replace(b, step=b.step * r, n_steps=b.n_steps * r, dt_ms=dt_ms)
     if inputs == "exact":
         K = n_steps(events.duration_ms, train_dt_ms) * r
-        sample, step, unit, _ = bin_events(events, dt_ms, indices)
-        keep = step < K
-        return sample[keep], step[keep], unit[keep], K
+        b = bin_events(events, dt_ms, indices)
+        keep = b.step < K
+        return replace(b, sample=b.sample[keep], step=b.step[keep], unit=b.unit[keep], count=b.count[keep],
+                       n_steps=K, dropped=b.dropped + int(b.count[~keep].sum()))
     raise ValueError(f"unknown input mode {inputs!r}; choose one of {', '.join(INPUT_MODES)}")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import contract
-from .events import Events, bin_events
+from .events import Events, bin_events, warn_merged
 from .scan import SCAN_BACKENDS, SURROGATES, lif_scan, spike_fn, surrogate_derivative  # noqa: F401
 
 DELAY_KINDS = ("none", "axonal", "synaptic")
@@ -51,6 +51,8 @@ def delayed_current(x: torch.Tensor, weight: torch.Tensor, delay_steps: torch.Te
     """
     if delay_steps is None:
         return x @ weight
+    # A delay of T steps or more delivers after the sequence ends: the same as exactly T (bounds memory).
+    delay_steps = delay_steps.clamp(max=float(x.shape[1]))
     if mode == "round":
         D = torch.floor(delay_steps.detach() + 0.5).long()
         if D.dim() == 1:  # axonal: gather each presynaptic neuron's delayed train
@@ -177,14 +179,14 @@ class LIFLayer(nn.Module):
         F = delayed_current(x, self.ff_weight, d_steps, delay_mode)
         return self.scan(F, dt_ms, surrogate, slope, backend)
 
-    def _rec_terms(self, dt_ms: float):
-        """Recurrent weights split by integer delay: list of (d, W_d)."""
+    def _rec_terms(self, dt_ms: float, n_steps: int):
+        """Recurrent weights split by integer delay (at most ``n_steps``: later never delivers): list of (d, W_d)."""
         if self.rec_weight is None:
             return []
         if self.rec_delay_ms is None:
             return [(0, self.rec_weight)]
         D = torch.as_tensor(contract.delay_steps(self.rec_delay_ms.detach().cpu().numpy(), dt_ms),
-                            device=self.rec_weight.device)
+                            device=self.rec_weight.device).clamp(max=n_steps)
         terms = []
         for d in torch.unique(D).tolist():
             mask = (D == d).to(self.rec_weight.dtype)
@@ -198,7 +200,7 @@ class LIFLayer(nn.Module):
         a, b, k = self._propagators(dt_ms)
         R = torch.as_tensor(contract.refractory_steps(self.refractory_ms.detach().cpu().numpy(), dt_ms),
                             device=F.device)
-        return lif_scan(F, a, b, k, self.threshold, R, self._rec_terms(dt_ms), spiking=self.spiking,
+        return lif_scan(F, a, b, k, self.threshold, R, self._rec_terms(dt_ms, F.shape[1]), spiking=self.spiking,
                         reset=self.reset, surrogate=surrogate, slope=slope, backend=backend)
 
 
@@ -261,11 +263,25 @@ def log_probs(scores: torch.Tensor, readout: str) -> torch.Tensor:
     return torch.log_softmax(scores, dim=1)
 
 
-def dense_input(events: Events, dt_ms: float, indices=None, *, dtype=torch.float32, device="cpu") -> torch.Tensor:
-    """Binary input raster ``[B, T, n_units]`` from events, via the one binning rule."""
-    sample, step, unit, K = bin_events(events, dt_ms, indices)
-    B = len(events) if indices is None else len(indices)
-    x = torch.zeros(B, K, events.n_units, dtype=dtype, device=device)
-    x[torch.as_tensor(sample, device=device), torch.as_tensor(step, device=device),
-      torch.as_tensor(unit, device=device)] = 1
+def dense_input(events: Events, dt_ms: float, indices=None, *, dtype=torch.float32, device="cpu",
+                binary: bool = True, warn: bool = True) -> torch.Tensor:
+    """Input raster ``[B, T, n_units]`` from events, via the one binning rule.
+
+    ``binary=True`` (training's convention, as in the paper): 1 where a unit fired in a step, with a
+    warning (:class:`~eventsnn.events.EventsnnWarning`, unless ``warn=False``) when that merges spikes;
+    ``binary=False``: the spike count.
+    """
+    b = bin_events(events, dt_ms, indices)
+    if binary:
+        b = b.binary()
+        if warn:
+            warn_merged(b.merged, b.n_spikes, dt_ms)
+    return raster(b, events.n_units, dtype=dtype, device=device)
+
+
+def raster(b, n_units: int, *, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """Dense ``[B, T, n_units]`` tensor of the counts of a :class:`~eventsnn.events.Binned`."""
+    x = torch.zeros(b.n_samples, b.n_steps, n_units, dtype=dtype, device=device)
+    x[torch.as_tensor(b.sample, device=device), torch.as_tensor(b.step, device=device),
+      torch.as_tensor(b.unit, device=device)] = torch.as_tensor(b.count, dtype=dtype, device=device)
     return x

@@ -13,12 +13,13 @@ import json
 import math
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .contract import READOUTS, RESETS
 from .errors import EventsnnError, atomic_path, fail
@@ -27,54 +28,78 @@ from .progress import progress_bar
 from .snn import DELAY_KINDS, SNN, SURROGATES, LIFLayer, dense_input, log_probs
 
 
-@dataclass
-class TrainConfig:
-    data: str = ""
-    test_data: str | None = None
-    val_fraction: float = 0.15
-    dt_ms: float = 1.0
-    hidden: list[int] = field(default_factory=lambda: [64])
-    delays: str = "axonal"          # none | axonal | synaptic (feed-forward, learnable)
-    max_delay_ms: float = 20.0
-    recurrent: bool = False
-    readout: str = "max"
-    reset: str = "zero"
-    tau_mem_ms: float = 20.0
-    tau_syn_ms: float = 5.0
-    tau_out_ms: float = 20.0
-    threshold: float = 1.0
-    learn_taus: bool = False
-    surrogate: str = "fast-sigmoid"
-    slope: float = 10.0
-    weight_scale: float = 15.0
-    epochs: int = 40
-    batch_size: int = 64
-    lr: float = 1e-2
-    lr_delay: float = 0.5
-    lr_tau: float = 0.05
-    spike_reg: float = 0.0          # weight of mean-squared hidden spike count penalty
-    patience: int = 15
-    seed: int = 0
-    device: str = "auto"
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
-    def validate(self):
-        if self.delays not in DELAY_KINDS:
-            raise EventsnnError(f"--delays must be one of {', '.join(DELAY_KINDS)}, got {self.delays!r}")
-        if self.readout not in READOUTS:
-            raise EventsnnError(f"--readout must be one of {', '.join(READOUTS)}, got {self.readout!r}")
-        if self.surrogate not in SURROGATES:
-            raise EventsnnError(f"--surrogate must be one of {', '.join(SURROGATES)}, got {self.surrogate!r}")
-        if self.reset not in RESETS:
-            raise EventsnnError(f"--reset must be one of {', '.join(RESETS)}")
-        for name in ("dt_ms", "tau_mem_ms", "tau_syn_ms", "tau_out_ms", "threshold", "slope", "lr"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise EventsnnError(f"{name} must be a positive number, got {v!r}")
-        if self.max_delay_ms < 0 or not math.isfinite(self.max_delay_ms):
-            raise EventsnnError(f"max_delay_ms must be >= 0, got {self.max_delay_ms}")
-        if self.epochs < 1 or self.batch_size < 1 or not self.hidden or min(self.hidden) < 1:
-            raise EventsnnError("epochs, batch size and hidden sizes must be positive")
-        return self
+
+class TrainConfig(BaseModel):
+    """Every training setting, in one schema: it gives the ``eventsnn train`` flags (``--max-delay-ms``
+    for ``max_delay_ms``), the keys of a YAML/TOML/JSON ``--config`` file, the defaults shown in
+    ``--help``, and the type and range errors (which name the flag or the config file)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    data: str = Field("", description="training events file (the validation split is carved from it)")
+    test_data: str | None = Field(None, description="held-out test events file, evaluated once at the end")
+    val_fraction: float = Field(0.15, ge=0, lt=1, description="fraction of --data held out for model selection")
+    dt_ms: Positive = Field(1.0, description="training time step (ms)")
+    hidden: list[Annotated[int, Field(ge=1, le=100_000)]] = Field(
+        default_factory=lambda: [64], min_length=1, description="hidden layer sizes, comma-separated (e.g. 128,128)")
+    delays: Literal["none", "axonal", "synaptic"] = Field(
+        "axonal", description="learnable feed-forward delays: one per presynaptic neuron (axonal) or per synapse")
+    max_delay_ms: float = Field(20.0, ge=0, allow_inf_nan=False,
+                                description="delays are initialised in and clamped to [0, this] ms")
+    recurrent: bool = Field(False, description="recurrent weights in the last hidden layer")
+    readout: Literal["max", "mean", "last", "softmax-sum"] = Field(
+        "max", description="class score from the readout trace")
+    reset: Literal["zero", "subtract"] = Field("zero", description="after a spike v -> 0 or v -> v - threshold")
+    tau_mem_ms: Positive = Field(20.0, description="membrane time constant of hidden neurons (ms)")
+    tau_syn_ms: Positive = Field(5.0, description="synaptic time constant (ms)")
+    tau_out_ms: Positive = Field(20.0, description="membrane time constant of the readout (ms)")
+    threshold: Positive = Field(1.0, description="firing threshold (dimensionless)")
+    learn_taus: bool = Field(False, description="learn per-neuron time constants")
+    surrogate: Literal["fast-sigmoid", "atan", "multi-gaussian"] = Field(
+        "fast-sigmoid", description="pseudo-derivative of the spike in the backward pass")
+    slope: Positive = Field(10.0, description="surrogate steepness, per unit of (v - threshold)")
+    weight_scale: Positive = Field(15.0, description="hidden weights start as N(0, (this/sqrt(fan-in))^2)")
+    epochs: int = Field(40, ge=1, le=1_000_000, description="maximum number of epochs")
+    batch_size: int = Field(64, ge=1, le=1_000_000, description="samples per optimiser step")
+    lr: Positive = Field(1e-2, description="Adam learning rate of weights")
+    lr_delay: float = Field(0.5, ge=0, allow_inf_nan=False, description="Adam learning rate of delays (ms per step)")
+    lr_tau: float = Field(0.05, ge=0, allow_inf_nan=False, description="Adam learning rate of time constants")
+    spike_reg: float = Field(0.0, ge=0, allow_inf_nan=False,
+                             description="weight of the mean squared hidden spike count penalty")
+    patience: int = Field(15, ge=1, description="stop after this many epochs without a better validation score")
+    seed: int = Field(0, ge=0, description="seed of initialisation, split and shuffling")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if v == "auto":
+            return v
+        try:
+            torch.device(v)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"{v!r} is not a torch device (use auto, cpu, cuda, cuda:1 ...)") from None
+        return v
+
+    @classmethod
+    def read(cls, values: dict, source=None) -> "TrainConfig":
+        """Validate ``values``; errors name ``source`` (a config file) or the flag of the bad setting.
+
+        ``source`` may be a path (every key from that file) or a dict mapping keys to where each came from.
+        """
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = str(err["loc"][0]) if err["loc"] else ""
+            where = source.get(key) if isinstance(source, dict) else source
+            got = values.get(key, err.get("input"))
+            if where is None or where == "flag":
+                label = "--" + key.replace("_", "-")
+                raise EventsnnError(f"{label}: {err['msg']} (got {got!r})") from None
+            raise fail(where, f"{key}: {err['msg']} (got {got!r})") from None
 
     @classmethod
     def from_file(cls, path) -> dict:
@@ -82,19 +107,20 @@ class TrainConfig:
         p = Path(path)
         if not p.exists():
             raise fail(path, "no such config file")
+        if p.is_dir():
+            raise fail(path, "is a directory, expected a config file")
         parsers = {".toml": tomllib.loads, ".json": json.loads, ".yaml": yaml.safe_load, ".yml": yaml.safe_load}
         if p.suffix not in parsers:
             raise fail(path, f"unknown config format {p.suffix!r} (use .yaml, .yml, .toml or .json)")
         try:
             data = parsers[p.suffix](p.read_text())
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as e:
             raise fail(path, f"cannot parse config ({' '.join(str(e).split())})") from None
         if not isinstance(data, dict):
             raise fail(path, "a config file must hold a mapping of setting names to values")
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        unknown = set(data) - set(cls.model_fields)
         if unknown:
-            raise fail(path, f"unknown config key(s): {', '.join(sorted(unknown))}")
+            raise fail(path, f"unknown config key(s): {', '.join(sorted(map(str, unknown)))}")
         return data
 
 
@@ -213,7 +239,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
     rundir.mkdir(parents=True, exist_ok=True)
     if ckpt is None:
         with atomic_path(rundir / "config.json") as tmp:
-            tmp.write_text(json.dumps(asdict(cfg), indent=2))
+            tmp.write_text(json.dumps(cfg.model_dump(), indent=2))
     with atomic_path(rundir / "metrics.jsonl") as tmp:  # exactly the checkpoint's history (no duplicates)
         tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
 
@@ -259,7 +285,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         else:
             bad_epochs += 1
         stopped_early = bad_epochs >= cfg.patience
-        _save_checkpoint(ckpt_path, {"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+        _save_checkpoint(ckpt_path, {"config": cfg.model_dump(), "model": model.state_dict(), "optimizer": opt.state_dict(),
                                      "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs,
                                      "n_inputs": events.n_units, "n_classes": events.n_classes})
         with open(rundir / "metrics.jsonl", "a") as f:

@@ -7,7 +7,7 @@ import pytest
 
 os.environ.setdefault("EVENTSNN_PROGRESS", "0")
 
-from bridge.network import Layer, Network  # noqa: E402
+from eventsnn.bridge.network import Layer, Network  # noqa: E402
 from eventsnn.events import Events  # noqa: E402
 
 

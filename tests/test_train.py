@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from bridge import load_network
-from bridge.brian2_sim import simulate_brian2
-from bridge.from_torch import simulate_torch
+from eventsnn.bridge import load_network
+from eventsnn.bridge.brian2_sim import simulate_brian2
+from eventsnn.bridge.from_torch import simulate_torch
 from eventsnn.datasets import make_polychrony
 from eventsnn.events import Events, load_events, save_events
 from eventsnn.snn import LIFLayer, delayed_current, spike_fn, surrogate_derivative

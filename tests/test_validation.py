@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from bridge import save_network
+from eventsnn.bridge import save_network
 from eventsnn.events import save_events
 from eventsnn.runfile import LayerSpikes, RunResult, load_run, save_run
 from eventsnn.contract import readout_scores
-from validation.compare import compare_runs, match_spikes, spike_timing
+from eventsnn.validation.compare import compare_runs, match_spikes, spike_timing
 from tests.conftest import random_events, random_network, run_cli
 
 

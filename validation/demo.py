@@ -19,8 +19,8 @@ from eventsnn.errors import atomic_path
 def run_demo(outdir, quick: bool = False, target: str = "numpy", workers: int = 1, progress: bool = True) -> dict:
     import torch
 
-    from bridge import save_network
-    from bridge.from_torch import network_from_model
+    from eventsnn.bridge import save_network
+    from eventsnn.bridge.from_torch import network_from_model
     from eventsnn.datasets import make_polychrony
     from eventsnn.events import save_events
     from eventsnn.train import TrainConfig, load_trained_model, train

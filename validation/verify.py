@@ -62,7 +62,7 @@ def plan_runs(train_dt: float, dts: list[float], transforms: list, target: str) 
 def _execute(args) -> str:
     """Run one spec (in this or a worker process) and write its run file; return the name."""
     spec, net_path, data_path, n_samples, outdir, key, split = args
-    from bridge import load_network
+    from eventsnn.bridge import load_network
     from eventsnn.datasets import load_any
     from eventsnn.transforms import transform_by_name
 
@@ -75,10 +75,10 @@ def _execute(args) -> str:
     if spec.engine == "torch":
         import torch
         torch.set_num_threads(1 if os.environ.get("EVENTSNN_WORKER") else torch.get_num_threads())
-        from bridge.from_torch import simulate_torch
+        from eventsnn.bridge.from_torch import simulate_torch
         run = simulate_torch(net, events, dt_ms=spec.dt_ms, delays=spec.delays, inputs=spec.inputs)
     else:
-        from bridge.brian2_sim import simulate_brian2
+        from eventsnn.bridge.brian2_sim import simulate_brian2
         build = Path(outdir) / "build" / f"{spec.name}-{os.getpid()}"
         try:
             run = simulate_brian2(net, events, dt_ms=spec.dt_ms, target=spec.target, delays=spec.delays,
@@ -96,7 +96,7 @@ def _worker_init():
 
 def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", target="numpy",
            samples: int | None = None, workers: int = 1, progress: bool = True) -> dict:
-    from bridge import load_network
+    from eventsnn.bridge import load_network
     from eventsnn.datasets import load_any
     from eventsnn.progress import progress_bar
     from eventsnn.transforms import parse_probes
