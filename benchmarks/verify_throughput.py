@@ -71,7 +71,8 @@ def baseline_per_sample(net, ev, dt_ms, n, build_dir, target):
     vmon = b2.StateMonitor(groups[1], "v", record=True, dt=1 * b2.ms)
     net_b2 = b2.Network(inp, *groups, *syns, mon, vmon)
     net_b2.store()
-    sample, step, unit, T = bin_for_run(ev, np.arange(n), dt_ms, 1.0, "exact")
+    b = bin_for_run(ev, np.arange(n), dt_ms, 1.0, "exact")
+    sample, step, unit, T = b.sample, b.step, b.unit, b.n_steps  # (the baseline delivers one spike per step)
     net_b2.run(2 * dt_ms * b2.ms, namespace={})  # code generation / compilation, not timed
     t0 = time.perf_counter()
     for s in range(n):

@@ -185,7 +185,15 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
         raise EventsnnError(f"events have {events.n_units} units but the network has {net.n_inputs} inputs")
     if delays not in ("round", "exact"):
         raise EventsnnError(f"unknown delay mode {delays!r} for Brian2; choose round or exact")
-    build_dir = Path(build_dir) if build_dir is not None else Path.cwd() / ".eventsnn_build" / f"{os.getpid()}"
+    if build_dir is None:  # a private temporary build directory, removed afterwards
+        if compile_only:
+            raise EventsnnError("compile_only needs a build_dir to keep the compiled project in")
+        import tempfile
+        with tempfile.TemporaryDirectory(prefix="eventsnn_brian2_") as tmp:
+            return simulate_brian2(net, events, indices, dt_ms=dt_ms, target=target, delays=delays, inputs=inputs,
+                                   build_dir=tmp, exact_math=exact_math, max_copies=max_copies,
+                                   max_synapses=max_synapses, progress=progress, workers=workers)
+    build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(int(workers), S))
     if workers > 1 and not compile_only:

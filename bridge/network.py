@@ -169,6 +169,8 @@ def load_network(path) -> Network:
             readout = str(f.attrs.get("readout", "max"))
         except KeyError as e:
             raise fail(path, f"missing root attribute {e}") from None
+        except (TypeError, ValueError):
+            raise fail(path, "root attributes dt_ms/n_inputs are not numbers") from None
         order = str(f.attrs.get("order", ORDER))
         if order != ORDER:
             raise fail(path, f"step order {order!r} is not supported (expected {ORDER!r})")
@@ -184,12 +186,17 @@ def load_network(path) -> Network:
             arrays = {}
             for name in _ARRAYS:
                 if name in g:
-                    arrays[name] = np.asarray(g[name][()], dtype=np.float64)
+                    try:
+                        arrays[name] = np.asarray(g[name][()], dtype=np.float64)
+                    except (TypeError, ValueError, AttributeError):
+                        raise fail(path, f"{key}/{name}: not numbers (dtype {g[name].dtype})") from None
             for name in ("tau_mem_ms", "tau_syn_ms", "ff_weight"):
                 if name not in arrays:
                     raise fail(path, f"{key}: missing dataset '{name}'")
             try:
                 kind, size = str(g.attrs["kind"]), int(g.attrs["size"])
+            except (TypeError, ValueError):
+                raise fail(path, f"{key}: attributes kind/size are malformed") from None
             except KeyError as e:
                 raise fail(path, f"{key}: missing attribute {e}") from None
             layers.append(Layer(kind=kind, size=size, reset=str(g.attrs.get("reset", "zero")),

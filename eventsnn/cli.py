@@ -1,48 +1,134 @@
 """The ``eventsnn`` command line: the one composition root (imports the other packages lazily).
 
-Errors in user input print one line on stderr and exit with code 2
-(``--debug`` shows the traceback). ``--json`` prints one JSON object on stdout.
+The error contract (DESIGN.md section 4): every problem with the user's input --
+a flag, a config value, a file's contents, an output that cannot be written or
+would touch an input -- is found before any work is done or any file is
+written, and printed as one line on stderr naming the flag or file (with
+``--json`` also ``{"error": ...}`` on stdout); the exit code is 2. ``--debug``
+shows the traceback. ``--json`` and ``--debug`` may stand before or after the
+subcommand. Warnings are one line each (``eventsnn: warning: ...``). Ctrl-C
+prints the command that resumes the work.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shlex
 import sys
+import warnings
 from pathlib import Path
 
-from .errors import EventsnnError, fail
+from .errors import EventsnnError, check_input, check_output, fail
+
+# ----------------------------------------------------------------------------- argument types
 
 
-def _floats(s: str) -> list[float]:
+def _number(kind, lo=None, hi=None, lo_open=False, what=None):
+    """An argparse type: a finite int/float within [lo, hi] (or (lo, hi] with ``lo_open``)."""
+    def parse(s: str):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {s!r}") from None
+        bad = not math.isfinite(v) or (lo is not None and (v <= lo if lo_open else v < lo)) or \
+            (hi is not None and v > hi)
+        if bad:
+            rng = what or (f"> {lo:g}" if lo_open else f">= {lo:g}" if hi is None else f"in [{lo:g}, {hi:g}]")
+            raise argparse.ArgumentTypeError(f"must be {rng}, got {s!r}")
+        return v
+    parse.__name__ = kind.__name__
+    return parse
+
+
+POS_INT = _number(int, 1)
+SEED = _number(int, 0, 2**63 - 1, what="an integer >= 0")
+POS_FLOAT = _number(float, 0, lo_open=True)
+NONNEG_FLOAT = _number(float, 0)
+PROB = _number(float, 0, 1)
+
+
+def _dt_list(s: str) -> list[float]:
+    out = []
+    for x in s.split(","):
+        if x.strip():
+            out.append(POS_FLOAT(x.strip()))
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected comma-separated step sizes in ms, got {s!r}")
+    return out
+
+
+def _int_list(s: str) -> list[int]:
     try:
-        return [float(x) for x in s.split(",") if x.strip()]
+        return [int(x) for x in s.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
 
+
+# ----------------------------------------------------------------------------- output helpers
 
 def _emit(obj, as_json: bool, text: str | None = None):
     if as_json:
-        print(json.dumps(obj, indent=None, default=float))
+        print(json.dumps(obj, indent=None, default=_json_default))
     elif text is not None:
         print(text)
 
 
+def _json_default(o):
+    try:
+        return float(o)
+    except (TypeError, ValueError):
+        return str(o)
+
+
 # ----------------------------------------------------------------------------- data
+
+DATA_DEFAULTS = {"isi": dict(units=10, classes=4, duration_ms=100.0),
+                 "polychrony": dict(units=20, classes=4, duration_ms=100.0),
+                 "coincidence": dict(units=30, classes=3, duration_ms=100.0)}
+
 
 def cmd_data_make(a):
     from .datasets import make_coincidence, make_isi, make_polychrony
     from .events import save_events
 
+    check_output(a.out)
+    d = {k: (getattr(a, k) if getattr(a, k) is not None else v) for k, v in DATA_DEFAULTS[a.task].items()}
+    if a.task != "coincidence" and a.overlap is not None:
+        raise EventsnnError(f"--overlap applies to the coincidence task only, not {a.task}")
     common = dict(samples=a.samples, seed=a.seed, task_seed=a.task_seed, jitter_ms=a.jitter_ms)
-    if a.samples < 1:
-        raise EventsnnError("--samples must be >= 1")
     if a.task == "isi":
-        ev = make_isi(units=a.units or 10, classes=a.classes or 4, duration_ms=a.duration_ms or 100.0, **common)
+        if d["classes"] < 2:
+            raise EventsnnError(f"--classes must be >= 2 for isi, got {d['classes']}")
+        if d["duration_ms"] <= 16.0:
+            raise EventsnnError(f"--duration-ms must be > 16 ms for isi (a pair needs room for the longest "
+                                f"interval, 15 ms), got {d['duration_ms']:g}")
+        ev = make_isi(units=d["units"], classes=d["classes"], duration_ms=d["duration_ms"], **common)
     elif a.task == "polychrony":
-        ev = make_polychrony(units=a.units or 20, classes=a.classes or 4, duration_ms=a.duration_ms or 100.0, **common)
+        if d["units"] % 2 or d["units"] < 2:
+            raise EventsnnError(f"--units must be an even number >= 2 for polychrony (units form pairs), "
+                                f"got {d['units']}")
+        if not 2 <= d["classes"] <= 2 ** min(d["units"] // 2, 60):
+            raise EventsnnError(f"--classes must be in [2, {2 ** min(d['units'] // 2, 60)}] for polychrony with "
+                                f"{d['units']} units, got {d['classes']}")
+        if d["duration_ms"] <= 9.0:
+            raise EventsnnError(f"--duration-ms must be > 9 ms for polychrony (longest lag 8 ms), "
+                                f"got {d['duration_ms']:g}")
+        ev = make_polychrony(units=d["units"], classes=d["classes"], duration_ms=d["duration_ms"], **common)
     else:
-        ev = make_coincidence(group_size=(a.units // 3) if a.units else 10, overlap=a.overlap, **common)
+        if d["units"] % 3 or d["units"] < 3:
+            raise EventsnnError(f"--units must be a multiple of 3 for coincidence (3 equal groups), got {d['units']}")
+        if d["classes"] != 3:
+            raise EventsnnError(f"--classes must be 3 for coincidence (which two of three groups agree), "
+                                f"got {d['classes']}")
+        windows = d["duration_ms"] / 20.0
+        if windows < 1 or abs(windows - round(windows)) > 1e-9:
+            raise EventsnnError(f"--duration-ms must be a multiple of the 20 ms window for coincidence, "
+                                f"got {d['duration_ms']:g}")
+        ev = make_coincidence(group_size=d["units"] // 3, windows=int(round(windows)),
+                              overlap=0.0 if a.overlap is None else a.overlap, **common)
     save_events(ev, a.out)
     _emit({"out": str(a.out), "samples": len(ev), "units": ev.n_units, "classes": ev.n_classes,
            "duration_s": ev.duration_s}, a.json, f"wrote {a.out}: {len(ev)} samples, {ev.n_units} units, "
@@ -54,7 +140,7 @@ def cmd_data_info(a):
 
     from .datasets import count_baseline, load_any
 
-    ev = load_any(a.file)
+    ev = load_any(check_input(a.file, "FILE"))
     counts = ev.counts()
     per_sample = counts.sum(1)
     info = {"file": str(a.file), "source": ev.source, "samples": len(ev), "units": ev.n_units,
@@ -74,6 +160,8 @@ def cmd_data_transform(a):
     from .events import save_events
     from .transforms import Compose, Delete, Jitter, RandomizeTiming, RemoveRate, Reverse
 
+    check_input(a.file, "FILE")
+    check_output(a.out, inputs=[a.file])
     ts = []
     if a.remove_rate:
         ts.append(RemoveRate(seed=a.seed))
@@ -99,22 +187,43 @@ def cmd_data_transform(a):
 
 # ----------------------------------------------------------------------------- train / export
 
-def cmd_train(a):
-    from dataclasses import fields
+def _train_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
+
+def cmd_train(a):
     from .train import TrainConfig, train
 
+    fields = TrainConfig.model_fields
+    given = {k: getattr(a, k) for k in fields if getattr(a, k, None) is not None}
     if a.resume:
-        summary = train(TrainConfig(), a.resume, resume=True, progress=not a.json)
+        check_input(a.resume, "--resume", kind="dir")
+        extra = sorted(set(given) - {"epochs", "device"}) + (["--config"] if a.config else []) + \
+            (["--out"] if a.out else [])
+        if extra:
+            flags = ", ".join(e if e.startswith("--") else _train_flag(e) for e in extra)
+            raise EventsnnError(f"--resume continues a run with its saved settings; only --epochs and --device may "
+                                f"be changed (got {flags})")
+        a.resume_hint = f"eventsnn train --resume {shlex.quote(str(a.resume))}"
+        summary = train(TrainConfig(), a.resume, resume=True, progress=not a.json, epochs=given.get("epochs"),
+                        device=given.get("device"))
     else:
-        if not a.out or not a.data and not a.config:
-            raise EventsnnError("train needs --data F --out RUNDIR (or --resume RUNDIR)")
-        values = TrainConfig.from_file(a.config) if a.config else {}
-        for f in fields(TrainConfig):
-            v = getattr(a, f.name, None)
-            if v is not None:
-                values[f.name] = v
-        cfg = TrainConfig(**values)
+        if not a.out:
+            raise EventsnnError("--out: required (the run directory), or --resume RUNDIR to continue a run")
+        values, source = {}, {}
+        if a.config:
+            values = TrainConfig.from_file(check_input(a.config, "--config"))
+            source = {k: str(a.config) for k in values}
+        values.update(given)
+        source.update({k: "flag" for k in given})
+        if not values.get("data"):
+            raise EventsnnError("--data: required (the training events file), on the command line or in --config")
+        cfg = TrainConfig.read(values, source)
+        check_input(cfg.data, "--data" if source.get("data") == "flag" else f"{a.config}: data")
+        if cfg.test_data:
+            check_input(cfg.test_data, "--test-data" if source.get("test_data") == "flag" else f"{a.config}: test_data")
+        check_output(a.out, inputs=[cfg.data, cfg.test_data, a.config], kind="dir")
+        a.resume_hint = f"eventsnn train --resume {shlex.quote(str(a.out))}"
         summary = train(cfg, a.out, progress=not a.json)
     text = (f"best epoch {summary['best_epoch']}: validation accuracy {summary['val_acc']:.4f}"
             + (f", test accuracy {summary['test_acc']:.4f}" if "test_acc" in summary else "")
@@ -125,19 +234,22 @@ def cmd_train(a):
 def cmd_export(a):
     import torch
 
-    from eventsnn.bridge import save_network
-    from eventsnn.bridge.from_torch import network_from_model
-
+    from .bridge import save_network
+    from .bridge.from_torch import network_from_model
+    from .provenance import provenance
     from .train import load_checkpoint, load_trained_model
 
-    model = load_trained_model(a.rundir, dtype=torch.float64)
+    check_input(a.rundir, "RUNDIR", kind="dir")
+    check_output(a.out, inputs=[a.rundir])
     ck = load_checkpoint(Path(a.rundir) / "checkpoint.pt")
+    model = load_trained_model(a.rundir, dtype=torch.float64)
     meta = {"source_rundir": str(Path(a.rundir).resolve()), "best_epoch": int(ck["best"]["epoch"]),
-            "val_acc": float(ck["best"]["val_acc"]), "delays": ck["config"]["delays"]}
+            "val_acc": float(ck["best"]["val_acc"]), "delays": ck["config"]["delays"],
+            "provenance": json.dumps(provenance(seed=ck["config"].get("seed")))}
     net = network_from_model(model, meta)
     save_network(net, a.out)
-    _emit({"out": str(a.out), **meta}, a.json, f"wrote {a.out} (delays: {meta['delays']}, "
-                                                f"validation accuracy {meta['val_acc']:.4f})")
+    _emit({"out": str(a.out), **{k: v for k, v in meta.items() if k != "provenance"}}, a.json,
+          f"wrote {a.out} (delays: {meta['delays']}, validation accuracy {meta['val_acc']:.4f})")
 
 
 # ----------------------------------------------------------------------------- simulate / compare / verify / demo
@@ -145,20 +257,31 @@ def cmd_export(a):
 def cmd_simulate(a):
     import numpy as np
 
-    from eventsnn.bridge import load_network
-
+    from .bridge import load_network
+    from .contract import grid_ratio
     from .datasets import load_any
-    from .errors import sha256_file
+    from .errors import build_dir_for, sha256_file
+    from .provenance import provenance
     from .runfile import save_run
     from .transforms import Reverse
 
+    check_input(a.network, "NETWORK")
+    check_input(a.data, "--data")
+    check_output(a.out, inputs=[a.network, a.data])
+    if a.build_dir:
+        check_output(a.build_dir, "--build-dir", inputs=[a.network, a.data], kind="dir")
+    if a.engine == "torch":
+        from .train import pick_device
+        pick_device(a.device)
     net = load_network(a.network)
     events = load_any(a.data)
     if events.n_units != net.n_inputs:
         raise fail(a.data, f"{events.n_units} units but the network {a.network} has {net.n_inputs} inputs")
     dt = a.dt if a.dt is not None else net.dt_ms
-    if not dt > 0:
-        raise EventsnnError(f"--dt must be > 0, got {dt}")
+    try:
+        grid_ratio(net.dt_ms, dt)
+    except ValueError as e:
+        raise EventsnnError(f"--dt: {e}") from None
     idx = np.arange(len(events) if a.samples is None else min(a.samples, len(events)))
     events = events.subset(idx)
     transform = None
@@ -166,29 +289,27 @@ def cmd_simulate(a):
         events = Reverse(a.reverse)(events)
         transform = f"reverse-{a.reverse}"
     progress = not a.json
-    try:
-        if a.engine == "torch":
-            from eventsnn.bridge.from_torch import simulate_torch
-            run = simulate_torch(net, events, dt_ms=dt, delays=a.delays, inputs=a.inputs, progress=progress,
-                                 device=a.device)
-        else:
-            from eventsnn.bridge.brian2_sim import simulate_brian2
-            build = Path(a.build_dir) if a.build_dir else Path(a.out).parent / f".eventsnn_build_{os.getpid()}"
-            try:
-                run = simulate_brian2(net, events, dt_ms=dt, target=a.target, delays=a.delays, inputs=a.inputs,
-                                      build_dir=build, progress=progress, compile_only=a.compile_only,
-                                      exact_math=not a.fast_math, workers=a.workers)
-            finally:
-                if not a.build_dir and not a.compile_only:
-                    import shutil
-                    shutil.rmtree(build, ignore_errors=True)
-            if a.compile_only:
-                _emit({"compiled": str(run)}, a.json, f"generated and compiled {run} (not run)")
-                return
-    except ValueError as e:
-        raise EventsnnError(str(e)) from None
+    if a.engine == "torch":
+        from .bridge.from_torch import simulate_torch
+        run = simulate_torch(net, events, dt_ms=dt, delays=a.delays, inputs=a.inputs, progress=progress,
+                             device=a.device)
+    else:
+        import shutil
+
+        from .bridge.brian2_sim import simulate_brian2
+        build = Path(a.build_dir) if a.build_dir else build_dir_for(Path(a.out).resolve().parent)
+        try:
+            run = simulate_brian2(net, events, dt_ms=dt, target=a.target, delays=a.delays, inputs=a.inputs,
+                                  build_dir=build, progress=progress, compile_only=a.compile_only,
+                                  exact_math=not a.fast_math, workers=a.workers)
+        finally:
+            if not a.build_dir:
+                shutil.rmtree(build, ignore_errors=True)
+        if a.compile_only:
+            _emit({"compiled": str(run)}, a.json, f"generated and compiled {run} (not run)")
+            return
     run.attrs.update({"network_sha256": sha256_file(a.network), "events_sha256": sha256_file(a.data),
-                      "transform": transform or "none"})
+                      "transform": transform or "none", "provenance": provenance()})
     save_run(run, a.out)
     out = {"out": str(a.out), "engine": run.engine, "dt_ms": run.dt_ms, "target": run.target, "delays": run.delays,
            "inputs": run.inputs, "samples": run.n_samples, "accuracy": run.accuracy,
@@ -198,19 +319,28 @@ def cmd_simulate(a):
 
 
 def cmd_compare(a):
-    from eventsnn.validation.compare import compare_runs, format_comparison
-
     from .runfile import load_run
+    from .validation.compare import compare_runs, format_comparison
 
-    ra, rb = load_run(a.run_a), load_run(a.run_b)
+    ra, rb = load_run(check_input(a.run_a, "RUN_A")), load_run(check_input(a.run_b, "RUN_B"))
     c = compare_runs(ra, rb, a.tolerance)
     c.update({"a": str(a.run_a), "b": str(a.run_b)})
     _emit(c, a.json, format_comparison(c, Path(a.run_a).name, Path(a.run_b).name))
 
 
 def cmd_verify(a):
-    from eventsnn.validation.verify import verify
+    from .transforms import parse_probes
+    from .validation.verify import verify
 
+    check_input(a.network, "NETWORK")
+    check_input(a.data, "--data")
+    check_output(a.out, inputs=[a.network, a.data], kind="dir")
+    try:
+        parse_probes(a.probes)  # every probe checked before the first run
+    except EventsnnError as e:
+        raise EventsnnError(f"--probes: {e}") from None
+    a.resume_hint = "the same command again (" + shlex.join(["eventsnn", *sys.argv[1:]]) + \
+        "): finished runs are reused"
     report = verify(a.network, a.data, a.out, dts=a.dt, probes=a.probes, target=a.target, samples=a.samples,
                     workers=a.workers, progress=not a.json)
     if a.json:
@@ -220,158 +350,267 @@ def cmd_verify(a):
 
 
 def cmd_demo(a):
-    from eventsnn.validation.demo import run_demo
+    from .validation.demo import run_demo
 
+    check_output(a.out, kind="dir")
+    a.resume_hint = "the same command again (" + shlex.join(["eventsnn", *sys.argv[1:]]) + \
+        "): finished steps are reused"
     res = run_demo(a.out, quick=a.quick, target=a.target, workers=a.workers, progress=not a.json)
     _emit(res, a.json)
 
 
 # ----------------------------------------------------------------------------- parser
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="eventsnn", description="Train timing-based spiking networks and verify them "
-                                "in Brian2 at fine time resolution.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True)
+class _UsageError(Exception):
+    def __init__(self, prog: str, message: str):
+        super().__init__(message)
+        self.prog = prog
 
-    def js(q):
-        q.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default in its help (unless the default is None/False or already shown)."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if "%(default)" in h or "default:" in h or action.default in (None, False, argparse.SUPPRESS) \
+                or not action.option_strings:
+            return h
+        return h + " (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (raised, so that ``main`` reports them like any other error)."""
+
+    def __init__(self, *args, **kw):
+        kw.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kw)
+
+    def error(self, message):
+        raise _UsageError(self.prog, message)
+
+
+def _common(q):
+    """--json and --debug, accepted before or after the subcommand."""
+    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="print one JSON object on stdout (errors too: {\"error\": ...})")
+    q.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the traceback of an error")
+
+
+def _add_train_flags(tr):
+    """The training flags, generated from the one schema (:class:`eventsnn.train.TrainConfig`)."""
+    import typing
+
+    from .train import TrainConfig
+
+    for name, f in TrainConfig.model_fields.items():
+        flag = _train_flag(name)
+        default = f.get_default(call_default_factory=True)
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        help_ = f.description + ("" if shown in (None, "") else f" (default: {shown})")
+        ann = f.annotation
+        if ann is bool:
+            tr.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif typing.get_origin(ann) is typing.Literal:
+            tr.add_argument(flag, dest=name, choices=list(typing.get_args(ann)), help=help_)
+        elif typing.get_origin(ann) is list:
+            tr.add_argument(flag, dest=name, type=_int_list, metavar="N[,N...]", help=help_)
+        elif ann is int:
+            tr.add_argument(flag, dest=name, type=_number(int), metavar="N", help=help_)
+        elif ann is float or f.metadata:
+            tr.add_argument(flag, dest=name, type=_number(float), metavar="X", help=help_)
+        else:
+            tr.add_argument(flag, dest=name, metavar=name.split("_")[-1].upper(), help=help_)
+
+
+TARGETS = ["numpy", "cython", "cpp_standalone", "cuda_standalone"]
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: computed only when asked (it looks up package versions and the git commit)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .provenance import versions_line
+        print(versions_line())
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="eventsnn", description="Train timing-based spiking networks and verify them in Brian2 at "
+                "fine time resolution.")
+    p.add_argument("--version", action=_VersionAction, nargs=0,
+                   help="show the versions of eventsnn, torch, brian2, numpy ... and exit")
+    _common(p)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     d = sub.add_parser("data", help="make, inspect and transform event datasets")
-    dsub = d.add_subparsers(dest="data_command", required=True)
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION", parser_class=_Parser)
     m = dsub.add_parser("make", help="generate a synthetic timing task")
-    m.add_argument("task", choices=["isi", "polychrony", "coincidence"])
-    m.add_argument("--out", required=True, type=Path)
-    m.add_argument("--samples", type=int, default=1000)
-    m.add_argument("--seed", type=int, default=0, help="sample seed (use different seeds for train and test)")
-    m.add_argument("--task-seed", type=int, default=0, help="seed of the class structure (keep equal across splits)")
-    m.add_argument("--units", type=int)
-    m.add_argument("--classes", type=int)
-    m.add_argument("--duration-ms", type=float)
-    m.add_argument("--jitter-ms", type=float, default=0.0)
-    m.add_argument("--overlap", type=float, default=0.0, help="coincidence: 0 (easy) .. 1 (chance)")
-    js(m)
+    m.add_argument("task", choices=["isi", "polychrony", "coincidence"], help="which task")
+    m.add_argument("--out", required=True, type=Path, help="events file to write")
+    m.add_argument("--samples", type=POS_INT, default=1000, help="number of samples")
+    m.add_argument("--seed", type=SEED, default=0, help="sample seed (use different seeds for train and test)")
+    m.add_argument("--task-seed", type=SEED, default=0, help="seed of the class structure (keep equal across splits)")
+    m.add_argument("--units", type=POS_INT, help="input units (default: isi 10, polychrony 20, coincidence 30)")
+    m.add_argument("--classes", type=POS_INT, help="classes (default: isi 4, polychrony 4, coincidence 3)")
+    m.add_argument("--duration-ms", type=POS_FLOAT, help="sample duration in ms (default: 100)")
+    m.add_argument("--jitter-ms", type=NONNEG_FLOAT, default=0.0, help="Gaussian jitter added to every spike (ms)")
+    m.add_argument("--overlap", type=PROB, help="coincidence only: 0 (easy) .. 1 (chance) (default: 0)")
+    _common(m)
     m.set_defaults(func=cmd_data_make)
     i = dsub.add_parser("info", help="sizes, rates, classes (and a count-only baseline)")
-    i.add_argument("file", type=Path)
+    i.add_argument("file", type=Path, metavar="FILE", help="events file (ours, official SHD/SSC, or *_norm)")
     i.add_argument("--rate-baseline", action="store_true", help="held-out accuracy of logistic regression on counts")
-    js(i)
+    _common(i)
     i.set_defaults(func=cmd_data_info)
     t = dsub.add_parser("transform", help="apply probes/transforms and write a new events file")
-    t.add_argument("file", type=Path)
-    t.add_argument("--out", required=True, type=Path)
-    t.add_argument("--reverse", nargs="?", const="window", choices=["window", "full"])
-    t.add_argument("--jitter", type=float, metavar="MS")
-    t.add_argument("--jitter-neuron", type=float, metavar="MS")
-    t.add_argument("--delete", type=float, metavar="P")
-    t.add_argument("--randomize", type=float, metavar="F", help="move a fraction F of each unit's spikes")
+    t.add_argument("file", type=Path, metavar="FILE", help="events file to read (never modified)")
+    t.add_argument("--out", required=True, type=Path, help="events file to write")
+    t.add_argument("--reverse", nargs="?", const="window", choices=["window", "full"],
+                   help="time reversal: within each sample's first-to-last spike window, or of the whole duration")
+    t.add_argument("--jitter", type=NONNEG_FLOAT, metavar="MS", help="Gaussian jitter per spike (ms)")
+    t.add_argument("--jitter-neuron", type=NONNEG_FLOAT, metavar="MS", help="one Gaussian offset per unit (ms)")
+    t.add_argument("--delete", type=PROB, metavar="P", help="delete each spike with probability P")
+    t.add_argument("--randomize", type=PROB, metavar="F", help="move a fraction F of each unit's spikes")
     t.add_argument("--remove-rate", action="store_true", help="the paper's rate-removal (norm) construction")
-    t.add_argument("--seed", type=int, default=0)
-    js(t)
+    t.add_argument("--seed", type=SEED, default=0, help="seed of the random transforms")
+    _common(t)
     t.set_defaults(func=cmd_data_transform)
 
     tr = sub.add_parser("train", help="surrogate-gradient training with learnable delays")
-    tr.add_argument("--data", help="training events file (validation is carved from it)")
-    tr.add_argument("--test-data", dest="test_data", help="held-out test file (evaluated once, at the end)")
-    tr.add_argument("--config", help="YAML, TOML or JSON file of training settings (flags override it)")
-    tr.add_argument("--out", type=Path, help="run directory")
-    tr.add_argument("--resume", type=Path, metavar="RUNDIR", help="continue an interrupted run exactly")
-    tr.add_argument("--val-fraction", dest="val_fraction", type=float)
-    tr.add_argument("--delays", choices=["none", "axonal", "synaptic"])
-    tr.add_argument("--max-delay-ms", dest="max_delay_ms", type=float)
-    tr.add_argument("--recurrent", action="store_true", default=None)
-    tr.add_argument("--hidden", type=lambda s: [int(x) for x in s.split(",")], help="e.g. 64 or 128,128")
-    tr.add_argument("--readout", choices=["max", "mean", "last", "softmax-sum"])
-    tr.add_argument("--reset", choices=["zero", "subtract"])
-    tr.add_argument("--surrogate", choices=["fast-sigmoid", "atan", "multi-gaussian"])
-    tr.add_argument("--slope", type=float)
-    tr.add_argument("--learn-taus", dest="learn_taus", action="store_true", default=None)
-    tr.add_argument("--tau-mem-ms", dest="tau_mem_ms", type=float)
-    tr.add_argument("--tau-syn-ms", dest="tau_syn_ms", type=float)
-    tr.add_argument("--dt-ms", dest="dt_ms", type=float)
-    tr.add_argument("--epochs", type=int)
-    tr.add_argument("--batch-size", dest="batch_size", type=int)
-    tr.add_argument("--lr", type=float)
-    tr.add_argument("--lr-delay", dest="lr_delay", type=float)
-    tr.add_argument("--lr-tau", dest="lr_tau", type=float)
-    tr.add_argument("--spike-reg", dest="spike_reg", type=float)
-    tr.add_argument("--weight-scale", dest="weight_scale", type=float)
-    tr.add_argument("--patience", type=int)
-    tr.add_argument("--seed", type=int)
-    tr.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
-    js(tr)
+    tr.add_argument("--config", type=Path, help="YAML, TOML or JSON file of training settings (flags override it)")
+    tr.add_argument("--out", type=Path, help="run directory to create")
+    tr.add_argument("--resume", type=Path, metavar="RUNDIR",
+                    help="continue an interrupted run exactly (only --epochs and --device may change)")
+    _add_train_flags(tr)
+    _common(tr)
     tr.set_defaults(func=cmd_train)
 
     e = sub.add_parser("export", help="write the trained (validation-selected) network file")
-    e.add_argument("rundir", type=Path)
-    e.add_argument("--out", required=True, type=Path)
-    js(e)
+    e.add_argument("rundir", type=Path, metavar="RUNDIR", help="run directory of eventsnn train")
+    e.add_argument("--out", required=True, type=Path, help="network file to write (outside RUNDIR)")
+    _common(e)
     e.set_defaults(func=cmd_export)
 
     s = sub.add_parser("simulate", help="run a network file on events in torch or Brian2")
-    s.add_argument("network", type=Path)
-    s.add_argument("--data", required=True, type=Path)
-    s.add_argument("--engine", required=True, choices=["torch", "brian2"])
-    s.add_argument("--dt", type=float, help="step in ms (default: the training dt); must divide the training dt")
-    s.add_argument("--target", default="numpy", choices=["numpy", "cython", "cpp_standalone", "cuda_standalone"])
-    s.add_argument("--delays", default="round", choices=["round", "exact"])
-    s.add_argument("--inputs", default="binned", choices=["binned", "exact"])
-    s.add_argument("--reverse", choices=["window", "full"])
-    s.add_argument("--samples", type=int, help="first N samples only")
+    s.add_argument("network", type=Path, metavar="NETWORK", help="network file")
+    s.add_argument("--data", required=True, type=Path, help="events file")
+    s.add_argument("--engine", required=True, choices=["torch", "brian2"], help="simulator")
+    s.add_argument("--dt", type=POS_FLOAT, help="step in ms; must divide the training dt (default: the training dt)")
+    s.add_argument("--target", default="numpy", choices=TARGETS, help="Brian2 code generation target")
+    s.add_argument("--delays", default="round", choices=["round", "exact"],
+                   help="round: delays on the training grid; exact: real-valued (rounded to --dt)")
+    s.add_argument("--inputs", default="binned", choices=["binned", "exact"],
+                   help="binned: the binary raster training saw; exact: every spike, at --dt")
+    s.add_argument("--reverse", choices=["window", "full"], help="time-reverse the inputs first")
+    s.add_argument("--samples", type=POS_INT, help="first N samples only (default: all)")
     s.add_argument("--device", default="cpu", help="torch engine device")
-    s.add_argument("--build-dir", help="keep the Brian2 build here (default: a temporary one, removed)")
+    s.add_argument("--build-dir", type=Path, help="keep the Brian2 build here (default: a temporary one, removed)")
     s.add_argument("--compile-only", action="store_true", help="standalone targets: generate and compile, do not run")
     s.add_argument("--fast-math", action="store_true", help="Brian2's default -ffast-math -march=native flags")
-    s.add_argument("--workers", type=int, default=1,
+    s.add_argument("--workers", type=POS_INT, default=1,
                    help="Brian2: split the samples over this many processes (e.g. the number of cores)")
-    s.add_argument("--out", required=True, type=Path)
-    js(s)
+    s.add_argument("--out", required=True, type=Path, help="run file to write")
+    _common(s)
     s.set_defaults(func=cmd_simulate)
 
     c = sub.add_parser("compare", help="compare two run files")
-    c.add_argument("run_a", type=Path)
-    c.add_argument("run_b", type=Path)
-    c.add_argument("--tolerance", type=float, help="spike matching tolerance in ms (default: the coarser dt)")
-    js(c)
+    c.add_argument("run_a", type=Path, metavar="RUN_A", help="run file")
+    c.add_argument("run_b", type=Path, metavar="RUN_B", help="run file")
+    c.add_argument("--tolerance", type=NONNEG_FLOAT,
+                   help="spike matching tolerance in ms (default: the coarser dt of the two runs)")
+    _common(c)
     c.set_defaults(func=cmd_compare)
 
     v = sub.add_parser("verify", help="torch vs Brian2 at the training dt and finer, with probes")
-    v.add_argument("network", type=Path)
-    v.add_argument("--data", required=True, type=Path)
-    v.add_argument("--dt", type=_floats, default=[1.0, 0.1, 0.01])
+    v.add_argument("network", type=Path, metavar="NETWORK", help="network file")
+    v.add_argument("--data", required=True, type=Path, help="events file (test samples)")
+    v.add_argument("--dt", type=_dt_list, default=[1.0, 0.1, 0.01], metavar="MS[,MS...]",
+                   help="step sizes in ms, each dividing the training dt (default: 1,0.1,0.01)")
     v.add_argument("--probes", default="reverse", help="comma list: reverse, jitter[:MS], jitter-neuron[:MS], "
                                                         "delete[:P], randomize[:F]; '' for none")
-    v.add_argument("--target", default="numpy", choices=["numpy", "cython", "cpp_standalone", "cuda_standalone"])
-    v.add_argument("--samples", type=int)
-    v.add_argument("--workers", type=int, default=1,
+    v.add_argument("--target", default="numpy", choices=TARGETS, help="Brian2 code generation target")
+    v.add_argument("--samples", type=POS_INT, help="first N samples only (default: all)")
+    v.add_argument("--workers", type=POS_INT, default=1,
                    help="processes: over runs when there are at least as many runs, else over each run's samples")
-    v.add_argument("--out", required=True, type=Path)
-    js(v)
+    v.add_argument("--out", required=True, type=Path, help="report directory (resumable)")
+    _common(v)
     v.set_defaults(func=cmd_verify)
 
     dm = sub.add_parser("demo", help="the whole pipeline on the embedded polychrony task")
-    dm.add_argument("--out", type=Path, default=Path("demo_out"))
+    dm.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory (resumable)")
     dm.add_argument("--quick", action="store_true", help="smaller task and fewer epochs (for tests)")
-    dm.add_argument("--target", default="numpy", choices=["numpy", "cython", "cpp_standalone", "cuda_standalone"])
-    dm.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    js(dm)
+    dm.add_argument("--target", default="numpy", choices=TARGETS, help="Brian2 code generation target")
+    dm.add_argument("--workers", type=POS_INT, default=min(2, os.cpu_count() or 1), help="worker processes")
+    _common(dm)
     dm.set_defaults(func=cmd_demo)
     return p
 
 
+def _one_line(msg: str) -> str:
+    return " ".join(str(msg).split()) or "error"
+
+
+def _wants(flag: str, argv) -> bool:
+    return any(x == flag for x in argv)
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json, debug = _wants("--json", argv), _wants("--debug", argv)
+    args = None
+
+    def report(msg: str, prefix: str = "eventsnn: error: ") -> None:
+        line = _one_line(msg)
+        if as_json:
+            print(json.dumps({"error": line}))
+        print(prefix + line, file=sys.stderr)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"eventsnn: warning: {_one_line(message)}", file=sys.stderr)
+
+    warnings.showwarning = show_warning
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        args.json = getattr(args, "json", False)
+        args.debug = getattr(args, "debug", False)
         args.func(args)
+    except _UsageError as e:
+        report(f"{e} (see {e.prog} --help)", f"{e.prog}: error: ")
+        return 2
     except EventsnnError as e:
-        if args.debug:
-            raise
-        print(f"eventsnn: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        if debug:
+            import traceback
+            traceback.print_exc()
+        report(str(e))
         return 2
     except KeyboardInterrupt:
-        print("eventsnn: interrupted", file=sys.stderr)
+        hint = getattr(args, "resume_hint", None)
+        msg = f"interrupted; resume with: {hint}" if hint else "interrupted; no output was written"
+        print(f"eventsnn: {msg}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (e.g. `eventsnn data info F | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except MemoryError:
+        if debug:
+            raise
+        report("out of memory; use fewer samples, a smaller batch or a coarser dt")
+        return 2
+    except Exception as e:  # a bug, not bad input: say so in one line
+        if debug:
+            raise
+        report(f"internal error {type(e).__name__}: {e} (please report it; --debug shows the traceback)")
+        return 1
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     return 0
 
 

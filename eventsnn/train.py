@@ -10,7 +10,7 @@ Resuming continues exactly: each epoch's shuffle comes from ``seed + epoch``.
 from __future__ import annotations
 
 import json
-import math
+import os
 import time
 import tomllib
 from pathlib import Path
@@ -21,11 +21,10 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .contract import READOUTS, RESETS
 from .errors import EventsnnError, atomic_path, fail
 from .events import Events
 from .progress import progress_bar
-from .snn import DELAY_KINDS, SNN, SURROGATES, LIFLayer, dense_input, log_probs
+from .snn import SNN, LIFLayer, dense_input, log_probs, raster
 
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -127,9 +126,49 @@ class TrainConfig(BaseModel):
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise EventsnnError("--device cuda requested but no CUDA device is available")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise EventsnnError(f"--device {name}: not a torch device (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EventsnnError(f"--device {name}: no CUDA device is available (use --device cpu or auto)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise EventsnnError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    if dev.type not in ("cpu", "cuda"):
+        raise EventsnnError(f"--device {name}: unsupported device type (use auto, cpu or cuda[:N])")
+    return dev
+
+
+def _physical_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def check_fits(cfg: "TrainConfig", events: Events, source=None) -> None:
+    """Refuse, before any work, settings that cannot run on these data or this machine.
+
+    Delays longer than a sample never deliver a spike (and would make the delay buffers huge); a batch whose
+    activations (inputs, currents, states and spikes of every layer, kept for the backward pass) exceed the
+    machine's memory would fail after minutes.
+    """
+    from .events import n_steps
+
+    if cfg.delays != "none" and cfg.max_delay_ms > events.duration_ms:
+        raise EventsnnError(f"--max-delay-ms {cfg.max_delay_ms:g}: longer than the samples of {source or 'the data'} "
+                            f"({events.duration_ms:g} ms); a delay that long never delivers a spike")
+    T = n_steps(events.duration_ms, cfg.dt_ms)
+    if T > 10_000_000:
+        raise EventsnnError(f"--dt-ms {cfg.dt_ms:g}: {T} steps per sample is too many (samples last "
+                            f"{events.duration_ms:g} ms)")
+    per_sample = 4 * T * (2 * events.n_units + 6 * sum(cfg.hidden) + 4 * events.n_classes)
+    need = per_sample * min(cfg.batch_size, len(events))
+    have = _physical_memory_bytes()
+    if need > 0.8 * have:
+        raise EventsnnError(f"--batch-size {cfg.batch_size} with --hidden {','.join(map(str, cfg.hidden))}: about "
+                            f"{need / 2**30:.1f} GiB of activations per batch, more than this machine's "
+                            f"{have / 2**30:.1f} GiB; use a smaller --batch-size or fewer hidden units")
 
 
 def build_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device) -> SNN:
@@ -160,18 +199,24 @@ def make_optimizer(model: SNN, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 class Batcher:
-    """Dense binary inputs for index batches (whole set kept dense when it is small)."""
+    """Dense binary inputs for index batches (the whole set kept dense when it is small).
 
-    def __init__(self, events: Events, dt_ms: float, device, limit: int = 50_000_000):
-        from .events import n_steps
+    Binary, as in the paper: spikes of one unit in one step are merged, and the number merged over the
+    whole set is reported once (:class:`~eventsnn.events.EventsnnWarning`).
+    """
+
+    def __init__(self, events: Events, dt_ms: float, device, limit: int = 50_000_000, what: str = "training"):
+        from .events import bin_events, warn_merged
         self.events, self.dt_ms, self.device = events, dt_ms, device
-        T = n_steps(events.duration_ms, dt_ms)
-        self.cache = dense_input(events, dt_ms, device=device) if len(events) * T * events.n_units <= limit else None
+        b = bin_events(events, dt_ms).binary()
+        warn_merged(b.merged, b.n_spikes, dt_ms, what)
+        self.cache = raster(b, events.n_units, device=device) if len(events) * b.n_steps * events.n_units <= limit \
+            else None
 
     def __call__(self, idx):
         if self.cache is not None:
             return self.cache[torch.as_tensor(idx, device=self.device)]
-        return dense_input(self.events, self.dt_ms, idx, device=self.device)
+        return dense_input(self.events, self.dt_ms, idx, device=self.device, warn=False)
 
 
 def evaluate(model: SNN, batcher: Batcher, labels: np.ndarray, idx: np.ndarray, batch_size: int = 256):
@@ -205,20 +250,10 @@ def load_checkpoint(path) -> dict:
         raise fail(path, f"corrupt checkpoint ({type(e).__name__})") from None
 
 
-def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True, max_epochs_this_call=None) -> dict:
-    """Train (or resume) into ``rundir``; return the summary dict."""
+def _load_data(cfg: TrainConfig, data_source=None):
+    """Training and test events, checked against each other and against the settings (before any work)."""
     from .datasets import load_any, split_indices
 
-    rundir = Path(rundir)
-    ckpt_path = rundir / "checkpoint.pt"
-    ckpt = load_checkpoint(ckpt_path) if resume else None
-    if ckpt is not None:
-        cfg = TrainConfig(**ckpt["config"])
-    cfg.validate()
-    if not resume and ckpt_path.exists():
-        raise fail(rundir, "already holds a training run; use --resume to continue it or choose another --out")
-    torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
     events = load_any(cfg.data)
     if events.n_classes < 2:
         raise fail(cfg.data, f"needs at least 2 classes, found {events.n_classes}")
@@ -229,13 +264,72 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
     if test is not None and (test.n_units != events.n_units or test.n_classes > events.n_classes):
         raise fail(cfg.test_data, f"test data has {test.n_units} units/{test.n_classes} classes, training data "
                                   f"{events.n_units}/{events.n_classes}")
-    model = build_model(cfg, events.n_units, events.n_classes, device)
+    check_fits(cfg, events, data_source or cfg.data)
+    return events, tr_idx, val_idx, test
+
+
+def _resume_config(ckpt: dict, ckpt_path, epochs: int | None, device: str | None) -> TrainConfig:
+    """The saved configuration of a run, with the only two settings a resume may change."""
+    values = dict(ckpt["config"])
+    if epochs is not None:
+        values["epochs"] = epochs
+    if device is not None:
+        values["device"] = device
+    try:
+        return TrainConfig.read(values, {"epochs": "flag", "device": "flag"})
+    except EventsnnError as e:
+        if epochs is not None or device is not None:
+            raise
+        raise fail(ckpt_path, f"corrupt checkpoint config ({e})") from None
+
+
+def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True, max_epochs_this_call=None,
+          epochs: int | None = None, device: str | None = None) -> dict:
+    """Train (or resume) into ``rundir``; return the summary dict.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        All settings (ignored when ``resume``: the run's saved configuration is used).
+    rundir : path
+        Run directory: ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (every epoch, atomically),
+        ``summary.json``.
+    resume : bool
+        Continue the run in ``rundir`` exactly where its last checkpoint left it. ``epochs`` (a new
+        maximum) and ``device`` may be changed on resume; nothing else.
+    max_epochs_this_call : int, optional
+        Stop after this many epochs in this call (the run stays resumable).
+
+    Raises
+    ------
+    EventsnnError
+        Bad data or settings, an existing run in ``rundir`` (without ``resume``), a corrupt checkpoint.
+    """
+    from .provenance import provenance
+
+    # -- setup: configuration, data, model, optimiser (everything checked before anything is written)
+    rundir = Path(rundir)
+    ckpt_path = rundir / "checkpoint.pt"
+    ckpt = load_checkpoint(ckpt_path) if resume else None
+    if ckpt is not None:
+        cfg = _resume_config(ckpt, ckpt_path, epochs, device)
+    elif ckpt_path.exists():
+        raise fail(rundir, "already holds a training run; use --resume to continue it or choose another --out")
+    torch.manual_seed(cfg.seed)
+    dev = pick_device(cfg.device)
+    events, tr_idx, val_idx, test = _load_data(cfg)
+    model = build_model(cfg, events.n_units, events.n_classes, dev)
     opt = make_optimizer(model, cfg)
     history, best, start_epoch, bad_epochs = [], None, 0, 0
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        history, best, start_epoch, bad_epochs = ckpt["history"], ckpt["best"], ckpt["epoch"] + 1, ckpt["bad_epochs"]
+        try:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            history, best, start_epoch, bad_epochs = (ckpt["history"], ckpt["best"], ckpt["epoch"] + 1,
+                                                      ckpt["bad_epochs"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise fail(ckpt_path, f"checkpoint does not match its config ({str(e).splitlines()[0]})") from None
+    prov = provenance(seed=cfg.seed)
     rundir.mkdir(parents=True, exist_ok=True)
     if ckpt is None:
         with atomic_path(rundir / "config.json") as tmp:
@@ -243,22 +337,22 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
     with atomic_path(rundir / "metrics.jsonl") as tmp:  # exactly the checkpoint's history (no duplicates)
         tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
 
-    batcher = Batcher(events, cfg.dt_ms, device)
+    batcher = Batcher(events, cfg.dt_ms, dev)
     labels = events.labels
     stop_at = cfg.epochs if max_epochs_this_call is None else min(cfg.epochs, start_epoch + max_epochs_this_call)
     stopped_early = bad_epochs >= cfg.patience
-    epoch = start_epoch - 1
-    bar = progress_bar(total=cfg.epochs, desc="train", disable=not progress, initial=start_epoch)
+    bar = progress_bar(total=cfg.epochs, desc="train", disable=not progress, initial=min(start_epoch, cfg.epochs))
     for epoch in range(start_epoch, stop_at):
         if stopped_early:
             break
         t0 = time.perf_counter()
+        # -- one pass over the training split: forward, loss, backward, update, project parameters
         model.train()
         perm = tr_idx[torch.randperm(len(tr_idx), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)).numpy()]
         loss_sum, correct, rate_sum = 0.0, 0, 0.0
         for s in range(0, len(perm), cfg.batch_size):
             b = perm[s:s + cfg.batch_size]
-            y = torch.as_tensor(labels[b], device=device)
+            y = torch.as_tensor(labels[b], device=dev)
             scores, _, spikes = model(batcher(b), delay_mode="interp", surrogate=cfg.surrogate, slope=cfg.slope)
             loss = torch.nn.functional.nll_loss(log_probs(scores, cfg.readout), y)
             if cfg.spike_reg > 0:
@@ -270,6 +364,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
             loss_sum += float(loss.detach()) * len(b)
             correct += int((scores.argmax(1) == y).sum())
             rate_sum += float(sum(sp.detach().sum() for sp in spikes)) / max(1, sum(sp.shape[2] for sp in spikes))
+        # -- evaluate on the validation split; keep the best model (selection never sees the test set)
         model.eval()
         val_acc, val_loss = evaluate(model, batcher, labels, val_idx)
         rec = {"epoch": epoch, "train_loss": loss_sum / len(perm), "train_acc": correct / len(perm),
@@ -285,23 +380,35 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         else:
             bad_epochs += 1
         stopped_early = bad_epochs >= cfg.patience
-        _save_checkpoint(ckpt_path, {"config": cfg.model_dump(), "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                     "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs,
-                                     "n_inputs": events.n_units, "n_classes": events.n_classes})
+        # -- checkpoint (atomically) and log
+        _save_checkpoint(ckpt_path, {"config": cfg.model_dump(), "model": model.state_dict(),
+                                     "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
+                                     "best": best, "bad_epochs": bad_epochs, "n_inputs": events.n_units,
+                                     "n_classes": events.n_classes, "provenance": prov})
         with open(rundir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
         bar.set_postfix(loss=f"{rec['train_loss']:.3f}", train=f"{rec['train_acc']:.2f}", val=f"{val_acc:.2f}")
         bar.update(1)
     bar.close()
-    finished = stopped_early or (history and history[-1]["epoch"] >= cfg.epochs - 1)
+
+    # -- summary (and the test set, once, with the validation-selected model)
+    finished = stopped_early or bool(history and history[-1]["epoch"] >= cfg.epochs - 1)
     summary = {"rundir": str(rundir), "epochs_run": len(history), "finished": bool(finished),
                "stopped_early": bool(stopped_early), "best_epoch": best["epoch"] if best else None,
                "val_acc": best["val_acc"] if best else None, "n_train": int(len(tr_idx)), "n_val": int(len(val_idx)),
-               "delays": cfg.delays, "seed": cfg.seed, "device": str(device),
-               "seconds": float(sum(h["seconds"] for h in history))}
+               "delays": cfg.delays, "seed": cfg.seed, "device": str(dev),
+               "seconds": float(sum(h["seconds"] for h in history)), "provenance": prov}
+    if finished and not stopped_early and best and best["epoch"] >= len(history) - 2 and len(history) > 1:
+        import warnings
+
+        from .events import EventsnnWarning
+        warnings.warn(f"training ended at its last epoch ({cfg.epochs}) while validation was still improving "
+                      f"(best epoch {best['epoch']}); more epochs may help: eventsnn train --resume {rundir} "
+                      f"--epochs {2 * cfg.epochs}", EventsnnWarning, stacklevel=2)
+        summary["still_improving"] = True
     if test is not None and finished:
-        best_model = load_trained_model(rundir, device=device)
-        tb = Batcher(test, cfg.dt_ms, device)
+        best_model = load_trained_model(rundir, device=dev)
+        tb = Batcher(test, cfg.dt_ms, dev, what="test")
         summary["test_acc"], summary["test_loss"] = evaluate(best_model, tb, test.labels, np.arange(len(test)))
     with atomic_path(rundir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
@@ -314,7 +421,10 @@ def load_trained_model(rundir, device="cpu", dtype=torch.float32) -> SNN:
     for key in ("config", "best", "n_inputs", "n_classes"):
         if key not in ckpt or (key == "best" and not ckpt["best"]):
             raise fail(Path(rundir) / "checkpoint.pt", f"corrupt checkpoint (no '{key}')")
-    cfg = TrainConfig(**ckpt["config"])
+    try:
+        cfg = TrainConfig(**ckpt["config"])
+    except ValidationError:
+        raise fail(Path(rundir) / "checkpoint.pt", "corrupt checkpoint (invalid config)") from None
     model = build_model(cfg, ckpt["n_inputs"], ckpt["n_classes"], "cpu")
     try:
         model.load_state_dict(ckpt["best"]["model"])

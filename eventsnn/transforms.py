@@ -38,11 +38,15 @@ def _rebuild(ev: Events, sample: np.ndarray, times_s: np.ndarray, units: np.ndar
     return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class Reverse:
     """Time reversal. ``window``: t -> t_first + t_last - t within each sample (the paper's);
     ``full``: t -> duration - t (a spike at exactly 0 lands just below the duration)."""
     mode: str = "window"
+
+    def __post_init__(self):
+        if self.mode not in ("window", "full"):
+            raise EventsnnError(f"unknown reversal {self.mode!r}; choose 'window' or 'full'")
 
     def __call__(self, ev: Events) -> Events:
         s = ev.sample_index()
@@ -54,10 +58,8 @@ class Reverse:
                 new = first[s] + last[s] - t
             else:
                 new = t.copy()
-        elif self.mode == "full":
+        else:  # "full"
             new = np.minimum(ev.duration_s - t, np.nextafter(ev.duration_s, 0))
-        else:
-            raise EventsnnError(f"unknown reversal {self.mode!r}; choose 'window' or 'full'")
         return _rebuild(ev, s, new, ev.units.copy())
 
     @property
@@ -65,16 +67,20 @@ class Reverse:
         return f"reverse-{self.mode}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Jitter:
     """Gaussian jitter of ``sigma_ms``: independently per spike, or one offset per unit and sample (``per="neuron"``)."""
     sigma_ms: float
     per: str = "spike"
     seed: int = 0
 
-    def __call__(self, ev: Events) -> Events:
+    def __post_init__(self):
         if not (np.isfinite(self.sigma_ms) and self.sigma_ms >= 0):
-            raise EventsnnError(f"jitter must be a non-negative number of ms, got {self.sigma_ms}")
+            raise EventsnnError(f"jitter must be a non-negative number of ms, got {self.sigma_ms:g}")
+        if self.per not in ("spike", "neuron"):
+            raise EventsnnError(f"jitter per {self.per!r}: choose 'spike' or 'neuron'")
+
+    def __call__(self, ev: Events) -> Events:
         rng = np.random.default_rng(self.seed)
         s = ev.sample_index()
         if self.per == "spike":
@@ -90,15 +96,17 @@ class Jitter:
         return f"jitter{'-neuron' if self.per == 'neuron' else ''}-{self.sigma_ms:g}ms"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Delete:
     """Delete each spike independently with probability ``p``."""
     p: float
     seed: int = 0
 
-    def __call__(self, ev: Events) -> Events:
+    def __post_init__(self):
         if not 0.0 <= self.p <= 1.0:
-            raise EventsnnError(f"deletion probability must be in [0, 1], got {self.p}")
+            raise EventsnnError(f"deletion probability must be in [0, 1], got {self.p:g}")
+
+    def __call__(self, ev: Events) -> Events:
         keep = np.random.default_rng(self.seed).random(len(ev.times)) >= self.p
         return _rebuild(ev, ev.sample_index()[keep], ev.times[keep], ev.units[keep])
 
@@ -107,15 +115,17 @@ class Delete:
         return f"delete-{self.p:g}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class RandomizeTiming:
     """Move a fraction ``f`` of each unit's spikes (per sample) to uniform random times; counts are kept."""
     f: float
     seed: int = 0
 
-    def __call__(self, ev: Events) -> Events:
+    def __post_init__(self):
         if not 0.0 <= self.f <= 1.0:
-            raise EventsnnError(f"randomised fraction must be in [0, 1], got {self.f}")
+            raise EventsnnError(f"randomised fraction must be in [0, 1], got {self.f:g}")
+
+    def __call__(self, ev: Events) -> Events:
         rng = np.random.default_rng(self.seed)
         s = ev.sample_index()
         key = s * ev.n_units + ev.units
@@ -131,7 +141,7 @@ class RandomizeTiming:
         return f"randomize-{self.f:g}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class RemoveRate:
     """The paper's rate-removal ("norm") construction, on events.
 

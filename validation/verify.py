@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eventsnn.errors import EventsnnError, atomic_path, sha256_file
+from eventsnn.errors import EventsnnError, atomic_path, dir_lock, remove_stale, sha256_file
+from eventsnn.provenance import provenance
 from eventsnn.runfile import load_run, save_run
 
 from .compare import compare_runs
@@ -85,7 +86,8 @@ def _execute(args) -> str:
                                   inputs=spec.inputs, build_dir=build, workers=split)
         finally:
             shutil.rmtree(build, ignore_errors=True)
-    run.attrs.update({"spec": key, "transform": spec.transform or "none", "name": spec.name})
+    run.attrs.update({"spec": key, "transform": spec.transform or "none", "name": spec.name,
+                      "provenance": provenance()})
     save_run(run, Path(outdir) / "runs" / f"{spec.name}.h5")
     return spec.name
 
@@ -96,9 +98,34 @@ def _worker_init():
 
 def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", target="numpy",
            samples: int | None = None, workers: int = 1, progress: bool = True) -> dict:
+    """Run every (engine, dt, probe) combination, write the run files, the report and the figures.
+
+    Parameters
+    ----------
+    net_path, data_path : path
+        Network file and events file (test samples).
+    outdir : path
+        Report directory: ``runs/*.h5``, ``report.json``, ``report.md``, figures. Resumable: a run file is
+        reused when its recorded spec and the sha256 of network and data match. Locked while in use.
+    dts : sequence of float
+        Step sizes in ms; each must divide the training dt (which is always included).
+    probes : str
+        Comma list of probes (:func:`eventsnn.transforms.parse_probes`).
+    target : str
+        Brian2 target. ``samples``: the first N samples only. ``workers``: processes.
+
+    Returns
+    -------
+    dict
+        The report (also written to ``report.json``).
+
+    Raises
+    ------
+    EventsnnError
+        Bad files or arguments, or another process using ``outdir``.
+    """
     from eventsnn.bridge import load_network
     from eventsnn.datasets import load_any
-    from eventsnn.progress import progress_bar
     from eventsnn.transforms import parse_probes
 
     net = load_network(net_path)
@@ -114,13 +141,21 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
         try:
             grid_ratio(net.dt_ms, d)
         except ValueError as e:
-            raise EventsnnError(str(e)) from None
+            raise EventsnnError(f"--dt: {e}") from None
     transforms = parse_probes(probes) if probes else []
     n = len(events) if samples is None else min(samples, len(events))
     outdir = Path(outdir)
-    (outdir / "runs").mkdir(parents=True, exist_ok=True)
-    for stale in (outdir / "runs").glob(".*.tmp"):  # temporary files of a killed earlier verify
-        stale.unlink(missing_ok=True)
+    with dir_lock(outdir, "this verify directory"):
+        # leftovers of a killed earlier verify: temporary run files and build directories
+        remove_stale(outdir / "runs")
+        shutil.rmtree(outdir / "build", ignore_errors=True)
+        (outdir / "runs").mkdir(parents=True, exist_ok=True)
+        return _verify_locked(net, net_path, data_path, outdir, dts, transforms, target, n, workers, progress)
+
+
+def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, target, n, workers, progress) -> dict:
+    from eventsnn.progress import progress_bar
+
     net_sha, ev_sha = sha256_file(net_path), sha256_file(data_path)
     specs = plan_runs(net.dt_ms, dts, transforms, target)
     todo = []
@@ -150,6 +185,8 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
                 bar.update(1)
     shutil.rmtree(outdir / "build", ignore_errors=True)
     report = build_report(outdir, specs, net, n)
+    report["provenance"] = provenance()
+    report["network_sha256"], report["events_sha256"] = net_sha, ev_sha
     write_report(outdir, report)
     return report
 
