@@ -19,6 +19,8 @@ This module is torch- and brian2-free so that every engine can import it.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 RESETS = ("zero", "subtract")
@@ -93,3 +95,21 @@ def trace_sample_steps(n_train_steps: int, ratio: int) -> np.ndarray:
     step (n+1)*ratio - 1.
     """
     return (np.arange(n_train_steps) + 1) * ratio - 1
+
+
+# ----------------------------------------------------------------------------- continuous time (the event engine)
+
+def evolve(v0: float, I0: float, t: float, tau_mem: float, tau_syn: float):
+    """The exact state ``(v, I)`` a time ``t`` (ms) after ``(v0, I0)``, with no input in between.
+
+    ``I(t) = I0 e^{-t/ts}``, ``v(t) = v0 e^{-t/tm} + I0 k(t)`` with
+    ``k(t) = ts/(ts - tm) (e^{-t/ts} - e^{-t/tm})``, written in the cancellation-free form
+    ``k(t) = e^{-t/tm} expm1(t d) / (d tm)``, ``d = 1/tm - 1/ts`` (equal taus: ``k = t/tm e^{-t/tm}``, its
+    limit). At ``t = dt`` these are the discrete propagators ``a``, ``b``, ``k`` of :func:`propagators`.
+    Plain ``math`` only, so the event engine compiles it with numba.
+    """
+    em = math.exp(-t / tau_mem)
+    d = 1.0 / tau_mem - 1.0 / tau_syn
+    x = t * d
+    kt = em * (t if x == 0.0 else math.expm1(x) / d) / tau_mem
+    return v0 * em + I0 * kt, I0 * math.exp(-t / tau_syn)
