@@ -277,6 +277,13 @@ def cmd_simulate(a):
     events = load_any(a.data)
     if events.n_units != net.n_inputs:
         raise fail(a.data, f"{events.n_units} units but the network {a.network} has {net.n_inputs} inputs")
+    if a.engine == "event":
+        given = [f for f, v in (("--dt", a.dt), ("--delays", a.delays), ("--inputs", a.inputs),
+                                ("--target", a.target), ("--build-dir", a.build_dir)) if v is not None]
+        if given:
+            raise EventsnnError(f"{given[0]}: the event engine is exact (no time step, unrounded delays, every "
+                                "input spike at its time); leave it out")
+    a.delays, a.inputs, a.target = a.delays or "round", a.inputs or "binned", a.target or "numpy"
     dt = a.dt if a.dt is not None else net.dt_ms
     try:
         grid_ratio(net.dt_ms, dt)
@@ -288,20 +295,20 @@ def cmd_simulate(a):
     if a.reverse:
         events = Reverse(a.reverse)(events)
         transform = f"reverse-{a.reverse}"
+    from .bridge.engines import simulate
     progress = not a.json
     if a.engine == "torch":
-        from .bridge.from_torch import simulate_torch
-        run = simulate_torch(net, events, dt_ms=dt, delays=a.delays, inputs=a.inputs, progress=progress,
-                             device=a.device)
+        run = simulate("torch", net, events, dt_ms=dt, delays=a.delays, inputs=a.inputs, progress=progress,
+                       device=a.device)
+    elif a.engine == "event":
+        run = simulate("event", net, events, progress=progress, workers=a.workers)
     else:
         import shutil
-
-        from .bridge.brian2_sim import simulate_brian2
         build = Path(a.build_dir) if a.build_dir else build_dir_for(Path(a.out).resolve().parent)
         try:
-            run = simulate_brian2(net, events, dt_ms=dt, target=a.target, delays=a.delays, inputs=a.inputs,
-                                  build_dir=build, progress=progress, compile_only=a.compile_only,
-                                  exact_math=not a.fast_math, workers=a.workers)
+            run = simulate("brian2", net, events, dt_ms=dt, target=a.target, delays=a.delays, inputs=a.inputs,
+                           build_dir=build, progress=progress, compile_only=a.compile_only,
+                           exact_math=not a.fast_math, workers=a.workers)
         finally:
             if not a.build_dir:
                 shutil.rmtree(build, ignore_errors=True)
@@ -424,6 +431,7 @@ def _add_train_flags(tr):
 
 
 TARGETS = ["numpy", "cython", "cpp_standalone", "cuda_standalone"]
+ENGINE_NAMES = ("torch", "brian2", "event")  # the keys of eventsnn.bridge.engines.ENGINES (kept import-free)
 
 
 class _VersionAction(argparse.Action):
@@ -495,13 +503,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="run a network file on events in torch or Brian2")
     s.add_argument("network", type=Path, metavar="NETWORK", help="network file")
     s.add_argument("--data", required=True, type=Path, help="events file")
-    s.add_argument("--engine", required=True, choices=["torch", "brian2"], help="simulator")
+    s.add_argument("--engine", required=True, choices=list(ENGINE_NAMES),
+                   help="torch / brian2: clock-driven at --dt; event: exact, continuous time (no --dt)")
     s.add_argument("--dt", type=POS_FLOAT, help="step in ms; must divide the training dt (default: the training dt)")
-    s.add_argument("--target", default="numpy", choices=TARGETS, help="Brian2 code generation target")
-    s.add_argument("--delays", default="round", choices=["round", "exact"],
-                   help="round: delays on the training grid; exact: real-valued (rounded to --dt)")
-    s.add_argument("--inputs", default="binned", choices=["binned", "exact"],
-                   help="binned: the binary raster training saw; exact: every spike, at --dt")
+    s.add_argument("--target", choices=TARGETS, help="Brian2 code generation target (default: numpy)")
+    s.add_argument("--delays", choices=["round", "exact"],
+                   help="round: delays on the training grid; exact: real-valued (rounded to --dt) (default: round)")
+    s.add_argument("--inputs", choices=["binned", "exact"],
+                   help="binned: the binary raster training saw; exact: every spike, at --dt (default: binned)")
     s.add_argument("--reverse", choices=["window", "full"], help="time-reverse the inputs first")
     s.add_argument("--samples", type=POS_INT, help="first N samples only (default: all)")
     s.add_argument("--device", default="cpu", help="torch engine device")
@@ -509,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--compile-only", action="store_true", help="standalone targets: generate and compile, do not run")
     s.add_argument("--fast-math", action="store_true", help="Brian2's default -ffast-math -march=native flags")
     s.add_argument("--workers", type=POS_INT, default=1,
-                   help="Brian2: split the samples over this many processes (e.g. the number of cores)")
+                   help="brian2 / event: split the samples over this many processes (e.g. the number of cores)")
     s.add_argument("--out", required=True, type=Path, help="run file to write")
     _common(s)
     s.set_defaults(func=cmd_simulate)

@@ -30,27 +30,31 @@ def match_spikes(a_ms: np.ndarray, b_ms: np.ndarray, tol_ms: float):
 
 def spike_timing(a: LayerSpikes, b: LayerSpikes, tol_ms: float) -> dict:
     """Matched fraction (of a's spikes), missing (in a, not b), extra (in b, not a), |shift| stats."""
-    key_a = a.sample * (1 << 32) + a.unit
-    key_b = b.sample * (1 << 32) + b.unit
-    oa = np.lexsort((a.time_ms, key_a))
-    ob = np.lexsort((b.time_ms, key_b))
-    ka, ta = key_a[oa], a.time_ms[oa]
-    kb, tb = key_b[ob], b.time_ms[ob]
-    shifts = []
-    matched = 0
-    for k in np.union1d(ka, kb):
-        sa = slice(np.searchsorted(ka, k, "left"), np.searchsorted(ka, k, "right"))
-        sb = slice(np.searchsorted(kb, k, "left"), np.searchsorted(kb, k, "right"))
-        ia, ib = match_spikes(ta[sa], tb[sb], tol_ms)
-        matched += len(ia)
-        shifts.append(tb[sb][ib] - ta[sa][ia])
-    shifts = np.abs(np.concatenate(shifts)) if shifts else np.zeros(0)
-    n_a, n_b = len(a.time_ms), len(b.time_ms)
+    shifts, n_a, matched = spike_shift_values(a, b, tol_ms)
+    shifts = np.abs(shifts)
+    n_b = len(b.time_ms)
     return {"tolerance_ms": tol_ms, "n_a": int(n_a), "n_b": int(n_b), "matched": int(matched),
             "matched_fraction": float(matched / n_a) if n_a else (1.0 if n_b == 0 else 0.0),
             "missing": int(n_a - matched), "extra": int(n_b - matched),
             "median_abs_shift_ms": float(np.median(shifts)) if len(shifts) else None,
             "p95_abs_shift_ms": float(np.percentile(shifts, 95)) if len(shifts) else None}
+
+
+def spike_shift_values(a: LayerSpikes, b: LayerSpikes, tol_ms: float):
+    """Signed shifts ``t_b - t_a`` of all spikes matched within ``tol_ms`` (per sample and unit), with the
+    number of spikes in ``a`` and the number matched: ``(shifts, n_a, n_matched)``."""
+    key_a = a.sample * (1 << 32) + a.unit
+    key_b = b.sample * (1 << 32) + b.unit
+    oa, ob = np.lexsort((a.time_ms, key_a)), np.lexsort((b.time_ms, key_b))
+    ka, ta, kb, tb = key_a[oa], a.time_ms[oa], key_b[ob], b.time_ms[ob]
+    out = []
+    for k in np.unique(ka):
+        sa = slice(np.searchsorted(ka, k, "left"), np.searchsorted(ka, k, "right"))
+        sb = slice(np.searchsorted(kb, k, "left"), np.searchsorted(kb, k, "right"))
+        ia, ib = match_spikes(ta[sa], tb[sb], tol_ms)
+        out.append(tb[sb][ib] - ta[sa][ia])
+    shifts = np.concatenate(out) if out else np.zeros(0)
+    return shifts, len(a.time_ms), len(shifts)
 
 
 def exact_mismatch(a: LayerSpikes, b: LayerSpikes) -> int:
