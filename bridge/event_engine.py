@@ -42,7 +42,7 @@ XTOL_MS = 1e-12
 try:
     import numba
 
-    _jit = numba.njit(cache=False, nogil=True)
+    _jit = numba.njit(cache=True, nogil=True)
 except ImportError:  # pragma: no cover - numba is a dependency; the pure-Python path is the same code
     numba = None
 
@@ -53,7 +53,7 @@ _evolve = _jit(evolve)
 
 # event kinds, in the order they are handled at equal times (deliveries before crossings does not matter for
 # v, which is continuous; the order only makes runs reproducible)
-_DELIVER_ALL, _DELIVER_ONE, _REF_END, _CROSS = 0, 1, 2, 3
+_DELIVER_ALL, _DELIVER_ONE, _REF_END, _CROSS, _CHECK = 0, 1, 2, 3, 4
 
 
 @_jit
@@ -96,23 +96,57 @@ def _newton_root(kind, v0, I0, tm, ts, theta, lo, hi):
 
 
 @_jit
-def next_crossing(v0, I0, tm, ts, theta):
-    """Time from now (ms) until ``v`` first reaches ``theta`` with no further input; ``inf`` if never."""
-    if v0 >= theta:
-        return 0.0
-    if I0 <= theta or I0 <= v0:
-        return math.inf  # the maximum of v is at most I, which only decays
+def _time_of_max(v0, I0, tm, ts, theta):
+    """Time of the maximum of v from a state where v rises (I0 > v0): where v = I. Closed form
+    ``ln(-B tm / (A ts)) / (1/ts - 1/tm)`` of the two-exponential form ``A e^{-t/tm} + B e^{-t/ts}`` when the
+    taus are apart; a bracketed Newton iteration on ``I - v`` when they are (nearly) equal."""
+    if abs(ts - tm) > 1e-6 * max(tm, ts):
+        B = I0 * ts / (ts - tm)
+        A = v0 - B
+        r = -B * tm / (A * ts) if A != 0.0 else -1.0
+        if r > 0.0:
+            t = math.log(r) / (1.0 / ts - 1.0 / tm)
+            if t > 0.0:
+                return t
     hi = min(tm, ts)
     for _ in range(200):
         h, _d = _i_minus_v(v0, I0, hi, tm, ts)
         if h <= 0.0:
             break
         hi *= 2.0
-    t_max = _newton_root(1, v0, I0, tm, ts, theta, 0.0, hi)
+    return _newton_root(1, v0, I0, tm, ts, theta, 0.0, hi)
+
+
+@_jit
+def crossing_within(v0, I0, tm, ts, theta, horizon):
+    """When ``v`` first reaches ``theta`` with no further input, deciding only what happens before ``horizon``
+    (the next event anywhere, after which the neuron may be looked at again).
+
+    Returns ``(0, inf)``: never; ``(1, t)``: at time t from now (exact); ``(2, horizon)``: not before the horizon
+    but later unless new input arrives -- look again then. Root finding runs only for crossings before the
+    horizon, so crossings that later input would cancel are never computed.
+    """
+    if v0 >= theta:
+        return 1, 0.0
+    if I0 <= theta or I0 <= v0:
+        return 0, math.inf  # the maximum of v is at most I, which only decays
+    t_max = _time_of_max(v0, I0, tm, ts, theta)
+    if horizon < t_max:  # v rises monotonically up to the horizon
+        f, _d = _v_minus(v0, I0, horizon, tm, ts, theta)
+        if f >= 0.0:
+            return 1, _newton_root(0, v0, I0, tm, ts, theta, 0.0, horizon)
     f, _d = _v_minus(v0, I0, t_max, tm, ts, theta)
     if f < 0.0:
-        return math.inf
-    return _newton_root(0, v0, I0, tm, ts, theta, 0.0, t_max)
+        return 0, math.inf
+    if horizon < t_max:
+        return 2, horizon
+    return 1, _newton_root(0, v0, I0, tm, ts, theta, 0.0, t_max)
+
+
+@_jit
+def next_crossing(v0, I0, tm, ts, theta):
+    """Time from now (ms) until ``v`` first reaches ``theta`` with no further input; ``inf`` if never."""
+    return crossing_within(v0, I0, tm, ts, theta, math.inf)[1]
 
 
 @_jit
@@ -158,18 +192,18 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, tm, ts, theta, tref, 
                 if ref_until[g] < T_end:
                     heapq.heappush(heap, (ref_until[g], _REF_END, layer, 0, tgt, version[g]))
             else:
-                _schedule(heap, g, layer, tgt, t, v, I, tm, ts, theta, version, T_end)
+                _schedule(heap, g, layer, tgt, t, v, I, tm, ts, theta, version, T_end, ff_w, ff_w_off, sizes)
             # this spike travels to the next layer and, through recurrent weights, to this one
             if layer + 1 < L:
                 _push_spike(heap, t, layer + 1, tgt, T_end, ff_kind, ff_d, ff_d_off, sizes, n_in, False)
             if rec_kind[layer] >= 0:
                 _push_spike(heap, t, layer, tgt, T_end, rec_kind, rec_d, rec_d_off, sizes, n_in, True)
-        elif kind == _REF_END:
+        elif kind == _REF_END or kind == _CHECK:
             g = offsets[layer] + tgt
             if ver != version[g]:
                 continue
             _advance(g, t, v, I, t_last, ref_until, tm, ts)
-            _schedule(heap, g, layer, tgt, t, v, I, tm, ts, theta, version, T_end)
+            _schedule(heap, g, layer, tgt, t, v, I, tm, ts, theta, version, T_end, ff_w, ff_w_off, sizes)
         else:
             # a delivery of presynaptic neuron `src` (of layer-1, or of this layer when recurrent: ver == 1)
             N = sizes[layer]
@@ -186,7 +220,7 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, tm, ts, theta, tref, 
                 I[g] += w
                 if spiking[layer] and t >= ref_until[g]:
                     version[g] += 1
-                    _schedule(heap, g, layer, i, t, v, I, tm, ts, theta, version, T_end)
+                    _schedule(heap, g, layer, i, t, v, I, tm, ts, theta, version, T_end, ff_w, ff_w_off, sizes)
     while next_sample < len(sample_t):
         _sample(trace, next_sample, sample_t[next_sample], offsets[L - 1], n_out, v, I, t_last, tm, ts)
         next_sample += 1
@@ -212,10 +246,21 @@ def _advance(g, t, v, I, t_last, ref_until, tm, ts):
 
 
 @_jit
-def _schedule(heap, g, layer, i, t, v, I, tm, ts, theta, version, T_end):
-    dt = next_crossing(v[g], I[g], tm[g], ts[g], theta[g])
-    if t + dt < T_end:
-        heapq.heappush(heap, (t + dt, _CROSS, layer, 0, i, version[g]))
+def _schedule(heap, g, layer, i, t, v, I, tm, ts, theta, version, T_end, ff_w, ff_w_off, sizes):
+    """Queue neuron g's next threshold crossing, or a look at it when the next event leaves it unchanged."""
+    t_next = heap[0][0] if len(heap) > 0 else T_end
+    # with no later event to look again at (the next one is now), decide completely now
+    horizon = min(t_next, T_end) - t if t_next > t else math.inf
+    status, dt = crossing_within(v[g], I[g], tm[g], ts[g], theta[g], horizon)
+    if status == 1:
+        if t + dt < T_end:
+            heapq.heappush(heap, (t + dt, _CROSS, layer, 0, i, version[g]))
+    elif status == 2 and t_next < T_end:
+        top = heap[0]
+        if top[1] == _DELIVER_ALL and top[2] == layer and top[5] == 0 and \
+                ff_w[ff_w_off[layer] + top[3] * sizes[layer] + i] != 0.0:
+            return  # the next event is a feed-forward delivery to this neuron: it will look again
+        heapq.heappush(heap, (t_next, _CHECK, layer, 0, i, version[g]))
 
 
 @_jit
