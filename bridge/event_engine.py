@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from eventsnn.contract import evolve, readout_scores
+from eventsnn.contract import evolve_rates, readout_scores
 from eventsnn.errors import EventsnnError
 from eventsnn.events import n_steps
 from eventsnn.runfile import LayerSpikes, RunResult
@@ -49,7 +49,12 @@ except ImportError:  # pragma: no cover - numba is a dependency; the pure-Python
     def _jit(f):
         return f
 
-_evolve = _jit(evolve)
+_evolve_rates = _jit(evolve_rates)
+
+
+@_jit
+def _evolve(v0, I0, t, tm, ts):
+    return _evolve_rates(v0, I0, t, 1.0 / tm, 1.0 / ts)
 
 # event kinds, in the order they are handled at equal times (deliveries before crossings does not matter for
 # v, which is continuous; the order only makes runs reproducible)
@@ -150,12 +155,15 @@ def next_crossing(v0, I0, tm, ts, theta):
 
 
 @_jit
-def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, tm, ts, theta, tref, spiking, subtract,
-                     ff_w, ff_w_off, ff_kind, ff_d, ff_d_off, rec_kind, rec_w, rec_w_off, rec_d, rec_d_off,
+def _simulate_sample(arr_t, arr_kind, arr_j, arr_i, T_end, sample_t, offsets, tm, ts, theta, tref, spiking,
+                     subtract, ff_w, ff_w_off, ff_kind, ff_d, ff_d_off, rec_kind, rec_w, rec_w_off, rec_d, rec_d_off,
                      sizes, n_in):
-    """One sample. Returns (spike layer, unit, time) arrays and the readout trace [len(sample_t), N_out]."""
+    """One sample. ``arr_*``: the input spikes' arrivals at the first layer, sorted (time, kind, source,
+    target) -- known in advance, so they need no queue and tell the first layer its next input exactly.
+    Returns (spike layer, unit, time) arrays and the readout trace [len(sample_t), N_out]."""
     L = len(sizes)
     G = offsets[L]
+    inv_tm, inv_ts = 1.0 / tm, 1.0 / ts
     v = np.zeros(G)
     I = np.zeros(G)
     t_last = np.zeros(G)
@@ -166,13 +174,18 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, tm, ts, theta, tref, 
     n_out = sizes[L - 1]
     trace = np.zeros((len(sample_t), n_out))
     next_sample = 0
-    # heap entries: (time, kind, layer, source index, target index, version)
+    n_arr = len(arr_t)
+    nxt = np.zeros(1, np.int64)  # position of the next input arrival (an array so helpers can read it)
+    # heap entries: (time, kind, layer, source index, target index, version or recurrent tag)
     heap = [(0.0, 0, 0, 0, 0, 0)]
     heap.pop()
-    for k in range(len(in_t)):
-        _push_spike(heap, in_t[k], 0, in_u[k], T_end, ff_kind, ff_d, ff_d_off, sizes, n_in, False)
-    while len(heap) > 0:
-        t, kind, layer, src, tgt, ver = heapq.heappop(heap)
+    while len(heap) > 0 or nxt[0] < n_arr:
+        p = nxt[0]
+        if p < n_arr and (len(heap) == 0 or (arr_t[p], arr_kind[p], 0, arr_j[p], arr_i[p], 0) < heap[0]):
+            t, kind, layer, src, tgt, ver = arr_t[p], arr_kind[p], 0, arr_j[p], arr_i[p], 0
+            nxt[0] = p + 1
+        else:
+            t, kind, layer, src, tgt, ver = heapq.heappop(heap)
         # readout samples due before this event (v is continuous: deliveries at t do not change v(t))
         while next_sample < len(sample_t) and sample_t[next_sample] <= t:
             _sample(trace, next_sample, sample_t[next_sample], offsets[L - 1], n_out, v, I, t_last, tm, ts)
@@ -181,7 +194,7 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, tm, ts, theta, tref, 
             g = offsets[layer] + tgt
             if ver != version[g]:
                 continue
-            _advance(g, t, v, I, t_last, ref_until, tm, ts)
+            _advance(g, t, v, I, t_last, ref_until, inv_tm, inv_ts)
             out_l.append(layer)
             out_u.append(tgt)
             out_t.append(t)
@@ -192,7 +205,7 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, tm, ts, theta, tref, 
                 if ref_until[g] < T_end:
                     heapq.heappush(heap, (ref_until[g], _REF_END, layer, 0, tgt, version[g]))
             else:
-                _schedule(heap, g, layer, tgt, t, v, I, tm, ts, theta, version, T_end, ff_w, ff_w_off, sizes)
+                _schedule(heap, g, layer, tgt, t, v, I, tm, ts, theta, version, T_end, ff_w, ff_w_off, sizes, arr_t, arr_kind, arr_j, arr_i, nxt, rec_kind)
             # this spike travels to the next layer and, through recurrent weights, to this one
             if layer + 1 < L:
                 _push_spike(heap, t, layer + 1, tgt, T_end, ff_kind, ff_d, ff_d_off, sizes, n_in, False)
@@ -202,8 +215,8 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, tm, ts, theta, tref, 
             g = offsets[layer] + tgt
             if ver != version[g]:
                 continue
-            _advance(g, t, v, I, t_last, ref_until, tm, ts)
-            _schedule(heap, g, layer, tgt, t, v, I, tm, ts, theta, version, T_end, ff_w, ff_w_off, sizes)
+            _advance(g, t, v, I, t_last, ref_until, inv_tm, inv_ts)
+            _schedule(heap, g, layer, tgt, t, v, I, tm, ts, theta, version, T_end, ff_w, ff_w_off, sizes, arr_t, arr_kind, arr_j, arr_i, nxt, rec_kind)
         else:
             # a delivery of presynaptic neuron `src` (of layer-1, or of this layer when recurrent: ver == 1)
             N = sizes[layer]
@@ -216,11 +229,11 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, tm, ts, theta, tref, 
                     w = ff_w[ff_w_off[layer] + src * N + i]
                 if w == 0.0:
                     continue
-                _advance(g, t, v, I, t_last, ref_until, tm, ts)
+                _advance(g, t, v, I, t_last, ref_until, inv_tm, inv_ts)
                 I[g] += w
                 if spiking[layer] and t >= ref_until[g]:
                     version[g] += 1
-                    _schedule(heap, g, layer, i, t, v, I, tm, ts, theta, version, T_end, ff_w, ff_w_off, sizes)
+                    _schedule(heap, g, layer, i, t, v, I, tm, ts, theta, version, T_end, ff_w, ff_w_off, sizes, arr_t, arr_kind, arr_j, arr_i, nxt, rec_kind)
     while next_sample < len(sample_t):
         _sample(trace, next_sample, sample_t[next_sample], offsets[L - 1], n_out, v, I, t_last, tm, ts)
         next_sample += 1
@@ -228,27 +241,37 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, tm, ts, theta, tref, 
 
 
 @_jit
-def _advance(g, t, v, I, t_last, ref_until, tm, ts):
+def _advance(g, t, v, I, t_last, ref_until, inv_tm, inv_ts):
     """Bring neuron g's state to time t (v held while refractory, I decaying all along)."""
     dt = t - t_last[g]
     if dt <= 0.0:
         return
     if t_last[g] < ref_until[g]:
         held = min(t, ref_until[g]) - t_last[g]
-        I[g] *= math.exp(-held / ts[g])
+        I[g] *= math.exp(-held * inv_ts[g])
         t_last[g] += held
         dt = t - t_last[g]
         if dt <= 0.0:
             t_last[g] = t
             return
-    v[g], I[g] = _evolve(v[g], I[g], dt, tm[g], ts[g])
+    v[g], I[g] = _evolve_rates(v[g], I[g], dt, inv_tm[g], inv_ts[g])
     t_last[g] = t
 
 
 @_jit
-def _schedule(heap, g, layer, i, t, v, I, tm, ts, theta, version, T_end, ff_w, ff_w_off, sizes):
-    """Queue neuron g's next threshold crossing, or a look at it when the next event leaves it unchanged."""
-    t_next = heap[0][0] if len(heap) > 0 else T_end
+def _schedule(heap, g, layer, i, t, v, I, tm, ts, theta, version, T_end, ff_w, ff_w_off, sizes,
+              arr_t, arr_kind, arr_j, arr_i, nxt, rec_kind):
+    """Queue neuron g's next threshold crossing, or a look at it at its horizon: the next event that can change
+    it. For the first layer without recurrence that is its next input arrival; otherwise the next event of
+    any kind (a safe, earlier bound)."""
+    p = nxt[0]
+    first = layer == 0 and rec_kind[0] < 0
+    if first:
+        t_next = arr_t[p] if p < len(arr_t) else T_end
+    else:
+        t_next = heap[0][0] if len(heap) > 0 else T_end
+        if p < len(arr_t) and arr_t[p] < t_next:
+            t_next = arr_t[p]
     # with no later event to look again at (the next one is now), decide completely now
     horizon = min(t_next, T_end) - t if t_next > t else math.inf
     status, dt = crossing_within(v[g], I[g], tm[g], ts[g], theta[g], horizon)
@@ -256,10 +279,8 @@ def _schedule(heap, g, layer, i, t, v, I, tm, ts, theta, version, T_end, ff_w, f
         if t + dt < T_end:
             heapq.heappush(heap, (t + dt, _CROSS, layer, 0, i, version[g]))
     elif status == 2 and t_next < T_end:
-        top = heap[0]
-        if top[1] == _DELIVER_ALL and top[2] == layer and top[5] == 0 and \
-                ff_w[ff_w_off[layer] + top[3] * sizes[layer] + i] != 0.0:
-            return  # the next event is a feed-forward delivery to this neuron: it will look again
+        if first and arr_kind[p] == _DELIVER_ALL and ff_w[ff_w_off[0] + arr_j[p] * sizes[0] + i] != 0.0:
+            return  # the next event is an input delivery to this neuron: it will look again then
         heapq.heappush(heap, (t_next, _CHECK, layer, 0, i, version[g]))
 
 
@@ -322,6 +343,28 @@ def _flatten(net: Network):
             rec_kind, rec_w, rec_w_off, rec_d, rec_d_off, sizes, np.int64(net.n_inputs))
 
 
+def input_arrivals(net: Network, t_ms: np.ndarray, units: np.ndarray, T_end: float):
+    """When each input spike reaches the first layer, sorted like the queue orders events: ``(time, kind,
+    source, target)``; one arrival per spike (``target`` -1, all neurons) without or with axonal delays, one per
+    synapse with synaptic delays. Arrivals at or after the end of the sample are dropped."""
+    L0 = net.layers[0]
+    if L0.delay_kind == "synaptic":
+        N = L0.size
+        at = (t_ms[:, None] + L0.ff_delay_ms[units, :]).ravel()
+        kind = np.full(at.shape, _DELIVER_ONE, np.int64)
+        j = np.repeat(units, N)
+        i = np.tile(np.arange(N, dtype=np.int64), len(units))
+    else:
+        at = t_ms + (0.0 if L0.ff_delay_ms is None else L0.ff_delay_ms[units])
+        kind = np.full(at.shape, _DELIVER_ALL, np.int64)
+        j = units.astype(np.int64)
+        i = np.zeros(len(units), np.int64)
+    keep = at < T_end
+    at, kind, j, i = at[keep], kind[keep], j[keep], i[keep]
+    order = np.lexsort((i, j, kind, at))
+    return at[order], kind[order], j[order], i[order]
+
+
 def simulate_event(net: Network, events, indices=None, *, progress: bool = False, workers: int = 1) -> RunResult:
     """Simulate ``events[indices]`` exactly, in continuous time.
 
@@ -370,10 +413,8 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
     with progress_bar(total=len(indices), desc="event engine", disable=not progress) as bar:
         for pos, s in enumerate(indices):
             t, u = events.sample(int(s))
-            t_ms = np.asarray(t, np.float64) * 1e3
-            order = np.argsort(t_ms, kind="stable")
-            lay, unit, tt, tr = _simulate_sample(t_ms[order], np.asarray(u, np.int64)[order], T_end, sample_t,
-                                                 *flat)
+            arrivals = input_arrivals(net, np.asarray(t, np.float64) * 1e3, np.asarray(u, np.int64), T_end)
+            lay, unit, tt, tr = _simulate_sample(*arrivals, T_end, sample_t, *flat)
             trace[pos] = tr
             for li in range(n_hidden):
                 m = lay == li

@@ -108,8 +108,13 @@ def evolve(v0: float, I0: float, t: float, tau_mem: float, tau_syn: float):
     limit). At ``t = dt`` these are the discrete propagators ``a``, ``b``, ``k`` of :func:`propagators`.
     Plain ``math`` only, so the event engine compiles it with numba.
     """
-    em = math.exp(-t / tau_mem)
-    d = 1.0 / tau_mem - 1.0 / tau_syn
+    return evolve_rates(v0, I0, t, 1.0 / tau_mem, 1.0 / tau_syn)
+
+
+def evolve_rates(v0: float, I0: float, t: float, inv_tau_mem: float, inv_tau_syn: float):
+    """:func:`evolve` with the reciprocal time constants given (the event engine precomputes them)."""
+    em = math.exp(-t * inv_tau_mem)
+    d = inv_tau_mem - inv_tau_syn
     x = t * d
-    kt = em * (t if x == 0.0 else math.expm1(x) / d) / tau_mem
-    return v0 * em + I0 * kt, I0 * math.exp(-t / tau_syn)
+    kt = em * (t if x == 0.0 else math.expm1(x) / d) * inv_tau_mem
+    return v0 * em + I0 * kt, I0 * math.exp(-t * inv_tau_syn)
