@@ -364,29 +364,13 @@ def _simulate_part(args):
 
 
 def _simulate_in_workers(net, events, indices, workers, build_dir, progress, kw) -> RunResult:
-    """``simulate_brian2`` over consecutive sample chunks in ``workers`` spawned processes."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    """``simulate_brian2`` over consecutive sample chunks in ``workers`` spawned processes (own build dirs)."""
+    from eventsnn.parallel import run_sample_chunks
 
-    from eventsnn.progress import progress_bar
-    from eventsnn.runfile import concat_runs
-
-    chunks = [c for c in np.array_split(indices, workers) if len(c)]
-    jobs = [(net, events.subset(c), build_dir / f"part{i}", kw) for i, c in enumerate(chunks)]
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn")) as ex, \
-            progress_bar(total=len(jobs), desc=f"brian2 {kw['target']} dt={kw['dt_ms']:g}ms parts",
-                         disable=not progress) as bar:
-        futures = [ex.submit(_simulate_part, j) for j in jobs]
-        parts = []
-        for f in futures:
-            parts.append(f.result())
-            bar.update(1)
-    run = concat_runs(parts)
-    run.sample_index = indices.copy()
-    run.labels = events.labels[indices].copy()
+    run = run_sample_chunks(_simulate_part, lambda i, ev: (net, ev, build_dir / f"part{i}", kw), events, indices,
+                            workers, f"brian2 {kw['target']} dt={kw['dt_ms']:g}ms parts", progress)
     run.attrs["wall_s"] = time.perf_counter() - t0
-    run.attrs["workers"] = len(jobs)
     return run
 
 

@@ -441,22 +441,6 @@ def _part(args):
 
 
 def _in_workers(net, events, indices, workers, progress) -> RunResult:
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    from eventsnn.progress import progress_bar
-    from eventsnn.runfile import concat_runs
-
-    chunks = [c for c in np.array_split(indices, workers) if len(c)]
-    with ProcessPoolExecutor(len(chunks), mp_context=mp.get_context("spawn")) as ex, \
-            progress_bar(total=len(chunks), desc="event engine parts", disable=not progress) as bar:
-        futures = [ex.submit(_part, (net, events.subset(c))) for c in chunks]
-        parts = []
-        for f in futures:
-            parts.append(f.result())
-            bar.update(1)
-    run = concat_runs(parts)
-    run.sample_index = indices.copy()
-    run.labels = events.labels[indices].copy()
-    run.attrs["workers"] = len(chunks)
-    return run
+    from eventsnn.parallel import run_sample_chunks
+    return run_sample_chunks(_part, lambda i, ev: (net, ev), events, indices, workers, "event engine parts",
+                             progress)

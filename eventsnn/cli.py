@@ -600,10 +600,7 @@ def main(argv=None) -> int:
         print(f"eventsnn: {msg}", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # the reader went away (e.g. `eventsnn data info F | head`): stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 141
+        return _quiet_broken_pipe()
     except MemoryError:
         if debug:
             raise
@@ -617,10 +614,15 @@ def main(argv=None) -> int:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 141
+        return _quiet_broken_pipe()
     return 0
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader went away (``eventsnn data info F | head``): stop quietly, as ``yes | head`` does."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("script,keys", [
     ("train_throughput.py", {"samples_per_s", "baseline_samples_per_s", "device"}),
     ("verify_throughput.py", {"samples_per_s", "baseline_samples_per_s", "dt_ms", "target"}),
+    ("event_throughput.py", {"samples_per_s", "baseline_samples_per_s", "event_s_per_sample", "brian2_s_per_sample",
+                             "brian2_matched_within_0.1ms"}),
 ])
 def test_benchmark_prints_json(script, keys):
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--small", "--json"], capture_output=True,
