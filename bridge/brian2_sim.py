@@ -166,8 +166,11 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
     ``workers`` > 1: the samples are cut into that many consecutive chunks, each simulated by its own process
     with its own build directory, and the parts joined (identical to one process: samples never interact).
     """
+    import logging
+
     import brian2 as b2
 
+    logging.captureWarnings(False)  # brian2 routes Python warnings into its log on import; give them back
     if target not in TARGETS:
         raise EventsnnError(f"unknown Brian2 target {target!r}; choose one of {', '.join(TARGETS)}")
     if target == "cuda_standalone" and (why := cuda_toolchain_problem()):

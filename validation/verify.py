@@ -69,7 +69,15 @@ def plan_runs(train_dt: float, dts: list[float], transforms: list, target: str, 
 
 def _execute(args) -> str:
     """Run one spec (in this or a worker process) and write its run file; return the name."""
-    spec, net_path, data_path, n_samples, outdir, key, split = args
+    import warnings
+
+    from eventsnn.events import EventsnnWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EventsnnWarning)  # input merges are reported once, by verify itself
+        return _execute_run(*args)
+
+
+def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> str:
     from eventsnn.bridge import load_network
     from eventsnn.bridge.engines import simulate
     from eventsnn.datasets import load_any
@@ -152,16 +160,21 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
             raise EventsnnError(f"--dt: {e}") from None
     transforms = parse_probes(probes) if probes else []
     n = len(events) if samples is None else min(samples, len(events))
+    from eventsnn.events import bin_events, warn_merged
+    merged = bin_events(events, net.dt_ms, np.arange(n)).binary()
+    warn_merged(merged.merged, merged.n_spikes, net.dt_ms, "input (the training-dt runs)")
     outdir = Path(outdir)
     with dir_lock(outdir, "this verify directory"):
         # leftovers of a killed earlier verify: temporary run files and build directories
         remove_stale(outdir / "runs")
         shutil.rmtree(outdir / "build", ignore_errors=True)
         (outdir / "runs").mkdir(parents=True, exist_ok=True)
-        return _verify_locked(net, net_path, data_path, outdir, dts, transforms, target, n, workers, progress)
+        return _verify_locked(net, net_path, data_path, outdir, dts, transforms, target, n, workers, progress,
+                              merged.merged)
 
 
-def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, target, n, workers, progress) -> dict:
+def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, target, n, workers, progress,
+                   merged_at_train_dt: int) -> dict:
     from eventsnn.progress import progress_bar
 
     net_sha, ev_sha = sha256_file(net_path), sha256_file(data_path)
@@ -196,6 +209,7 @@ def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, targ
     report["provenance"] = provenance()
     report["network_sha256"], report["events_sha256"] = net_sha, ev_sha
     report["network"] = Path(net_path).name
+    report["input_spikes_merged_at_train_dt"] = int(merged_at_train_dt)
     write_report(outdir, report)
     return report
 
