@@ -192,7 +192,7 @@ def _train_flag(name: str) -> str:
 
 
 def cmd_train(a):
-    from .train import TrainConfig, train
+    from .training import TrainConfig, train
 
     fields = TrainConfig.model_fields
     given = {k: getattr(a, k) for k in fields if getattr(a, k, None) is not None}
@@ -237,7 +237,7 @@ def cmd_export(a):
     from .bridge import save_network
     from .bridge.from_torch import network_from_model
     from .provenance import provenance
-    from .train import load_checkpoint, load_trained_model
+    from .training import load_checkpoint, load_trained_model
 
     check_input(a.rundir, "RUNDIR", kind="dir")
     check_output(a.out, inputs=[a.rundir])
@@ -271,7 +271,7 @@ def cmd_simulate(a):
     if a.build_dir:
         check_output(a.build_dir, "--build-dir", inputs=[a.network, a.data], kind="dir")
     if a.engine == "torch":
-        from .train import pick_device
+        from .training import pick_device
         pick_device(a.device)
     net = load_network(a.network)
     events = load_any(a.data)
@@ -405,10 +405,10 @@ def _common(q):
 
 
 def _add_train_flags(tr):
-    """The training flags, generated from the one schema (:class:`eventsnn.train.TrainConfig`)."""
+    """The training flags, generated from the one schema (:class:`eventsnn.training.TrainConfig`)."""
     import typing
 
-    from .train import TrainConfig
+    from .training import TrainConfig
 
     for name, f in TrainConfig.model_fields.items():
         flag = _train_flag(name)

@@ -11,7 +11,7 @@ from eventsnn.bridge.from_torch import simulate_torch
 from eventsnn.datasets import make_polychrony
 from eventsnn.events import Events, load_events, save_events
 from eventsnn.snn import LIFLayer, delayed_current, spike_fn, surrogate_derivative
-from eventsnn.train import TrainConfig, load_trained_model, train
+from eventsnn.training import TrainConfig, load_trained_model, train
 from tests.conftest import run_cli
 
 

@@ -30,6 +30,28 @@ def test_match_spikes_hand_made():
     assert len(ia) == 1
 
 
+def test_match_spikes_is_optimal_where_a_greedy_walk_is_not():
+    # greedy in time order pairs 1.0 with 0.2 (0.8 ms); the optimum pairs it with 1.1 (0.1 ms)
+    ia, ib = match_spikes(np.array([1.0]), np.array([0.2, 1.1]), 1.0)
+    assert ia.tolist() == [0] and ib.tolist() == [1]
+    # most pairs first, then the smallest total shift, on random trains against brute force
+    import itertools
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a, b = np.sort(rng.uniform(0, 5, rng.integers(1, 5))), np.sort(rng.uniform(0, 5, rng.integers(1, 5)))
+        ia, ib = match_spikes(a, b, 1.0)
+        best = (0, 0.0)
+        for k in range(min(len(a), len(b)), 0, -1):
+            costs = [sum(abs(a[i] - b[j]) for i, j in zip(sa, sb))
+                     for sa in itertools.combinations(range(len(a)), k) for sb in itertools.permutations(range(len(b)), k)
+                     if all(abs(a[i] - b[j]) <= 1.0 for i, j in zip(sa, sb))]
+            if costs:
+                best = (k, min(costs))
+                break
+        assert len(ia) == best[0]
+        assert np.abs(a[ia] - b[ib]).sum() == pytest.approx(best[1], abs=1e-9)
+
+
 def _layer(sample, unit, time_ms, dt):
     time_ms = np.asarray(time_ms, float)
     return LayerSpikes(np.asarray(sample), np.asarray(unit), np.round(time_ms / dt).astype(int), time_ms)
@@ -94,7 +116,7 @@ def test_verify_report_schema_and_accuracy_recomputed(verify_inputs, tmp_path):
     rep = json.loads(p.stdout)
     assert rep["n_samples"] == 6 and rep["train_dt_ms"] == 1.0
     names = {r["name"] for r in rep["runs"]}
-    assert len(rep["runs"]) == 12 and "brian2-dt0.25-reverse-window" in names
+    assert len(rep["runs"]) == 15 and "brian2-dt0.25-reverse-window" in names and "event-reverse-full" in names
     for r in rep["runs"]:
         assert RUN_KEYS <= set(r)
         run = load_run(out / r["file"])
@@ -125,7 +147,7 @@ def test_verify_interrupted_then_rerun_reuses_complete_runs(verify_inputs, tmp_p
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = sorted((out / "runs").glob("*.h5"))
-    assert 3 <= len(done) < 12, "verify was not interrupted mid-way"
+    assert 3 <= len(done) < 15, "verify was not interrupted mid-way"
     assert not (out / "report.json").exists()
     for f in done:  # every run file present is complete
         load_run(f)
@@ -138,7 +160,7 @@ def test_verify_interrupted_then_rerun_reuses_complete_runs(verify_inputs, tmp_p
     for f in done:
         assert f.stat().st_mtime_ns == mtimes[f.name], f"{f.name} was recomputed instead of reused"
     assert load_run(bogus).engine == "brian2"
-    assert len(json.loads(p.stdout)["runs"]) == 12
+    assert len(json.loads(p.stdout)["runs"]) == 15
     assert not list((out / "runs").glob(".*.tmp"))
 
 
@@ -161,13 +183,15 @@ def test_demo_quick_end_to_end(tmp_path):
 
 
 def test_verify_workers_split_samples_when_runs_are_few(verify_inputs, tmp_path):
-    """Two runs, three workers: each Brian2 run's samples are split over three processes, still exact."""
+    """Three runs (exact, torch, Brian2), four workers: each run's samples are split over four processes."""
     netf, evf = verify_inputs
     out = tmp_path / "rep"
-    p = run_cli("verify", netf, "--data", evf, "--dt", "1", "--probes", "", "--workers", "3", "--out", out, "--json")
+    p = run_cli("verify", netf, "--data", evf, "--dt", "1", "--probes", "", "--workers", "4", "--out", out, "--json")
     assert p.returncode == 0, p.stderr
     runs = {r["name"]: r for r in json.loads(p.stdout)["runs"]}
     b = runs["brian2-dt1-none"]
     assert b["spike_mismatch"] == 0 and b["agreement_with_torch"] == 1.0
     run = load_run(out / b["file"])
-    assert run.attrs["workers"] == 3 and run.sample_index.tolist() == list(range(6))
+    assert run.attrs["workers"] == 4 and run.sample_index.tolist() == list(range(6))
+    ev = load_run(out / runs["event-none"]["file"])
+    assert ev.attrs["workers"] == 4 and ev.engine == "event"

@@ -8,24 +8,48 @@ from eventsnn.runfile import LayerSpikes, RunResult
 
 
 def match_spikes(a_ms: np.ndarray, b_ms: np.ndarray, tol_ms: float):
-    """Greedy one-to-one matching of two sorted spike trains of one unit, in time order.
+    """Optimal one-to-one matching of two sorted spike trains of one unit.
 
-    Walk both trains; a pair closer than ``tol_ms`` (inclusive) is matched and both advance;
-    otherwise the earlier spike is unmatched. Returns ``(matched_a_idx, matched_b_idx)``.
+    Among the pairings of spikes at most ``tol_ms`` apart (inclusive), the one with the most pairs and, among
+    those, the smallest total absolute shift (:func:`scipy.optimize.linear_sum_assignment` on each cluster of
+    spikes whose neighbours lie within the tolerance; clusters are independent). A greedy walk in time order
+    can pair a spike with an early neighbour and leave a closer one unmatched, inflating the shift statistics.
+    Returns ``(matched_a_idx, matched_b_idx)``, sorted by ``a``.
     """
-    i = j = 0
+    from scipy.optimize import linear_sum_assignment
+
+    a_ms, b_ms = np.asarray(a_ms, float), np.asarray(b_ms, float)
+    if not len(a_ms) or not len(b_ms):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    tol = tol_ms + 1e-12
+    t = np.concatenate([a_ms, b_ms])
+    is_b = np.r_[np.zeros(len(a_ms), bool), np.ones(len(b_ms), bool)]
+    idx = np.r_[np.arange(len(a_ms)), np.arange(len(b_ms))]
+    order = np.argsort(t, kind="stable")
+    t, is_b, idx = t[order], is_b[order], idx[order]
+    cuts = np.flatnonzero(np.diff(t) > tol) + 1
     ma, mb = [], []
-    while i < len(a_ms) and j < len(b_ms):
-        if abs(a_ms[i] - b_ms[j]) <= tol_ms + 1e-12:
-            ma.append(i)
-            mb.append(j)
-            i += 1
-            j += 1
-        elif a_ms[i] < b_ms[j]:
-            i += 1
-        else:
-            j += 1
-    return np.asarray(ma, dtype=np.int64), np.asarray(mb, dtype=np.int64)
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(t)]):
+        ia, ib = idx[lo:hi][~is_b[lo:hi]], idx[lo:hi][is_b[lo:hi]]
+        if not len(ia) or not len(ib):
+            continue
+        D = np.abs(a_ms[ia][:, None] - b_ms[ib][None, :])
+        ok = D <= tol
+        if len(ia) == 1 or len(ib) == 1:  # one spike on a side: the nearest partner
+            k = np.argmin(np.where(ok, D, np.inf))
+            r, c = np.unravel_index(k, D.shape)
+            if ok[r, c]:
+                ma.append(ia[r])
+                mb.append(ib[c])
+            continue
+        big = tol * (min(len(ia), len(ib)) + 1) + 1.0  # any extra pair outweighs every shift
+        r, c = linear_sum_assignment(np.where(ok, D - big, 0.0))
+        keep = ok[r, c]
+        ma.extend(ia[r[keep]])
+        mb.extend(ib[c[keep]])
+    ma, mb = np.asarray(ma, np.int64), np.asarray(mb, np.int64)
+    o = np.argsort(ma, kind="stable")
+    return ma[o], mb[o]
 
 
 def spike_timing(a: LayerSpikes, b: LayerSpikes, tol_ms: float) -> dict:

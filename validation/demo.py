@@ -23,7 +23,7 @@ def run_demo(outdir, quick: bool = False, target: str = "numpy", workers: int = 
     from eventsnn.bridge.from_torch import network_from_model
     from eventsnn.datasets import make_polychrony
     from eventsnn.events import save_events
-    from eventsnn.train import TrainConfig, load_trained_model, train
+    from eventsnn.training import TrainConfig, load_trained_model, train
 
     from .verify import verify
 

@@ -162,10 +162,10 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
     n = len(events) if samples is None else min(samples, len(events))
     from eventsnn.events import bin_events, warn_merged
     merged = bin_events(events, net.dt_ms, np.arange(n)).binary()
-    warn_merged(merged.merged, merged.n_spikes, net.dt_ms, "input (the training-dt runs)")
     outdir = Path(outdir)
     with dir_lock(outdir, "this verify directory"):
         # leftovers of a killed earlier verify: temporary run files and build directories
+        warn_merged(merged.merged, merged.n_spikes, net.dt_ms, "input")
         remove_stale(outdir / "runs")
         shutil.rmtree(outdir / "build", ignore_errors=True)
         (outdir / "runs").mkdir(parents=True, exist_ok=True)

@@ -250,21 +250,26 @@ def load_checkpoint(path) -> dict:
         raise fail(path, f"corrupt checkpoint ({type(e).__name__})") from None
 
 
-def _load_data(cfg: TrainConfig, data_source=None):
-    """Training and test events, checked against each other and against the settings (before any work)."""
+def _load_data(cfg: TrainConfig, events: Events | None = None, test: Events | None = None):
+    """Training and test events (from the config's files unless given), checked against each other and
+    against the settings, before any work."""
     from .datasets import load_any, split_indices
 
-    events = load_any(cfg.data)
+    if events is None:
+        if not cfg.data:
+            raise EventsnnError("--data: required (the training events file)")
+        events = load_any(cfg.data)
     if events.n_classes < 2:
-        raise fail(cfg.data, f"needs at least 2 classes, found {events.n_classes}")
+        raise fail(cfg.data or "training events", f"needs at least 2 classes, found {events.n_classes}")
     tr_idx, val_idx = split_indices(len(events), cfg.val_fraction, cfg.seed)
     if len(tr_idx) == 0:
         raise fail(cfg.data, "no training samples left after the validation split")
-    test = load_any(cfg.test_data) if cfg.test_data else None
+    if test is None and cfg.test_data:
+        test = load_any(cfg.test_data)
     if test is not None and (test.n_units != events.n_units or test.n_classes > events.n_classes):
-        raise fail(cfg.test_data, f"test data has {test.n_units} units/{test.n_classes} classes, training data "
-                                  f"{events.n_units}/{events.n_classes}")
-    check_fits(cfg, events, data_source or cfg.data)
+        raise fail(cfg.test_data or "test events", f"test data has {test.n_units} units/{test.n_classes} classes, "
+                                                   f"training data {events.n_units}/{events.n_classes}")
+    check_fits(cfg, events, cfg.data or "the training events")
     return events, tr_idx, val_idx, test
 
 
@@ -284,7 +289,8 @@ def _resume_config(ckpt: dict, ckpt_path, epochs: int | None, device: str | None
 
 
 def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True, max_epochs_this_call=None,
-          epochs: int | None = None, device: str | None = None) -> dict:
+          epochs: int | None = None, device: str | None = None, events: Events | None = None,
+          test_events: Events | None = None) -> dict:
     """Train (or resume) into ``rundir``; return the summary dict.
 
     Parameters
@@ -299,6 +305,8 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         maximum) and ``device`` may be changed on resume; nothing else.
     max_epochs_this_call : int, optional
         Stop after this many epochs in this call (the run stays resumable).
+    events, test_events : Events, optional
+        In-memory training / test samples, used instead of the config's ``data`` / ``test_data`` files.
 
     Raises
     ------
@@ -317,7 +325,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         raise fail(rundir, "already holds a training run; use --resume to continue it or choose another --out")
     torch.manual_seed(cfg.seed)
     dev = pick_device(cfg.device)
-    events, tr_idx, val_idx, test = _load_data(cfg)
+    events, tr_idx, val_idx, test = _load_data(cfg, events, test_events)
     model = build_model(cfg, events.n_units, events.n_classes, dev)
     opt = make_optimizer(model, cfg)
     history, best, start_epoch, bad_epochs = [], None, 0, 0

@@ -1,0 +1,220 @@
+"""The Python API: in-memory objects in and out, files optional. The CLI does the same through files.
+
+>>> import eventsnn
+>>> from eventsnn.datasets import make_polychrony
+>>> train_ev, test_ev = make_polychrony(samples=600, seed=1), make_polychrony(samples=200, seed=2)
+>>> model = eventsnn.train(train_ev, {"delays": "axonal", "epochs": 20}, test=test_ev)   # doctest: +SKIP
+>>> net = eventsnn.export(model)                         # the network file's contents, a Network
+>>> exact = eventsnn.simulate(net, test_ev, engine="event")          # continuous time, no dt
+>>> fine = eventsnn.simulate(net, test_ev, engine="brian2", dt=0.01, delays="exact", inputs="exact")
+>>> eventsnn.compare(exact, fine)["layers"][0]["matched_fraction"]
+>>> report = eventsnn.verify(net, test_ev, out="report_dir")   # every engine, dt and probe; figures
+
+Every function also takes paths where it takes objects (events files, network files, run files, run
+directories) and raises :class:`~eventsnn.errors.EventsnnError` with a one-line message on bad input.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrainedModel:
+    """What :func:`train` returns: the validation-selected model and how it got there.
+
+    Attributes
+    ----------
+    model : eventsnn.snn.SNN
+        The best model on the validation split (float32, CPU, evaluation mode).
+    config : eventsnn.training.TrainConfig
+        The settings used.
+    summary : dict
+        Best epoch, validation (and test) accuracy, epochs run, seconds, provenance.
+    history : list of dict
+        One record per epoch (loss, train/validation accuracy, spikes per neuron, seconds).
+    rundir : Path or None
+        The run directory, if one was given (checkpoint, metrics, config, summary on disk).
+    """
+
+    model: object
+    config: object
+    summary: dict
+    history: list = field(default_factory=list)
+    rundir: Path | None = None
+
+    def network(self):
+        """The model as a network file's contents (:class:`eventsnn.bridge.Network`), delays in ms."""
+        return export(self)
+
+
+def _events(x, what="events"):
+    from .datasets import load_any
+    from .errors import EventsnnError
+    from .events import Events
+
+    if isinstance(x, Events):
+        return x
+    if isinstance(x, (str, Path)):
+        return load_any(x)
+    raise EventsnnError(f"{what}: expected an Events object or a path to an events file, got {type(x).__name__}")
+
+
+def _network(x):
+    from .bridge.network import Network, load_network
+    from .errors import EventsnnError
+
+    if isinstance(x, Network):
+        return x.validate()
+    if isinstance(x, TrainedModel):
+        return export(x)
+    if isinstance(x, (str, Path)):
+        return load_network(x)
+    raise EventsnnError(f"network: expected a Network, a TrainedModel or a network file, got {type(x).__name__}")
+
+
+def train(events, config=None, *, test=None, rundir=None, progress: bool = False, **settings) -> TrainedModel:
+    """Train a spiking network on ``events`` with surrogate gradients; select it on a validation split.
+
+    Parameters
+    ----------
+    events : Events or path
+        Training samples; the validation split (``val_fraction``) is carved from them.
+    config : TrainConfig, dict or path, optional
+        Settings (:class:`eventsnn.training.TrainConfig`); a path is read as YAML/TOML/JSON. Keyword arguments
+        override it (``eventsnn.train(ev, delays="synaptic", epochs=10)``).
+    test : Events or path, optional
+        Held-out samples evaluated once, with the selected model, at the end.
+    rundir : path, optional
+        Where to keep the checkpoint, metrics and summary (resumable with ``eventsnn train --resume``);
+        by default a temporary directory that is removed afterwards.
+
+    Returns
+    -------
+    TrainedModel
+
+    Raises
+    ------
+    EventsnnError
+        Bad settings or data (the message names the setting).
+    """
+    import json
+
+    from .training import TrainConfig, load_trained_model
+    from .training import train as _train
+
+    ev = _events(events, "events")
+    te = None if test is None else _events(test, "test")
+    if isinstance(config, TrainConfig):
+        values = config.model_dump()
+    elif isinstance(config, (str, Path)):
+        values = TrainConfig.from_file(config)
+    else:
+        values = dict(config or {})
+    values.update(settings)
+    if isinstance(events, (str, Path)):
+        values.setdefault("data", str(events))
+    if isinstance(test, (str, Path)):
+        values.setdefault("test_data", str(test))
+    cfg = TrainConfig.read(values)
+
+    def run(d: Path) -> TrainedModel:
+        summary = _train(cfg, d, progress=progress, events=ev, test_events=te)
+        history = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line]
+        return TrainedModel(load_trained_model(d), cfg, summary, history, d if rundir is not None else None)
+
+    if rundir is not None:
+        return run(Path(rundir))
+    with tempfile.TemporaryDirectory(prefix="eventsnn_train_") as d:
+        return run(Path(d) / "run")
+
+
+def export(model):
+    """The trained network as a :class:`eventsnn.bridge.Network` (float64, delays in ms, validated).
+
+    ``model``: a :class:`TrainedModel`, a run directory of ``eventsnn train``, or an :class:`eventsnn.snn.SNN`.
+    """
+    import torch
+
+    from .bridge.from_torch import network_from_model
+    from .provenance import provenance
+    from .snn import SNN
+    from .training import load_trained_model
+
+    if isinstance(model, TrainedModel):
+        meta = {"best_epoch": model.summary.get("best_epoch"), "val_acc": model.summary.get("val_acc"),
+                "delays": model.config.delays}
+        snn = model.model
+    elif isinstance(model, SNN):
+        snn, meta = model, {}
+    else:
+        snn, meta = load_trained_model(model, dtype=torch.float64), {"source_rundir": str(model)}
+    import copy
+    import json
+
+    meta["provenance"] = json.dumps(provenance())
+    snn64 = copy.deepcopy(snn).to(torch.float64)  # the caller's model keeps its dtype
+    return network_from_model(snn64, {k: v for k, v in meta.items() if v is not None})
+
+
+def simulate(network, events, engine: str = "torch", dt=None, *, delays=None, inputs=None, samples=None,
+             **options):
+    """Simulate ``events`` through ``network`` in one engine; return a :class:`eventsnn.runfile.RunResult`.
+
+    Parameters
+    ----------
+    network : Network, TrainedModel or path
+    events : Events or path
+    engine : {"torch", "brian2", "event"}
+        Clock-driven at ``dt`` (ms; default the training dt), or exact in continuous time (``"event"``).
+    delays, inputs : str, optional
+        Clock-driven engines: ``"round"``/``"exact"`` delays, ``"binned"``/``"exact"`` inputs.
+    samples : int, optional
+        The first N samples only.
+    **options
+        Engine options, e.g. ``target="cpp_standalone"``, ``workers=2``, ``device="cuda"``.
+    """
+    import numpy as np
+
+    from .bridge.engines import simulate as _simulate
+
+    net, ev = _network(network), _events(events)
+    idx = None if samples is None else np.arange(min(int(samples), len(ev)))
+    return _simulate(engine, net, ev, idx, dt_ms=dt, delays=delays, inputs=inputs, **options)
+
+
+def compare(a, b, tolerance=None) -> dict:
+    """Compare two runs (RunResult objects or run files): accuracy, prediction agreement, trace correlation,
+    per-layer optimal spike matching within ``tolerance`` ms (default: the coarser dt)."""
+    from .runfile import RunResult, load_run
+    from .validation.compare import compare_runs
+
+    ra = a if isinstance(a, RunResult) else load_run(a)
+    rb = b if isinstance(b, RunResult) else load_run(b)
+    return compare_runs(ra, rb, tolerance)
+
+
+def verify(network, events, out=None, *, dt=(1.0, 0.1, 0.01), probes="reverse", target="numpy", samples=None,
+           workers: int = 1, progress: bool = False) -> dict:
+    """Verify a network: the exact run, and torch and Brian2 at the training dt and finer, for the original
+    inputs and each probe. Returns the report (see ``report.md``); with ``out`` the run files, report and figures
+    are kept there (and an interrupted verify resumes), otherwise they go to a temporary directory."""
+    from .bridge.network import save_network
+    from .events import save_events
+    from .validation.verify import verify as _verify
+
+    def go(d: Path) -> dict:
+        net_f = network if isinstance(network, (str, Path)) else d / "inputs" / "network.h5"
+        ev_f = events if isinstance(events, (str, Path)) else d / "inputs" / "events.h5"
+        if not isinstance(network, (str, Path)):
+            save_network(_network(network), net_f)
+        if not isinstance(events, (str, Path)):
+            save_events(_events(events), ev_f)
+        return _verify(net_f, ev_f, d, dts=dt, probes=probes, target=target, samples=samples, workers=workers,
+                       progress=progress)
+
+    if out is not None:
+        return go(Path(out))
+    with tempfile.TemporaryDirectory(prefix="eventsnn_verify_") as d:
+        return go(Path(d))
