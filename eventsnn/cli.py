@@ -247,12 +247,28 @@ def cmd_export(a):
             "val_acc": float(ck["best"]["val_acc"]), "delays": ck["config"]["delays"],
             "provenance": json.dumps(provenance(seed=ck["config"].get("seed")))}
     net = network_from_model(model, meta)
-    save_network(net, a.out)
+    if a.format == "nir":
+        from .bridge.nir_io import save_nir
+        save_nir(net, a.out)
+    else:
+        save_network(net, a.out)
     _emit({"out": str(a.out), **{k: v for k, v in meta.items() if k != "provenance"}}, a.json,
           f"wrote {a.out} (delays: {meta['delays']}, validation accuracy {meta['val_acc']:.4f})")
 
 
 # ----------------------------------------------------------------------------- simulate / compare / verify / demo
+
+def cmd_import_nir(a):
+    from .bridge import save_network
+    from .bridge.nir_io import load_nir
+
+    check_input(a.graph, "GRAPH")
+    check_output(a.out, inputs=[a.graph])
+    net = load_nir(a.graph, a.dt, a.source)
+    save_network(net, a.out)
+    _emit({"out": str(a.out), "layers": [L.size for L in net.layers], "dt_ms": net.dt_ms}, a.json,
+          f"wrote {a.out}: {net.n_inputs} inputs -> {[L.size for L in net.layers]}, dt {net.dt_ms:g} ms")
+
 
 def cmd_simulate(a):
     import numpy as np
@@ -497,8 +513,20 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write the trained (validation-selected) network file")
     e.add_argument("rundir", type=Path, metavar="RUNDIR", help="run directory of eventsnn train")
     e.add_argument("--out", required=True, type=Path, help="network file to write (outside RUNDIR)")
+    e.add_argument("--format", choices=["h5", "nir"], default="h5",
+                   help="h5: eventsnn's network file; nir: a NIR graph (axonal delays only; what NIR cannot say "
+                        "goes to its metadata)")
     _common(e)
     e.set_defaults(func=cmd_export)
+
+    n = sub.add_parser("import-nir", help="a NIR graph as a network file (to simulate and verify it)")
+    n.add_argument("graph", type=Path, metavar="GRAPH", help="NIR file")
+    n.add_argument("--dt", type=POS_FLOAT, help="training step in ms (required unless the graph is ours)")
+    n.add_argument("--source", choices=["generic"], default="generic",
+                   help="whose conventions: generic = NIR's continuous-time equations")
+    n.add_argument("--out", required=True, type=Path, help="network file to write")
+    _common(n)
+    n.set_defaults(func=cmd_import_nir)
 
     s = sub.add_parser("simulate", help="run a network file on events in torch or Brian2")
     s.add_argument("network", type=Path, metavar="NETWORK", help="network file")
