@@ -32,7 +32,7 @@ import numpy as np
 
 from eventsnn.contract import evolve_rates, readout_scores
 from eventsnn.errors import EventsnnError
-from eventsnn.events import n_steps
+from eventsnn.events import n_steps, time_to_step
 from eventsnn.runfile import LayerSpikes, RunResult
 
 from .network import Network
@@ -149,15 +149,9 @@ def crossing_within(v0, I0, tm, ts, theta, horizon):
 
 
 @_jit
-def next_crossing(v0, I0, tm, ts, theta):
-    """Time from now (ms) until ``v`` first reaches ``theta`` with no further input; ``inf`` if never."""
-    return crossing_within(v0, I0, tm, ts, theta, math.inf)[1]
-
-
-@_jit
 def _simulate_sample(arr_t, arr_kind, arr_j, arr_i, T_end, sample_t, offsets, tm, ts, theta, tref, spiking,
                      subtract, ff_w, ff_w_off, ff_kind, ff_d, ff_d_off, rec_kind, rec_w, rec_w_off, rec_d, rec_d_off,
-                     sizes, n_in):
+                     sizes):
     """One sample. ``arr_*``: the input spikes' arrivals at the first layer, sorted (time, kind, source,
     target) -- known in advance, so they need no queue and tell the first layer its next input exactly.
     Returns (spike layer, unit, time) arrays and the readout trace [len(sample_t), N_out]."""
@@ -208,9 +202,9 @@ def _simulate_sample(arr_t, arr_kind, arr_j, arr_i, T_end, sample_t, offsets, tm
                 _schedule(heap, g, layer, tgt, t, v, I, tm, ts, theta, version, T_end, ff_w, ff_w_off, sizes, arr_t, arr_kind, arr_j, arr_i, nxt, rec_kind)
             # this spike travels to the next layer and, through recurrent weights, to this one
             if layer + 1 < L:
-                _push_spike(heap, t, layer + 1, tgt, T_end, ff_kind, ff_d, ff_d_off, sizes, n_in, False)
+                _push_spike(heap, t, layer + 1, tgt, T_end, ff_kind, ff_d, ff_d_off, sizes, False)
             if rec_kind[layer] >= 0:
-                _push_spike(heap, t, layer, tgt, T_end, rec_kind, rec_d, rec_d_off, sizes, n_in, True)
+                _push_spike(heap, t, layer, tgt, T_end, rec_kind, rec_d, rec_d_off, sizes, True)
         elif kind == _REF_END or kind == _CHECK:
             g = offsets[layer] + tgt
             if ver != version[g]:
@@ -285,7 +279,7 @@ def _schedule(heap, g, layer, i, t, v, I, tm, ts, theta, version, T_end, ff_w, f
 
 
 @_jit
-def _push_spike(heap, t, layer, j, T_end, kinds, d, d_off, sizes, n_in, recurrent):
+def _push_spike(heap, t, layer, j, T_end, kinds, d, d_off, sizes, recurrent):
     """Queue the deliveries of a spike of presynaptic neuron j (at time t) into ``layer``."""
     kind = kinds[layer]
     tag = 1 if recurrent else 0
@@ -328,19 +322,15 @@ def _flatten(net: Network):
         offs = np.concatenate([[0], np.cumsum([a.size for a in arrays])]).astype(np.int64)
         return cat([a.ravel() for a in arrays]).astype(np.float64), offs
 
-    n_pre = [net.n_inputs] + [L.size for L in net.layers[:-1]]
     ff_w, ff_w_off = pack([L.ff_weight for L in net.layers])
     ff_kind = np.array([{"none": 0, "axonal": 1, "synaptic": 2}[L.delay_kind] for L in net.layers], np.int64)
-    ff_d, ff_d_off = pack([np.zeros(0) if L.ff_delay_ms is None else
-                           (L.ff_delay_ms if L.ff_delay_ms.ndim == 1 else L.ff_delay_ms) for L in net.layers])
-    for li, L in enumerate(net.layers):
-        assert L.ff_weight.shape == (n_pre[li], L.size)
+    ff_d, ff_d_off = pack([np.zeros(0) if L.ff_delay_ms is None else L.ff_delay_ms for L in net.layers])
     rec_kind = np.array([-1 if L.rec_weight is None else 0 if L.rec_delay_ms is None else
                          (1 if L.rec_delay_ms.ndim == 1 else 2) for L in net.layers], np.int64)
     rec_w, rec_w_off = pack([np.zeros(0) if L.rec_weight is None else L.rec_weight for L in net.layers])
     rec_d, rec_d_off = pack([np.zeros(0) if L.rec_delay_ms is None else L.rec_delay_ms for L in net.layers])
     return (offsets, tm, ts, theta, tref, spiking, subtract, ff_w, ff_w_off, ff_kind, ff_d, ff_d_off,
-            rec_kind, rec_w, rec_w_off, rec_d, rec_d_off, sizes, np.int64(net.n_inputs))
+            rec_kind, rec_w, rec_w_off, rec_d, rec_d_off, sizes)
 
 
 def input_arrivals(net: Network, t_ms: np.ndarray, units: np.ndarray, T_end: float):
@@ -428,7 +418,6 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
         tt = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
         order = np.lexsort((un, tt, smp))
         smp, un, tt = smp[order], un[order], tt[order]
-        from eventsnn.events import time_to_step
         layers.append(LayerSpikes(smp, un, time_to_step(tt, net.dt_ms), tt))
     pred = readout_scores(trace, net.readout).argmax(axis=1)
     return RunResult("event", 0.0, net.dt_ms, "exact", "exact", "cpu", net.readout, layers, trace, pred,
