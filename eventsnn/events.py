@@ -119,6 +119,30 @@ class Events:
                  list(class_names) if class_names is not None else None, source)
         return ev
 
+    TONIC_DTYPE = np.dtype([("t", np.int64), ("x", np.int64), ("p", np.int64)])
+
+    def to_tonic(self, i: int) -> np.ndarray:
+        """Sample ``i`` as tonic's audio event array: fields ``t`` (integer microseconds, tonic's unit for
+        SHD; times are rounded to 1 us), ``x`` (unit), ``p`` (always 1)."""
+        t, u = self.sample(i)
+        out = np.zeros(len(t), self.TONIC_DTYPE)
+        out["t"], out["x"], out["p"] = np.round(t * 1e6).astype(np.int64), u, 1
+        return out
+
+    @classmethod
+    def from_tonic(cls, samples, labels, n_units: int, duration_s: float | None = None, n_classes=None,
+                   class_names=None, source: str = "tonic") -> "Events":
+        """Events from tonic event arrays (fields ``t`` in microseconds and ``x``; any ``p`` ignored).
+
+        ``duration_s`` defaults to the last spike rounded up to the next 0.1 s (as for official SHD files).
+        """
+        times = [np.asarray(s["t"], np.float64) * 1e-6 for s in samples]
+        units = [np.asarray(s["x"], np.int64) for s in samples]
+        if duration_s is None:
+            last = max((t.max() for t in times if len(t)), default=0.0)
+            duration_s = max(0.1, math.ceil(last * 10 + 1e-9) / 10)
+        return cls.from_lists(times, units, labels, n_units, duration_s, n_classes, class_names, source).validate()
+
     def validate(self, path=None) -> "Events":
         """Check shapes, finiteness and ranges; raise :class:`EventsnnError` naming ``path``."""
         if self.times.shape != self.units.shape:
@@ -245,6 +269,10 @@ def save_events(events: Events, path) -> None:
                 dt_[i] = t
                 du[i] = u.astype(np.int32)
             f.create_dataset("labels", data=events.labels.astype(np.int64))
+            # what tonic's SHD reader also expects (class names, one speaker id per sample; no speakers here)
+            names = events.class_names or [str(c) for c in range(events.n_classes)]
+            f.create_dataset("extra/keys", data=np.array(names, dtype=h5py.string_dtype()))
+            f.create_dataset("extra/speaker", data=np.zeros(n, np.int64))
 
 
 def load_events(path) -> Events:

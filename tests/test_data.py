@@ -239,3 +239,16 @@ def test_cli_missing_file(tmp_path):
     assert p.returncode == 2 and "no such file" in p.stderr
     p = run_cli("data", "transform", tmp_path / "missing.h5", "--out", tmp_path / "x.h5", "--reverse")
     assert p.returncode == 2 and not (tmp_path / "x.h5").exists()
+
+
+def test_tonic_arrays_round_trip_and_file_has_tonic_datasets(tmp_path):
+    ev = make_polychrony(samples=5, seed=3)
+    arrs = [ev.to_tonic(i) for i in range(len(ev))]
+    assert arrs[0].dtype.names == ("t", "x", "p") and arrs[0]["t"].dtype == np.int64 and set(arrs[0]["p"]) == {1}
+    back = Events.from_tonic(arrs, ev.labels, ev.n_units, ev.duration_s, ev.n_classes)
+    np.testing.assert_allclose(back.times, ev.times, atol=0.5e-6)  # tonic keeps integer microseconds
+    np.testing.assert_array_equal(back.units, ev.units)
+    f = tmp_path / "ev.h5"
+    save_events(ev, f)
+    with h5py.File(f) as h:
+        assert len(h["extra/speaker"]) == 5 and [k.decode() for k in h["extra/keys"][()]] == ev.class_names
