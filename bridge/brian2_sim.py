@@ -210,107 +210,15 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
         warn_merged(binned.merged, binned.n_spikes, net.dt_ms)
     T = binned.n_steps
     K = T // ratio
-    # integer delays at dt, per layer; T steps or more deliver after the sample, the same as exactly T
-    Dff = [None if L.ff_delay_ms is None else np.minimum(delay_steps(L.ff_delay_ms, dt_ms), T) for L in netq.layers]
-    Drec = [None if L.rec_delay_ms is None else np.minimum(delay_steps(L.rec_delay_ms, dt_ms), T)
-            for L in netq.layers]
-    max_total_delay = sum(max([0] + [int(d.max()) for d in (a, b) if d is not None and d.size])
-                          for a, b in zip(Dff, Drec))
     C, n_windows = plan_copies(net, S, max_synapses, max_copies)
-    if n_windows > 1:
-        W = T + max_total_delay + 1
-        W = int(math.ceil(W / ratio) * ratio)  # window starts on the training grid
-    else:
-        W = T + ratio  # one training step more, so the trace sample at the end is recorded
+    Dff, Drec, W = _steps(netq, T, dt_ms, ratio, n_windows)
     total_steps = n_windows * W
 
     dev = _configure(target, build_dir, exact_math)
     b2.start_scope()
     dt = dt_ms * b2.ms
     b2.defaultclock.dt = dt
-    objs = []
-
-    # inputs: slot s -> window w = s // C, copy c = s % C. A SpikeGeneratorGroup neuron fires at most once
-    # per step, so a unit with m spikes in one step fires in m "lanes": lane l holds the (l+1)-th spike of
-    # every (step, unit); each lane is a copy of the input units with the same synapses. Usually one lane.
-    lanes = int(binned.count.max()) if len(binned.count) else 1
-    lane_of = [np.flatnonzero(binned.count > l) for l in range(lanes)]
-    lane = np.concatenate([np.full(len(ix), l) for l, ix in enumerate(lane_of)])
-    pick = np.concatenate(lane_of)
-    sample, step, unit = binned.sample[pick], binned.step[pick], binned.unit[pick]
-    w_of, c_of = sample // C, sample % C
-    gen_idx = (lane * C + c_of) * net.n_inputs + unit
-    gen_step = w_of * W + step
-    order = np.lexsort((gen_idx, gen_step))
-    inp = b2.SpikeGeneratorGroup(lanes * C * net.n_inputs, gen_idx[order], (gen_step[order] * dt_ms) * b2.ms,
-                                 period=0 * b2.ms, name="inputs")
-    objs.append(inp)
-
-    pre, n_pre = inp, net.n_inputs
-    hidden_mons, readout_group = [], None
-    namespace = {"Wsteps": W, "Tsteps": T}
-    for li, L in enumerate(netq.layers):
-        N = L.size
-        a, b, k = propagators(L.tau_mem_ms, L.tau_syn_ms, dt_ms)
-        spiking = L.kind == "lif"
-        R = refractory_steps(L.refractory_ms, dt_ms) if (spiking and L.refractory_ms is not None) else np.zeros(N)
-        use_ref = bool(np.any(R > 1))
-        model = """
-        v : 1
-        I : 1
-        a : 1 (constant)
-        b : 1 (constant)
-        k : 1 (constant)
-        """
-        if spiking:
-            model += "theta : 1 (constant)\n"
-        if use_ref:
-            model += "R : 1 (constant)\nrefcount : 1\n"
-        kw = {}
-        if spiking:
-            cond = "v >= theta"
-            if use_ref:
-                cond += " and refcount <= 0"
-            if n_windows > 1:
-                cond += " and (timestep(t, dt) % Wsteps) < Tsteps"
-            reset = "v = 0" if L.reset == "zero" else "v = v - theta"
-            if use_ref:
-                reset += "\nrefcount = R"
-            kw = dict(threshold=cond, reset=reset)
-        G = b2.NeuronGroup(C * N, model, namespace=namespace, name=f"layer{li}", **kw)
-        G.a = np.tile(a, C)
-        G.b = np.tile(b, C)
-        G.k = np.tile(k, C)
-        if spiking:
-            G.theta = np.tile(L.threshold, C)
-        if use_ref:
-            G.R = np.tile(R.astype(np.float64), C)
-            update = ("refcount = clip(refcount - 1, 0, inf)\n"
-                      "v = int(refcount > 0)*v + int(refcount <= 0)*(a*v + k*I)\n"
-                      "I = b*I")
-        else:
-            update = "v = a*v + k*I\nI = b*I"
-        G.run_regularly(update, when="groups", name=f"layer{li}_integrate")
-        if n_windows > 1:
-            zero = "v = 0\nI = 0" + ("\nrefcount = 0" if use_ref else "")
-            G.run_regularly(zero, dt=W * dt, when="before_groups", name=f"layer{li}_window_reset")
-        objs.append(G)
-
-        objs.append(_block_synapses(pre, G, n_pre, N, C, L.ff_weight, Dff[li], dt_ms, f"ff{li}",
-                                    lanes=lanes if li == 0 else 1))
-        if L.rec_weight is not None:
-            objs.append(_block_synapses(G, G, N, N, C, L.rec_weight, Drec[li], dt_ms, f"rec{li}"))
-        if spiking:
-            mon = b2.SpikeMonitor(G, name=f"spikes{li}")
-            hidden_mons.append((mon, N))
-            objs.append(mon)
-        else:
-            readout_group = G
-        pre, n_pre = G, N
-
-    trace_mon = b2.StateMonitor(readout_group, "v", record=True, dt=net.dt_ms * b2.ms, when="start",
-                                name="readout_trace")
-    objs.append(trace_mon)
+    objs, hidden_mons, trace_mon = _build(b2, net, netq, binned, C, W, n_windows, dt_ms, Dff, Drec)
     network = b2.Network(*objs)
     t0 = time.perf_counter()
     duration = total_steps * dt
@@ -361,6 +269,148 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
                      events.labels[indices].copy(), indices, attrs)
 
 
+def _steps(netq, T: int, dt_ms: float, ratio: int, n_windows: int):
+    """Integer delays at ``dt_ms`` per layer (``T`` steps or more deliver after the sample: the same as exactly
+    ``T``) and the window length ``W`` in steps (padding that covers the longest chain of delays when samples
+    follow one another in time; one training step more otherwise, so the last trace sample is recorded)."""
+    Dff = [None if L.ff_delay_ms is None else np.minimum(delay_steps(L.ff_delay_ms, dt_ms), T) for L in netq.layers]
+    Drec = [None if L.rec_delay_ms is None else np.minimum(delay_steps(L.rec_delay_ms, dt_ms), T)
+            for L in netq.layers]
+    if n_windows > 1:
+        max_total_delay = sum(max([0] + [int(d.max()) for d in (a, b) if d is not None and d.size])
+                              for a, b in zip(Dff, Drec))
+        W = int(math.ceil((T + max_total_delay + 1) / ratio) * ratio)  # windows start on the training grid
+    else:
+        W = T + ratio
+    return Dff, Drec, W
+
+
+def to_brian2(net: Network, events, sample: int = 0, *, dt_ms: float | None = None, delays: str = "round",
+              inputs: str = "binned"):
+    """One sample of the network as a plain ``brian2.Network`` on Brian2's runtime device.
+
+    Named objects: ``inputs`` (SpikeGeneratorGroup; a unit with m spikes in one step fires in m stacked lanes),
+    ``layer<i>`` (NeuronGroups; dimensionless ``v``, ``I``, the contract's propagators ``a``, ``b``, ``k``),
+    ``layer<i>_integrate`` (their update), ``ff<i>`` / ``rec<i>`` (Synapses, ``I_post += w``, delays in ms),
+    ``spikes<i>`` (SpikeMonitors) and ``readout_trace`` (StateMonitor of the readout ``v`` on the training grid).
+    Run it for ``network.eventsnn_duration`` (a Brian2 time): ``network.run(network.eventsnn_duration)``. Its
+    spikes are the ones :func:`simulate_brian2` gives for that sample with the same settings.
+    """
+    import logging
+
+    import brian2 as b2
+
+    logging.captureWarnings(False)
+    dt_ms = net.dt_ms if dt_ms is None else float(dt_ms)
+    ratio = grid_ratio(net.dt_ms, dt_ms)
+    if not 0 <= sample < len(events):
+        raise EventsnnError(f"sample {sample} out of range [0, {len(events)})")
+    netq = with_delay_mode(net, delays)
+    binned = bin_for_run(events, [sample], dt_ms, net.dt_ms, inputs)
+    Dff, Drec, W = _steps(netq, binned.n_steps, dt_ms, ratio, 1)
+    _reset_device()
+    b2.prefs.codegen.target = "numpy"
+    b2.start_scope()
+    b2.defaultclock.dt = dt_ms * b2.ms
+    objs, _, _ = _build(b2, net, netq, binned, 1, W, 1, dt_ms, Dff, Drec)
+    network = b2.Network(*objs)
+    network.eventsnn_duration = W * dt_ms * b2.ms
+    return network
+
+
+def neuron_equations(L, dt_ms: float, windowed: bool):
+    """The Brian2 model of one layer as strings: ``(model, threshold, reset, update, use_refractory)``.
+
+    ``update`` is the contract's integrate step (explicit propagators ``a``, ``b``, ``k``; held ``v`` while
+    refractory), run in the ``groups`` slot; threshold and reset are Brian2's own slots, so the default schedule
+    gives the contract's step order. ``windowed``: no spikes in the padding of a time window.
+    """
+    spiking = L.kind == "lif"
+    R = refractory_steps(L.refractory_ms, dt_ms) if (spiking and L.refractory_ms is not None) else np.zeros(L.size)
+    use_ref = bool(np.any(R > 1))
+    model = "v : 1\nI : 1\na : 1 (constant)\nb : 1 (constant)\nk : 1 (constant)\n"
+    threshold = reset = None
+    if spiking:
+        model += "theta : 1 (constant)\n"
+        threshold = "v >= theta"
+        reset = "v = 0" if L.reset == "zero" else "v = v - theta"
+    if use_ref:
+        model += "R : 1 (constant)\nrefcount : 1\n"
+        threshold += " and refcount <= 0"
+        reset += "\nrefcount = R"
+        update = ("refcount = clip(refcount - 1, 0, inf)\n"
+                  "v = int(refcount > 0)*v + int(refcount <= 0)*(a*v + k*I)\n"
+                  "I = b*I")
+    else:
+        update = "v = a*v + k*I\nI = b*I"
+    if spiking and windowed:
+        threshold += " and (timestep(t, dt) % Wsteps) < Tsteps"
+    return model, threshold, reset, update, (R if use_ref else None)
+
+
+def _build(b2, net, netq, binned, C, W, n_windows, dt_ms, Dff, Drec):
+    """The Brian2 objects of a run: input generator (with lanes), layers, synapses, monitors."""
+    T = binned.n_steps
+    dt = dt_ms * b2.ms
+    objs = []
+    # inputs: slot s -> window w = s // C, copy c = s % C. A SpikeGeneratorGroup neuron fires at most once
+    # per step, so a unit with m spikes in one step fires in m "lanes": lane l holds the (l+1)-th spike of
+    # every (step, unit); each lane is a copy of the input units with the same synapses. Usually one lane.
+    lanes = int(binned.count.max()) if len(binned.count) else 1
+    lane_of = [np.flatnonzero(binned.count > l) for l in range(lanes)]
+    lane = np.concatenate([np.full(len(ix), l) for l, ix in enumerate(lane_of)])
+    pick = np.concatenate(lane_of)
+    sample, step, unit = binned.sample[pick], binned.step[pick], binned.unit[pick]
+    w_of, c_of = sample // C, sample % C
+    gen_idx = (lane * C + c_of) * net.n_inputs + unit
+    gen_step = w_of * W + step
+    order = np.lexsort((gen_idx, gen_step))
+    inp = b2.SpikeGeneratorGroup(lanes * C * net.n_inputs, gen_idx[order], (gen_step[order] * dt_ms) * b2.ms,
+                                 period=0 * b2.ms, name="inputs")
+    objs.append(inp)
+
+    pre, n_pre = inp, net.n_inputs
+    hidden_mons, readout_group = [], None
+    namespace = {"Wsteps": W, "Tsteps": T}
+    for li, L in enumerate(netq.layers):
+        N = L.size
+        a, b, k = propagators(L.tau_mem_ms, L.tau_syn_ms, dt_ms)
+        spiking = L.kind == "lif"
+        model, threshold, reset, update, R = neuron_equations(L, dt_ms, n_windows > 1)
+        use_ref = R is not None
+        kw = dict(threshold=threshold, reset=reset) if spiking else {}
+        G = b2.NeuronGroup(C * N, model, namespace=namespace, name=f"layer{li}", **kw)
+        G.a = np.tile(a, C)
+        G.b = np.tile(b, C)
+        G.k = np.tile(k, C)
+        if spiking:
+            G.theta = np.tile(L.threshold, C)
+        if use_ref:
+            G.R = np.tile(R.astype(np.float64), C)
+        G.run_regularly(update, when="groups", name=f"layer{li}_integrate")
+        if n_windows > 1:
+            zero = "v = 0\nI = 0" + ("\nrefcount = 0" if use_ref else "")
+            G.run_regularly(zero, dt=W * dt, when="before_groups", name=f"layer{li}_window_reset")
+        objs.append(G)
+
+        objs.append(_block_synapses(pre, G, n_pre, N, C, L.ff_weight, Dff[li], dt_ms, f"ff{li}",
+                                    lanes=lanes if li == 0 else 1))
+        if L.rec_weight is not None:
+            objs.append(_block_synapses(G, G, N, N, C, L.rec_weight, Drec[li], dt_ms, f"rec{li}"))
+        if spiking:
+            mon = b2.SpikeMonitor(G, name=f"spikes{li}")
+            hidden_mons.append((mon, N))
+            objs.append(mon)
+        else:
+            readout_group = G
+        pre, n_pre = G, N
+
+    trace_mon = b2.StateMonitor(readout_group, "v", record=True, dt=net.dt_ms * b2.ms, when="start",
+                                name="readout_trace")
+    objs.append(trace_mon)
+    return objs, hidden_mons, trace_mon
+
+
 def _simulate_part(args):
     net, events, build_dir, kw = args
     return simulate_brian2(net, events, build_dir=build_dir, progress=False, workers=1, **kw)
@@ -406,3 +456,107 @@ def _reset_device():
     if dev.__class__.__name__ != "RuntimeDevice":
         dev.reinit()
         brian2.set_device("runtime")
+
+
+_SCRIPT_HEAD = '''"""Brian2 script written by eventsnn {version}: one sample of a network, readable and standalone.
+
+Network: {network}; sample {sample} of {events} (label {label}); dt = {dt_ms:g} ms (training dt {train_dt:g} ms),
+delays: {delays}, inputs: {inputs}. The parameters are in {npz} next to this script.
+
+Model (dimensionless; eventsnn's discrete-time contract): tau_mem dv/dt = I - v, tau_syn dI/dt = -I, integrated
+exactly over each step by the propagators a, b, k (v = a v + k I; I = b I) in the 'groups' slot; a spike when
+v >= theta (Brian2's 'thresholds' slot), then synaptic delivery I += w ('synapses') and the reset ('resets'):
+Brian2's default schedule is the contract's step order. A unit with several input spikes in one step fires in
+several stacked copies ("lanes") of the input group. Spikes at or after {duration_ms:g} ms (the last, extra step,
+which records the final readout sample) are outside the sample.
+
+Run: python {script}   (writes {out_npz}: spike times and units per layer, the readout trace)
+"""
+from pathlib import Path
+
+import brian2 as b2
+import numpy as np
+
+here = Path(__file__).resolve().parent
+p = np.load(here / "{npz}")
+b2.prefs.core.default_float_dtype = np.float64
+b2.prefs.codegen.target = "numpy"
+b2.defaultclock.dt = {dt_ms!r} * b2.ms
+
+inputs = b2.SpikeGeneratorGroup({n_gen}, p["inputs_index"], p["inputs_time_ms"] * b2.ms, name="inputs")
+'''
+
+
+def write_brian2_script(net: Network, events, sample: int, path, *, dt_ms: float | None = None,
+                        delays: str = "round", inputs: str = "binned", names: dict | None = None) -> tuple:
+    """Write a standalone, readable Brian2 script (``path``, .py) and its parameters (same name, .npz) that
+    reproduce ``sample`` of ``events`` in ``net``: the objects of :func:`to_brian2`, spelled out. Returns the
+    two paths. ``names``: the network and events file names to mention in the script's docstring."""
+    import brian2 as b2
+
+    from eventsnn import __version__
+    from eventsnn.errors import atomic_path
+
+    from brian2.utils.logger import BrianLogger
+
+    BrianLogger.suppress_name("unused_brian_object")  # the objects are read here, not run
+    path = Path(path)
+    npz_path = path.with_suffix(".npz")
+    network = to_brian2(net, events, sample, dt_ms=dt_ms, delays=delays, inputs=inputs)
+    dt_ms = net.dt_ms if dt_ms is None else float(dt_ms)
+    obj = {o.name: o for o in network.objects}
+    arrays = {"inputs_index": np.asarray(obj["inputs"].neuron_index[:]),
+              "inputs_time_ms": np.asarray(obj["inputs"].spike_time[:]) * 1e3}
+    names = names or {}
+    lines = [_SCRIPT_HEAD.format(version=__version__, network=names.get("network", "network"), sample=sample,
+                                 events=names.get("events", "events"), label=int(events.labels[sample]),
+                                 dt_ms=dt_ms, train_dt=net.dt_ms, delays=delays, inputs=inputs, npz=npz_path.name,
+                                 duration_ms=events.duration_ms, script=path.name,
+                                 out_npz=path.stem + "_result.npz", n_gen=obj["inputs"].N)]
+    monitors = []
+    pre = "inputs"
+    for li, L in enumerate(net.layers):
+        G = obj[f"layer{li}"]
+        model, threshold, reset, update, R = neuron_equations(L, dt_ms, False)
+        kind = "LIF" if L.kind == "lif" else "leaky readout"
+        lines.append(f"\n# layer {li}: {L.size} {kind} neurons"
+                     + (f", reset {L.reset}" if L.kind == "lif" else "")
+                     + (", refractory" if R is not None else ""))
+        kw = "" if threshold is None else f", threshold={threshold!r}, reset={reset!r}"
+        lines.append(f"layer{li} = b2.NeuronGroup({L.size}, {model!r}{kw}, name='layer{li}')")
+        for var in ("a", "b", "k") + (("theta",) if L.kind == "lif" else ()) + (("R",) if R is not None else ()):
+            arrays[f"layer{li}_{var}"] = np.asarray(getattr(G, var)[:])
+            lines.append(f"layer{li}.{var} = p['layer{li}_{var}']")
+        lines.append(f"layer{li}.run_regularly({update!r}, when='groups', name='layer{li}_integrate')")
+        for syn, src in ((f"ff{li}", pre), (f"rec{li}", f"layer{li}")):
+            if syn not in obj:
+                continue
+            S = obj[syn]
+            arrays[f"{syn}_i"], arrays[f"{syn}_j"] = np.asarray(S.i[:]), np.asarray(S.j[:])
+            arrays[f"{syn}_w"] = np.asarray(S.w[:])
+            arrays[f"{syn}_delay_ms"] = np.asarray(S.delay[:] / b2.ms)
+            lines += [f"{syn} = b2.Synapses({src}, layer{li}, 'w : 1 (constant)', on_pre='I_post += w', name='{syn}')",
+                      f"{syn}.connect(i=p['{syn}_i'], j=p['{syn}_j'])",
+                      f"{syn}.w = p['{syn}_w']", f"{syn}.delay = p['{syn}_delay_ms'] * b2.ms"]
+        if L.kind == "lif":
+            lines.append(f"spikes{li} = b2.SpikeMonitor(layer{li}, name='spikes{li}')")
+            monitors.append(li)
+        else:
+            lines.append(f"readout_trace = b2.StateMonitor(layer{li}, 'v', record=True, dt={net.dt_ms!r} * b2.ms, "
+                         "when='start', name='readout_trace')")
+        pre = f"layer{li}"
+    dur = float(network.eventsnn_duration / b2.ms)
+    lines += ["", "net = b2.Network(b2.collect())", f"net.run({dur!r} * b2.ms)",
+              "result = {'trace': readout_trace.v[:].T}"]
+    for li in monitors:
+        lines += [f"result['layer{li}_time_ms'] = np.asarray(spikes{li}.t / b2.ms)",
+                  f"result['layer{li}_unit'] = np.asarray(spikes{li}.i[:])"]
+    lines += [f"np.savez(here / '{path.stem}_result.npz', **result)",
+              "print({k: len(v) for k, v in result.items()})", ""]
+    _reset_device()
+    with atomic_path(npz_path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines))
+    return path, npz_path

@@ -240,7 +240,18 @@ def cmd_export(a):
     from .training import load_checkpoint, load_trained_model
 
     check_input(a.rundir, "RUNDIR", kind="dir")
-    check_output(a.out, inputs=[a.rundir])
+    check_output(a.out, inputs=[a.rundir, a.data])
+    events = None
+    if a.format == "brian2":
+        from .datasets import load_any
+        if a.data is None:
+            raise EventsnnError("--data: required with --format brian2 (the script reproduces one of its samples)")
+        check_output(Path(a.out).with_suffix(".npz"), inputs=[a.rundir, a.data])
+        events = load_any(check_input(a.data, "--data"))
+        if not 0 <= a.sample < len(events):
+            raise EventsnnError(f"--sample {a.sample}: {a.data} has samples 0..{len(events) - 1}")
+    elif a.data is not None or a.sample != 0 or a.dt is not None:
+        raise EventsnnError("--data, --sample and --dt apply to --format brian2 only")
     ck = load_checkpoint(Path(a.rundir) / "checkpoint.pt")
     model = load_trained_model(a.rundir, dtype=torch.float64)
     meta = {"source_rundir": str(Path(a.rundir).resolve()), "best_epoch": int(ck["best"]["epoch"]),
@@ -250,6 +261,20 @@ def cmd_export(a):
     if a.format == "nir":
         from .bridge.nir_io import save_nir
         save_nir(net, a.out)
+    elif a.format == "brian2":
+        from .bridge.brian2_sim import write_brian2_script
+        from .contract import grid_ratio
+        dt = net.dt_ms if a.dt is None else a.dt
+        try:
+            grid_ratio(net.dt_ms, dt)
+        except ValueError as e:
+            raise EventsnnError(f"--dt: {e}") from None
+        fine = dt < net.dt_ms - 1e-12
+        if events.n_units != net.n_inputs:
+            raise fail(a.data, f"{events.n_units} units but the network has {net.n_inputs} inputs")
+        write_brian2_script(net, events, a.sample, a.out, dt_ms=dt, delays="exact" if fine else "round",
+                            inputs="exact" if fine else "binned",
+                            names={"network": str(a.rundir), "events": str(a.data)})
     else:
         save_network(net, a.out)
     _emit({"out": str(a.out), **{k: v for k, v in meta.items() if k != "provenance"}}, a.json,
@@ -513,9 +538,14 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write the trained (validation-selected) network file")
     e.add_argument("rundir", type=Path, metavar="RUNDIR", help="run directory of eventsnn train")
     e.add_argument("--out", required=True, type=Path, help="network file to write (outside RUNDIR)")
-    e.add_argument("--format", choices=["h5", "nir"], default="h5",
+    e.add_argument("--format", choices=["h5", "nir", "brian2"], default="h5",
                    help="h5: eventsnn's network file; nir: a NIR graph (axonal delays only; what NIR cannot say "
-                        "goes to its metadata)")
+                        "goes to its metadata); brian2: a readable Brian2 script (+ .npz of parameters) that "
+                        "reproduces one sample of --data")
+    e.add_argument("--data", type=Path, help="--format brian2: events file of the sample")
+    e.add_argument("--sample", type=_number(int, 0), default=0, help="--format brian2: which sample")
+    e.add_argument("--dt", type=POS_FLOAT, help="--format brian2: step in ms (finer than the training dt: exact "
+                                                "delays and inputs) (default: the training dt)")
     _common(e)
     e.set_defaults(func=cmd_export)
 

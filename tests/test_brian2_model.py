@@ -1,0 +1,63 @@
+"""Brian2 users get the model, not only the result: ``to_brian2`` and ``export --format brian2``."""
+import subprocess
+import sys
+
+import numpy as np
+
+from eventsnn.bridge import load_network
+from eventsnn.bridge.brian2_sim import simulate_brian2, to_brian2
+from eventsnn.datasets import make_polychrony
+from eventsnn.events import save_events
+from tests.conftest import random_events, random_network, run_cli
+
+
+def _sorted_spikes(t_ms, units, duration_ms):
+    keep = t_ms < duration_ms - 1e-9  # the extra last step (for the final readout sample) is outside the sample
+    t_ms, units = np.asarray(t_ms)[keep], np.asarray(units)[keep]
+    o = np.lexsort((units, t_ms))
+    return t_ms[o], units[o]
+
+
+def test_to_brian2_is_a_plain_network_with_the_same_spikes():
+    import brian2 as b2
+    net, ev = random_network(0), random_events(0, n_samples=3)
+    ref = simulate_brian2(net, ev, [2], target="numpy")
+    n = to_brian2(net, ev, 2)
+    assert isinstance(n, b2.Network)
+    names = {o.name for o in n.objects}
+    assert {"inputs", "layer0", "layer1", "layer2", "ff0", "rec0", "spikes0", "spikes1", "readout_trace"} <= names
+    n.run(n.eventsnn_duration)
+    for li, L in enumerate(ref.layers):
+        mon = n[f"spikes{li}"]
+        t, u = _sorted_spikes(mon.t / b2.ms, mon.i[:], ev.duration_ms)
+        np.testing.assert_array_equal(np.round(t).astype(int), L.step)
+        np.testing.assert_array_equal(u, L.unit)
+
+
+def test_exported_brian2_script_reproduces_the_run_spike_for_spike(tmp_path):
+    tr = tmp_path / "tr.h5"
+    save_events(make_polychrony(samples=80, seed=1), tr)
+    assert run_cli("train", "--data", tr, "--epochs", "1", "--hidden", "6", "--recurrent", "--out",
+                   tmp_path / "run").returncode == 0
+    assert run_cli("export", tmp_path / "run", "--out", tmp_path / "net.h5").returncode == 0
+    script = tmp_path / "scripts" / "sample3.py"
+    p = run_cli("export", tmp_path / "run", "--format", "brian2", "--data", tr, "--sample", "3", "--dt", "0.1",
+                "--out", script)
+    assert p.returncode == 0, p.stderr
+    assert "b2.NeuronGroup" in script.read_text() and script.with_suffix(".npz").exists()
+    q = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert q.returncode == 0, q.stderr
+    res = np.load(script.parent / "sample3_result.npz")
+    from eventsnn.datasets import load_any
+    ev = load_any(tr)
+    ref = simulate_brian2(load_network(tmp_path / "net.h5"), ev, [3], dt_ms=0.1, delays="exact", inputs="exact",
+                          target="numpy")
+    assert len(ref.layers[0].time_ms) > 0
+    t, u = _sorted_spikes(res["layer0_time_ms"], res["layer0_unit"], ev.duration_ms)
+    np.testing.assert_allclose(t, ref.layers[0].time_ms, atol=1e-9)
+    np.testing.assert_array_equal(u, ref.layers[0].unit)
+    # errors: --format brian2 needs --data; --data without it is refused; nothing written
+    p = run_cli("export", tmp_path / "run", "--format", "brian2", "--out", tmp_path / "x.py")
+    assert p.returncode == 2 and "--data" in p.stderr and not (tmp_path / "x.py").exists()
+    p = run_cli("export", tmp_path / "run", "--data", tr, "--out", tmp_path / "x.h5")
+    assert p.returncode == 2 and "--format brian2" in p.stderr
