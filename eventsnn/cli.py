@@ -225,6 +225,8 @@ def cmd_train(a):
         check_output(a.out, inputs=[cfg.data, cfg.test_data, a.config], kind="dir")
         a.resume_hint = f"eventsnn train --resume {shlex.quote(str(a.out))}"
         summary = train(cfg, a.out, progress=not a.json)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 reports
     text = (f"best epoch {summary['best_epoch']}: validation accuracy {summary['val_acc']:.4f}"
             + (f", test accuracy {summary['test_acc']:.4f}" if "test_acc" in summary else "")
             + f" ({summary['epochs_run']} epochs, {summary['seconds']:.1f} s on {summary['device']})")

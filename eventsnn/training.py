@@ -21,6 +21,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .distributed import Dist
 from .errors import EventsnnError, atomic_path, fail
 from .events import Events
 from .progress import progress_bar
@@ -219,19 +220,24 @@ class Batcher:
         return dense_input(self.events, self.dt_ms, idx, device=self.device, warn=False)
 
 
-def evaluate(model: SNN, batcher: Batcher, labels: np.ndarray, idx: np.ndarray, batch_size: int = 256):
-    """(accuracy, mean loss) in ``round`` delay mode, no gradients."""
+def evaluate(model: SNN, batcher: Batcher, labels: np.ndarray, idx: np.ndarray, batch_size: int = 256,
+             dist=None):
+    """(accuracy, mean loss) in ``round`` delay mode, no gradients; with ``dist`` each rank evaluates its share
+    of ``idx`` and the sums are combined, so every rank gets the same numbers."""
     if len(idx) == 0:
         return float("nan"), float("nan")
+    mine = idx if dist is None else dist.shard(idx)
     correct, loss_sum = 0, 0.0
     with torch.no_grad():
-        for s in range(0, len(idx), batch_size):
-            b = idx[s:s + batch_size]
+        for s in range(0, len(mine), batch_size):
+            b = mine[s:s + batch_size]
             y = torch.as_tensor(labels[b], device=batcher.device)
             scores, _, _ = model(batcher(b), delay_mode="round")
             lp = log_probs(scores, model.readout)
             loss_sum += float(torch.nn.functional.nll_loss(lp, y, reduction="sum"))
             correct += int((scores.argmax(1) == y).sum())
+    if dist is not None:
+        correct, loss_sum = dist.sum_floats(correct, loss_sum)
     return correct / len(idx), loss_sum / len(idx)
 
 
@@ -324,7 +330,13 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
     elif ckpt_path.exists():
         raise fail(rundir, "already holds a training run; use --resume to continue it or choose another --out")
     torch.manual_seed(cfg.seed)
-    dev = pick_device(cfg.device)
+    dist = Dist.from_env(cfg.device)
+    if not dist.main:  # rank 0 speaks for all
+        import warnings
+
+        from .events import EventsnnWarning
+        warnings.filterwarnings("ignore", category=EventsnnWarning)
+    dev = torch.device(dist.device) if dist.enabled and dist.device != "cpu" else pick_device(cfg.device)
     events, tr_idx, val_idx, test = _load_data(cfg, events, test_events)
     model = build_model(cfg, events.n_units, events.n_classes, dev)
     opt = make_optimizer(model, cfg)
@@ -337,19 +349,21 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
                                                       ckpt["bad_epochs"])
         except (KeyError, RuntimeError, ValueError) as e:
             raise fail(ckpt_path, f"checkpoint does not match its config ({str(e).splitlines()[0]})") from None
-    prov = provenance(seed=cfg.seed)
-    rundir.mkdir(parents=True, exist_ok=True)
-    if ckpt is None:
-        with atomic_path(rundir / "config.json") as tmp:
-            tmp.write_text(json.dumps(cfg.model_dump(), indent=2))
-    with atomic_path(rundir / "metrics.jsonl") as tmp:  # exactly the checkpoint's history (no duplicates)
-        tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+    prov = provenance(seed=cfg.seed, world_size=dist.world)
+    if dist.main:  # rank 0 writes every file
+        rundir.mkdir(parents=True, exist_ok=True)
+        if ckpt is None:
+            with atomic_path(rundir / "config.json") as tmp:
+                tmp.write_text(json.dumps(cfg.model_dump(), indent=2))
+        with atomic_path(rundir / "metrics.jsonl") as tmp:  # exactly the checkpoint's history (no duplicates)
+            tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
 
     batcher = Batcher(events, cfg.dt_ms, dev)
     labels = events.labels
     stop_at = cfg.epochs if max_epochs_this_call is None else min(cfg.epochs, start_epoch + max_epochs_this_call)
     stopped_early = bad_epochs >= cfg.patience
-    bar = progress_bar(total=cfg.epochs, desc="train", disable=not progress, initial=min(start_epoch, cfg.epochs))
+    bar = progress_bar(total=cfg.epochs, desc="train", disable=not (progress and dist.main),
+                       initial=min(start_epoch, cfg.epochs))
     for epoch in range(start_epoch, stop_at):
         if stopped_early:
             break
@@ -359,22 +373,27 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         perm = tr_idx[torch.randperm(len(tr_idx), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)).numpy()]
         loss_sum, correct, rate_sum = 0.0, 0, 0.0
         for s in range(0, len(perm), cfg.batch_size):
-            b = perm[s:s + cfg.batch_size]
-            y = torch.as_tensor(labels[b], device=dev)
-            scores, _, spikes = model(batcher(b), delay_mode="interp", surrogate=cfg.surrogate, slope=cfg.slope)
-            loss = torch.nn.functional.nll_loss(log_probs(scores, cfg.readout), y)
-            if cfg.spike_reg > 0:
-                loss = loss + cfg.spike_reg * sum((sp.sum(1) ** 2).mean() for sp in spikes)
+            batch = perm[s:s + cfg.batch_size]
+            b = dist.shard(batch)  # this rank's samples (all of them in one process)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if len(b):
+                y = torch.as_tensor(labels[b], device=dev)
+                scores, _, spikes = model(batcher(b), delay_mode="interp", surrogate=cfg.surrogate, slope=cfg.slope)
+                # this rank's share of the global batch mean: summed over ranks it is the one-process loss
+                loss = torch.nn.functional.nll_loss(log_probs(scores, cfg.readout), y, reduction="sum") / len(batch)
+                if cfg.spike_reg > 0:
+                    loss = loss + cfg.spike_reg * sum((sp.sum(1) ** 2).mean(1).sum() for sp in spikes) / len(batch)
+                loss.backward()
+                loss_sum += float(loss.detach()) * len(batch)
+                correct += int((scores.argmax(1) == y).sum())
+                rate_sum += float(sum(sp.detach().sum() for sp in spikes)) / max(1, sum(sp.shape[2] for sp in spikes))
+            dist.sum_grads(model.parameters())
             opt.step()
             model.clamp_()
-            loss_sum += float(loss.detach()) * len(b)
-            correct += int((scores.argmax(1) == y).sum())
-            rate_sum += float(sum(sp.detach().sum() for sp in spikes)) / max(1, sum(sp.shape[2] for sp in spikes))
+        loss_sum, correct, rate_sum = dist.sum_floats(loss_sum, correct, rate_sum)
         # -- evaluate on the validation split; keep the best model (selection never sees the test set)
         model.eval()
-        val_acc, val_loss = evaluate(model, batcher, labels, val_idx)
+        val_acc, val_loss = evaluate(model, batcher, labels, val_idx, dist=dist)
         rec = {"epoch": epoch, "train_loss": loss_sum / len(perm), "train_acc": correct / len(perm),
                "val_acc": val_acc, "val_loss": val_loss, "spikes_per_neuron": rate_sum / len(perm),
                "seconds": time.perf_counter() - t0}
@@ -388,13 +407,14 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         else:
             bad_epochs += 1
         stopped_early = bad_epochs >= cfg.patience
-        # -- checkpoint (atomically) and log
-        _save_checkpoint(ckpt_path, {"config": cfg.model_dump(), "model": model.state_dict(),
-                                     "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
-                                     "best": best, "bad_epochs": bad_epochs, "n_inputs": events.n_units,
-                                     "n_classes": events.n_classes, "provenance": prov})
-        with open(rundir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        # -- checkpoint (atomically) and log, on rank 0
+        if dist.main:
+            _save_checkpoint(ckpt_path, {"config": cfg.model_dump(), "model": model.state_dict(),
+                                         "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
+                                         "best": best, "bad_epochs": bad_epochs, "n_inputs": events.n_units,
+                                         "n_classes": events.n_classes, "provenance": prov})
+            with open(rundir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
         bar.set_postfix(loss=f"{rec['train_loss']:.3f}", train=f"{rec['train_acc']:.2f}", val=f"{val_acc:.2f}")
         bar.update(1)
     bar.close()
@@ -415,11 +435,16 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
                       f"--epochs {2 * cfg.epochs}", EventsnnWarning, stacklevel=2)
         summary["still_improving"] = True
     if test is not None and finished:
-        best_model = load_trained_model(rundir, device=dev)
+        best_model = build_model(cfg, events.n_units, events.n_classes, dev)
+        best_model.load_state_dict(best["model"])
+        best_model.eval()
         tb = Batcher(test, cfg.dt_ms, dev, what="test")
-        summary["test_acc"], summary["test_loss"] = evaluate(best_model, tb, test.labels, np.arange(len(test)))
-    with atomic_path(rundir / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
+        summary["test_acc"], summary["test_loss"] = evaluate(best_model, tb, test.labels, np.arange(len(test)),
+                                                             dist=dist)
+    if dist.main:
+        with atomic_path(rundir / "summary.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
+    dist.barrier()
     return summary
 
 
