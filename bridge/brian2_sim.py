@@ -308,8 +308,7 @@ def to_brian2(net: Network, events, sample: int = 0, *, dt_ms: float | None = No
     netq = with_delay_mode(net, delays)
     binned = bin_for_run(events, [sample], dt_ms, net.dt_ms, inputs)
     Dff, Drec, W = _steps(netq, binned.n_steps, dt_ms, ratio, 1)
-    _reset_device()
-    b2.prefs.codegen.target = "numpy"
+    _configure("numpy", Path("."), exact=True)  # runtime device, numpy target, float64, as simulate_brian2
     b2.start_scope()
     b2.defaultclock.dt = dt_ms * b2.ms
     objs, _, _ = _build(b2, net, netq, binned, 1, W, 1, dt_ms, Dff, Drec)

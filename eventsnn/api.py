@@ -148,12 +148,17 @@ def export(model):
         snn = model.model
     elif isinstance(model, SNN):
         snn, meta = model, {}
-    else:
-        snn, meta = load_trained_model(model, dtype=torch.float64), {"source_rundir": str(model)}
+    else:  # a run directory: the validation-selected model and where it came from
+        from .training import load_checkpoint
+        snn = load_trained_model(model, dtype=torch.float64)  # checks the checkpoint's contents first
+        ck = load_checkpoint(Path(model) / "checkpoint.pt")
+        meta = {"source_rundir": str(Path(model).resolve()), "best_epoch": int(ck["best"]["epoch"]),
+                "val_acc": float(ck["best"]["val_acc"]), "delays": ck["config"]["delays"],
+                "seed": ck["config"].get("seed")}
     import copy
     import json
 
-    meta["provenance"] = json.dumps(provenance())
+    meta["provenance"] = json.dumps(provenance(seed=meta.pop("seed", None)))
     snn64 = copy.deepcopy(snn).to(torch.float64)  # the caller's model keeps its dtype
     return network_from_model(snn64, {k: v for k, v in meta.items() if v is not None})
 

@@ -234,12 +234,7 @@ def cmd_train(a):
 
 
 def cmd_export(a):
-    import torch
-
     from .bridge import save_network
-    from .bridge.from_torch import network_from_model
-    from .provenance import provenance
-    from .training import load_checkpoint, load_trained_model
 
     check_input(a.rundir, "RUNDIR", kind="dir")
     check_output(a.out, inputs=[a.rundir, a.data])
@@ -254,23 +249,15 @@ def cmd_export(a):
             raise EventsnnError(f"--sample {a.sample}: {a.data} has samples 0..{len(events) - 1}")
     elif a.data is not None or a.sample != 0 or a.dt is not None:
         raise EventsnnError("--data, --sample and --dt apply to --format brian2 only")
-    ck = load_checkpoint(Path(a.rundir) / "checkpoint.pt")
-    model = load_trained_model(a.rundir, dtype=torch.float64)
-    meta = {"source_rundir": str(Path(a.rundir).resolve()), "best_epoch": int(ck["best"]["epoch"]),
-            "val_acc": float(ck["best"]["val_acc"]), "delays": ck["config"]["delays"],
-            "provenance": json.dumps(provenance(seed=ck["config"].get("seed")))}
-    net = network_from_model(model, meta)
+    from .api import export
+    net = export(a.rundir)
+    meta = net.meta
     if a.format == "nir":
         from .bridge.nir_io import save_nir
         save_nir(net, a.out)
     elif a.format == "brian2":
         from .bridge.brian2_sim import write_brian2_script
-        from .contract import grid_ratio
-        dt = net.dt_ms if a.dt is None else a.dt
-        try:
-            grid_ratio(net.dt_ms, dt)
-        except ValueError as e:
-            raise EventsnnError(f"--dt: {e}") from None
+        dt = _step_for(net, a.dt)
         fine = dt < net.dt_ms - 1e-12
         if events.n_units != net.n_inputs:
             raise fail(a.data, f"{events.n_units} units but the network has {net.n_inputs} inputs")
@@ -284,6 +271,18 @@ def cmd_export(a):
 
 
 # ----------------------------------------------------------------------------- simulate / compare / verify / demo
+
+def _step_for(net, dt):
+    """``--dt`` (default: the training dt), checked to divide the network's training dt."""
+    from .contract import grid_ratio
+
+    dt = net.dt_ms if dt is None else dt
+    try:
+        grid_ratio(net.dt_ms, dt)
+    except ValueError as e:
+        raise EventsnnError(f"--dt: {e}") from None
+    return dt
+
 
 def cmd_import_nir(a):
     from .bridge import save_network
@@ -301,7 +300,6 @@ def cmd_simulate(a):
     import numpy as np
 
     from .bridge import load_network
-    from .contract import grid_ratio
     from .datasets import load_any
     from .errors import build_dir_for, sha256_file
     from .provenance import provenance
@@ -327,11 +325,7 @@ def cmd_simulate(a):
             raise EventsnnError(f"{given[0]}: the event engine is exact (no time step, unrounded delays, every "
                                 "input spike at its time); leave it out")
     a.delays, a.inputs, a.target = a.delays or "round", a.inputs or "binned", a.target or "numpy"
-    dt = a.dt if a.dt is not None else net.dt_ms
-    try:
-        grid_ratio(net.dt_ms, dt)
-    except ValueError as e:
-        raise EventsnnError(f"--dt: {e}") from None
+    dt = _step_for(net, a.dt)
     idx = np.arange(len(events) if a.samples is None else min(a.samples, len(events)))
     events = events.subset(idx)
     transform = None
