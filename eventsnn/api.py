@@ -74,7 +74,8 @@ def _network(x):
     raise EventsnnError(f"network: expected a Network, a TrainedModel or a network file, got {type(x).__name__}")
 
 
-def train(events, config=None, *, test=None, rundir=None, progress: bool = False, **settings) -> TrainedModel:
+def train(events, config=None, *, test=None, val=None, rundir=None, progress: bool = False,
+          **settings) -> TrainedModel:
     """Train a spiking network on ``events`` with surrogate gradients; select it on a validation split.
 
     Parameters
@@ -86,6 +87,8 @@ def train(events, config=None, *, test=None, rundir=None, progress: bool = False
         override it (``eventsnn.train(ev, delays="synaptic", epochs=10)``).
     test : Events or path, optional
         Held-out samples evaluated once, with the selected model, at the end.
+    val : Events or path, optional
+        Validation samples for model selection (instead of carving ``val_fraction`` from ``events``).
     rundir : path, optional
         Where to keep the checkpoint, metrics and summary (resumable with ``eventsnn train --resume``);
         by default a temporary directory that is removed afterwards.
@@ -106,6 +109,7 @@ def train(events, config=None, *, test=None, rundir=None, progress: bool = False
 
     ev = _events(events, "events")
     te = None if test is None else _events(test, "test")
+    va = None if val is None else _events(val, "val")
     if isinstance(config, TrainConfig):
         values = config.model_dump()
     elif isinstance(config, (str, Path)):
@@ -117,10 +121,12 @@ def train(events, config=None, *, test=None, rundir=None, progress: bool = False
         values.setdefault("data", str(events))
     if isinstance(test, (str, Path)):
         values.setdefault("test_data", str(test))
+    if isinstance(val, (str, Path)):
+        values.setdefault("val_data", str(val))
     cfg = TrainConfig.read(values)
 
     def run(d: Path) -> TrainedModel:
-        summary = _train(cfg, d, progress=progress, events=ev, test_events=te)
+        summary = _train(cfg, d, progress=progress, events=ev, test_events=te, val_events=va)
         history = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line]
         return TrainedModel(load_trained_model(d), cfg, summary, history, d if rundir is not None else None)
 

@@ -85,50 +85,13 @@ def _json_default(o):
 
 # ----------------------------------------------------------------------------- data
 
-DATA_DEFAULTS = {"isi": dict(units=10, classes=4, duration_ms=100.0),
-                 "polychrony": dict(units=20, classes=4, duration_ms=100.0),
-                 "coincidence": dict(units=30, classes=3, duration_ms=100.0)}
-
-
 def cmd_data_make(a):
-    from .datasets import make_coincidence, make_isi, make_polychrony
+    from .datasets import make_task
     from .events import save_events
 
     check_output(a.out)
-    d = {k: (getattr(a, k) if getattr(a, k) is not None else v) for k, v in DATA_DEFAULTS[a.task].items()}
-    if a.task != "coincidence" and a.overlap is not None:
-        raise EventsnnError(f"--overlap applies to the coincidence task only, not {a.task}")
-    common = dict(samples=a.samples, seed=a.seed, task_seed=a.task_seed, jitter_ms=a.jitter_ms)
-    if a.task == "isi":
-        if d["classes"] < 2:
-            raise EventsnnError(f"--classes must be >= 2 for isi, got {d['classes']}")
-        if d["duration_ms"] <= 16.0:
-            raise EventsnnError(f"--duration-ms must be > 16 ms for isi (a pair needs room for the longest "
-                                f"interval, 15 ms), got {d['duration_ms']:g}")
-        ev = make_isi(units=d["units"], classes=d["classes"], duration_ms=d["duration_ms"], **common)
-    elif a.task == "polychrony":
-        if d["units"] % 2 or d["units"] < 2:
-            raise EventsnnError(f"--units must be an even number >= 2 for polychrony (units form pairs), "
-                                f"got {d['units']}")
-        if not 2 <= d["classes"] <= 2 ** min(d["units"] // 2, 60):
-            raise EventsnnError(f"--classes must be in [2, {2 ** min(d['units'] // 2, 60)}] for polychrony with "
-                                f"{d['units']} units, got {d['classes']}")
-        if d["duration_ms"] <= 9.0:
-            raise EventsnnError(f"--duration-ms must be > 9 ms for polychrony (longest lag 8 ms), "
-                                f"got {d['duration_ms']:g}")
-        ev = make_polychrony(units=d["units"], classes=d["classes"], duration_ms=d["duration_ms"], **common)
-    else:
-        if d["units"] % 3 or d["units"] < 3:
-            raise EventsnnError(f"--units must be a multiple of 3 for coincidence (3 equal groups), got {d['units']}")
-        if d["classes"] != 3:
-            raise EventsnnError(f"--classes must be 3 for coincidence (which two of three groups agree), "
-                                f"got {d['classes']}")
-        windows = d["duration_ms"] / 20.0
-        if windows < 1 or abs(windows - round(windows)) > 1e-9:
-            raise EventsnnError(f"--duration-ms must be a multiple of the 20 ms window for coincidence, "
-                                f"got {d['duration_ms']:g}")
-        ev = make_coincidence(group_size=d["units"] // 3, windows=int(round(windows)),
-                              overlap=0.0 if a.overlap is None else a.overlap, **common)
+    ev = make_task(a.task, samples=a.samples, seed=a.seed, task_seed=a.task_seed, units=a.units, classes=a.classes,
+                   duration_ms=a.duration_ms, jitter_ms=a.jitter_ms, overlap=a.overlap, max_isi_ms=a.max_isi_ms)
     save_events(ev, a.out)
     _emit({"out": str(a.out), "samples": len(ev), "units": ev.n_units, "classes": ev.n_classes,
            "duration_s": ev.duration_s}, a.json, f"wrote {a.out}: {len(ev)} samples, {ev.n_units} units, "
@@ -185,6 +148,36 @@ def cmd_data_transform(a):
           a.json, f"wrote {a.out} ({Compose(ts).name}): {len(ev)} samples, {ev.n_units} units")
 
 
+def cmd_data_prepare(a):
+    from .datasets import load_any
+    from .events import save_events
+    from .paper import prepare_speech
+
+    files = [("--train", a.train), ("--test", a.test)] + ([("--valid", a.valid)] if a.valid else [])
+    for flag, f in files:
+        check_input(f, flag)
+    out = check_output(a.out, inputs=[f for _, f in files], kind="dir")
+    evs = []
+    for flag, f in files:
+        ev = load_any(f)
+        if ev.n_units != 700:
+            raise fail(f, f"expected an official {a.dataset.upper()} file (700 channels), found {ev.n_units} units")
+        evs.append(ev)
+    train, val, test, summary = prepare_speech(evs, a.dataset, a.variant, seed=a.seed, duration_bins=a.duration_bins)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, ev in (("train", train), ("val", val), ("test", test)):
+        save_events(ev, out / f"{name}.h5")
+    from .errors import atomic_path
+    from .provenance import provenance
+
+    summary["inputs"] = [str(f) for _, f in files]
+    summary["provenance"] = provenance(seed=a.seed)
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
+    _emit(summary, a.json, f"wrote {out}/train.h5, val.h5, test.h5: {summary['train']}/{summary['val']}/"
+                           f"{summary['test']} samples, {summary['units']} units ({a.dataset} {a.variant})")
+
+
 # ----------------------------------------------------------------------------- train / export
 
 def _train_flag(name: str) -> str:
@@ -220,9 +213,10 @@ def cmd_train(a):
             raise EventsnnError("--data: required (the training events file), on the command line or in --config")
         cfg = TrainConfig.read(values, source)
         check_input(cfg.data, "--data" if source.get("data") == "flag" else f"{a.config}: data")
-        if cfg.test_data:
-            check_input(cfg.test_data, "--test-data" if source.get("test_data") == "flag" else f"{a.config}: test_data")
-        check_output(a.out, inputs=[cfg.data, cfg.test_data, a.config], kind="dir")
+        for key in ("test_data", "val_data"):
+            if getattr(cfg, key):
+                check_input(getattr(cfg, key), _train_flag(key) if source.get(key) == "flag" else f"{a.config}: {key}")
+        check_output(a.out, inputs=[cfg.data, cfg.test_data, cfg.val_data, a.config], kind="dir")
         a.resume_hint = f"eventsnn train --resume {shlex.quote(str(a.out))}"
         summary = train(cfg, a.out, progress=not a.json)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -403,6 +397,21 @@ def cmd_demo(a):
     _emit(res, a.json)
 
 
+def cmd_sweep(a):
+    from .sweep import load_config, run_sweep
+    from .training import pick_device
+
+    check_input(a.config, "CONFIG")
+    load_config(a.config, quick=a.quick)  # every problem of the config, before any work
+    check_output(a.out, inputs=[a.config], kind="dir")
+    pick_device(a.device)
+    a.resume_hint = "the same command again (" + shlex.join(["eventsnn", *sys.argv[1:]]) + \
+        "): finished cells are kept"
+    res = run_sweep(a.config, a.out, workers=a.workers, quick=a.quick, progress=not a.json, device=a.device)
+    _emit(res, a.json, f"{res['done']}/{res['cells']} cells done ({res['ran']} this run); table: {res['table']}"
+                       + (f"; figure: {res['figure']}" if res.get("figure") else ""))
+
+
 # ----------------------------------------------------------------------------- parser
 
 class _UsageError(Exception):
@@ -481,6 +490,8 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .datasets import TASK_NAMES
+
     p = _Parser(prog="eventsnn", description="Train timing-based spiking networks and verify them in Brian2 at "
                 "fine time resolution.")
     p.add_argument("--version", action=_VersionAction, nargs=0,
@@ -490,19 +501,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="make, inspect and transform event datasets")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION", parser_class=_Parser)
-    m = dsub.add_parser("make", help="generate a synthetic timing task")
-    m.add_argument("task", choices=["isi", "polychrony", "coincidence"], help="which task")
+    m = dsub.add_parser("make", help="generate a synthetic timing task (ours, rate-matched, or the paper's)",
+                        description="Tasks: isi, polychrony, coincidence (ours: every unit's count has the same "
+                                    "distribution in every class) and the paper's, made as the authors make them: "
+                                    "paper-isi (ISI figure), paper-ccisi (cross-channel ISI vs --max-isi-ms figure), "
+                                    "paper-coincidence (accuracy vs --overlap figure).")
+    m.add_argument("task", choices=list(TASK_NAMES), help="which task")
     m.add_argument("--out", required=True, type=Path, help="events file to write")
-    m.add_argument("--samples", type=POS_INT, default=1000, help="number of samples")
+    m.add_argument("--samples", type=POS_INT, help="number of samples (default: 1000 for ours; the authors' sizes "
+                                                   "for paper-*: ~3600 for paper-isi/ccisi, 1500 for coincidence)")
     m.add_argument("--seed", type=SEED, default=0, help="sample seed (use different seeds for train and test)")
     m.add_argument("--task-seed", type=SEED, default=0, help="seed of the class structure (keep equal across splits)")
     m.add_argument("--units", type=POS_INT, help="input units (default: isi 10, polychrony 20, coincidence 30)")
     m.add_argument("--classes", type=POS_INT, help="classes (default: isi 4, polychrony 4, coincidence 3)")
     m.add_argument("--duration-ms", type=POS_FLOAT, help="sample duration in ms (default: 100)")
     m.add_argument("--jitter-ms", type=NONNEG_FLOAT, default=0.0, help="Gaussian jitter added to every spike (ms)")
-    m.add_argument("--overlap", type=PROB, help="coincidence only: 0 (easy) .. 1 (chance) (default: 0)")
+    m.add_argument("--overlap", type=PROB, help="coincidence tasks only: 0 (easy) .. 1 (chance) (default: 0); for "
+                                                "paper-coincidence the overlap of the on/off count distributions")
+    m.add_argument("--max-isi-ms", type=POS_FLOAT, help="paper-isi/paper-ccisi only: longest interval (default 100; "
+                                                        "the paper sweeps 50..500 for paper-ccisi)")
     _common(m)
     m.set_defaults(func=cmd_data_make)
+    pr = dsub.add_parser("prepare", help="the paper's SHD/SSC variants (whole, part, norm) from the official files",
+                         description="Builds the authors' 'whole', 'part' or 'norm' dataset from the union of the "
+                                     "official files: binary 100-bin raster over 1.4 s, whole batches of 256 per file, "
+                                     "count floor 2, caps (SHD 1%%/2000 samples, SSC 2%%/20000), class balancing, "
+                                     "and their 60/15/15 split (the last 10%% unused). Writes OUT/train.h5, val.h5, "
+                                     "test.h5 and summary.json.")
+    pr.add_argument("dataset", choices=["shd", "ssc"], help="which dataset")
+    pr.add_argument("--train", required=True, type=Path, help="official training file (shd_train.h5 / ssc_train.h5)")
+    pr.add_argument("--test", required=True, type=Path, help="official test file")
+    pr.add_argument("--valid", type=Path, help="official validation file (SSC has one; the authors use it too)")
+    pr.add_argument("--variant", required=True, choices=["whole", "part", "norm"], help="which variant")
+    pr.add_argument("--duration-bins", type=POS_INT, default=200,
+                    help="sample length in 14.14 ms bins (the authors pad the 100 bins to 200 in training)")
+    pr.add_argument("--seed", type=SEED, default=0, help="seed of spike selection, balancing and shuffling")
+    pr.add_argument("--out", required=True, type=Path, help="output directory")
+    _common(pr)
+    pr.set_defaults(func=cmd_data_prepare)
     i = dsub.add_parser("info", help="sizes, rates, classes (and a count-only baseline)")
     i.add_argument("file", type=Path, metavar="FILE", help="events file (ours, official SHD/SSC, or *_norm)")
     i.add_argument("--rate-baseline", action="store_true", help="held-out accuracy of logistic regression on counts")
@@ -511,8 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = dsub.add_parser("transform", help="apply probes/transforms and write a new events file")
     t.add_argument("file", type=Path, metavar="FILE", help="events file to read (never modified)")
     t.add_argument("--out", required=True, type=Path, help="events file to write")
-    t.add_argument("--reverse", nargs="?", const="window", choices=["window", "full"],
-                   help="time reversal: within each sample's first-to-last spike window, or of the whole duration")
+    t.add_argument("--reverse", nargs="?", const="window", choices=["window", "full", "max"],
+                   help="time reversal: within each sample's first-to-last spike window (the paper's), of the whole "
+                        "duration, or t -> max(t) - t (tonic's)")
     t.add_argument("--jitter", type=NONNEG_FLOAT, metavar="MS", help="Gaussian jitter per spike (ms)")
     t.add_argument("--jitter-neuron", type=NONNEG_FLOAT, metavar="MS", help="one Gaussian offset per unit (ms)")
     t.add_argument("--delete", type=PROB, metavar="P", help="delete each spike with probability P")
@@ -565,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="round: delays on the training grid; exact: real-valued (rounded to --dt) (default: round)")
     s.add_argument("--inputs", choices=["binned", "exact"],
                    help="binned: the binary raster training saw; exact: every spike, at --dt (default: binned)")
-    s.add_argument("--reverse", choices=["window", "full"], help="time-reverse the inputs first")
+    s.add_argument("--reverse", choices=["window", "full", "max"], help="time-reverse the inputs first")
     s.add_argument("--samples", type=POS_INT, help="first N samples only (default: all)")
     s.add_argument("--device", default="cpu", help="torch engine device")
     s.add_argument("--build-dir", type=Path, help="keep the Brian2 build here (default: a temporary one, removed)")
@@ -607,6 +644,19 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--workers", type=POS_INT, default=min(2, os.cpu_count() or 1), help="worker processes")
     _common(dm)
     dm.set_defaults(func=cmd_demo)
+
+    sw = sub.add_parser("sweep", help="a grid of datasets x transforms x models x seeds (the paper's figures)",
+                        description="Runs every cell of CONFIG (YAML; see examples/paper/): data, transforms applied "
+                                    "to train/val/test, validation-selected training, test accuracy, test-time "
+                                    "probes, optional Brian2 verification. Resumable cell by cell; writes "
+                                    "results.jsonl, table.md and figure.png in OUT.")
+    sw.add_argument("config", type=Path, metavar="CONFIG", help="sweep config (YAML)")
+    sw.add_argument("--out", required=True, type=Path, help="sweep directory (resumable)")
+    sw.add_argument("--workers", type=POS_INT, default=1, help="cells trained at once (threads are shared out)")
+    sw.add_argument("--quick", action="store_true", help="apply the config's quick: overrides (small, for tests)")
+    sw.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda, cuda:1)")
+    _common(sw)
+    sw.set_defaults(func=cmd_sweep)
     return p
 
 

@@ -18,6 +18,75 @@ from .errors import EventsnnError, fail
 from .events import Events
 
 TASKS = ("isi", "polychrony", "coincidence")
+PAPER_TASK_NAMES = ("paper-isi", "paper-ccisi", "paper-coincidence")
+TASK_NAMES = TASKS + PAPER_TASK_NAMES
+DEFAULTS = {"isi": dict(units=10, classes=4, duration_ms=100.0),
+            "polychrony": dict(units=20, classes=4, duration_ms=100.0),
+            "coincidence": dict(units=30, classes=3, duration_ms=100.0),
+            "paper-isi": dict(units=10, classes=2, duration_ms=10_000.0),
+            "paper-ccisi": dict(units=20, classes=2, duration_ms=10_000.0),
+            "paper-coincidence": dict(units=60, classes=3, duration_ms=4000.0)}
+
+
+def make_task(task: str, *, samples=None, seed=0, task_seed=0, units=None, classes=None, duration_ms=None,
+              jitter_ms=0.0, overlap=None, max_isi_ms=None) -> Events:
+    """Any task of ``eventsnn data make`` by name, its options checked first (errors name the flag)."""
+    from . import paper
+
+    if task not in TASK_NAMES:
+        raise EventsnnError(f"unknown task {task!r}; choose from {', '.join(TASK_NAMES)}")
+    d = dict(DEFAULTS[task])
+    d.update({k: v for k, v in dict(units=units, classes=classes, duration_ms=duration_ms).items() if v is not None})
+    if overlap is not None and "coincidence" not in task:
+        raise EventsnnError(f"--overlap applies to the coincidence tasks only, not {task}")
+    if max_isi_ms is not None and task not in ("paper-isi", "paper-ccisi"):
+        raise EventsnnError(f"--max-isi-ms applies to paper-isi and paper-ccisi only, not {task}")
+    if task.startswith("paper-"):
+        if classes is not None and classes != d["classes"]:
+            raise EventsnnError(f"--classes: {task} has {d['classes']} classes, got {classes}")
+        if task_seed:
+            raise EventsnnError(f"--task-seed: {task} has a fixed class structure (use --seed)")
+        if jitter_ms:
+            raise EventsnnError(f"--jitter-ms: not an option of {task} (use eventsnn data transform --jitter)")
+    common = dict(samples=1000 if samples is None else samples, seed=seed, task_seed=task_seed, jitter_ms=jitter_ms)
+    if task == "isi":
+        if d["classes"] < 2:
+            raise EventsnnError(f"--classes must be >= 2 for isi, got {d['classes']}")
+        if d["duration_ms"] <= 16.0:
+            raise EventsnnError(f"--duration-ms must be > 16 ms for isi (a pair needs room for the longest "
+                                f"interval, 15 ms), got {d['duration_ms']:g}")
+        return make_isi(units=d["units"], classes=d["classes"], duration_ms=d["duration_ms"], **common)
+    if task == "polychrony":
+        if d["units"] % 2 or d["units"] < 2:
+            raise EventsnnError(f"--units must be an even number >= 2 for polychrony (units form pairs), "
+                                f"got {d['units']}")
+        if not 2 <= d["classes"] <= 2 ** min(d["units"] // 2, 60):
+            raise EventsnnError(f"--classes must be in [2, {2 ** min(d['units'] // 2, 60)}] for polychrony with "
+                                f"{d['units']} units, got {d['classes']}")
+        if d["duration_ms"] <= 9.0:
+            raise EventsnnError(f"--duration-ms must be > 9 ms for polychrony (longest lag 8 ms), "
+                                f"got {d['duration_ms']:g}")
+        return make_polychrony(units=d["units"], classes=d["classes"], duration_ms=d["duration_ms"], **common)
+    if task == "coincidence":
+        if d["units"] % 3 or d["units"] < 3:
+            raise EventsnnError(f"--units must be a multiple of 3 for coincidence (3 equal groups), got {d['units']}")
+        if d["classes"] != 3:
+            raise EventsnnError(f"--classes must be 3 for coincidence (which two of three groups agree), "
+                                f"got {d['classes']}")
+        windows = d["duration_ms"] / 20.0
+        if windows < 1 or abs(windows - round(windows)) > 1e-9:
+            raise EventsnnError(f"--duration-ms must be a multiple of the 20 ms window for coincidence, "
+                                f"got {d['duration_ms']:g}")
+        return make_coincidence(group_size=d["units"] // 3, windows=int(round(windows)),
+                                overlap=0.0 if overlap is None else overlap, **common)
+    if task in ("paper-isi", "paper-ccisi"):
+        return paper.make_paper_isi(samples, cross_channel=task == "paper-ccisi", neurons=d["units"],
+                                    duration_ms=d["duration_ms"], max_isi_ms=100.0 if max_isi_ms is None else max_isi_ms,
+                                    seed=seed)
+    if d["units"] % 3 or d["units"] < 3:
+        raise EventsnnError(f"--units must be a multiple of 3 for paper-coincidence (3 equal groups), got {d['units']}")
+    return paper.make_paper_coincidence(1500 if samples is None else samples, overlap=overlap or 0.0,
+                                        group_size=d["units"] // 3, duration_ms=d["duration_ms"], seed=seed)
 
 
 def _finish(times_list, units_list, labels, n_units, duration_ms, n_classes, source, jitter_ms, rng, names=None):

@@ -86,6 +86,16 @@ class Events:
                       self.n_units, self.duration_s, self.n_classes, self.class_names, self.source,
                       dict(self.meta))
 
+    @classmethod
+    def concat(cls, parts: list["Events"]) -> "Events":
+        """Samples of several Events objects (same units) one after another; duration and classes the largest."""
+        lengths = np.concatenate([np.diff(p.offsets) for p in parts])
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        first = parts[0]
+        return cls(np.concatenate([p.times for p in parts]), np.concatenate([p.units for p in parts]), offsets,
+                   np.concatenate([p.labels for p in parts]), first.n_units, max(p.duration_s for p in parts),
+                   max(p.n_classes for p in parts), first.class_names, first.source, dict(first.meta))
+
     def replace(self, times=None, units=None, offsets=None, **kw) -> "Events":
         """A copy with new flat arrays (and any other field changed)."""
         fields = dict(times=self.times if times is None else times,

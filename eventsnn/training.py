@@ -41,6 +41,8 @@ class TrainConfig(BaseModel):
     data: str = Field("", description="training events file (the validation split is carved from it)")
     test_data: str | None = Field(None, description="held-out test events file, evaluated once at the end")
     val_fraction: float = Field(0.15, ge=0, lt=1, description="fraction of --data held out for model selection")
+    val_data: str | None = Field(None, description="validation events file (used instead of carving --val-fraction "
+                                                   "from --data)")
     dt_ms: Positive = Field(1.0, description="training time step (ms)")
     hidden: list[Annotated[int, Field(ge=1, le=100_000)]] = Field(
         default_factory=lambda: [64], min_length=1, description="hidden layer sizes, comma-separated (e.g. 128,128)")
@@ -256,9 +258,11 @@ def load_checkpoint(path) -> dict:
         raise fail(path, f"corrupt checkpoint ({type(e).__name__})") from None
 
 
-def _load_data(cfg: TrainConfig, events: Events | None = None, test: Events | None = None):
+def _load_data(cfg: TrainConfig, events: Events | None = None, test: Events | None = None,
+               val: Events | None = None):
     """Training and test events (from the config's files unless given), checked against each other and
-    against the settings, before any work."""
+    against the settings, before any work. A validation file (``val_data``) is appended to the training
+    events and its samples are the validation split."""
     from .datasets import load_any, split_indices
 
     if events is None:
@@ -267,7 +271,17 @@ def _load_data(cfg: TrainConfig, events: Events | None = None, test: Events | No
         events = load_any(cfg.data)
     if events.n_classes < 2:
         raise fail(cfg.data or "training events", f"needs at least 2 classes, found {events.n_classes}")
-    tr_idx, val_idx = split_indices(len(events), cfg.val_fraction, cfg.seed)
+    if val is None and cfg.val_data:
+        val = load_any(cfg.val_data)
+    if val is not None:
+        if val.n_units != events.n_units or val.n_classes > events.n_classes:
+            raise fail(cfg.val_data or "validation events", f"validation data has {val.n_units} units/"
+                       f"{val.n_classes} classes, training data {events.n_units}/{events.n_classes}")
+        n = len(events)
+        events = Events.concat([events, val])
+        tr_idx, val_idx = np.arange(n), np.arange(n, len(events))
+    else:
+        tr_idx, val_idx = split_indices(len(events), cfg.val_fraction, cfg.seed)
     if len(tr_idx) == 0:
         raise fail(cfg.data, "no training samples left after the validation split")
     if test is None and cfg.test_data:
@@ -296,7 +310,7 @@ def _resume_config(ckpt: dict, ckpt_path, epochs: int | None, device: str | None
 
 def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True, max_epochs_this_call=None,
           epochs: int | None = None, device: str | None = None, events: Events | None = None,
-          test_events: Events | None = None) -> dict:
+          test_events: Events | None = None, val_events: Events | None = None) -> dict:
     """Train (or resume) into ``rundir``; return the summary dict.
 
     Parameters
@@ -337,7 +351,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         from .events import EventsnnWarning
         warnings.filterwarnings("ignore", category=EventsnnWarning)
     dev = torch.device(dist.device) if dist.enabled and dist.device != "cpu" else pick_device(cfg.device)
-    events, tr_idx, val_idx, test = _load_data(cfg, events, test_events)
+    events, tr_idx, val_idx, test = _load_data(cfg, events, test_events, val_events)
     model = build_model(cfg, events.n_units, events.n_classes, dev)
     opt = make_optimizer(model, cfg)
     history, best, start_epoch, bad_epochs = [], None, 0, 0

@@ -41,21 +41,22 @@ def _rebuild(ev: Events, sample: np.ndarray, times_s: np.ndarray, units: np.ndar
 @dataclass(frozen=True)
 class Reverse:
     """Time reversal. ``window``: t -> t_first + t_last - t within each sample (the paper's);
-    ``full``: t -> duration - t (a spike at exactly 0 lands just below the duration)."""
+    ``full``: t -> duration - t (the whole sample; a spike at exactly 0 lands just below the duration);
+    ``max``: t -> t_last - t (tonic's ``TimeReversal``)."""
     mode: str = "window"
 
     def __post_init__(self):
-        if self.mode not in ("window", "full"):
-            raise EventsnnError(f"unknown reversal {self.mode!r}; choose 'window' or 'full'")
+        if self.mode not in ("window", "full", "max"):
+            raise EventsnnError(f"unknown reversal {self.mode!r}; choose 'window', 'full' or 'max'")
 
     def __call__(self, ev: Events) -> Events:
         s = ev.sample_index()
         t = ev.times
-        if self.mode == "window":
+        if self.mode in ("window", "max"):
             if len(t):
                 first = np.minimum.reduceat(t, ev.offsets[:-1].clip(max=len(t) - 1))
                 last = np.maximum.reduceat(t, ev.offsets[:-1].clip(max=len(t) - 1))
-                new = first[s] + last[s] - t
+                new = (first[s] if self.mode == "window" else 0.0) + last[s] - t
             else:
                 new = t.copy()
         else:  # "full"
@@ -217,12 +218,14 @@ class Compose:
         return "+".join(t.name for t in self.transforms) or "none"
 
 
-PROBES = ("reverse", "jitter", "jitter-neuron", "delete", "randomize")
+PROBES = ("reverse", "reverse-window", "reverse-full", "reverse-max", "jitter", "jitter-neuron", "delete",
+          "randomize")
 
 
 def parse_probes(spec: str) -> list:
     """Transforms named on the command line: ``reverse`` (window and full), ``jitter[:MS]``,
-    ``jitter-neuron[:MS]``, ``delete[:P]``, ``randomize[:F]``, ``reverse-window``, ``reverse-full``."""
+    ``jitter-neuron[:MS]``, ``delete[:P]``, ``randomize[:F]``, ``reverse-window``, ``reverse-full``,
+    ``reverse-max`` (tonic's t -> max(t) - t)."""
     out = []
     for item in [s.strip() for s in spec.split(",") if s.strip()]:
         name, _, arg = item.partition(":")
@@ -232,7 +235,7 @@ def parse_probes(spec: str) -> list:
             raise EventsnnError(f"probe {item!r}: {arg!r} is not a number") from None
         if name == "reverse":
             out += [Reverse("window"), Reverse("full")]
-        elif name in ("reverse-window", "reverse-full"):
+        elif name in ("reverse-window", "reverse-full", "reverse-max"):
             out.append(Reverse(name.split("-")[1]))
         elif name == "jitter":
             out.append(Jitter(1.0 if val is None else val))
@@ -251,7 +254,7 @@ def transform_by_name(name: str | None):
     """Inverse of ``.name`` for the probes (used to re-create a transform in a worker process)."""
     if name in (None, "none"):
         return None
-    for t in parse_probes("reverse") + [Jitter(0)]:
+    for t in parse_probes("reverse,reverse-max") + [Jitter(0)]:
         if t.name == name:
             return t
     import re

@@ -1,0 +1,335 @@
+"""The paper's own datasets ("Beyond Rate Coding", arXiv 2507.16043), built as the authors' code builds them.
+
+Synthetic (``eventsnn data make paper-isi | paper-ccisi | paper-coincidence``):
+
+* **paper-isi** (Fig. ISI): 10 neurons, 10 s at 1 ms. A point is drawn uniformly in [-10, 10]^2, points closer
+  than 2.5 to the line y = -x/2 are discarded, and the side of the line is the class (2 classes). x maps linearly
+  (over the drawn points' range) to a pair rate in 0.1..3 Hz (step 0.1), y to an interval in 1..``max_isi_ms``
+  (step 1 ms). Every neuron fires ``round(rate * 10 s)`` spike *pairs* separated by the interval, placed at
+  random integer-ms onsets that keep pairs from overlapping. The rate leaks class information by design.
+* **paper-ccisi** (Fig. cross-channel ISI): the same points, 20 neurons in 10 pairs; neuron 2p fires at the onset
+  and neuron 2p+1 the interval later (``--max-isi-ms`` swept 50..500 in the paper).
+* **paper-coincidence** (Fig. coincidence): 3 groups of 20 neurons, 4 s, 20 windows of 200 ms; spikes only in
+  [50, 150) ms of each window. In each window two groups share a random on/off state and the third has the other
+  (the class: which two agree). A group's number of active neurons is drawn from a Poisson distribution
+  truncated to 0..20 with mean 12 (on) or 2 (off); the means move to 5/5 as the mixing lambda goes 0 -> 1. The
+  ``overlap`` option is the authors' lambda': the overlap of the on and off count distributions, mapped to the
+  mixing lambda by their grid search (lambda' = 0 is mixing 0).
+
+Speech (``eventsnn data prepare {shd,ssc}``): the authors' "whole", "part" and "norm" variants, from the union of the
+official files, binned as they bin (``np.digitize`` on 100 edges over 0..1.4 s, binary), with their per-file
+truncation to whole batches of 256, their count floor and caps, class balancing and 60/15/15 split.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import EventsnnError
+from .events import Events
+
+# ----------------------------------------------------------------------------- ISI and cross-channel ISI
+
+RADIUS, MIN_DISTANCE, SLOPE = 10.0, 2.5, -0.5
+
+
+def _plane_points(n_samples: int | None, points: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """The authors' (rate, ISI) plane: uniform points away from the line, labelled by its side.
+
+    ``n_samples=None`` draws ``points`` and keeps the valid ones (the authors: 5000 -> ~3600); otherwise points are
+    drawn in rounds of ``points`` until ``n_samples`` are valid and the first ``n_samples`` are kept.
+    """
+    kept = []
+    while True:
+        X = rng.uniform(-RADIUS, RADIUS, (points, 2))
+        dist = np.abs(SLOPE * X[:, 0] - X[:, 1]) / math.sqrt(SLOPE ** 2 + 1)
+        kept.append(X[dist >= MIN_DISTANCE])
+        have = sum(len(k) for k in kept)
+        if n_samples is None or have >= n_samples:
+            break
+    X = np.concatenate(kept)[: n_samples]
+    y = np.where(X[:, 1] > SLOPE * X[:, 0], 0, 1).astype(np.int64)
+    return X, y
+
+
+def _map_stepped(v, lo, hi, step):
+    vmin, vmax = v.min(), v.max()
+    span = vmax - vmin if vmax > vmin else 1.0
+    m = (v - vmin) / span * (hi - lo) + lo
+    return np.clip(np.round(m / step) * step, lo, hi)
+
+
+def _place_pairs(n_pairs: int, isi: int, T: int, rng, max_attempts: int) -> np.ndarray:
+    """Onsets of non-overlapping pairs: onset s in [0, T - isi) is accepted when no earlier pair occupies
+    [s - isi, s + isi]; a pair that finds no place in ``max_attempts`` tries is skipped (as the authors')."""
+    occupied = np.zeros(T + 1, np.int64)
+    onsets = []
+    for _ in range(n_pairs):
+        # the tries of one pair, checked in order against the same occupancy (one prefix sum for all of them)
+        s0 = int(rng.integers(0, T - isi))
+        if not occupied[max(0, s0 - isi):s0 + isi + 1].any():  # the common case: the first try fits
+            occupied[max(0, s0 - isi):s0 + isi + 1] = 1
+            onsets.append(s0)
+            continue
+        s = rng.integers(0, T - isi, max_attempts - 1)
+        csum = np.concatenate([[0], np.cumsum(occupied)])
+        lo, hi = np.maximum(0, s - isi), np.minimum(T + 1, s + isi + 1)
+        free = np.flatnonzero(csum[hi] - csum[lo] == 0)
+        if len(free):
+            s0 = int(s[free[0]])
+            occupied[max(0, s0 - isi):s0 + isi + 1] = 1
+            onsets.append(s0)
+    return np.asarray(onsets, dtype=np.int64)
+
+
+def make_paper_isi(samples: int | None = None, *, cross_channel: bool = False, neurons: int | None = None,
+                   duration_ms: float = 10_000.0, max_isi_ms: float = 100.0, rate_min_hz: float = 0.1,
+                   rate_max_hz: float = 3.0, points: int = 5000, max_attempts: int = 500, seed: int = 0) -> Events:
+    """The paper's ISI task (``cross_channel=False``, 10 neurons) or cross-channel ISI task (20 neurons in pairs).
+
+    ``samples=None`` keeps the authors' size (5000 points drawn, ~3600 valid). Spikes sit on the 1 ms grid.
+    """
+    neurons = (20 if cross_channel else 10) if neurons is None else int(neurons)
+    if cross_channel and (neurons % 2 or neurons < 2):
+        raise EventsnnError(f"--units must be an even number >= 2 for paper-ccisi (neurons form pairs), got {neurons}")
+    T = int(round(duration_ms))
+    if abs(T - duration_ms) > 1e-9 or T < 2:
+        raise EventsnnError(f"--duration-ms must be a whole number of 1 ms steps >= 2, got {duration_ms:g}")
+    if not 1 <= max_isi_ms < T:
+        raise EventsnnError(f"--max-isi-ms must be in [1, duration) = [1, {T}), got {max_isi_ms:g}")
+    rng = np.random.default_rng(seed)
+    X, y = _plane_points(samples, points, rng)
+    rates = _map_stepped(X[:, 0], rate_min_hz, rate_max_hz, 0.1)
+    isis = _map_stepped(X[:, 1], 1.0, max_isi_ms, 1.0)
+    tl, ul = [], []
+    for i in range(len(y)):
+        r = np.random.default_rng([seed, i])  # per-sample stream: any worker count gives the same file
+        n_pairs = int(np.round(rates[i] * T / 1000.0))
+        isi = max(1, int(round(isis[i])))
+        ts, us = [], []
+        groups = [(p, p + 1) for p in range(0, neurons, 2)] if cross_channel else [(n, n) for n in range(neurons)]
+        for a, b in groups:
+            on = _place_pairs(n_pairs, isi, T, r, max_attempts)
+            ts += [on, on + isi]
+            us += [np.full(len(on), a), np.full(len(on), b)]
+        tl.append(np.concatenate(ts) * 1e-3)
+        ul.append(np.concatenate(us))
+    name = "paper-ccisi" if cross_channel else "paper-isi"
+    ev = Events.from_lists(tl, ul, y, neurons, T * 1e-3, 2, ["above-line", "below-line"], f"synthetic:{name}")
+    ev.meta.update({"task": name, "max_isi_ms": float(max_isi_ms), "pair_rate_hz_mean": float(rates.mean())})
+    return ev.validate()
+
+
+# ----------------------------------------------------------------------------- coincidence
+
+ON_MEAN, OFF_MEAN, MIX_MEAN = 12.0, 2.0, 5.0
+
+
+def _count_distributions(mix: float, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """On and off distributions of the number of active neurons: Poisson truncated to 0..group_size."""
+    from scipy.stats import poisson
+
+    k = np.arange(group_size + 1)
+    on = poisson.pmf(k, (1 - mix) * ON_MEAN + mix * MIX_MEAN)
+    off = poisson.pmf(k, (1 - mix) * OFF_MEAN + mix * MIX_MEAN)
+    return on / on.sum(), off / off.sum()
+
+
+def overlap_to_mix(overlap: float, group_size: int = 20) -> float:
+    """The authors' map from lambda' (overlap of the on/off count distributions) to the mixing lambda:
+    the first of 1001 grid values whose overlap is nearest (computed over 20 neurons, as theirs); 0 -> 0."""
+    if overlap == 0:
+        return 0.0
+    grid = np.linspace(0.0, 1.0, 1001)
+    ov = np.array([np.minimum(*_count_distributions(m, 20)).sum() for m in grid])
+    return float(grid[int(np.argmin(np.abs(ov - overlap)))])
+
+
+def make_paper_coincidence(samples: int = 1500, *, overlap: float = 0.0, group_size: int = 20,
+                           duration_ms: float = 4000.0, window_ms: float = 200.0, seed: int = 0) -> Events:
+    """The paper's coincidence task; classes are balanced (``samples`` // 3 each, the rest spread)."""
+    if not 0.0 <= overlap <= 1.0:
+        raise EventsnnError(f"--overlap must be in [0, 1], got {overlap:g}")
+    W = int(round(window_ms))
+    T = int(round(duration_ms))
+    if W < 150 or abs(W - window_ms) > 1e-9:
+        raise EventsnnError(f"--window-ms must be a whole number >= 150 ms (spikes fall in [50, 150) ms of each "
+                            f"window), got {window_ms:g}")
+    if abs(T - duration_ms) > 1e-9 or T < W:
+        raise EventsnnError(f"--duration-ms must be a whole number of ms >= the window ({W} ms), got {duration_ms:g}")
+    mix = overlap_to_mix(overlap)
+    on_p, off_p = _count_distributions(mix, group_size)
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(samples) % 3)
+    agree = [(0, 1), (0, 2), (1, 2)]  # the authors' classes A, B, C
+    slots = np.arange(50, 150)
+    tl, ul = [], []
+    for i, c in enumerate(labels):
+        r = np.random.default_rng([seed, i])
+        ts, us = [], []
+        for w in range(T // W):
+            state = r.random() < 0.5
+            states = np.full(3, not state)
+            states[list(agree[c])] = state
+            for g in range(3):
+                k = int(r.choice(group_size + 1, p=on_p if states[g] else off_p))
+                if k:
+                    active = r.choice(group_size, size=k, replace=False)
+                    ts.append(w * W + r.choice(slots, size=k, replace=True))
+                    us.append(g * group_size + active)
+        tl.append(np.concatenate(ts) * 1e-3 if ts else np.zeros(0))
+        ul.append(np.concatenate(us) if us else np.zeros(0, np.int64))
+    ev = Events.from_lists(tl, ul, labels, 3 * group_size, T * 1e-3, 3,
+                           ["groups-0-1-agree", "groups-0-2-agree", "groups-1-2-agree"], "synthetic:paper-coincidence")
+    ev.meta.update({"task": "paper-coincidence", "overlap": float(overlap), "mix": mix})
+    return ev.validate()
+
+
+PAPER_TASKS = {
+    "paper-isi": "the paper's ISI task (2 classes by a line in the rate-ISI plane; feeds the ISI figure)",
+    "paper-ccisi": "the paper's cross-channel ISI task (neuron pairs; feeds the max-ISI figure)",
+    "paper-coincidence": "the paper's coincidence task (3 groups of 20, 4 s; feeds the overlap figure)",
+}
+
+# ----------------------------------------------------------------------------- speech: whole / part / norm
+
+MAX_TIME_S, N_BINS, BATCH = 1.4, 100, 256
+SPEECH_CAPS = {"shd": dict(max_frac=0.01, max_remove=2000), "ssc": dict(max_frac=0.02, max_remove=20000)}
+
+
+def _bin_like_authors(ev: Events) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, labels) of the binary raster [sample, unit, bin] the authors build from one official file.
+
+    ``np.digitize`` on ``linspace(0, 1.4, 100)``; bins >= 100 go to the last bin; only whole batches of 256
+    samples are kept (their generator drops the rest of each file). Keys are ``(sample*U + unit)*100 + bin``.
+    """
+    n = (len(ev) // BATCH) * BATCH
+    edges = np.linspace(0, MAX_TIME_S, N_BINS)
+    sub = ev.subset(np.arange(n))
+    b = np.minimum(np.digitize(sub.times, edges), N_BINS - 1)
+    keys = np.unique((sub.sample_index() * ev.n_units + sub.units) * N_BINS + b)
+    return keys, sub.labels.copy()
+
+
+def _raster_to_events(keys, labels, n_units, n_classes, class_names, bin_ms, duration_bins, source) -> Events:
+    """Binary raster keys as events: one spike at the centre of each occupied bin."""
+    s, rest = np.divmod(keys, n_units * N_BINS)
+    u, b = np.divmod(rest, N_BINS)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(s, minlength=len(labels)))]).astype(np.int64)
+    o = np.lexsort((u, b, s))
+    return Events((b[o] + 0.5) * bin_ms * 1e-3, u[o].astype(np.int64), offsets, np.asarray(labels, np.int64),
+                  int(n_units), duration_bins * bin_ms * 1e-3, int(n_classes), class_names, source).validate()
+
+
+def prepare_speech(files: list[Events], dataset: str, variant: str, seed: int = 0, duration_bins: int = 200):
+    """The authors' speech variant as (train, validation, test) Events, plus a summary dict.
+
+    ``files``: the official files in the authors' order (SHD: train, test; SSC: train, test, valid).
+    ``variant``: ``whole`` (all 700 channels, all kept samples, unbalanced), ``part`` (the samples and channels
+    "norm" keeps, original spikes, class-balanced), ``norm`` (every channel fires its minimum count in every
+    sample, class-balanced). Split: the first 60% / next 15% / next 15% of the (shuffled, for part and norm)
+    samples, as the authors; the last 10% are unused. Times are bin centres at 1.4 s / 99 per bin; the sample
+    lasts ``duration_bins`` bins (the authors pad to 200 steps in training).
+    """
+    if dataset not in SPEECH_CAPS:
+        raise EventsnnError(f"unknown speech dataset {dataset!r}; choose shd or ssc")
+    if variant not in ("whole", "part", "norm"):
+        raise EventsnnError(f"unknown variant {variant!r}; choose whole, part or norm")
+    if duration_bins < N_BINS:
+        raise EventsnnError(f"--duration-bins must be >= {N_BINS} (the authors' raster has {N_BINS} bins), "
+                            f"got {duration_bins}")
+    U = files[0].n_units
+    n_classes = max(f.n_classes for f in files)
+    keys_l, labels_l, base = [], [], 0
+    for f in files:
+        k, y = _bin_like_authors(f)
+        s, rest = np.divmod(k, U * N_BINS)
+        keys_l.append((s + base) * U * N_BINS + rest)
+        labels_l.append(y)
+        base += len(y)
+    keys, Y = np.concatenate(keys_l), np.concatenate(labels_l)
+    N = len(Y)
+    if N == 0:
+        raise EventsnnError(f"{dataset}: fewer than {BATCH} samples in every file; nothing to prepare")
+    rng = np.random.default_rng(seed)
+    summary = {"dataset": dataset, "variant": variant, "samples_binned": int(N)}
+    if variant != "whole":
+        s_of, rest = np.divmod(keys, U * N_BINS)
+        u_of = rest // N_BINS
+        counts = np.zeros((N, U), np.int64)
+        np.add.at(counts, (s_of, u_of), 1)
+        bad = np.flatnonzero(counts.min(0) < 2)
+        remove = set()
+        caps = SPEECH_CAPS[dataset]
+        for u in bad:
+            i_bad = np.flatnonzero(counts[:, u] < 2)
+            if len(i_bad) / N <= caps["max_frac"]:
+                remove.update(i_bad.tolist())
+        keep = np.arange(N)
+        if 0 < len(remove) < caps["max_remove"]:
+            keep = np.setdiff1d(keep, np.fromiter(remove, np.int64))
+        Nf = counts[keep].min(0)
+        channels = np.flatnonzero(Nf > 0)
+        summary.update({"samples_removed": int(N - len(keep)), "channels": int(len(channels)),
+                        "spikes_per_sample_norm": int(Nf[channels].sum())})
+        # restrict to kept samples and channels, renumbered
+        new_s = np.full(N, -1)
+        new_s[keep] = np.arange(len(keep))
+        new_u = np.full(U, -1)
+        new_u[channels] = np.arange(len(channels))
+        ok = (new_s[s_of] >= 0) & (new_u[u_of] >= 0)
+        b_of = rest % N_BINS
+        s2, u2, b2 = new_s[s_of[ok]], new_u[u_of[ok]], b_of[ok]
+        C = len(channels)
+        part_keys = (s2 * C + u2) * N_BINS + b2
+        Y2 = Y[keep]
+        # part is balanced first, then norm, each with the next draws of one generator (the authors' order)
+        part_sel = _balance(Y2, rng)
+        if variant == "norm":  # keep Nf random spikes of every (sample, channel); every spike is in its own bin
+            group = s2 * C + u2
+            order = np.lexsort((rng.random(len(group)), group))
+            g = group[order]
+            first = np.searchsorted(g, g, side="left")
+            rank = np.arange(len(g)) - first
+            chosen = order[rank < Nf[channels][u2[order]]]
+            part_keys = np.sort(part_keys[chosen])
+            sel = _balance(Y2, rng)
+        else:
+            sel = part_sel
+        keys, Y, U = _select(part_keys, sel, C), Y2[sel], C
+    N = len(Y)
+    cut = [int(N * 0.6), int(N * 0.75), int(N * 0.9)]
+    bin_ms = MAX_TIME_S / (N_BINS - 1) * 1e3
+    names = files[0].class_names
+    out = []
+    for name, lo, hi in (("train", 0, cut[0]), ("val", cut[0], cut[1]), ("test", cut[1], cut[2])):
+        k = _select(keys, np.arange(lo, hi), U)
+        out.append(_raster_to_events(k, Y[lo:hi], U, n_classes, names, bin_ms, duration_bins,
+                                     f"{dataset}-{variant}:{name}"))
+    summary.update({"samples": int(N), "units": int(U), "bin_ms": bin_ms,
+                    "train": len(out[0]), "val": len(out[1]), "test": len(out[2])})
+    return (*out, summary)
+
+
+def _balance(Y, rng) -> np.ndarray:
+    """Random undersampling to the smallest class, then a random order (the authors' balance_dataset)."""
+    classes = np.unique(Y)
+    m = min(int((Y == c).sum()) for c in classes)
+    sel = []
+    for c in classes:
+        idx = np.flatnonzero(Y == c)
+        rng.shuffle(idx)
+        sel.append(idx[:m])
+    sel = np.concatenate(sel)
+    return sel[rng.permutation(len(sel))]
+
+
+def _select(keys, samples, U) -> np.ndarray:
+    """Keys of the given samples (in that order), renumbered 0..len(samples)-1."""
+    s, rest = np.divmod(keys, U * N_BINS)
+    N = int(s.max()) + 1 if len(s) else 0
+    pos = np.full(max(N, int(np.max(samples, initial=-1)) + 1), -1)
+    pos[samples] = np.arange(len(samples))
+    ok = pos[s] >= 0
+    return np.sort(pos[s[ok]] * U * N_BINS + rest[ok])

@@ -1,0 +1,456 @@
+"""Sweeps: a grid of datasets x transforms x models x seeds, one validation-selected model per cell.
+
+``eventsnn sweep CONFIG.yaml --out DIR [--workers N] [--quick]`` reads a :class:`SweepConfig` (YAML), and for
+every cell: makes (or reads) the data, applies the cell's transforms to the training, validation and test
+samples ("retrain at each level"), trains with validation-based selection, tests on an independent file,
+evaluates the test-time probes (time reversal, jitter, ...) and optionally verifies the selected model in
+Brian2 and the exact event engine. Each finished cell is one line of ``DIR/results.jsonl``; a rerun skips
+the cells already there (resumable cell by cell). ``DIR/table.md`` (mean +- std over seeds) and the
+figure (accuracy vs the swept quantity, one line per model, the chance level, the paper's points) are
+rebuilt after every cell.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import EventsnnError, atomic_path, fail
+
+TRANSFORMS = {  # retrain-at-each-level transforms: config key -> (constructor, description)
+    "randomize": "fraction f of each unit's spikes moved to random times (counts kept)",
+    "jitter": "Gaussian jitter per spike (ms)",
+    "jitter_neuron": "one Gaussian offset per unit (ms)",
+    "delete": "each spike deleted with probability p",
+}
+
+
+def _transform(name: str, level: float, seed: int):
+    from .transforms import Delete, Jitter, RandomizeTiming
+
+    if name == "randomize":
+        return RandomizeTiming(level, seed=seed)
+    if name == "jitter":
+        return Jitter(level, seed=seed)
+    if name == "jitter_neuron":
+        return Jitter(level, per="neuron", seed=seed)
+    return Delete(level, seed=seed)
+
+
+class DataSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: str | None = Field(None, description="a task of `eventsnn data make` (paper-isi, coincidence, ...)")
+    options: dict = Field(default_factory=dict, description="options of the task (as in data make, snake_case)")
+    grid: dict[str, list] = Field(default_factory=dict, description="task options swept, e.g. overlap: [0, 0.5, 1]")
+    train_samples: int | None = Field(None, ge=3, description="training-file samples (default: the task's)")
+    test_samples: int | None = Field(None, ge=1, description="test-file samples (default: the task's)")
+    prepared: str | None = Field(None, description="a directory of `eventsnn data prepare` (train/val/test.h5)")
+
+
+class VerifySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dt: list[float] = Field(default_factory=lambda: [0.01], description="fine dts (ms), besides the training dt")
+    samples: int = Field(20, ge=1, description="first N test samples")
+    probes: str = Field("reverse", description="probes verified too (verify --probes syntax)")
+    target: Literal["numpy", "cython", "cpp_standalone"] = "numpy"
+
+
+class FigureSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    x: str = Field(..., description="the swept quantity on the x axis: a grid/transform key or probe:<name>")
+    xlabel: str | None = None
+    title: str | None = None
+    paper: dict[str, dict[float, float]] = Field(
+        default_factory=dict, description="the paper's accuracy (0..1) per model name and x value, drawn as markers")
+
+
+class SweepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    data: DataSpec
+    transforms: dict[Literal["randomize", "jitter", "jitter_neuron", "delete"], list[float]] = Field(
+        default_factory=dict, description="applied to train, validation and test (retrain at each level)")
+    models: dict[str, dict] = Field(default_factory=lambda: {"none": {"delays": "none"},
+                                                             "axonal": {"delays": "axonal"}})
+    train: dict = Field(default_factory=dict, description="training settings shared by all cells (TrainConfig)")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    probes: list[str] = Field(default_factory=list, description="test-time probes (verify --probes syntax)")
+    verify: VerifySpec | None = None
+    figure: FigureSpec | None = None
+    quick: dict = Field(default_factory=dict, description="overrides applied with --quick")
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def load_config(path, quick: bool = False) -> SweepConfig:
+    """Read and check a sweep config; every problem names the file and the key, before any work."""
+    from .training import TrainConfig
+    from .transforms import parse_probes
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise fail(path, f"cannot parse YAML ({' '.join(str(e).split())})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise fail(path, f"cannot read ({e})") from None
+    if not isinstance(raw, dict):
+        raise fail(path, "a sweep config must be a mapping (name, data, models, ...)")
+    if quick:
+        raw = _merge(raw, raw.get("quick") or {})
+    try:
+        cfg = SweepConfig(**raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise fail(path, f"{loc}: {err['msg']}") from None
+    d = cfg.data
+    if (d.task is None) == (d.prepared is None):
+        raise fail(path, "data: give exactly one of task (a data make task) or prepared (a data prepare directory)")
+    if d.task is not None:
+        from .datasets import TASK_NAMES, make_task
+        import inspect
+        if d.task not in TASK_NAMES:
+            raise fail(path, f"data.task: unknown task {d.task!r}; choose from {', '.join(TASK_NAMES)}")
+        known = set(inspect.signature(make_task).parameters) - {"task", "seed", "samples"}
+        for k in list(d.options) + list(d.grid):
+            if k not in known:
+                raise fail(path, f"data: unknown task option {k!r}; choose from {', '.join(sorted(known))}")
+        for k, v in d.grid.items():
+            if not v:
+                raise fail(path, f"data.grid.{k}: empty list")
+    else:
+        pd = Path(d.prepared) if Path(d.prepared).is_absolute() else p.parent / d.prepared
+        for f in ("train.h5", "val.h5", "test.h5"):
+            if not (pd / f).exists():
+                raise fail(path, f"data.prepared: {pd / f} does not exist (make it with eventsnn data prepare)")
+    for k, v in cfg.transforms.items():
+        if not v:
+            raise fail(path, f"transforms.{k}: empty list")
+    if not cfg.models:
+        raise fail(path, "models: at least one model")
+    for name, m in cfg.models.items():
+        try:
+            TrainConfig(**{**cfg.train, **m})
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise fail(path, f"models.{name} / train: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        for key in ("data", "test_data", "val_data", "seed"):
+            if key in {**cfg.train, **m}:
+                raise fail(path, f"models.{name} / train: {key} is set by the sweep, not the config")
+    try:
+        for pr in cfg.probes:
+            parse_probes(pr)
+    except EventsnnError as e:
+        raise fail(path, f"probes: {e}") from None
+    if cfg.figure is not None:
+        x = cfg.figure.x
+        axes = set(d.grid) | set(cfg.transforms) | {f"probe:{p.split(':')[0]}" for p in cfg.probes}
+        if x not in axes:
+            raise fail(path, f"figure.x: {x!r} is not swept; choose from {', '.join(sorted(axes)) or '(nothing swept)'}")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- cells
+
+def cells(cfg: SweepConfig) -> list[dict]:
+    """Every cell of the grid, in a stable order: data grid x transforms x models x seeds."""
+    gk, tk = sorted(cfg.data.grid), sorted(cfg.transforms)
+    out = []
+    for gv in itertools.product(*(cfg.data.grid[k] for k in gk)):
+        for tv in itertools.product(*(cfg.transforms[k] for k in tk)):
+            for model in cfg.models:
+                for seed in cfg.seeds:
+                    out.append({"data": dict(zip(gk, gv)), "transforms": dict(zip(tk, tv)), "model": model,
+                                "seed": int(seed)})
+    return out
+
+
+def cell_key(cell: dict) -> str:
+    return json.dumps(cell, sort_keys=True)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _cell_data(cfg: SweepConfig, cell: dict, datadir: Path, base: Path):
+    """(train, val or None, test) Events of a cell; generated files are cached in DATADIR and shared by models."""
+    from .datasets import load_any, make_task
+    from .events import save_events
+
+    d = cfg.data
+    if d.prepared is not None:
+        pd = Path(d.prepared) if Path(d.prepared).is_absolute() else base / d.prepared
+        return load_any(pd / "train.h5"), load_any(pd / "val.h5"), load_any(pd / "test.h5")
+    opts = {**d.options, **cell["data"]}
+    out = []
+    for split, samples, offset in (("train", d.train_samples, 0), ("test", d.test_samples, 1)):
+        spec = {"task": d.task, "options": opts, "samples": samples, "seed": 2 * cell["seed"] + offset}
+        f = datadir / f"{d.task}-{split}-{_digest(spec)}.h5"
+        if f.exists():
+            out.append(load_any(f))
+            continue
+        ev = make_task(d.task, samples=samples, seed=spec["seed"], **opts)
+        save_events(ev, f)
+        out.append(ev)
+    return out[0], None, out[1]
+
+
+def run_cell(job: dict) -> dict:
+    """Train and evaluate one cell (runs in a worker process); returns its results.jsonl record (the data
+    warnings of the cell are kept in it instead of being printed from every worker)."""
+    import torch
+
+    if job.get("threads"):
+        torch.set_num_threads(job["threads"])
+    import warnings
+
+    from .events import EventsnnWarning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EventsnnWarning)
+        rec = _run_cell(job)
+    msgs = sorted({str(w.message) for w in caught if issubclass(w.category, EventsnnWarning)})
+    if msgs:
+        rec["warnings"] = msgs
+    return rec
+
+
+def _run_cell(job: dict) -> dict:
+    from . import api
+    from .training import Batcher, evaluate
+    from .transforms import parse_probes
+
+    cfg = SweepConfig(**job["config"])
+    cell, celldir = job["cell"], Path(job["celldir"])
+    t0 = time.perf_counter()
+    train_ev, val_ev, test_ev = _cell_data(cfg, cell, Path(job["datadir"]), Path(job["base"]))
+    for i, (name, level) in enumerate(sorted(cell["transforms"].items())):
+        s = 7919 * cell["seed"] + 31 * i
+        train_ev = _transform(name, level, s)(train_ev)
+        val_ev = None if val_ev is None else _transform(name, level, s + 1)(val_ev)
+        test_ev = _transform(name, level, s + 2)(test_ev)
+    settings = {**cfg.train, **cfg.models[cell["model"]], "seed": cell["seed"], "device": job.get("device", "cpu")}
+    import shutil
+    shutil.rmtree(celldir, ignore_errors=True)  # a cell interrupted earlier starts again
+    model = api.train(train_ev, settings, test=test_ev, val=val_ev, rundir=celldir / "run")
+    rec = {"cell": cell, "test_acc": model.summary.get("test_acc"), "val_acc": model.summary.get("val_acc"),
+           "best_epoch": model.summary.get("best_epoch"), "epochs_run": model.summary.get("epochs_run"),
+           "n_train": model.summary.get("n_train"), "n_val": model.summary.get("n_val"), "n_test": len(test_ev),
+           "n_classes": int(test_ev.n_classes), "chance": float(np.bincount(test_ev.labels).max() / len(test_ev)),
+           "train_seconds": model.summary.get("seconds")}
+    dt = model.config.dt_ms
+    probes = {}
+    net = model.model.eval()
+    for spec in cfg.probes:
+        for tr in parse_probes(spec):
+            ev = tr(test_ev)
+            acc, _ = evaluate(net, Batcher(ev, dt, "cpu", what="probe"), ev.labels, np.arange(len(ev)))
+            probes[tr.name] = acc
+    rec["probes"] = probes
+    if cfg.verify is not None:
+        v = cfg.verify
+        n = min(v.samples, len(test_ev))
+        dts = sorted({dt, *[x for x in v.dt if x < dt]}, reverse=True)
+        rep = api.verify(model, test_ev.subset(np.arange(n)), out=celldir / "verify", dt=dts, probes=v.probes,
+                         target=v.target)
+        rec["verify"] = {r["name"]: {"accuracy": r["accuracy"], "agreement_with_torch": r["agreement_with_torch"],
+                                     **({"spike_mismatch": r["spike_mismatch"]} if r["spike_mismatch"] is not None
+                                        else {})}
+                         for r in rep["runs"]}
+        rec["verify_samples"] = n
+    rec["seconds"] = time.perf_counter() - t0
+    return rec
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+def read_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill: that cell runs again
+    return out
+
+
+def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress: bool = True,
+              device: str = "cpu") -> dict:
+    """Run (or resume) a sweep; returns ``{"cells", "done", "ran", "table", "figure"}``."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from .errors import dir_lock
+    from .progress import progress_bar
+    from .provenance import provenance
+
+    cfg = load_config(config_path, quick=quick)
+    out = Path(out)
+    all_cells = cells(cfg)
+    with dir_lock(out, "this sweep directory"):
+        meta = {"config": cfg.model_dump(mode="json"), "quick": quick}
+        mf = out / "sweep.json"
+        if mf.exists():
+            old = json.loads(mf.read_text())
+            if old.get("config") != meta["config"] or old.get("quick") != quick:
+                raise fail(out, "holds a sweep with a different config (or --quick setting); use another --out "
+                                "or the same config to resume")
+        else:
+            with atomic_path(mf) as tmp:
+                tmp.write_text(json.dumps({**meta, "config_file": str(config_path), "provenance": provenance()},
+                                          indent=2))
+        results_f = out / "results.jsonl"
+        done = {cell_key(r["cell"]) for r in read_results(results_f)}
+        todo = [c for c in all_cells if cell_key(c) not in done]
+        threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+        jobs = [{"config": cfg.model_dump(mode="json"), "cell": c, "celldir": str(out / "cells" / _digest(c)),
+                 "datadir": str(out / "data"), "base": str(Path(config_path).resolve().parent), "threads": threads,
+                 "device": device} for c in todo]
+        (out / "data").mkdir(parents=True, exist_ok=True)
+        bar = progress_bar(total=len(all_cells), desc=f"sweep {cfg.name}", disable=not progress,
+                           initial=len(all_cells) - len(todo))
+
+        def record(rec):
+            with open(results_f, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            summarize(cfg, read_results(results_f), out)
+            bar.update(1)
+
+        if workers <= 1:
+            for j in jobs:
+                record(run_cell(j))
+        elif jobs:
+            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
+                for fut in as_completed([ex.submit(run_cell, j) for j in jobs]):
+                    record(fut.result())
+        bar.close()
+        results = read_results(results_f)
+        paths = summarize(cfg, results, out)
+    return {"cells": len(all_cells), "done": len({cell_key(r["cell"]) for r in results}), "ran": len(todo), **paths}
+
+
+# ----------------------------------------------------------------------------- table and figure
+
+def _axes(cfg: SweepConfig) -> list[str]:
+    return sorted(cfg.data.grid) + sorted(cfg.transforms)
+
+
+def _row_params(cell: dict) -> dict:
+    return {**cell["data"], **cell["transforms"]}
+
+
+def _fmt(values) -> str:
+    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return "—"
+    m = 100 * float(np.mean(v))
+    return f"{m:.1f} ± {100 * float(np.std(v)):.1f}" if len(v) > 1 else f"{m:.1f}"
+
+
+def summarize(cfg: SweepConfig, results: list[dict], out: Path) -> dict:
+    """Write table.md (mean ± std over seeds, accuracy in %) and the figure; return their paths."""
+    axes = _axes(cfg)
+    probe_names = sorted({k for r in results for k in r.get("probes", {})})
+    # the table shows the verified accuracy on the original inputs (all probes are in results.jsonl and each
+    # cell's verify/report.md)
+    verify_names = sorted({k for r in results for k in r.get("verify", {})
+                           if k.startswith(("brian2", "event")) and k.endswith("-none")})
+    groups: dict = {}
+    for r in results:
+        p = _row_params(r["cell"])
+        key = (tuple(p.get(a) for a in axes), r["cell"]["model"])
+        groups.setdefault(key, []).append(r)
+    model_order = list(cfg.models)
+    rows = sorted(groups, key=lambda k: (tuple((v is None, v) for v in k[0]),
+                                         model_order.index(k[1]) if k[1] in model_order else 99))
+    head = axes + ["model", "seeds", "test accuracy (%)"] + [f"{p} (%)" for p in probe_names] \
+        + [f"verify {v} (%)" for v in verify_names]
+    lines = [f"# {cfg.name}", "", cfg.description.strip(), "",
+             "Accuracy on the independent test file, mean ± std over seeds; chance "
+             f"{_fmt([r['chance'] for r in results])} %." if results else "No cell finished yet.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in rows:
+        rs = groups[key]
+        cols = [f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in key[0]]
+        cols += [key[1], str(len(rs)), _fmt([r["test_acc"] for r in rs])]
+        cols += [_fmt([r.get("probes", {}).get(p) for r in rs]) for p in probe_names]
+        cols += [_fmt([r.get("verify", {}).get(v, {}).get("accuracy") for r in rs]) for v in verify_names]
+        lines.append("| " + " | ".join(cols) + " |")
+    with atomic_path(out / "table.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    paths = {"table": str(out / "table.md")}
+    if cfg.figure is not None and results:
+        paths["figure"] = str(_figure(cfg, results, out))
+    return paths
+
+
+def _figure(cfg: SweepConfig, results: list[dict], out: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig_cfg = cfg.figure
+    x = fig_cfg.x
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    others = [a for a in _axes(cfg) if a != x]
+    for mi, model in enumerate(cfg.models):
+        series: dict = {}
+        for r in results:
+            if r["cell"]["model"] != model:
+                continue
+            p = _row_params(r["cell"])
+            label = model + "".join(f", {a}={p[a]:g}" for a in others if a in p)
+            if x.startswith("probe:"):
+                kind = x.split(":", 1)[1]
+                pts = [(float(k.split("-")[-1].rstrip("ms")), v) for k, v in r.get("probes", {}).items()
+                       if k.rsplit("-", 1)[0] == kind]
+                pts.append((0.0, r["test_acc"]))
+            else:
+                pts = [(float(p[x]), r["test_acc"])]
+            for xv, acc in pts:
+                series.setdefault(label, {}).setdefault(xv, []).append(acc)
+        for si, (label, pts) in enumerate(sorted(series.items())):
+            xs = sorted(pts)
+            m = [100 * np.mean(pts[v]) for v in xs]
+            s = [100 * np.std(pts[v]) for v in xs]
+            ax.errorbar(xs, m, yerr=s, marker="o", capsize=3, label=f"{label} (eventsnn)",
+                        color=colors[(mi + si) % len(colors)])
+        if model in fig_cfg.paper:
+            pp = sorted(fig_cfg.paper[model].items())
+            ax.plot([a for a, _ in pp], [100 * b for _, b in pp], "x--", color=colors[mi % len(colors)],
+                    alpha=0.6, label=f"{model} (paper)")
+    chance = 100 * float(np.mean([r["chance"] for r in results]))
+    ax.axhline(chance, color="gray", ls=":", label="chance")
+    ax.set_xlabel(fig_cfg.xlabel or x)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 102)
+    ax.set_title(fig_cfg.title or cfg.name)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "figure.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
