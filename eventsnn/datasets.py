@@ -42,8 +42,8 @@ def make_task(task: str, *, samples=None, seed=0, task_seed=0, units=None, class
     if max_isi_ms is not None and task not in ("paper-isi", "paper-ccisi"):
         raise EventsnnError(f"--max-isi-ms applies to paper-isi and paper-ccisi only, not {task}")
     if task.startswith("paper-"):
-        if classes is not None and classes != d["classes"]:
-            raise EventsnnError(f"--classes: {task} has {d['classes']} classes, got {classes}")
+        if classes is not None and classes != DEFAULTS[task]["classes"]:
+            raise EventsnnError(f"--classes: {task} has {DEFAULTS[task]['classes']} classes, got {classes}")
         if task_seed:
             raise EventsnnError(f"--task-seed: {task} has a fixed class structure (use --seed)")
         if jitter_ms:

@@ -368,10 +368,18 @@ def _fmt(values) -> str:
     return f"{m:.1f} ± {100 * float(np.std(v)):.1f}" if len(v) > 1 else f"{m:.1f}"
 
 
+def _probe_order(name: str):
+    kind, _, level = name.rpartition("-")
+    try:
+        return (kind, float(level.removesuffix("ms")), "")
+    except ValueError:
+        return (name, 0.0, name)
+
+
 def summarize(cfg: SweepConfig, results: list[dict], out: Path) -> dict:
     """Write table.md (mean ± std over seeds, accuracy in %) and the figure; return their paths."""
     axes = _axes(cfg)
-    probe_names = sorted({k for r in results for k in r.get("probes", {})})
+    probe_names = sorted({k for r in results for k in r.get("probes", {})}, key=_probe_order)
     # the table shows the verified accuracy on the original inputs (all probes are in results.jsonl and each
     # cell's verify/report.md)
     verify_names = sorted({k for r in results for k in r.get("verify", {})
