@@ -271,6 +271,9 @@ def prepare_speech(files: list[Events], dataset: str, variant: str, seed: int = 
             keep = np.setdiff1d(keep, np.fromiter(remove, np.int64))
         Nf = counts[keep].min(0)
         channels = np.flatnonzero(Nf > 0)
+        if len(channels) == 0:
+            raise EventsnnError(f"{dataset} {variant}: no channel fires in every kept sample, so nothing is left "
+                                "(are these the official files?)")
         summary.update({"samples_removed": int(N - len(keep)), "channels": int(len(channels)),
                         "spikes_per_sample_norm": int(Nf[channels].sum())})
         # restrict to kept samples and channels, renumbered
