@@ -22,3 +22,16 @@ def test_benchmark_prints_json(script, keys):
     res = json.loads(p.stdout.strip().splitlines()[-1])
     assert keys <= set(res)
     assert res["samples_per_s"] > 0 and res["baseline_samples_per_s"] > 0
+
+
+def test_speech_standin_measures_every_step():
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speech_standin.py"), "--small", "--threads", "1",
+                        "--json"], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    for v in ("whole", "part", "norm"):
+        prep, ep = res[v]["prepare"], res[v]["train_epoch"]
+        assert sum(prep["train_val_test"]) <= prep["samples"] and prep["peak_rss_mb"] > 0
+        assert ep["samples_per_s"] > 0 and ep["epoch_seconds"] > 0
+    assert res["whole"]["prepare"]["units"] == 700
+    assert res["part"]["prepare"]["units"] == res["norm"]["prepare"]["units"] < 700
