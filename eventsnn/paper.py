@@ -198,18 +198,56 @@ MAX_TIME_S, N_BINS, BATCH = 1.4, 100, 256
 SPEECH_CAPS = {"shd": dict(max_frac=0.01, max_remove=2000), "ssc": dict(max_frac=0.02, max_remove=20000)}
 
 
-def _bin_like_authors(ev: Events) -> tuple[np.ndarray, np.ndarray]:
-    """(keys, labels) of the binary raster [sample, unit, bin] the authors build from one official file.
+def _keys(times_list, units_list, first: int, U: int) -> np.ndarray:
+    """Raster keys ``(sample*U + unit)*100 + bin`` of consecutive samples starting at ``first``: ``np.digitize``
+    on ``linspace(0, 1.4, 100)``, bins >= 100 into the last bin, binary (the authors' ``sparse_to_dense``)."""
+    lengths = np.fromiter((len(t) for t in times_list), np.int64, len(times_list))
+    t = np.concatenate([np.asarray(x, np.float64) for x in times_list]) if len(times_list) else np.zeros(0)
+    u = np.concatenate([np.asarray(x, np.int64) for x in units_list]) if len(units_list) else np.zeros(0, np.int64)
+    s = np.repeat(np.arange(first, first + len(times_list)), lengths)
+    b = np.minimum(np.digitize(t, np.linspace(0, MAX_TIME_S, N_BINS)), N_BINS - 1)
+    return np.unique((s * U + u) * N_BINS + b)
 
-    ``np.digitize`` on ``linspace(0, 1.4, 100)``; bins >= 100 go to the last bin; only whole batches of 256
-    samples are kept (their generator drops the rest of each file). Keys are ``(sample*U + unit)*100 + bin``.
+
+def _bin_like_authors(src, first: int = 0, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray, int, list | None]:
+    """(keys, labels, n_units, class names) of the binary raster the authors build from one official file.
+
+    ``src``: Events, or the path of an official file, read ``chunk`` samples at a time (an SSC file never has
+    to fit in memory as events). Only whole batches of 256 samples are kept (their generator drops the rest).
+    Samples are numbered from ``first``.
     """
-    n = (len(ev) // BATCH) * BATCH
-    edges = np.linspace(0, MAX_TIME_S, N_BINS)
-    sub = ev.subset(np.arange(n))
-    b = np.minimum(np.digitize(sub.times, edges), N_BINS - 1)
-    keys = np.unique((sub.sample_index() * ev.n_units + sub.units) * N_BINS + b)
-    return keys, sub.labels.copy()
+    from .errors import fail, open_h5
+
+    if isinstance(src, Events):
+        n = (len(src) // BATCH) * BATCH
+        keys = [_keys(*zip(*(src.sample(i) for i in range(a, min(a + chunk, n)))), first + a, src.n_units)
+                for a in range(0, n, chunk)]
+        return (np.concatenate(keys) if keys else np.zeros(0, np.int64)), src.labels[:n].copy(), src.n_units, \
+            src.class_names
+    U = 700
+    with open_h5(src) as f:
+        if f.attrs.get("format") is not None:
+            raise fail(src, "is an eventsnn events file; data prepare reads the official SHD/SSC files (700 channels)")
+        for key in ("spikes/times", "spikes/units", "labels"):
+            if key not in f:
+                raise fail(src, f"missing dataset '{key}' (expected an official SHD/SSC file)")
+        labels = np.asarray(f["labels"][()]).ravel().astype(np.int64)
+        n = (len(labels) // BATCH) * BATCH
+        names = [k.decode() if isinstance(k, bytes) else str(k) for k in f["extra/keys"][()]] \
+            if "extra/keys" in f else None
+        keys = []
+        for a in range(0, n, chunk):
+            ts, us = f["spikes/times"][a:min(a + chunk, n)], f["spikes/units"][a:min(a + chunk, n)]
+            for i, (t, u) in enumerate(zip(ts, us)):
+                if len(t) != len(u):
+                    raise fail(src, f"sample {a + i}: {len(t)} times but {len(u)} units")
+                if len(u) and (int(np.max(u)) >= U or int(np.min(u)) < 0):
+                    raise fail(src, f"sample {a + i}: unit {int(np.max(u))} outside 0..{U - 1} (expected an official "
+                                    f"file with {U} channels)")
+                if len(t) and not (np.all(np.isfinite(t)) and np.min(t) >= 0):
+                    raise fail(src, f"sample {a + i}: spike times must be finite and >= 0")
+            keys.append(_keys(ts, us, first + a, U))
+    return (np.concatenate(keys) if keys else np.zeros(0, np.int64)), labels[:n], U, names
 
 
 def _raster_to_events(keys, labels, n_units, n_classes, class_names, bin_ms, duration_bins, source) -> Events:
@@ -222,10 +260,11 @@ def _raster_to_events(keys, labels, n_units, n_classes, class_names, bin_ms, dur
                   int(n_units), duration_bins * bin_ms * 1e-3, int(n_classes), class_names, source).validate()
 
 
-def prepare_speech(files: list[Events], dataset: str, variant: str, seed: int = 0, duration_bins: int = 200):
+def prepare_speech(files: list, dataset: str, variant: str, seed: int = 0, duration_bins: int = 200):
     """The authors' speech variant as (train, validation, test) Events, plus a summary dict.
 
-    ``files``: the official files in the authors' order (SHD: train, test; SSC: train, test, valid).
+    ``files``: the official files (paths, read in chunks, or Events) in the authors' order (SHD: train, test;
+    SSC: train, test, valid).
     ``variant``: ``whole`` (all 700 channels, all kept samples, unbalanced), ``part`` (the samples and channels
     "norm" keeps, original spikes, class-balanced), ``norm`` (every channel fires its minimum count in every
     sample, class-balanced). Split: the first 60% / next 15% / next 15% of the (shuffled, for part and norm)
@@ -239,16 +278,18 @@ def prepare_speech(files: list[Events], dataset: str, variant: str, seed: int = 
     if duration_bins < N_BINS:
         raise EventsnnError(f"--duration-bins must be >= {N_BINS} (the authors' raster has {N_BINS} bins), "
                             f"got {duration_bins}")
-    U = files[0].n_units
-    n_classes = max(f.n_classes for f in files)
-    keys_l, labels_l, base = [], [], 0
+    keys_l, labels_l, base, U, names = [], [], 0, None, None
     for f in files:
-        k, y = _bin_like_authors(f)
-        s, rest = np.divmod(k, U * N_BINS)
-        keys_l.append((s + base) * U * N_BINS + rest)
+        k, y, u, nm = _bin_like_authors(f, first=base)
+        if U is not None and u != U:
+            raise EventsnnError(f"{dataset}: the files have {U} and {u} channels")
+        U, names = u, names or nm
+        keys_l.append(k)
         labels_l.append(y)
         base += len(y)
     keys, Y = np.concatenate(keys_l), np.concatenate(labels_l)
+    del keys_l
+    n_classes = int(Y.max()) + 1 if len(Y) else 0
     N = len(Y)
     if N == 0:
         raise EventsnnError(f"{dataset}: fewer than {BATCH} samples in every file; nothing to prepare")
@@ -304,7 +345,6 @@ def prepare_speech(files: list[Events], dataset: str, variant: str, seed: int = 
     N = len(Y)
     cut = [int(N * 0.6), int(N * 0.75), int(N * 0.9)]
     bin_ms = MAX_TIME_S / (N_BINS - 1) * 1e3
-    names = files[0].class_names
     out = []
     for name, lo, hi in (("train", 0, cut[0]), ("val", cut[0], cut[1]), ("test", cut[1], cut[2])):
         k = _select(keys, np.arange(lo, hi), U)

@@ -203,7 +203,7 @@ def test_data_prepare_cli_writes_three_files_and_refuses_bad_input(official, tmp
     save_events(other, tmp_path / "ours.h5")
     r = run_cli("data", "prepare", "shd", "--train", tmp_path / "ours.h5", "--test", te, "--variant", "whole",
                 "--out", tmp_path / "w")
-    assert r.returncode == 2 and "700 channels" in r.stderr and not (tmp_path / "w").exists()
+    assert r.returncode == 2 and "official SHD/SSC files (700 channels)" in r.stderr and not (tmp_path / "w").exists()
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -282,3 +282,19 @@ def test_sweep_config_errors_are_one_line_and_write_nothing(mutate, message, tmp
     assert r.returncode == 2
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_prepare_reads_files_in_chunks_like_events(official):
+    """The path reader (chunked, what the CLI uses) and the Events reader give identical datasets."""
+    from eventsnn.paper import _bin_like_authors
+
+    tr, te = official
+    a = prepare_speech([tr, te], "shd", "norm", seed=3)
+    b = prepare_speech([load_any(tr), load_any(te)], "shd", "norm", seed=3)
+    for x, y in zip(a[:3], b[:3]):
+        np.testing.assert_array_equal(x.times, y.times)
+        np.testing.assert_array_equal(x.units, y.units)
+        np.testing.assert_array_equal(x.labels, y.labels)
+    k1 = _bin_like_authors(tr, chunk=100)[0]
+    k2 = _bin_like_authors(load_any(tr), chunk=7)[0]
+    np.testing.assert_array_equal(k1, k2)
