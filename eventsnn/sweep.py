@@ -27,15 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import EventsnnError, atomic_path, fail
 
-TRANSFORMS = {  # retrain-at-each-level transforms: config key -> (constructor, description)
-    "randomize": "fraction f of each unit's spikes moved to random times (counts kept)",
-    "jitter": "Gaussian jitter per spike (ms)",
-    "jitter_neuron": "one Gaussian offset per unit (ms)",
-    "delete": "each spike deleted with probability p",
-}
-
-
 def _transform(name: str, level: float, seed: int):
+    """A retrain-at-each-level transform: ``randomize`` (fraction f of each unit's spikes moved, counts kept),
+    ``jitter`` / ``jitter_neuron`` (Gaussian, ms, per spike / per unit) or ``delete`` (probability p)."""
     from .transforms import Delete, Jitter, RandomizeTiming
 
     if name == "randomize":
