@@ -254,18 +254,28 @@ def load_norm(path, bin_ms: float | None = None) -> Events:
     if bin_ms is None:
         bin_ms = 14.0 if p.suffix == ".mat" else 10.0
     S, U, B = X.shape
-    tl, ul = [], []
-    Xi = np.rint(X).astype(np.int64)
-    for s in range(S):
-        u_idx, b_idx = np.nonzero(Xi[s])
-        c = Xi[s][u_idx, b_idx]
-        rep_u, rep_b, rep_c = np.repeat(u_idx, c), np.repeat(b_idx, c), np.repeat(c, c)
-        j = np.concatenate([np.arange(k) for k in c]) if len(c) else np.zeros(0)
-        tl.append((rep_b + (j + 0.5) / rep_c) * bin_ms * 1e-3)
-        ul.append(rep_u)
     if Y.min() < 0:
         raise fail(path, f"negative label {Y.min()}")
-    return Events.from_lists(tl, ul, Y, U, B * bin_ms * 1e-3, int(Y.max()) + 1, source=f"norm:{p.name}").validate(path)
+    Xi = np.rint(X).astype(np.int64)
+    s, u, b = np.nonzero(Xi)
+    return binned_to_events(s, u, b, Xi[s, u, b], Y, U, int(Y.max()) + 1, bin_ms, B, source=f"norm:{p.name}",
+                            path=path)
+
+
+def binned_to_events(sample, unit, bin_, count, labels, n_units, n_classes, bin_ms, duration_bins,
+                     class_names=None, source="", path=None) -> Events:
+    """Spike counts per (sample, unit, bin) as events: ``c`` spikes in bin ``b`` sit at
+    ``(b + (j + 0.5)/c) * bin_ms`` for j = 0..c-1, spread evenly inside the bin (one spike at its centre)."""
+    count = np.asarray(count, np.int64)
+    rep_s, rep_u, rep_b, rep_c = (np.repeat(np.asarray(x, np.int64), count) for x in (sample, unit, bin_, count))
+    first = np.repeat(np.cumsum(count) - count, count)
+    j = np.arange(len(rep_c)) - first
+    t = (rep_b + (j + 0.5) / rep_c) * bin_ms * 1e-3
+    o = np.lexsort((rep_u, t, rep_s))  # by sample, then time, then unit
+    labels = np.asarray(labels, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(rep_s, minlength=len(labels)))]).astype(np.int64)
+    return Events(t[o], rep_u[o], offsets, labels, int(n_units), duration_bins * bin_ms * 1e-3, int(n_classes),
+                  list(class_names) if class_names is not None else None, source).validate(path)
 
 
 def load_any(path) -> Events:

@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from .datasets import binned_to_events
 from .errors import EventsnnError
 from .events import Events
 
@@ -186,12 +187,6 @@ def make_paper_coincidence(samples: int = 1500, *, overlap: float = 0.0, group_s
     return ev.validate()
 
 
-PAPER_TASKS = {
-    "paper-isi": "the paper's ISI task (2 classes by a line in the rate-ISI plane; feeds the ISI figure)",
-    "paper-ccisi": "the paper's cross-channel ISI task (neuron pairs; feeds the max-ISI figure)",
-    "paper-coincidence": "the paper's coincidence task (3 groups of 20, 4 s; feeds the overlap figure)",
-}
-
 # ----------------------------------------------------------------------------- speech: whole / part / norm
 
 MAX_TIME_S, N_BINS, BATCH = 1.4, 100, 256
@@ -248,16 +243,6 @@ def _bin_like_authors(src, first: int = 0, chunk: int = 1024) -> tuple[np.ndarra
                     raise fail(src, f"sample {a + i}: spike times must be finite and >= 0")
             keys.append(_keys(ts, us, first + a, U))
     return (np.concatenate(keys) if keys else np.zeros(0, np.int64)), labels[:n], U, names
-
-
-def _raster_to_events(keys, labels, n_units, n_classes, class_names, bin_ms, duration_bins, source) -> Events:
-    """Binary raster keys as events: one spike at the centre of each occupied bin."""
-    s, rest = np.divmod(keys, n_units * N_BINS)
-    u, b = np.divmod(rest, N_BINS)
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(s, minlength=len(labels)))]).astype(np.int64)
-    o = np.lexsort((u, b, s))
-    return Events((b[o] + 0.5) * bin_ms * 1e-3, u[o].astype(np.int64), offsets, np.asarray(labels, np.int64),
-                  int(n_units), duration_bins * bin_ms * 1e-3, int(n_classes), class_names, source).validate()
 
 
 def prepare_speech(files: list, dataset: str, variant: str, seed: int = 0, duration_bins: int = 200):
@@ -348,8 +333,10 @@ def prepare_speech(files: list, dataset: str, variant: str, seed: int = 0, durat
     out = []
     for name, lo, hi in (("train", 0, cut[0]), ("val", cut[0], cut[1]), ("test", cut[1], cut[2])):
         k = _select(keys, np.arange(lo, hi), U)
-        out.append(_raster_to_events(k, Y[lo:hi], U, n_classes, names, bin_ms, duration_bins,
-                                     f"{dataset}-{variant}:{name}"))
+        s, rest = np.divmod(k, U * N_BINS)
+        u, b = np.divmod(rest, N_BINS)
+        out.append(binned_to_events(s, u, b, np.ones(len(k), np.int64), Y[lo:hi], U, n_classes, bin_ms,
+                                    duration_bins, names, f"{dataset}-{variant}:{name}"))
     summary.update({"samples": int(N), "units": int(U), "bin_ms": bin_ms,
                     "train": len(out[0]), "val": len(out[1]), "test": len(out[2])})
     return (*out, summary)
