@@ -1,13 +1,20 @@
-"""Training throughput of the torch engine (forward + backward + Adam step), printed as JSON.
+"""Training throughput (forward + backward + Adam step) of eventsnn against a plain PyTorch loop and
+``torch.compile`` of that loop, at several batch sizes, with and without axonal delays; printed as JSON.
 
-Workload "SHD-shaped" (default): 700 inputs -> 256 LIF (axonal delays up to 250 steps) -> 256 LIF (recurrent,
-axonal delays) -> 20 leaky readout; 1 ms steps, 1000 steps, random binary input at ~8k spikes per sample.
-``--small`` shrinks it for CI-sized runs. The engine computes each layer's delayed feed-forward current for the
-whole sequence at once (a gather over time plus one matmul) and loops over time only for the recurrence; the
-baseline is a plain per-step PyTorch loop of the same network that delays and multiplies inside the loop. Both
-are timed in the same run on the same data.
+Workload "SHD-shaped" (default): 700 inputs -> 256 LIF -> 256 LIF (recurrent) -> 20 leaky readout, 1 ms steps,
+1000 steps, random binary input at ~8k spikes per sample; with ``axonal`` delays each of the two hidden layers
+has learnable delays up to 250 steps. ``--small`` shrinks it for CI-sized runs.
 
-    python benchmarks/train_throughput.py [--device cpu|cuda] [--small] [--json]
+Implementations, all on the same model parameters and data, timed in interleaved rounds in one process:
+
+* ``eventsnn``: the engine as training uses it (delays for the whole sequence at once, the fused scan);
+* ``plain``: the per-step loop a user writes first: at every step gather the delayed inputs, multiply, update
+  the LIF state (the same maths, interp delays, the same surrogate);
+* ``compiled``: the same loop with its per-step cell under ``torch.compile`` (compile time excluded: one
+  warm-up step per implementation before timing).
+
+    python benchmarks/train_throughput.py [--batch 16,64,256] [--delays none,axonal] [--device cpu|cuda]
+                                          [--impls eventsnn,plain,compiled] [--iters 3] [--small] [--json]
 """
 from __future__ import annotations
 
@@ -19,27 +26,46 @@ import torch
 
 from eventsnn.snn import SNN, LIFLayer, log_probs, spike_fn
 
+from _memory import in_child, peak_mb
 
-def build(n_in, hidden, n_out, max_delay, device, seed=0):
+IMPLS = ("eventsnn", "plain", "compiled")
+
+
+def build(n_in, hidden, n_out, delays, max_delay, device, seed=0):
     g = torch.Generator().manual_seed(seed)
-    l1 = LIFLayer(n_in, hidden, delays="axonal", max_delay_ms=max_delay, weight_scale=4.0, generator=g)
-    l2 = LIFLayer(hidden, hidden, delays="axonal", max_delay_ms=max_delay, recurrent=True, weight_scale=4.0,
+    l1 = LIFLayer(n_in, hidden, delays=delays, max_delay_ms=max_delay, weight_scale=4.0, generator=g)
+    l2 = LIFLayer(hidden, hidden, delays=delays, max_delay_ms=max_delay, recurrent=True, weight_scale=4.0,
                   generator=g)
     out = LIFLayer(hidden, n_out, spiking=False, generator=g)
-    for l in (l1, l2):
-        l.set_delays_trainable(True)
+    for layer in (l1, l2):
+        layer.set_delays_trainable(delays != "none")
     return SNN([l1, l2, out], 1.0, "max").to(device)
 
 
-def baseline_forward(model: SNN, x: torch.Tensor):
-    """Plain per-step loop: at every step gather the delayed inputs and multiply (same maths, interp delays)."""
+def lif_cell(v, I, inp, s_rec, w, w_rec, a, b, k, theta, spiking: bool):
+    """One step of one layer (the contract's order): integrate, threshold, deliver, reset."""
+    v = a * v + k * I
+    I = b * I
+    cur = inp @ w
+    if not spiking:
+        return v, I + cur, v
+    s = spike_fn(v - theta, "fast-sigmoid", 10.0)
+    if w_rec is not None:
+        cur = cur + s @ w_rec
+    return v * (1 - s.detach()), I + cur, s
+
+
+def loop_forward(model: SNN, x: torch.Tensor, cell):
+    """The per-step loop over time, layer by layer, delays gathered inside the loop."""
     B, T, _ = x.shape
     h = x
     for layer in model.layers:
         a, b, k = layer._propagators(1.0)
         d = layer.ff_delay_ms.clamp(min=0) if layer.ff_delay_ms is not None else None
+        cols = torch.arange(h.shape[2], device=h.device)
         v = x.new_zeros(B, layer.size)
         I = x.new_zeros(B, layer.size)
+        s = x.new_zeros(B, layer.size)
         outs = []
         for n in range(T):
             if d is None:
@@ -47,82 +73,103 @@ def baseline_forward(model: SNN, x: torch.Tensor):
             else:
                 lo = torch.floor(d.detach()).long()
                 fr = d - lo
-                i0 = n - lo
-                i1 = i0 - 1
-                g0 = h[:, i0.clamp(min=0), torch.arange(h.shape[2], device=h.device)] * (i0 >= 0)
-                g1 = h[:, i1.clamp(min=0), torch.arange(h.shape[2], device=h.device)] * (i1 >= 0)
-                inp = (1 - fr) * g0 + fr * g1
-            v = a * v + k * I
-            I = b * I
-            cur = inp @ layer.ff_weight
-            if layer.spiking:
-                s = spike_fn(v - layer.threshold, "fast-sigmoid", 10.0)
-                if layer.rec_weight is not None:
-                    cur = cur + s @ layer.rec_weight
-                I = I + cur
-                v = v * (1 - s.detach())
-                outs.append(s)
-            else:
-                I = I + cur
-                outs.append(v)
+                i0, i1 = n - lo, n - lo - 1
+                inp = ((1 - fr) * h[:, i0.clamp(min=0), cols] * (i0 >= 0)
+                       + fr * h[:, i1.clamp(min=0), cols] * (i1 >= 0))
+            v, I, s = cell(v, I, inp, s, layer.ff_weight, layer.rec_weight, a, b, k, layer.threshold, layer.spiking)
+            outs.append(s)
         h = torch.stack(outs, 1)
     return h.max(1).values
 
 
-def time_steps(fn, n_iter):
-    fn()  # warm-up
-    if torch.cuda.is_available():
+def timed(fn, device):
+    if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    for _ in range(n_iter):
-        fn()
-    if torch.cuda.is_available():
+    fn()
+    if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n_iter
+    return time.perf_counter() - t0
+
+
+def setup(cfg, batch, delays, impls, device):
+    """Data, model, optimiser and a training-step function per implementation."""
+    n_in, hidden, n_out, T, max_delay, density = cfg
+    torch.manual_seed(0)
+    x = (torch.rand(batch, T, n_in, device=device) < density).float()
+    y = torch.randint(0, n_out, (batch,), device=device)
+    model = build(n_in, hidden, n_out, delays, max_delay, device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    compiled_cell = torch.compile(lif_cell, dynamic=False) if "compiled" in impls else None
+
+    def step(impl):
+        if impl == "eventsnn":
+            scores, _, _ = model(x, delay_mode="interp", surrogate="fast-sigmoid", slope=10.0)
+            logp = log_probs(scores, "max")
+        else:
+            logp = torch.log_softmax(loop_forward(model, x, lif_cell if impl == "plain" else compiled_cell), 1)
+        loss = torch.nn.functional.nll_loss(logp, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return step
+
+
+def measure(cfg, batch, delays, impls, iters, device, child_args):
+    step = setup(cfg, batch, delays, impls, device)
+    warm = {impl: timed(lambda: step(impl), device) for impl in impls}  # warm-up and compilation, not timed
+    times = {i: [] for i in impls}
+    for _ in range(iters):  # interleaved rounds: each implementation sees the same machine state
+        for impl in impls:
+            times[impl].append(timed(lambda: step(impl), device))
+    res = {"batch": batch, "delays": delays}
+    for impl in impls:
+        best = min(times[impl])
+        peak = in_child(__file__, ["--memory-of", f"{batch},{delays},{impl}", *child_args])["peak_mb"]
+        res[impl] = {"samples_per_s": batch / best, "step_s": best, "peak_mb": peak, "first_step_s": warm[impl]}
+    for impl in impls:
+        if impl != "eventsnn" and "eventsnn" in impls:
+            res[f"eventsnn_vs_{impl}"] = res["eventsnn"]["samples_per_s"] / res[impl]["samples_per_s"]
+    return res
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--small", action="store_true", help="CI-sized workload")
-    ap.add_argument("--iters", type=int, default=2)
-    ap.add_argument("--batch", type=int, help="override the workload's batch size (e.g. a CPU-sized SHD run)")
+    ap.add_argument("--small", action="store_true", help="CI-sized workload (100 -> 64 -> 64 -> 20, 200 steps)")
+    ap.add_argument("--batch", default="16,64,256", help="batch sizes, comma-separated")
+    ap.add_argument("--delays", default="none,axonal", help="delay kinds, comma-separated: none, axonal")
+    ap.add_argument("--impls", default=",".join(IMPLS), help=f"implementations, comma-separated: {', '.join(IMPLS)}")
+    ap.add_argument("--iters", type=int, default=3, help="timed rounds per configuration (best is reported)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--memory-of", help=argparse.SUPPRESS)  # batch,delays,impl: two steps in this process, peak
     a = ap.parse_args()
+    impls = [i for i in a.impls.split(",") if i]
+    bad = [i for i in impls if i not in IMPLS] + [d for d in a.delays.split(",") if d not in ("none", "axonal")]
+    if bad:
+        ap.error(f"unknown implementation or delay kind: {', '.join(bad)}")
+    if a.threads:
+        torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     if a.small:
-        n_in, hidden, n_out, T, B, max_delay, density = 100, 64, 20, 200, 32, 50, 8000 / 700 / 1000
+        cfg = (100, 64, 20, 200, 50, 8000 / 700 / 1000)
     else:
-        n_in, hidden, n_out, T, B, max_delay, density = 700, 256, 20, 1000, 256, 250, 8000 / 700 / 1000
-    B = a.batch or B
-    torch.manual_seed(0)
-    x = (torch.rand(B, T, n_in, device=dev) < density).float()
-    y = torch.randint(0, n_out, (B,), device=dev)
-    model = build(n_in, hidden, n_out, max_delay, dev)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    def engine_step(backend="fused"):
-        scores, _, _ = model(x, delay_mode="interp", surrogate="fast-sigmoid", slope=10.0, backend=backend)
-        loss = torch.nn.functional.nll_loss(log_probs(scores, "max"), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    def baseline_step():
-        loss = torch.nn.functional.nll_loss(torch.log_softmax(baseline_forward(model, x), 1), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    t_engine = time_steps(engine_step, a.iters)
-    t_autograd = time_steps(lambda: engine_step("autograd"), max(1, a.iters // 2))
-    t_base = time_steps(baseline_step, max(1, a.iters // 2))
-    res = {"samples_per_s": B / t_engine, "baseline_samples_per_s": B / t_base, "speedup": t_base / t_engine,
-           "autograd_scan_samples_per_s": B / t_autograd,
-           "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
-           "torch_threads": torch.get_num_threads(), "workload": "small" if a.small else "shd-shaped",
-           "batch": B, "steps": T, "inputs": n_in, "hidden": hidden,
-           "shd_epoch_s_estimate": 8156 / (B / t_engine)}
+        cfg = (700, 256, 20, 1000, 250, 8000 / 700 / 1000)
+    child_args = ["--device", a.device] + (["--small"] if a.small else []) + (["--threads", str(a.threads)] if a.threads
+                                                                            else [])
+    if a.memory_of:
+        batch, delays, impl = a.memory_of.split(",")
+        step = setup(cfg, int(batch), delays, [impl], dev)
+        step(impl)
+        step(impl)
+        print(json.dumps({"peak_mb": peak_mb(dev)}))
+        return
+    rows = [measure(cfg, int(b), d, impls, a.iters, dev, child_args)
+            for d in a.delays.split(",") for b in a.batch.split(",")]
+    res = {"rows": rows, "workload": "small" if a.small else "shd-shaped", "steps": cfg[3], "inputs": cfg[0],
+           "hidden": cfg[1], "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+           "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev)}
     print(json.dumps(res) if a.json else json.dumps(res, indent=2))
 
 

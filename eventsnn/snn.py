@@ -4,14 +4,8 @@ One :class:`LIFLayer` per hidden layer and a non-spiking :class:`LIFLayer`
 (``spiking=False``) as the leaky readout. The whole batch runs at once; the
 only Python loop is over time steps (the recurrence needs it).
 
-Delays act on the feed-forward input before the time scan:
-
-* ``round`` mode: integer steps ``D = floor(d/dt + 0.5)``, exactly what
-  Brian2 does at the same dt.
-* ``interp`` mode (training): a real-valued delay ``d/dt = D0 + f`` delivers
-  ``(1-f)`` of the spike after ``D0`` steps and ``f`` after ``D0+1`` steps, so the
-  loss has a gradient with respect to the delay. With integer delays it equals
-  ``round`` mode.
+Delays act on the feed-forward input before the time scan (:mod:`eventsnn.delays`: ``round`` mode for
+Brian2-identical integer steps, ``interp`` mode for learnable real-valued delays).
 """
 from __future__ import annotations
 
@@ -22,71 +16,11 @@ import torch
 from torch import nn
 
 from . import contract
+from .delays import DELAY_MODES, delayed_current  # noqa: F401
 from .events import Events, bin_events, warn_merged
 from .scan import SCAN_BACKENDS, SURROGATES, lif_scan, spike_fn, surrogate_derivative  # noqa: F401
 
 DELAY_KINDS = ("none", "axonal", "synaptic")
-DELAY_MODES = ("round", "interp")
-
-
-# ----------------------------------------------------------------------------- delays
-
-def _shift_time(x: torch.Tensor, d: int) -> torch.Tensor:
-    """x delayed by d steps along dim 1 (zeros enter at the start)."""
-    if d == 0:
-        return x
-    T = x.shape[1]
-    if d >= T:
-        return torch.zeros_like(x)
-    return torch.nn.functional.pad(x[:, : T - d], (0, 0, d, 0))
-
-
-def delayed_current(x: torch.Tensor, weight: torch.Tensor, delay_steps: torch.Tensor | None,
-                    mode: str) -> torch.Tensor:
-    """Feed-forward input current per step, ``[B, T, N_post]``.
-
-    ``x``: presynaptic spikes ``[B, T, N_pre]``; ``weight`` ``[N_pre, N_post]``;
-    ``delay_steps``: None, ``[N_pre]`` (axonal) or ``[N_pre, N_post]`` (synaptic),
-    real-valued in steps (rounded half-up in ``round`` mode).
-    """
-    if delay_steps is None:
-        return x @ weight
-    # A delay of T steps or more delivers after the sequence ends: the same as exactly T (bounds memory).
-    delay_steps = delay_steps.clamp(max=float(x.shape[1]))
-    if mode == "round":
-        D = torch.floor(delay_steps.detach() + 0.5).long()
-        if D.dim() == 1:  # axonal: gather each presynaptic neuron's delayed train
-            return _gather_delayed(x, D) @ weight
-        out = None
-        for d in torch.unique(D).tolist():
-            term = _shift_time(x, d) @ (weight * (D == d).to(weight.dtype))
-            out = term if out is None else out + term
-        return out
-    if mode != "interp":
-        raise ValueError(f"unknown delay mode {mode!r}")
-    d = delay_steps.clamp(min=0)
-    if d.dim() == 1:
-        lo = torch.floor(d.detach())
-        frac = d - lo
-        lo = lo.long()
-        return ((1 - frac) * _gather_delayed(x, lo) + frac * _gather_delayed(x, lo + 1)) @ weight
-    out = None
-    for k in range(int(torch.ceil(d.detach().max()).item()) + 1):
-        kern = torch.relu(1 - (d - k).abs())  # linear interpolation weights
-        term = _shift_time(x, k) @ (weight * kern)
-        out = term if out is None else out + term
-    return out
-
-
-def _gather_delayed(x: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
-    """``out[:, t, j] = x[:, t - D[j], j]`` (zero before the start)."""
-    B, T, N = x.shape
-    Dmax = int(D.max().item()) if D.numel() else 0
-    if Dmax == 0:
-        return x
-    xp = torch.nn.functional.pad(x, (0, 0, Dmax, 0))
-    idx = (torch.arange(T, device=x.device)[:, None] + Dmax - D[None, :]).clamp(min=0)
-    return torch.gather(xp, 1, idx.unsqueeze(0).expand(B, T, N))
 
 
 # ----------------------------------------------------------------------------- layers
@@ -113,6 +47,7 @@ class LIFLayer(nn.Module):
         self.n_in, self.size, self.spiking, self.reset = n_in, size, spiking, reset
         self.max_delay_ms = float(max_delay_ms)
         self.delays_learned = False
+        self.delay_method = "auto"  # per-synapse delays: "auto", "loop" or "taps" (eventsnn.delays; same result)
 
         def full(v):
             return torch.as_tensor(np.broadcast_to(np.asarray(v, dtype=np.float64), (size,)).copy(), dtype=dtype)
@@ -176,7 +111,7 @@ class LIFLayer(nn.Module):
                 surrogate: str | None = None, slope: float = 10.0, backend: str = "fused") -> torch.Tensor:
         """Run the layer over ``x`` ``[B, T, N_in]``; return spikes (or the trace) ``[B, T, N]``."""
         d_steps = None if self.ff_delay_ms is None else self.ff_delay_ms / dt_ms
-        F = delayed_current(x, self.ff_weight, d_steps, delay_mode)
+        F = delayed_current(x, self.ff_weight, d_steps, delay_mode, self.delay_method)
         return self.scan(F, dt_ms, surrogate, slope, backend)
 
     def _rec_terms(self, dt_ms: float, n_steps: int):

@@ -35,3 +35,13 @@ def test_speech_standin_measures_every_step():
         assert ep["samples_per_s"] > 0 and ep["epoch_seconds"] > 0
     assert res["whole"]["prepare"]["units"] == 700
     assert res["part"]["prepare"]["units"] == res["norm"]["prepare"]["units"] < 700
+
+
+def test_synaptic_delay_benchmark_rows():
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "synaptic_delays.py"), "--small", "--max-delays",
+                        "5,40", "--iters", "1", "--json"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(p.stdout.strip().splitlines()[-1])["rows"]
+    assert {(r["delays"], r["method"], r["max_delay_steps"]) for r in rows} == {
+        (k, m, d) for d in (5, 40) for k, m in (("axonal", "gather"), ("synaptic", "loop"), ("synaptic", "taps"))}
+    assert all(r["samples_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in rows)

@@ -97,6 +97,48 @@ def test_interp_with_integer_delays_equals_round(kind):
     torch.testing.assert_close(delayed_current(x, w, d, "interp"), delayed_current(x, w, d, "round"), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("kernels", ["numba", "torch"])
+@pytest.mark.parametrize("mode", ["interp", "round"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_synaptic_delay_taps_equal_the_loop_values_and_gradients(mode, dtype, kernels, monkeypatch):
+    """The taps formulation (cost independent of the maximum delay) equals the per-delay loop, gradients too,
+    with the CPU's numba kernels and with the torch path CUDA takes."""
+    import eventsnn.delays
+    monkeypatch.setattr(eventsnn.delays, "CPU_KERNELS", kernels == "numba")
+    torch.manual_seed(3)
+    B, T, n_in, n_out = 3, 60, 12, 7
+    x = ((torch.rand(B, T, n_in) < 0.1) * torch.randint(1, 3, (B, T, n_in))).to(dtype).requires_grad_()
+    w = torch.randn(n_in, n_out, dtype=dtype, requires_grad=True)
+    d = (torch.rand(n_in, n_out, dtype=dtype) * 80).requires_grad_()  # some delays past the end of the sample
+    d.data[0, :3] = torch.tensor([0.0, 5.0, 59.5])  # integer and half-step delays
+    ref = delayed_current(x, w, d, mode, "loop")
+    new = delayed_current(x, w, d, mode, "taps")
+    tol = dict(rtol=0, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(new, ref, **tol)
+    g = torch.randn_like(ref)
+    wrt = (x, w, d) if mode == "interp" else (x, w)
+    for a, b in zip(torch.autograd.grad(new, wrt, g), torch.autograd.grad(ref, wrt, g)):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_synaptic_delays_choose_the_taps_when_many_delays_are_distinct():
+    """A layer with delays up to 200 steps trains through the taps (no per-delay matmuls); identical results."""
+    torch.manual_seed(4)
+    x = (torch.rand(2, 300, 40) < 0.01).float()
+    w = torch.randn(40, 30)
+    d = torch.rand(40, 30) * 200
+    assert delayed_current.__module__ == "eventsnn.delays"
+    from eventsnn.delays import _cheaper_method
+    with torch.enable_grad():
+        assert _cheaper_method(x, torch.floor(d).long(), 2) == "taps"
+        # one delay for all synapses and an input that needs its gradient: one matmul beats the taps
+        assert _cheaper_method(x.requires_grad_(), torch.zeros(40, 30, dtype=torch.long), 1) == "loop"
+    x = x.detach()
+    torch.testing.assert_close(delayed_current(x, w, d, "interp"), delayed_current(x, w, d, "interp", "loop"))
+    with pytest.raises(ValueError, match="synaptic-delay method"):
+        delayed_current(x, w, d, "interp", "fft")
+
+
 @pytest.fixture(scope="module")
 def poly_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("poly")

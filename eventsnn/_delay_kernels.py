@@ -1,0 +1,73 @@
+"""numba kernels of the per-synapse delay taps on the CPU (imported on first use: numba compiles them once and
+caches them). Each parallel loop gives every thread rows that no other thread writes."""
+import numba
+import numpy as np
+
+
+@numba.njit(parallel=True, cache=True)
+def forward_kernel(b_idx, t_idx, i_idx, vals, taps, lo, out):  # pragma: no cover - compiled
+    """``out[b, t + lo[i, j] + k, j] += vals * taps[k, i, j]`` for every input spike ``(b, t, i)``.
+
+    Spikes sorted by sample ``b``; ``out`` ``[B, Tp, N_post]`` with ``Tp`` past every target step.
+    """
+    K, n_pre, n_post = taps.shape
+    B = out.shape[0]
+    starts = _starts(b_idx, B)
+    for b in numba.prange(B):
+        ob = out[b]
+        for s in range(starts[b], starts[b + 1]):
+            t, i, v = t_idx[s], i_idx[s], vals[s]
+            for k in range(K):
+                for j in range(n_post):
+                    ob[t + lo[i, j] + k, j] += v * taps[k, i, j]
+
+
+@numba.njit(parallel=True, cache=True)
+def weight_grad_kernel(order, b_idx, t_idx, i_idx, vals, lo, grad, g_taps):  # pragma: no cover - compiled
+    """``g_taps[k, i, j] += vals * grad[b, t + lo[i, j] + k, j]`` over the input spikes (``order`` sorts them by
+    presynaptic neuron ``i``); ``grad`` ``[B, Tp, N_post]`` zero past step T."""
+    K, n_pre, n_post = g_taps.shape
+    starts = _starts(i_idx[order], n_pre)
+    for i in numba.prange(n_pre):
+        for q in range(starts[i], starts[i + 1]):
+            s = order[q]
+            b, t, v = b_idx[s], t_idx[s], vals[s]
+            gb = grad[b]
+            for k in range(K):
+                for j in range(n_post):
+                    g_taps[k, i, j] += v * gb[t + lo[i, j] + k, j]
+
+
+@numba.njit(parallel=True, cache=True)
+def input_grad_kernel(g_t, taps, lo, T, B, out):  # pragma: no cover - compiled
+    """``out[i, t*B + b] += sum_k sum_j taps[k, i, j] * g_t[j, (t + lo[i, j] + k)*B + b]``.
+
+    ``g_t``: output gradient ``[N_post, Tp*B]`` (time-major, batch innermost, zero past step T); ``out``:
+    ``[N_pre, T*B]``. Each synapse adds one contiguous run to its presynaptic row. One or two taps.
+    """
+    K, n_pre, n_post = taps.shape
+    n = T * B
+    for i in numba.prange(n_pre):
+        row = out[i]
+        for j in range(n_post):
+            src = g_t[j]
+            off = lo[i, j] * B
+            w0 = taps[0, i, j]
+            if K == 2:  # interp: both taps in one pass over the row
+                w1 = taps[1, i, j]
+                for m in range(n):
+                    row[m] += w0 * src[off + m] + w1 * src[off + B + m]
+            elif w0 != 0.0:
+                for m in range(n):
+                    row[m] += w0 * src[off + m]
+
+
+@numba.njit(cache=True)
+def _starts(sorted_keys, n):  # pragma: no cover - compiled
+    """CSR offsets of sorted integer keys in ``[0, n)``."""
+    starts = np.zeros(n + 1, np.int64)
+    for key in sorted_keys:
+        starts[key + 1] += 1
+    for q in range(n):
+        starts[q + 1] += starts[q]
+    return starts

@@ -1,0 +1,219 @@
+"""Delayed feed-forward currents: the one place delays act on a layer's input in the torch engine.
+
+``delayed_current(x, weight, delay_steps, mode)`` returns ``I[b, t, j] = sum_i W[i, j] x[b, t - D, i]`` where the
+delay ``D`` is per presynaptic neuron (axonal, ``[N_pre]``) or per synapse (synaptic, ``[N_pre, N_post]``):
+
+* ``round`` mode: integer steps ``D = floor(d/dt + 0.5)``, exactly what Brian2 does at the same dt.
+* ``interp`` mode (training): a real-valued delay ``d/dt = D0 + f`` delivers ``(1-f)`` of the spike after ``D0``
+  steps and ``f`` after ``D0+1`` steps, so the loss has a gradient with respect to the delay. With integer
+  delays it equals ``round`` mode.
+
+Axonal delays are one gather over time and one matmul. Per-synapse delays have two formulations, chosen by cost:
+
+* the *loop* (the reference): one full matmul per distinct delay value, masked to the synapses that have it.
+  Its cost grows linearly with the number of distinct delays (up to ``max_delay + 1``), as DCLS's does;
+* the *taps* formulation (:class:`_SynapticTaps`): every synapse's interpolation taps are addressed directly.
+  The forward pass scatters each input spike to its synapses' delayed target steps and the weight gradient
+  gathers the output gradient at the same places (cost ``nnz(x) * N_post`` per tap: spikes are sparse); the
+  input gradient, which is dense because the surrogate derivative is, adds each synapse's time-shifted
+  output-gradient row into its presynaptic row (``N_pre * N_post * B * T`` multiply-adds, a numba kernel on
+  the CPU, a chunked gather on CUDA). None of it depends on the maximum delay.
+"""
+from __future__ import annotations
+
+import torch
+
+DELAY_MODES = ("round", "interp")
+
+# Relative costs per element, measured on a 2-core x86 CPU (torch 2.15, numba 0.62; benchmarks/synaptic_delays.py):
+# a dense matmul multiply-add, a scatter/gather of one element (index_add_/advanced indexing), one multiply-add
+# of the input-gradient kernel. They only choose between two exact formulations, never change a result.
+_COST_MATMUL, _COST_INDEXED, _COST_AXPY = 0.015, 1.0, 0.35
+
+
+def delayed_current(x: torch.Tensor, weight: torch.Tensor, delay_steps: torch.Tensor | None,
+                    mode: str, method: str = "auto") -> torch.Tensor:
+    """Feed-forward input current per step, ``[B, T, N_post]``.
+
+    ``x``: presynaptic spikes ``[B, T, N_pre]``; ``weight`` ``[N_pre, N_post]``; ``delay_steps``: None,
+    ``[N_pre]`` (axonal) or ``[N_pre, N_post]`` (synaptic), real-valued in steps (rounded half-up in ``round``
+    mode). ``method`` (synaptic delays only): ``"auto"`` (the cheaper of the two), ``"loop"`` or ``"taps"``.
+    """
+    if mode not in DELAY_MODES:
+        raise ValueError(f"unknown delay mode {mode!r}")
+    if method not in ("auto", "loop", "taps"):
+        raise ValueError(f"unknown synaptic-delay method {method!r}")
+    if delay_steps is None:
+        return x @ weight
+    # A delay of T steps or more delivers after the sequence ends: the same as exactly T (bounds memory).
+    delay_steps = delay_steps.clamp(min=0, max=float(x.shape[1]))
+    if mode == "round":
+        lo = torch.floor(delay_steps.detach() + 0.5).long()
+        if lo.dim() == 1:  # axonal: gather each presynaptic neuron's delayed train
+            return _gather_delayed(x, lo) @ weight
+        taps = weight.unsqueeze(0)
+    else:
+        lo_f = torch.floor(delay_steps.detach())
+        frac = delay_steps - lo_f
+        lo = lo_f.long()
+        if lo.dim() == 1:
+            return ((1 - frac) * _gather_delayed(x, lo) + frac * _gather_delayed(x, lo + 1)) @ weight
+        taps = torch.stack([weight * (1 - frac), weight * frac])
+    if method == "auto":
+        method = _cheaper_method(x, lo, taps.shape[0])
+    if method == "loop":
+        return _synaptic_loop(x, taps, lo)
+    return _SynapticTaps.apply(x, taps, lo)
+
+
+def _cheaper_method(x: torch.Tensor, lo: torch.Tensor, n_taps: int) -> str:
+    """Estimated cost of a training step (forward + the gradients autograd will ask for) of each formulation."""
+    B, T, n_pre = x.shape
+    dense = B * T * n_pre * lo.shape[1]
+    need_grad = torch.is_grad_enabled()
+    n_mats = 3 if need_grad and x.requires_grad else (2 if need_grad else 1)
+    distinct = int(torch.unique(torch.cat([lo.flatten() + k for k in range(n_taps)])).numel())
+    loop = n_mats * distinct * dense * _COST_MATMUL
+    density = float((x != 0).sum()) / max(1, x.numel())
+    taps = (2 if need_grad else 1) * n_taps * density * dense * _COST_INDEXED
+    if need_grad and x.requires_grad:
+        taps += n_taps * dense * (_COST_AXPY if x.device.type == "cpu" else _COST_INDEXED)
+    return "loop" if loop <= taps else "taps"
+
+
+def _shift_time(x: torch.Tensor, d: int) -> torch.Tensor:
+    """x delayed by d steps along dim 1 (zeros enter at the start)."""
+    if d == 0:
+        return x
+    T = x.shape[1]
+    if d >= T:
+        return torch.zeros_like(x)
+    return torch.nn.functional.pad(x[:, : T - d], (0, 0, d, 0))
+
+
+def _gather_delayed(x: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """``out[:, t, j] = x[:, t - D[j], j]`` (zero before the start)."""
+    B, T, N = x.shape
+    Dmax = int(D.max().item()) if D.numel() else 0
+    if Dmax == 0:
+        return x
+    xp = torch.nn.functional.pad(x, (0, 0, Dmax, 0))
+    idx = (torch.arange(T, device=x.device)[:, None] + Dmax - D[None, :]).clamp(min=0)
+    return torch.gather(xp, 1, idx.unsqueeze(0).expand(B, T, N))
+
+
+def _synaptic_loop(x: torch.Tensor, taps: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
+    """Reference formulation: one matmul per step shift ``s``, with the weights of the taps landing there."""
+    out = None
+    for s in torch.unique(torch.cat([lo.flatten() + k for k in range(taps.shape[0])])).tolist():
+        w = sum(taps[k] * (lo + k == s).to(taps.dtype) for k in range(taps.shape[0]))
+        term = _shift_time(x, s) @ w
+        out = term if out is None else out + term
+    return out
+
+
+_CHUNK = 1 << 22  # elements of index per scatter/gather call of the torch path (32 MiB of int64)
+CPU_KERNELS = True  # numba kernels on the CPU; False: the torch path everywhere (how tests check the CUDA path)
+
+
+def _numba_on(t: torch.Tensor) -> bool:
+    return CPU_KERNELS and t.device.type == "cpu"
+
+
+class _SynapticTaps(torch.autograd.Function):
+    """``out[b, t, j] = sum_k sum_i taps[k, i, j] * x[b, t - lo[i, j] - k, i]``; cost independent of ``max(lo)``."""
+
+    @staticmethod
+    def forward(ctx, x, taps, lo):
+        B, T, _ = x.shape
+        K, _, n_post = taps.shape
+        Tp = T + int(lo.max()) + K  # padded so that every target step exists; the tail is dropped
+        b, t, i = x.nonzero(as_tuple=True)  # row-major: sorted by sample
+        vals = x[b, t, i]
+        out = x.new_zeros(B, Tp, n_post)
+        if _numba_on(x):
+            from ._delay_kernels import forward_kernel
+            with _numba_threads():
+                forward_kernel(b.numpy(), t.numpy(), i.numpy(), vals.numpy(), taps.detach().numpy(), lo.numpy(),
+                               out.numpy())
+        else:
+            flat = out.view(-1)
+            for s, pos in _positions(b * Tp + t, i, lo, n_post):
+                for k in range(K):
+                    flat.index_add_(0, (pos + k * n_post).view(-1), (vals[s, None] * taps[k, i[s]]).view(-1))
+        ctx.save_for_backward(taps, lo, b, t, i, vals)
+        ctx.dims = (B, T, Tp)
+        return out[:, :T].contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        taps, lo, b, t, i, vals = ctx.saved_tensors
+        B, T, Tp = ctx.dims
+        K, n_pre, n_post = taps.shape
+        g_x = g_taps = None
+        if ctx.needs_input_grad[1]:
+            gp = grad.new_zeros(B, Tp, n_post)
+            gp[:, :T] = grad
+            g_taps = torch.zeros_like(taps)
+            if _numba_on(grad):
+                from ._delay_kernels import weight_grad_kernel
+                order = torch.argsort(i, stable=True)
+                with _numba_threads():
+                    weight_grad_kernel(order.numpy(), b.numpy(), t.numpy(), i.numpy(), vals.numpy(), lo.numpy(),
+                                       gp.numpy(), g_taps.numpy())
+            else:
+                flat = gp.view(-1)
+                for s, pos in _positions(b * Tp + t, i, lo, n_post):
+                    for k in range(K):
+                        g_taps[k].index_add_(0, i[s], vals[s, None] * flat[pos + k * n_post])
+        if ctx.needs_input_grad[0]:
+            g_x = _input_grad(grad.contiguous(), taps.detach(), lo, Tp)
+        return g_x, g_taps, None
+
+
+class _numba_threads:
+    """numba's threads for one kernel call: as many as torch uses (``torch.set_num_threads``)."""
+
+    def __enter__(self):
+        import numba
+        self.before = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+    def __exit__(self, *exc):
+        import numba
+        numba.set_num_threads(self.before)
+
+
+def _positions(row, i, lo, n_post):
+    """Chunks of (spike slice, flat target index ``[spikes, N_post]`` of tap 0)."""
+    cols = torch.arange(n_post, device=lo.device)
+    step = max(1, _CHUNK // n_post)
+    for start in range(0, row.numel(), step):
+        s = slice(start, start + step)
+        yield s, (row[s, None] + lo[i[s]]) * n_post + cols
+
+
+def _input_grad(grad: torch.Tensor, taps: torch.Tensor, lo: torch.Tensor, Tp: int) -> torch.Tensor:
+    """``g_x[b, t, i] = sum_k sum_j taps[k, i, j] * grad[b, t + lo[i, j] + k, j]`` (zero past the end)."""
+    B, T, n_post = grad.shape
+    K, n_pre, _ = taps.shape
+    if _numba_on(grad):
+        from ._delay_kernels import input_grad_kernel
+        g_t = grad.new_zeros(n_post, Tp, B)  # time-major, batch innermost: each synapse reads one contiguous run
+        g_t[:, :T] = grad.permute(2, 1, 0)
+        out = grad.new_zeros(n_pre, T, B)
+        with _numba_threads():
+            input_grad_kernel(g_t.view(n_post, -1).numpy(), taps.numpy(), lo.numpy(), T, B, out.view(n_pre, -1).numpy())
+        return out.permute(2, 1, 0).contiguous()
+    gp = grad.new_zeros(B, Tp * n_post)
+    gp[:, : T * n_post] = grad.reshape(B, -1)
+    out = grad.new_zeros(B, T, n_pre)
+    cols = torch.arange(n_post, device=grad.device)
+    step = max(1, _CHUNK // (B * n_pre * n_post))
+    for t0 in range(0, T, step):
+        t = torch.arange(t0, min(T, t0 + step), device=grad.device)
+        for k in range(K):
+            idx = (t[:, None, None] + lo[None] + k) * n_post + cols
+            g = gp[:, idx.view(-1)].view(B, len(t), n_pre, n_post)
+            out[:, t0: t0 + len(t)] += torch.einsum("btij,ij->bti", g, taps[k])
+    return out
