@@ -71,3 +71,31 @@ def _starts(sorted_keys, n):  # pragma: no cover - compiled
     for q in range(n):
         starts[q + 1] += starts[q]
     return starts
+
+
+@numba.njit(parallel=True, cache=True)
+def sparse_rows_matmul(b_idx, t_idx, i_idx, vals, w, out):  # pragma: no cover - compiled
+    """``out[b, t, :] += vals * w[i, :]`` for every nonzero input ``(b, t, i)`` (sorted by sample ``b``)."""
+    B = out.shape[0]
+    n_post = w.shape[1]
+    starts = _starts(b_idx, B)
+    for b in numba.prange(B):
+        ob = out[b]
+        for s in range(starts[b], starts[b + 1]):
+            row, wi, v = ob[t_idx[s]], w[i_idx[s]], vals[s]
+            for j in range(n_post):
+                row[j] += v * wi[j]
+
+
+@numba.njit(parallel=True, cache=True)
+def sparse_rows_weight_grad(order, b_idx, t_idx, i_idx, vals, grad, g_w):  # pragma: no cover - compiled
+    """``g_w[i, :] += vals * grad[b, t, :]`` over the nonzero inputs (``order`` sorts them by ``i``)."""
+    n_pre, n_post = g_w.shape
+    starts = _starts(i_idx[order], n_pre)
+    for i in numba.prange(n_pre):
+        gi = g_w[i]
+        for q in range(starts[i], starts[i + 1]):
+            s = order[q]
+            row, v = grad[b_idx[s], t_idx[s]], vals[s]
+            for j in range(n_post):
+                gi[j] += v * row[j]

@@ -44,26 +44,69 @@ def delayed_current(x: torch.Tensor, weight: torch.Tensor, delay_steps: torch.Te
     if method not in ("auto", "loop", "taps"):
         raise ValueError(f"unknown synaptic-delay method {method!r}")
     if delay_steps is None:
-        return x @ weight
+        return input_matmul(x, weight)
     # A delay of T steps or more delivers after the sequence ends: the same as exactly T (bounds memory).
     delay_steps = delay_steps.clamp(min=0, max=float(x.shape[1]))
     if mode == "round":
         lo = torch.floor(delay_steps.detach() + 0.5).long()
         if lo.dim() == 1:  # axonal: gather each presynaptic neuron's delayed train
-            return _gather_delayed(x, lo) @ weight
+            return input_matmul(_gather_delayed(x, lo), weight)
         taps = weight.unsqueeze(0)
     else:
         lo_f = torch.floor(delay_steps.detach())
         frac = delay_steps - lo_f
         lo = lo_f.long()
         if lo.dim() == 1:
-            return ((1 - frac) * _gather_delayed(x, lo) + frac * _gather_delayed(x, lo + 1)) @ weight
+            return input_matmul((1 - frac) * _gather_delayed(x, lo) + frac * _gather_delayed(x, lo + 1), weight)
         taps = torch.stack([weight * (1 - frac), weight * frac])
     if method == "auto":
         method = _cheaper_method(x, lo, taps.shape[0])
     if method == "loop":
         return _synaptic_loop(x, taps, lo)
     return _SynapticTaps.apply(x, taps, lo)
+
+
+SPARSE_DENSITY = 0.05  # inputs at most this dense take the sparse path of input_matmul on the CPU
+
+
+def input_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x @ weight`` for a whole sequence ``x [B, T, N_pre]``. Spike trains are sparse: on the CPU, an input
+    with at most :data:`SPARSE_DENSITY` nonzeros adds one weight row per nonzero (and the weight gradient one
+    output-gradient row per nonzero) instead of multiplying its zeros; the input gradient stays one matmul."""
+    if not (_numba_on(x) and x.dtype == weight.dtype and x.dim() == 3) or x.numel() == 0:
+        return x @ weight
+    nnz = int(torch.count_nonzero(x))
+    if nnz > SPARSE_DENSITY * x.numel():
+        return x @ weight
+    return _SparseInputMatmul.apply(x, weight)
+
+
+class _SparseInputMatmul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight):
+        from ._delay_kernels import sparse_rows_matmul
+        b, t, i = x.detach().nonzero(as_tuple=True)  # row-major: sorted by sample
+        vals = x.detach()[b, t, i]
+        out = x.new_zeros(x.shape[0], x.shape[1], weight.shape[1])
+        with _numba_threads():
+            sparse_rows_matmul(b.numpy(), t.numpy(), i.numpy(), vals.numpy(), weight.detach().contiguous().numpy(),
+                               out.numpy())
+        ctx.save_for_backward(weight, b, t, i, vals)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        from ._delay_kernels import sparse_rows_weight_grad
+        weight, b, t, i, vals = ctx.saved_tensors
+        grad = grad.contiguous()
+        g_x = grad @ weight.t() if ctx.needs_input_grad[0] else None
+        g_w = None
+        if ctx.needs_input_grad[1]:
+            g_w = torch.zeros_like(weight)
+            with _numba_threads():
+                sparse_rows_weight_grad(torch.argsort(i, stable=True).numpy(), b.numpy(), t.numpy(), i.numpy(),
+                                        vals.numpy(), grad.numpy(), g_w.numpy())
+        return g_x, g_w
 
 
 def _cheaper_method(x: torch.Tensor, lo: torch.Tensor, n_taps: int) -> str:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 SCAN_BACKENDS = ("fused", "autograd")
@@ -221,6 +222,70 @@ def _scan_backward(gout, out, v_pre, held, a, b, k, theta, ws, spiking, reset, d
     return dF, lvp_hist
 
 
+CPU_KERNELS = True  # the numba kernels on the CPU; False: the torch loop (the path CUDA takes without Triton)
+
+
+def _cpu_kernels_apply(t: torch.Tensor) -> bool:
+    return CPU_KERNELS and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+
+
+class _numba_threads:
+    """numba's threads for one kernel call: as many as torch uses (``torch.set_num_threads``)."""
+
+    def __enter__(self):
+        import numba
+        self.before = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+    def __exit__(self, *exc):
+        import numba
+        numba.set_num_threads(self.before)
+
+
+def _np(t: torch.Tensor):
+    return t.detach().contiguous().numpy()
+
+
+def _scan_forward_cpu(F, a, b, k, theta, R, ws, spiking, reset, delays, keep_I):
+    """:func:`_scan_forward` as one numba kernel (:mod:`eventsnn._scan_kernels`); same outputs."""
+    from ._scan_kernels import scan_forward
+    B, T, N = F.shape
+    use_ref = spiking and bool((R > 1).any())
+    out = torch.empty_like(F)
+    v_pre = torch.empty_like(F) if spiking else out
+    held = torch.zeros(B, T, N, dtype=torch.bool) if use_ref else None
+    I_hist = torch.empty_like(F) if keep_I else None
+    dummy_b, dummy_f = torch.zeros(1, 1, 1, dtype=torch.bool), F.new_zeros(1, 1, 1)
+    rec_w = torch.stack([w.detach() for w in ws]) if ws else F.new_zeros(0, N, N)
+    with _numba_threads():
+        scan_forward(_np(F), _np(a), _np(b), _np(k), _np(theta), _np(R.long()), _np(rec_w),
+                     np.asarray(delays, dtype=np.int64), spiking, reset == "subtract", use_ref, keep_I,
+                     out.numpy(), v_pre.numpy(), (held if use_ref else dummy_b).numpy(),
+                     (I_hist if keep_I else dummy_f).numpy())
+    return out, v_pre, held, I_hist
+
+
+def _scan_backward_cpu(gout, out, v_pre, held, a, b, k, theta, ws, spiking, reset, delays, surrogate, slope):
+    """:func:`_scan_backward` as numba kernels (the surrogate derivative evaluated inside, per element)."""
+    from ._scan_kernels import scan_backward, scan_backward_recurrent
+    from ._scan_kernels import MULTI_GAUSSIAN_H as H, MULTI_GAUSSIAN_S as S
+    assert (H, S) == (MULTI_GAUSSIAN_H, MULTI_GAUSSIAN_S)
+    dF = torch.empty_like(gout)
+    lvp = torch.empty_like(gout)
+    kind = SURROGATES.index(surrogate) if spiking else 0
+    v = _np(v_pre) if spiking else gout.new_zeros(1, 1, 1).numpy()
+    held_np = (held if held is not None else torch.zeros(1, 1, 1, dtype=torch.bool)).numpy()
+    args = (_np(gout), _np(out), v, _np(theta), kind, float(slope), held_np, _np(a), _np(b), _np(k))
+    with _numba_threads():
+        if ws:
+            rec_wt = torch.stack([w.detach().t() for w in ws]).contiguous()
+            scan_backward_recurrent(*args, _np(rec_wt), np.asarray(delays, dtype=np.int64), reset == "subtract",
+                                    held is not None, dF.numpy(), lvp.numpy())
+        else:
+            scan_backward(*args, spiking, reset == "subtract", held is not None, dF.numpy(), lvp.numpy())
+    return dF, lvp
+
+
 def _shift(x: torch.Tensor, d: int) -> torch.Tensor:
     """``x`` one step later: ``out[:, n] = x[:, n - d]`` (zeros before the start)."""
     if d == 0:
@@ -240,6 +305,8 @@ class LIFScan(torch.autograd.Function):
             from .scan_triton import scan_forward_triton
             out, v_pre, I_hist = scan_forward_triton(F, a, b, k, theta, spiking, reset, needs_tau)
             held = None
+        elif _cpu_kernels_apply(F):
+            out, v_pre, held, I_hist = _scan_forward_cpu(F, a, b, k, theta, R, ws, spiking, reset, delays, needs_tau)
         else:
             out, v_pre, held, I_hist = _scan_forward(F, a, b, k, theta, R, ws, spiking, reset, delays, needs_tau)
         ctx.cfg, ctx.triton = cfg, triton_ok
@@ -256,6 +323,9 @@ class LIFScan(torch.autograd.Function):
         if ctx.triton:
             from .scan_triton import scan_backward_triton
             dF, lvp = scan_backward_triton(gout, out, v_pre, a, b, k, theta, spiking, reset, surrogate, slope)
+        elif _cpu_kernels_apply(gout):
+            dF, lvp = _scan_backward_cpu(gout, out, v_pre if spiking else None, held, a, b, k, theta, ws,
+                                         spiking, reset, delays, surrogate, slope)
         else:
             dF, lvp = _scan_backward(gout, out, v_pre if spiking else None, held, a, b, k, theta, ws,
                                      spiking, reset, delays, surrogate, slope)

@@ -43,8 +43,12 @@ CASES = [c for c in itertools.product([True, False], ["zero", "subtract"], ["non
          if c[0] or (c[1] == "zero" and c[2] == "none" and c[3] == 0.0)]
 
 
+@pytest.mark.parametrize("kernels", ["numba", "torch"])
 @pytest.mark.parametrize("spiking,reset,rec,refractory,learn_taus", CASES)
-def test_fused_scan_equals_autograd_reference(spiking, reset, rec, refractory, learn_taus):
+def test_fused_scan_equals_autograd_reference(spiking, reset, rec, refractory, learn_taus, kernels, monkeypatch):
+    """Both fused paths: the CPU's numba kernels and the torch loop (what CUDA runs where Triton does not)."""
+    from eventsnn import scan
+    monkeypatch.setattr(scan, "CPU_KERNELS", kernels == "numba")
     layer = make_layer(spiking, reset, rec, refractory, learn_taus)
     F = torch.rand(3, 60, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.6
     out_ref, g_ref = scan_with_grads(layer, F, "autograd")
@@ -57,6 +61,39 @@ def test_fused_scan_equals_autograd_reference(spiking, reset, rec, refractory, l
     assert expected | ({"rec_weight"} if rec != "none" else set()) == set(g)
     for name in g:
         np.testing.assert_allclose(g[name].numpy(), g_ref[name].numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("surrogate", ["fast-sigmoid", "atan", "multi-gaussian"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rec", ["none", "instant"])
+def test_numba_scan_surrogates_and_dtypes_match_reference(surrogate, dtype, rec):
+    """The CPU kernels evaluate each surrogate themselves: gradients equal the torch reference's."""
+    layer = make_layer(True, "zero", rec, 0.0, False, dtype=dtype)
+    F = (torch.rand(4, 50, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 0.6).to(dtype)
+    out_ref, g_ref = scan_with_grads(layer, F, "autograd", surrogate)
+    out, g = scan_with_grads(layer, F, "fused", surrogate)
+    assert torch.equal(out, out_ref) and out.sum() > 10
+    bound = 1e-12 if dtype == torch.float64 else 1e-5  # worst error relative to the largest gradient entry
+    for name in g_ref:
+        assert ((g[name] - g_ref[name]).abs().max() / g_ref[name].abs().max()).item() < bound, name
+
+
+def test_sparse_input_matmul_equals_dense_values_and_gradients():
+    """Sparse inputs (spikes, delayed spikes) add weight rows instead of multiplying zeros: same result."""
+    from eventsnn import delays
+    torch.manual_seed(6)
+    x = (torch.rand(3, 80, 30, dtype=torch.float64) < 0.03).double() * 1.5
+    x.requires_grad_()
+    w = torch.randn(30, 9, dtype=torch.float64, requires_grad=True)
+    dense = x @ w
+    sparse = delays.input_matmul(x, w)
+    assert sparse.grad_fn is not None and type(sparse.grad_fn).__name__ == "_SparseInputMatmulBackward"
+    torch.testing.assert_close(sparse, dense, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(dense)
+    for a, b in zip(torch.autograd.grad(sparse, (x, w), g), torch.autograd.grad(dense, (x, w), g)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    full = torch.ones(2, 5, 30, dtype=torch.float64)  # dense input: the plain matmul
+    assert delays.input_matmul(full, w.detach()).grad_fn is None
 
 
 def test_fused_is_default_and_network_gradients_match():
