@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 from .errors import EventsnnError, check_input, check_output, fail
+from .parallel import check_scheduler
 
 # ----------------------------------------------------------------------------- argument types
 
@@ -373,8 +374,10 @@ def cmd_verify(a):
         raise EventsnnError(f"--probes: {e}") from None
     a.resume_hint = "the same command again (" + shlex.join(["eventsnn", *sys.argv[1:]]) + \
         "): finished runs are reused"
+    if a.scheduler:
+        check_scheduler(a.scheduler)
     report = verify(a.network, a.data, a.out, dts=a.dt, probes=a.probes, target=a.target, samples=a.samples,
-                    workers=a.workers, progress=not a.json)
+                    workers=a.workers, progress=not a.json, scheduler=a.scheduler)
     if a.json:
         _emit(report, True)
     else:
@@ -399,9 +402,12 @@ def cmd_sweep(a):
     load_config(a.config, quick=a.quick)  # every problem of the config, before any work
     check_output(a.out, inputs=[a.config], kind="dir")
     pick_device(a.device)
+    if a.scheduler:
+        check_scheduler(a.scheduler)
     a.resume_hint = "the same command again (" + shlex.join(["eventsnn", *sys.argv[1:]]) + \
         "): finished cells are kept"
-    res = run_sweep(a.config, a.out, workers=a.workers, quick=a.quick, progress=not a.json, device=a.device)
+    res = run_sweep(a.config, a.out, workers=a.workers, quick=a.quick, progress=not a.json, device=a.device,
+                    scheduler=a.scheduler)
     _emit(res, a.json, f"{res['done']}/{res['cells']} cells done ({res['ran']} this run); table: {res['table']}"
                        + (f"; figure: {res['figure']}" if res.get("figure") else ""))
 
@@ -626,7 +632,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--target", default="numpy", choices=TARGETS, help="Brian2 code generation target")
     v.add_argument("--samples", type=POS_INT, help="first N samples only (default: all)")
     v.add_argument("--workers", type=POS_INT, default=1,
-                   help="processes: over runs when there are at least as many runs, else over each run's samples")
+                   help="processes (a Dask LocalCluster): over runs when there are at least as many runs, else over "
+                        "each run's samples")
+    v.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="run every run as a task of this Dask cluster (workers must see the same paths)")
     v.add_argument("--out", required=True, type=Path, help="report directory (resumable)")
     _common(v)
     v.set_defaults(func=cmd_verify)
@@ -646,7 +655,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "results.jsonl, table.md and figure.png in OUT.")
     sw.add_argument("config", type=Path, metavar="CONFIG", help="sweep config (YAML)")
     sw.add_argument("--out", required=True, type=Path, help="sweep directory (resumable)")
-    sw.add_argument("--workers", type=POS_INT, default=1, help="cells trained at once (threads are shared out)")
+    sw.add_argument("--workers", type=POS_INT, default=1,
+                    help="cells trained at once on a Dask LocalCluster (threads are shared out)")
+    sw.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                    help="run the cells on this Dask cluster (workers must see the same paths)")
     sw.add_argument("--quick", action="store_true", help="apply the config's quick: overrides (small, for tests)")
     sw.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda, cuda:1)")
     _common(sw)

@@ -1,28 +1,137 @@
-"""Samples of one run split over worker processes: the one place that cuts, runs and joins the chunks."""
+"""Work spread over processes and machines: the one path, on ``dask.distributed``.
+
+Every parallel job in eventsnn (verification runs, the sample chunks of one run, sweep cells) goes through
+:class:`Pool`: ``workers=1`` and no scheduler runs the jobs in this process, one after another; ``workers=N``
+starts a ``LocalCluster`` of N single-threaded worker processes; ``scheduler="tcp://HOST:PORT"`` submits to a
+running Dask cluster (``dask scheduler`` + ``dask worker`` on any machines that see the same files; a Slurm
+cluster via ``dask-jobqueue`` is one more line, see the README). Results never depend on where a job ran:
+jobs are independent and their results are joined in submission order. Each job runs with ``EVENTSNN_WORKER`` set
+to its worker's address (one torch thread per verification run; recorded in the run's attributes).
+"""
 from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
 
-def run_sample_chunks(fn, make_job, events, indices, workers: int, desc: str, progress: bool = False):
-    """Cut ``indices`` into ``workers`` consecutive chunks, run ``fn(make_job(i, events.subset(chunk)))`` for each
-    in its own spawned process, and join the resulting runs in order (identical to one process: samples never
-    interact). ``fn`` must be importable (it travels to the workers by name)."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+_SCHEDULER = re.compile(r"^(tcp|tls)://[^\s/:]+:\d{1,5}$")
 
+
+def check_scheduler(address: str) -> str:
+    """A scheduler address that parses and answers, or an :class:`EventsnnError` naming ``--scheduler``."""
+    from .errors import EventsnnError
+    if not _SCHEDULER.match(address or ""):
+        raise EventsnnError(f"--scheduler {address!r}: expected tcp://HOST:PORT (the address 'dask scheduler' prints)")
+    with Pool(scheduler=address):
+        pass
+    return address
+
+
+def _in_worker(fn: Callable, job):
+    """Runs on a Dask worker: mark the process as a worker (its address, recorded in verification runs)."""
+    from distributed import get_worker
+    os.environ["EVENTSNN_WORKER"] = get_worker().address
+    _import_brian2_off_main_thread()
+    return fn(job)
+
+
+def _import_brian2_off_main_thread():
+    """Dask runs tasks in worker threads; importing Brian2 there fails, because its import installs a Ctrl-C
+    handler and Python allows that only in the main thread. A worker never needs that handler: skip it."""
+    import signal
+    import sys
+    import threading
+    if "brian2" in sys.modules or threading.current_thread() is threading.main_thread():
+        return
+    install = signal.signal
+    signal.signal = lambda *args, **kwargs: None
+    try:
+        import brian2  # noqa: F401
+    finally:
+        signal.signal = install
+
+
+class Pool:
+    """``with Pool(workers, scheduler) as pool: for i, result in pool.as_completed(fn, jobs): ...``"""
+
+    def __init__(self, workers: int = 1, scheduler: str | None = None):
+        self.workers, self.scheduler = max(1, int(workers)), scheduler
+        self.client = self.cluster = None
+
+    @property
+    def local(self) -> bool:
+        """True when jobs run in this process (no cluster)."""
+        return self.scheduler is None and self.workers <= 1
+
+    def __enter__(self):
+        if self.local:
+            return self
+        import logging
+
+        from distributed import Client, LocalCluster
+        if self.scheduler:
+            from .errors import EventsnnError
+            try:
+                self.client = Client(self.scheduler, timeout="10s")
+            except (OSError, TimeoutError) as e:
+                raise EventsnnError(f"--scheduler {self.scheduler}: cannot connect ({e}); start one with "
+                                    f"'dask scheduler' and 'dask worker ADDRESS', or use --workers N") from None
+        else:
+            self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                        dashboard_address=None, silence_logs=logging.ERROR)
+            self.client = Client(self.cluster)
+        return self
+
+    def __exit__(self, *exc):
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def as_completed(self, fn: Callable, jobs: Iterable) -> Iterator[tuple[int, object]]:
+        """Run ``fn(job)`` for every job; yield ``(index, result)`` as each finishes (an error re-raises here)."""
+        jobs = list(jobs)
+        if self.local:
+            for i, j in enumerate(jobs):
+                yield i, fn(j)
+            return
+        from distributed import as_completed
+        futures = [self.client.submit(_in_worker, fn, j, pure=False) for j in jobs]
+        index = {f.key: i for i, f in enumerate(futures)}
+        try:
+            for fut in as_completed(futures):
+                yield index[fut.key], fut.result()
+        finally:
+            for f in futures:
+                f.cancel()
+
+    def map(self, fn: Callable, jobs: Iterable, progress=None) -> list:
+        """Results of ``fn(job)`` in the order of ``jobs``; ``progress`` (a tqdm bar) advances per job."""
+        jobs = list(jobs)
+        out = [None] * len(jobs)
+        for i, r in self.as_completed(fn, jobs):
+            out[i] = r
+            if progress is not None:
+                progress.update(1)
+        return out
+
+
+def run_sample_chunks(fn, make_job, events, indices, workers: int, desc: str, progress: bool = False,
+                      scheduler: str | None = None):
+    """Cut ``indices`` into ``workers`` consecutive chunks, run ``fn(make_job(i, events.subset(chunk)))`` for each
+    on the :class:`Pool`, and join the resulting runs in order (identical to one process: samples never
+    interact). ``fn`` must be importable (it travels to the workers by name)."""
     from .progress import progress_bar
     from .runfile import concat_runs
 
     chunks = [c for c in np.array_split(np.asarray(indices), workers) if len(c)]
     jobs = [make_job(i, events.subset(c)) for i, c in enumerate(chunks)]
-    with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn")) as ex, \
+    with Pool(len(jobs), scheduler) as pool, \
             progress_bar(total=len(jobs), desc=desc, disable=not progress) as bar:
-        futures = [ex.submit(fn, j) for j in jobs]
-        parts = []
-        for f in futures:
-            parts.append(f.result())
-            bar.update(1)
+        parts = pool.map(fn, jobs, bar)
     run = concat_runs(parts)
     run.sample_index = np.asarray(indices).copy()
     run.labels = events.labels[indices].copy()

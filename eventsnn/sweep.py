@@ -288,12 +288,14 @@ def read_results(path: Path) -> list[dict]:
 
 
 def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress: bool = True,
-              device: str = "cpu") -> dict:
-    """Run (or resume) a sweep; returns ``{"cells", "done", "ran", "table", "figure"}``."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+              device: str = "cpu", scheduler: str | None = None) -> dict:
+    """Run (or resume) a sweep; returns ``{"cells", "done", "ran", "table", "figure"}``.
 
+    Cells run ``workers`` at a time on a Dask ``LocalCluster``, or on the cluster at ``scheduler``
+    (``tcp://HOST:PORT``; its workers must see ``out`` and the config's files at the same paths). Each finished
+    cell is appended to ``results.jsonl`` as it arrives, so a killed sweep resumes where it stopped."""
     from .errors import dir_lock
+    from .parallel import Pool
     from .progress import progress_bar
     from .provenance import provenance
 
@@ -315,7 +317,8 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
         results_f = out / "results.jsonl"
         done = {cell_key(r["cell"]) for r in read_results(results_f)}
         todo = [c for c in all_cells if cell_key(c) not in done]
-        threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+        # a cluster's workers choose their own threads (dask worker --nthreads); locally the cores are shared out
+        threads = max(1, (os.cpu_count() or 1) // max(1, workers)) if scheduler is None else 0
         jobs = [{"config": cfg.model_dump(mode="json"), "cell": c, "celldir": str(out / "cells" / _digest(c)),
                  "datadir": str(out / "data"), "base": str(Path(config_path).resolve().parent), "threads": threads,
                  "device": device} for c in todo]
@@ -331,13 +334,10 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
             summarize(cfg, read_results(results_f), out)
             bar.update(1)
 
-        if workers <= 1:
-            for j in jobs:
-                record(run_cell(j))
-        elif jobs:
-            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
-                for fut in as_completed([ex.submit(run_cell, j) for j in jobs]):
-                    record(fut.result())
+        if jobs:
+            with Pool(min(workers, len(jobs)), scheduler) as pool:
+                for _, rec in pool.as_completed(run_cell, jobs):
+                    record(rec)
         bar.close()
         results = read_results(results_f)
         paths = summarize(cfg, results, out)

@@ -1,8 +1,10 @@
-"""Data-parallel training with torchrun (2 CPU processes, gloo) equals one process up to reduction order."""
+"""Beyond one process: data-parallel training with torchrun (2 CPU processes, gloo) equals one process up to
+reduction order; verification on a real Dask cluster (scheduler + 2 workers on localhost) equals one process."""
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,3 +47,73 @@ def test_two_process_training_equals_one_process_and_resumes(tmp_path):
         assert ha["val_acc"] == hb["val_acc"]
         assert ha["train_loss"] == pytest.approx(hb["train_loss"], rel=1e-5)
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["provenance"]["world_size"] == 2
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A real Dask cluster on localhost: ``dask scheduler`` and two ``dask worker`` processes (one thread each)."""
+    import shutil as _shutil
+    import time as _time
+
+    dask_cli = Path(sys.executable).with_name("dask")
+    dask_cli = str(dask_cli) if dask_cli.exists() else _shutil.which("dask")
+    assert dask_cli, "the dask command (distributed) is a dependency"
+    sched_file = tmp_path / "scheduler.json"
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                               "--scheduler-file", str(sched_file)], **quiet)]
+    try:
+        deadline = _time.time() + 60
+        while not sched_file.exists() and _time.time() < deadline:
+            _time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        for i in range(2):
+            procs.append(subprocess.Popen([dask_cli, "worker", address, "--nthreads", "1", "--no-dashboard",
+                                           "--local-directory", str(tmp_path / f"worker{i}")], **quiet))
+        from distributed import Client
+        with Client(address, timeout="30s") as c:
+            c.wait_for_workers(2, timeout=120)
+            workers = set(c.scheduler_info()["workers"])
+        yield address, workers
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+def test_verify_on_a_dask_cluster_equals_one_process(dask_cluster, tmp_path):
+    """verify --scheduler: every run is a task of the cluster's workers; the runs equal a one-process verify."""
+    from eventsnn.bridge import save_network
+    from eventsnn.events import save_events
+    from eventsnn.runfile import load_run
+    from tests.conftest import assert_runs_identical, random_events, random_network
+
+    address, workers = dask_cluster
+    save_network(random_network(11), tmp_path / "net.h5")
+    save_events(random_events(11, n_samples=6), tmp_path / "ev.h5")
+    args = [tmp_path / "net.h5", "--data", tmp_path / "ev.h5", "--dt", "1,0.5", "--probes", "reverse", "--json"]
+    p = run_cli("verify", *args, "--scheduler", address, "--out", tmp_path / "cluster")
+    assert p.returncode == 0, p.stderr
+    p = run_cli("verify", *args, "--out", tmp_path / "local")
+    assert p.returncode == 0, p.stderr
+    names = sorted(f.name for f in (tmp_path / "local" / "runs").glob("*.h5"))
+    assert len(names) >= 6 and names == sorted(f.name for f in (tmp_path / "cluster" / "runs").glob("*.h5"))
+    ran_on = set()
+    for name in names:
+        a, b = load_run(tmp_path / "cluster" / "runs" / name), load_run(tmp_path / "local" / "runs" / name)
+        assert_runs_identical(a, b)
+        assert a.attrs["worker"] in workers and b.attrs["worker"] == ""
+        ran_on.add(a.attrs["worker"])
+    assert ran_on <= workers and len(ran_on) >= 1
+    rep_c = json.loads((tmp_path / "cluster" / "report.json").read_text())
+    rep_l = json.loads((tmp_path / "local" / "report.json").read_text())
+    assert [r["accuracy"] for r in rep_c["runs"]] == [r["accuracy"] for r in rep_l["runs"]]
+
+
+def test_scheduler_flag_errors_name_the_flag(tmp_path):
+    for bad, msg in (("localhost:8786", "expected tcp://HOST:PORT"), ("tcp://127.0.0.1:9", "cannot connect")):
+        p = run_cli("sweep", "examples/paper/coincidence_overlap.yaml", "--scheduler", bad, "--out", tmp_path / "o",
+                    cwd=Path(__file__).resolve().parents[1], timeout=120)
+        assert p.returncode == 2 and "--scheduler" in p.stderr and msg in p.stderr, p.stderr
+        assert not (tmp_path / "o").exists()

@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from eventsnn.errors import EventsnnError, atomic_path, dir_lock, remove_stale, sha256_file
+from eventsnn.parallel import Pool
 from eventsnn.provenance import provenance
 from eventsnn.runfile import load_run, save_run
 
@@ -103,17 +103,13 @@ def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> st
         finally:
             shutil.rmtree(build, ignore_errors=True)
     run.attrs.update({"spec": key, "transform": spec.transform or "none", "name": spec.name,
-                      "provenance": provenance()})
+                      "provenance": provenance(), "worker": os.environ.get("EVENTSNN_WORKER", "")})
     save_run(run, Path(outdir) / "runs" / f"{spec.name}.h5")
     return spec.name
 
 
-def _worker_init():
-    os.environ["EVENTSNN_WORKER"] = "1"
-
-
 def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", target="numpy",
-           samples: int | None = None, workers: int = 1, progress: bool = True) -> dict:
+           samples: int | None = None, workers: int = 1, progress: bool = True, scheduler: str | None = None) -> dict:
     """Run every (engine, dt, probe) combination, write the run files, the report and the figures.
 
     Parameters
@@ -128,7 +124,10 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
     probes : str
         Comma list of probes (:func:`eventsnn.transforms.parse_probes`).
     target : str
-        Brian2 target. ``samples``: the first N samples only. ``workers``: processes.
+        Brian2 target. ``samples``: the first N samples only. ``workers``: processes (a Dask ``LocalCluster``).
+    scheduler : str, optional
+        Address of a running Dask scheduler (``tcp://HOST:PORT``): every run becomes a task there (the workers
+        must see ``outdir`` and the input files at the same paths).
 
     Returns
     -------
@@ -170,11 +169,11 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
         shutil.rmtree(outdir / "build", ignore_errors=True)
         (outdir / "runs").mkdir(parents=True, exist_ok=True)
         return _verify_locked(net, net_path, data_path, outdir, dts, transforms, target, n, workers, progress,
-                              merged.merged)
+                              merged.merged, scheduler)
 
 
 def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, target, n, workers, progress,
-                   merged_at_train_dt: int) -> dict:
+                   merged_at_train_dt: int, scheduler: str | None = None) -> dict:
     from eventsnn.progress import progress_bar
 
     net_sha, ev_sha = sha256_file(net_path), sha256_file(data_path)
@@ -190,20 +189,14 @@ def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, targ
             except EventsnnError:
                 pass  # unreadable: recompute
         todo.append((s, str(net_path), str(data_path), n, str(outdir), key))
-    # workers: over runs while there are enough of them, else over the samples of each Brian2 run
-    over_runs = workers > 1 and len(todo) >= workers
+    # workers: over runs while there are enough of them (always on a given cluster), else over the samples of
+    # each run
+    over_runs = scheduler is not None or (workers > 1 and len(todo) >= workers)
     todo = [(*t, 1 if over_runs else workers) for t in todo]
     with progress_bar(total=len(specs), desc="verify runs", disable=not progress,
-                      initial=len(specs) - len(todo)) as bar:
-        if over_runs:
-            import multiprocessing as mp
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as ex:
-                for _ in ex.map(_execute, todo):
-                    bar.update(1)
-        else:
-            for t in todo:
-                _execute(t)
-                bar.update(1)
+                      initial=len(specs) - len(todo)) as bar, \
+            Pool(workers if over_runs else 1, scheduler) as pool:
+        pool.map(_execute, todo, bar)
     shutil.rmtree(outdir / "build", ignore_errors=True)
     report = build_report(outdir, specs, net, n)
     report["provenance"] = provenance()
