@@ -50,15 +50,16 @@ class TrainedModel:
 
 
 def _events(x, what="events"):
-    from .datasets import load_any
+    from .datasets import DatasetSource, load_any
     from .errors import EventsnnError
     from .events import Events
 
-    if isinstance(x, Events):
+    if isinstance(x, (Events, DatasetSource)):
         return x
     if isinstance(x, (str, Path)):
         return load_any(x)
-    raise EventsnnError(f"{what}: expected an Events object or a path to an events file, got {type(x).__name__}")
+    raise EventsnnError(f"{what}: expected an Events object, a path to an events file or a "
+                        f"eventsnn.datasets.DatasetSource (a torch Dataset), got {type(x).__name__}")
 
 
 def _network(x):
@@ -80,8 +81,10 @@ def train(events, config=None, *, test=None, val=None, rundir=None, progress: bo
 
     Parameters
     ----------
-    events : Events or path
-        Training samples; the validation split (``val_fraction``) is carved from them.
+    events : Events, path or DatasetSource
+        Training samples; the validation split (``val_fraction``) is carved from them. A
+        :class:`eventsnn.datasets.DatasetSource` wraps a torch ``Dataset`` (e.g. ``tonic.datasets.SHD`` with its
+        transforms): read batch by batch, its transforms run again every epoch.
     config : TrainConfig, dict or path, optional
         Settings (:class:`eventsnn.training.TrainConfig`); a path is read as YAML/TOML/JSON. Keyword arguments
         override it (``eventsnn.train(ev, delays="synaptic", epochs=10)``).

@@ -316,3 +316,72 @@ def feature_baseline(X: np.ndarray, y: np.ndarray, test_fraction: float = 0.3, s
     sc = StandardScaler().fit(X[tr])
     clf = LogisticRegression(max_iter=2000).fit(sc.transform(X[tr]), y[tr])
     return float(np.mean(clf.predict(sc.transform(X[te])) == y[te]))
+
+
+class DatasetSource:
+    """A torch-style map dataset as training (or validation/test) data, read batch by batch.
+
+    ``dataset[i]`` returns ``(sample, label)``, where ``sample`` is a tonic event array (fields ``t`` in
+    microseconds and ``x``; tonic's audio datasets such as ``tonic.datasets.SHD``) or an :class:`Events` holding
+    one sample. Items are read every time a batch needs them, so the dataset's own transforms (tonic's, or any
+    callable it applies) run again in every epoch, and only one batch of events is in memory at a time.
+    Samples are cut at ``duration_s`` (the length every sample is simulated for). Binary inputs merge spikes of
+    one unit in one step, as for files (not reported for datasets: they are never read whole).
+    """
+
+    def __init__(self, dataset, n_units: int, n_classes: int, duration_s: float, class_names=None,
+                 source: str = "dataset"):
+        if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+            raise EventsnnError(f"{source}: expected a map-style dataset (with __getitem__ and __len__), got "
+                                f"{type(dataset).__name__}")
+        for name, v in (("n_units", n_units), ("n_classes", n_classes)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise EventsnnError(f"{source}: {name} must be a positive integer, got {v!r}")
+        if not (isinstance(duration_s, (int, float)) and math.isfinite(duration_s) and duration_s > 0):
+            raise EventsnnError(f"{source}: duration_s must be a positive number of seconds, got {duration_s!r}")
+        self.dataset, self.n_units, self.n_classes = dataset, int(n_units), int(n_classes)
+        self.duration_s, self.class_names, self.source = float(duration_s), class_names, source
+
+    @property
+    def duration_ms(self) -> float:
+        return self.duration_s * 1000.0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def concat(self, other: "DatasetSource") -> "DatasetSource":
+        """This source's samples followed by ``other``'s (same units; duration and classes the larger)."""
+        from torch.utils.data import ConcatDataset
+        if other.n_units != self.n_units:
+            raise EventsnnError(f"{other.source}: {other.n_units} units, {self.source} has {self.n_units}")
+        return DatasetSource(ConcatDataset([self.dataset, other.dataset]), self.n_units,
+                             max(self.n_classes, other.n_classes), max(self.duration_s, other.duration_s),
+                             self.class_names, self.source)
+
+    def events(self, idx) -> Events:
+        """The samples ``idx`` as one :class:`Events` (reading, and so transforming, each item now)."""
+        times, units, labels = [], [], []
+        for i in np.asarray(idx, dtype=np.int64).tolist():
+            sample, label = self.dataset[i]
+            if isinstance(sample, Events):
+                if len(sample) != 1 or sample.n_units > self.n_units:
+                    raise EventsnnError(f"{self.source}[{i}]: expected one sample with at most {self.n_units} "
+                                        f"units, got {len(sample)} samples of {sample.n_units} units")
+                t, u = sample.sample(0)
+            else:
+                try:
+                    t, u = np.asarray(sample["t"], np.float64) * 1e-6, np.asarray(sample["x"], np.int64)
+                except (TypeError, ValueError, KeyError, IndexError):
+                    raise EventsnnError(f"{self.source}[{i}]: expected a tonic event array (fields t, x) or an "
+                                        f"Events sample, got {type(sample).__name__}") from None
+            label = int(label)
+            if not 0 <= label < self.n_classes:
+                raise EventsnnError(f"{self.source}[{i}]: label {label} outside 0..{self.n_classes - 1}")
+            if len(u) and (u.min() < 0 or u.max() >= self.n_units):
+                raise EventsnnError(f"{self.source}[{i}]: unit {int(u.max())} outside 0..{self.n_units - 1}")
+            keep = (t >= 0) & (t < self.duration_s)
+            times.append(t[keep])
+            units.append(u[keep])
+            labels.append(label)
+        return Events.from_lists(times, units, np.asarray(labels, np.int64), self.n_units, self.duration_s,
+                                 self.n_classes, self.class_names, self.source)

@@ -255,7 +255,7 @@ def _run_cell(job: dict) -> dict:
     for spec in cfg.probes:
         for tr in parse_probes(spec):
             ev = tr(test_ev)
-            acc, _ = evaluate(net, Batcher(ev, dt, "cpu", what="probe"), ev.labels, np.arange(len(ev)))
+            acc, _ = evaluate(net, Batcher(ev, dt, "cpu", what="probe"), np.arange(len(ev)))
             probes[tr.name] = acc
     rec["probes"] = probes
     if cfg.verify is not None:

@@ -202,28 +202,38 @@ def make_optimizer(model: SNN, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 class Batcher:
-    """Dense binary inputs for index batches (the whole set kept dense when it is small).
+    """Dense binary inputs and labels for index batches: ``batcher(idx) -> (x [B, T, units], y [B])``.
 
-    Binary, as in the paper: spikes of one unit in one step are merged, and the number merged over the
-    whole set is reported once (:class:`~eventsnn.events.EventsnnWarning`).
+    From :class:`Events`: the whole set is binned once (and kept dense when it is small); binary, as in the
+    paper: spikes of one unit in one step are merged, and the number merged over the whole set is reported once
+    (:class:`~eventsnn.events.EventsnnWarning`). From a :class:`~eventsnn.datasets.DatasetSource`: each batch
+    is read (and transformed) when it is needed.
     """
 
-    def __init__(self, events: Events, dt_ms: float, device, limit: int = 50_000_000, what: str = "training"):
+    def __init__(self, events, dt_ms: float, device, limit: int = 50_000_000, what: str = "training"):
+        from .datasets import DatasetSource
         from .events import bin_events, warn_merged
-        self.events, self.dt_ms, self.device = events, dt_ms, device
+        self.events, self.dt_ms, self.device, self.cache = events, dt_ms, device, None
+        self.streaming = isinstance(events, DatasetSource)
+        if self.streaming:
+            return
         b = bin_events(events, dt_ms).binary()
         warn_merged(b.merged, b.n_spikes, dt_ms, what)
-        self.cache = raster(b, events.n_units, device=device) if len(events) * b.n_steps * events.n_units <= limit \
-            else None
+        if len(events) * b.n_steps * events.n_units <= limit:
+            self.cache = raster(b, events.n_units, device=device)
 
     def __call__(self, idx):
+        if self.streaming:
+            ev = self.events.events(idx)
+            x = dense_input(ev, self.dt_ms, device=self.device, warn=False)
+            return x, torch.as_tensor(ev.labels, device=self.device)
+        y = torch.as_tensor(self.events.labels[idx], device=self.device)
         if self.cache is not None:
-            return self.cache[torch.as_tensor(idx, device=self.device)]
-        return dense_input(self.events, self.dt_ms, idx, device=self.device, warn=False)
+            return self.cache[torch.as_tensor(idx, device=self.device)], y
+        return dense_input(self.events, self.dt_ms, idx, device=self.device, warn=False), y
 
 
-def evaluate(model: SNN, batcher: Batcher, labels: np.ndarray, idx: np.ndarray, batch_size: int = 256,
-             dist=None):
+def evaluate(model: SNN, batcher: Batcher, idx: np.ndarray, batch_size: int = 256, dist=None):
     """(accuracy, mean loss) in ``round`` delay mode, no gradients; with ``dist`` each rank evaluates its share
     of ``idx`` and the sums are combined, so every rank gets the same numbers."""
     if len(idx) == 0:
@@ -232,9 +242,8 @@ def evaluate(model: SNN, batcher: Batcher, labels: np.ndarray, idx: np.ndarray, 
     correct, loss_sum = 0, 0.0
     with torch.no_grad():
         for s in range(0, len(mine), batch_size):
-            b = mine[s:s + batch_size]
-            y = torch.as_tensor(labels[b], device=batcher.device)
-            scores, _, _ = model(batcher(b), delay_mode="round")
+            x, y = batcher(mine[s:s + batch_size])
+            scores, _, _ = model(x, delay_mode="round")
             lp = log_probs(scores, model.readout)
             loss_sum += float(torch.nn.functional.nll_loss(lp, y, reduction="sum"))
             correct += int((scores.argmax(1) == y).sum())
@@ -263,7 +272,7 @@ def _load_data(cfg: TrainConfig, events: Events | None = None, test: Events | No
     """Training and test events (from the config's files unless given), checked against each other and
     against the settings, before any work. A validation file (``val_data``) is appended to the training
     events and its samples are the validation split."""
-    from .datasets import load_any, split_indices
+    from .datasets import DatasetSource, load_any, split_indices
 
     if events is None:
         if not cfg.data:
@@ -278,7 +287,12 @@ def _load_data(cfg: TrainConfig, events: Events | None = None, test: Events | No
             raise fail(cfg.val_data or "validation events", f"validation data has {val.n_units} units/"
                        f"{val.n_classes} classes, training data {events.n_units}/{events.n_classes}")
         n = len(events)
-        events = Events.concat([events, val])
+        if isinstance(events, DatasetSource) or isinstance(val, DatasetSource):
+            if not (isinstance(events, DatasetSource) and isinstance(val, DatasetSource)):
+                raise EventsnnError("val: give training and validation data both as datasets or both as events")
+            events = events.concat(val)
+        else:
+            events = Events.concat([events, val])
         tr_idx, val_idx = np.arange(n), np.arange(n, len(events))
     else:
         tr_idx, val_idx = split_indices(len(events), cfg.val_fraction, cfg.seed)
@@ -373,7 +387,6 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
             tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
 
     batcher = Batcher(events, cfg.dt_ms, dev)
-    labels = events.labels
     stop_at = cfg.epochs if max_epochs_this_call is None else min(cfg.epochs, start_epoch + max_epochs_this_call)
     stopped_early = bad_epochs >= cfg.patience
     bar = progress_bar(total=cfg.epochs, desc="train", disable=not (progress and dist.main),
@@ -391,8 +404,8 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
             b = dist.shard(batch)  # this rank's samples (all of them in one process)
             opt.zero_grad(set_to_none=True)
             if len(b):
-                y = torch.as_tensor(labels[b], device=dev)
-                scores, _, spikes = model(batcher(b), delay_mode="interp", surrogate=cfg.surrogate, slope=cfg.slope)
+                x, y = batcher(b)
+                scores, _, spikes = model(x, delay_mode="interp", surrogate=cfg.surrogate, slope=cfg.slope)
                 # this rank's share of the global batch mean: summed over ranks it is the one-process loss
                 loss = torch.nn.functional.nll_loss(log_probs(scores, cfg.readout), y, reduction="sum") / len(batch)
                 if cfg.spike_reg > 0:
@@ -407,7 +420,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         loss_sum, correct, rate_sum = dist.sum_floats(loss_sum, correct, rate_sum)
         # -- evaluate on the validation split; keep the best model (selection never sees the test set)
         model.eval()
-        val_acc, val_loss = evaluate(model, batcher, labels, val_idx, dist=dist)
+        val_acc, val_loss = evaluate(model, batcher, val_idx, dist=dist)
         rec = {"epoch": epoch, "train_loss": loss_sum / len(perm), "train_acc": correct / len(perm),
                "val_acc": val_acc, "val_loss": val_loss, "spikes_per_neuron": rate_sum / len(perm),
                "seconds": time.perf_counter() - t0}
@@ -453,8 +466,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         best_model.load_state_dict(best["model"])
         best_model.eval()
         tb = Batcher(test, cfg.dt_ms, dev, what="test")
-        summary["test_acc"], summary["test_loss"] = evaluate(best_model, tb, test.labels, np.arange(len(test)),
-                                                             dist=dist)
+        summary["test_acc"], summary["test_loss"] = evaluate(best_model, tb, np.arange(len(test)), dist=dist)
     if dist.main:
         with atomic_path(rundir / "summary.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2))
