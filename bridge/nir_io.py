@@ -14,9 +14,26 @@ resets to ``v_reset``; ``subtract`` is ours), refractory periods (NIR has none),
 readout and which delays were learned. Per-synapse (``synaptic``) delays cannot be expressed (NIR's ``Delay``
 delays each element of a vector, i.e. per presynaptic neuron): export refuses them with that reason.
 
-Import (``source="generic"``) reads graphs of this shape written by anyone, with NIR's continuous-time semantics:
-the jump per spike is ``W * w_in / tau_syn``, ``r`` scales it too (``v`` integrates ``r I``). Other tools'
-discrete-time conventions (snnTorch's decay factors, Norse's) are not mapped yet.
+Import reads graphs of this shape. ``source="generic"``: NIR's continuous-time semantics (the jump per spike is
+``W * w_in / tau_syn``; ``r`` scales it too, as ``v`` integrates ``r I``). ``source="snntorch"`` and
+``source="norse"``: the graph as that library's exporter wrote it, mapped onto our discrete-time contract so that
+the library's own simulation is reproduced exactly at its step ``dt``:
+
+* both libraries update ``I <- b I + input`` and ``v <- a v + k I`` *in the same step* (the input of step t moves
+  ``v`` at step t); ours moves it at step t+1 (DESIGN's step order). So every layer fires exactly one step later
+  than in the library: layer ``i`` (0-based) of ours at step ``t + i + 1`` is the library's spike at step ``t``.
+* snnTorch (``Synaptic``; exporter 1.0: ``tau = dt_x/(1 - decay)``, ``r = tau_mem/dt_x``, ``w_in = tau_syn/dt_x``
+  with its fixed ``dt_x = 1e-4``): ``b = alpha = 1 - dt_x/tau_syn``, ``a = beta = 1 - dt_x/tau_mem``, ``k = 1``;
+  reset to zero right after the spike (``reset_mechanism="zero"``, ``reset_delay=False``: how snnTorch's own NIR
+  import reads ``CubaLIF``; its default delayed subtractive reset is not in the graph and cannot be reproduced).
+* Norse (``LIFCell``, forward Euler): ``a = 1 - dt/tau_mem``, ``b = 1 - dt/tau_syn``, ``k = dt/tau_mem``, reset to
+  ``v_reset = 0``. Norse 1.1's exporter writes ``dt / tau_inv`` (= ``dt * tau``) as the time constant; a value
+  below ``dt`` is read that way (a real time constant is longer than the step of a stable Euler scheme).
+
+Our taus reproduce ``a`` and ``b`` exactly (``tau = -dt/ln(decay)``) and the weights are scaled by the library's
+``k`` over ours. A graph that ends in spiking neurons (the libraries have no ``CubaLI``) gets an added readout:
+one leaky integrator per output neuron (identity weights, tau_syn = dt, tau_mem = 1e7 ms, i.e. a spike counter),
+so the output layer's spikes can be simulated and verified like the others; predictions come from that readout.
 """
 from __future__ import annotations
 
@@ -98,8 +115,8 @@ def from_nir(graph, dt_ms: float | None = None, source: str = "generic", path=No
     [Delay] -> Linear -> CubaLI -> Output``, optional recurrent ``Linear`` cycles). ``dt_ms``: the training step
     to record (required unless the graph's metadata has ours)."""
     nir = _nir()
-    if source != "generic":
-        raise EventsnnError(f"--source {source}: only 'generic' (NIR's continuous-time semantics) is supported")
+    if source not in SOURCES:
+        raise EventsnnError(f"--source {source}: choose one of {', '.join(SOURCES)}")
     where = path or "NIR graph"
     meta = {}
     raw = (graph.metadata or {}).get("eventsnn")
@@ -143,10 +160,9 @@ def from_nir(graph, dt_ms: float | None = None, source: str = "generic", path=No
         if not isinstance(neuron, neuron_types):
             raise fail(where, f"node {neuron_name!r}: expected CubaLIF or CubaLI, found {type(neuron).__name__}")
         W = np.asarray(lin.weight, float)
-        ts, tm = np.asarray(neuron.tau_syn, float).ravel(), np.asarray(neuron.tau_mem, float).ravel()
-        scale = np.asarray(neuron.w_in, float) * np.asarray(neuron.r, float) / ts  # jump of I per unit weight
         if np.any(np.asarray(neuron.v_leak) != 0):
             raise fail(where, f"node {neuron_name!r}: v_leak must be 0 (the model leaks to 0)")
+        tm, ts, scale = _neuron_constants(neuron, source, float(dt), where, neuron_name)  # ms, ms, per neuron
         N = len(ts)
         if W.shape != (N, n_pre):
             raise fail(where, f"node {step!r}: weight shape {list(W.shape)} does not connect {n_pre} -> {N}")
@@ -156,7 +172,7 @@ def from_nir(graph, dt_ms: float | None = None, source: str = "generic", path=No
         spiking = isinstance(neuron, nir.CubaLIF)
         rec_w, rec_d = _recurrent(nodes, succ, neuron_name, N, scale, nir, where)
         ref = lm.get("refractory_ms")
-        layers.append(Layer("lif" if spiking else "li", N, tm / MS, ts / MS, (W * scale[:, None]).T,
+        layers.append(Layer("lif" if spiking else "li", N, tm, ts, (W * scale[:, None]).T,
                             reset=lm.get("reset", "zero") if spiking else "zero",
                             threshold=np.asarray(neuron.v_threshold, float).ravel() if spiking else None,
                             refractory_ms=None if ref is None else np.asarray(ref, float),
@@ -167,12 +183,53 @@ def from_nir(graph, dt_ms: float | None = None, source: str = "generic", path=No
             break
     if not layers:
         raise fail(where, "no layers found after the Input node")
+    info = {"source": "nir" if source == "generic" else f"nir:{source}"}
+    if layers[-1].kind == "lif":
+        n = layers[-1].size
+        layers.append(Layer("li", n, np.full(n, 1e7), np.full(n, float(dt)), np.eye(n)))
+        info["added_readout"] = "spike counter (identity weights, tau_syn = dt, tau_mem = 1e7 ms)"
+        warnings.warn(f"{where}: the graph ends in spiking neurons; a spike-counting readout was added so that "
+                      "its output spikes can be simulated and verified (predictions come from that readout)",
+                      EventsnnWarning, stacklevel=2)
+    if source != "generic":
+        info["latency"] = "each layer fires one step later than in the source library (its input moves v in the " \
+                          "same step; ours in the next)"
     try:
-        return Network(float(dt), n_in, layers, meta.get("readout", "max"), {"source": "nir"}).validate(where)
+        return Network(float(dt), n_in, layers, meta.get("readout", "max"), info).validate(where)
     except EventsnnError:
         raise
     except Exception as e:
         raise fail(where, f"not a network eventsnn can represent ({e})") from None
+
+
+SOURCES = ("generic", "snntorch", "norse")
+SNNTORCH_EXPORT_DT_S = 1e-4  # the step snnTorch's exporter assumes when it turns decay factors into taus
+
+
+def _neuron_constants(neuron, source: str, dt_ms: float, where, name):
+    """``(tau_mem_ms, tau_syn_ms, scale)`` of a CubaLIF/CubaLI node: our taus and the factor on its input weights
+    (see the module docstring for each source's convention)."""
+    from eventsnn.contract import propagators
+    p = {k: np.asarray(getattr(neuron, k), float).ravel() for k in ("tau_syn", "tau_mem", "r", "w_in")}
+    if np.any(p["tau_syn"] <= 0) or np.any(p["tau_mem"] <= 0):
+        raise fail(where, f"node {name!r}: time constants must be positive")
+    if source == "generic":
+        return p["tau_mem"] / MS, p["tau_syn"] / MS, p["w_in"] * p["r"] / p["tau_syn"]
+    if source == "snntorch":
+        dt_x = p["tau_mem"] / p["r"]  # = the exporter's fixed 1e-4 s
+        b_src, a_src = 1 - dt_x / p["tau_syn"], 1 - dt_x / p["tau_mem"]
+        k_src = p["w_in"] * dt_x / p["tau_syn"]  # snnTorch's own import scales inputs by this (1 for its exports)
+    else:  # norse
+        dt_s = dt_ms * MS
+        tau = {k: np.where(p[k] < dt_s, p[k] / dt_s, p[k]) for k in ("tau_syn", "tau_mem")}  # see module docstring
+        a_src, b_src = 1 - dt_s / tau["tau_mem"], 1 - dt_s / tau["tau_syn"]
+        k_src = dt_s / tau["tau_mem"] * p["r"] * p["w_in"]
+    for label, d in (("membrane", a_src), ("synaptic", b_src)):
+        if np.any(d <= 0) or np.any(d >= 1):
+            raise fail(where, f"node {name!r}: {source}'s {label} decay per step must lie in (0, 1), got "
+                              f"{float(np.min(d)):g}..{float(np.max(d)):g} (is --dt the library's step?)")
+    tm, ts = -dt_ms / np.log(a_src), -dt_ms / np.log(b_src)
+    return tm, ts, k_src / propagators(tm, ts, dt_ms)[2]
 
 
 def _only(succ, name, where):

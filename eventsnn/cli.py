@@ -584,9 +584,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     n = sub.add_parser("import-nir", help="a NIR graph as a network file (to simulate and verify it)")
     n.add_argument("graph", type=Path, metavar="GRAPH", help="NIR file")
-    n.add_argument("--dt", type=POS_FLOAT, help="training step in ms (required unless the graph is ours)")
-    n.add_argument("--source", choices=["generic"], default="generic",
-                   help="whose conventions: generic = NIR's continuous-time equations")
+    n.add_argument("--dt", type=POS_FLOAT, help="the step in ms (required unless the graph is ours; for snntorch "
+                                                "and norse: the step the library simulated with)")
+    n.add_argument("--source", choices=["generic", "snntorch", "norse"], default="generic",
+                   help="whose conventions: generic = NIR's continuous-time equations; snntorch / norse = that "
+                        "library's exporter and discrete-time update, reproduced exactly (one step later per layer)")
     n.add_argument("--out", required=True, type=Path, help="network file to write")
     _common(n)
     n.set_defaults(func=cmd_import_nir)
