@@ -252,3 +252,28 @@ def test_tonic_arrays_round_trip_and_file_has_tonic_datasets(tmp_path):
     save_events(ev, f)
     with h5py.File(f) as h:
         assert len(h["extra/speaker"]) == 5 and [k.decode() for k in h["extra/keys"][()]] == ev.class_names
+
+
+def test_tonic_shd_reader_opens_our_file_and_trains_with_its_transforms(tmp_path):
+    """tonic.datasets.SHD reads an eventsnn events file placed where it looks (DIR/SHD/shd_train.h5, with the
+    archive it checks for present), and that dataset, with a tonic transform, trains through DatasetSource."""
+    tonic = pytest.importorskip("tonic")
+    import eventsnn
+    from eventsnn.datasets import DatasetSource
+
+    ev = make_polychrony(samples=40, seed=3)
+    (tmp_path / "SHD").mkdir()
+    save_events(ev, tmp_path / "SHD" / "shd_train.h5")
+    (tmp_path / "SHD" / "shd_train.h5.zip").touch()  # tonic only checks that its download is there
+    ds = tonic.datasets.SHD(str(tmp_path), train=True)
+    assert len(ds) == len(ev) and [c.decode() for c in ds.classes] == ev.class_names
+    for i in (0, 7, 39):
+        arr, label = ds[i]
+        t, u = ev.sample(i)
+        assert label == ev.labels[i]
+        np.testing.assert_array_equal(arr["x"], u)
+        np.testing.assert_allclose(arr["t"] * 1e-6, t, atol=1e-6)  # tonic truncates to whole microseconds
+    jittered = tonic.datasets.SHD(str(tmp_path), train=True, transform=tonic.transforms.TimeJitter(std=200))
+    m = eventsnn.train(DatasetSource(jittered, ev.n_units, ev.n_classes, ev.duration_s), epochs=1, hidden=[8],
+                       val_fraction=0.25, seed=1)
+    assert len(m.history) == 1 and 0.0 <= m.history[0]["train_acc"] <= 1.0
