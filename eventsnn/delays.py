@@ -25,7 +25,7 @@ import torch
 
 DELAY_MODES = ("round", "interp")
 
-# Relative costs per element, measured on a 2-core x86 CPU (torch 2.15, numba 0.62; benchmarks/synaptic_delays.py):
+# Relative costs per element, measured on a 2-core x86 CPU (torch 2.15, numba 0.68; benchmarks/synaptic_delays.py):
 # a dense matmul multiply-add, a scatter/gather of one element (index_add_/advanced indexing), one multiply-add
 # of the input-gradient kernel. They only choose between two exact formulations, never change a result.
 _COST_MATMUL, _COST_INDEXED, _COST_AXPY = 0.015, 1.0, 0.35
