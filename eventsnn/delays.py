@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import torch
 
+from .scan import numba_threads
+
 DELAY_MODES = ("round", "interp")
 
 # Relative costs per element, measured on a 2-core x86 CPU (torch 2.15, numba 0.68; benchmarks/synaptic_delays.py):
@@ -88,7 +90,7 @@ class _SparseInputMatmul(torch.autograd.Function):
         b, t, i = x.detach().nonzero(as_tuple=True)  # row-major: sorted by sample
         vals = x.detach()[b, t, i]
         out = x.new_zeros(x.shape[0], x.shape[1], weight.shape[1])
-        with _numba_threads():
+        with numba_threads():
             sparse_rows_matmul(b.numpy(), t.numpy(), i.numpy(), vals.numpy(), weight.detach().contiguous().numpy(),
                                out.numpy())
         ctx.save_for_backward(weight, b, t, i, vals)
@@ -103,7 +105,7 @@ class _SparseInputMatmul(torch.autograd.Function):
         g_w = None
         if ctx.needs_input_grad[1]:
             g_w = torch.zeros_like(weight)
-            with _numba_threads():
+            with numba_threads():
                 sparse_rows_weight_grad(torch.argsort(i, stable=True).numpy(), b.numpy(), t.numpy(), i.numpy(),
                                         vals.numpy(), grad.numpy(), g_w.numpy())
         return g_x, g_w
@@ -176,7 +178,7 @@ class _SynapticTaps(torch.autograd.Function):
         out = x.new_zeros(B, Tp, n_post)
         if _numba_on(x):
             from ._delay_kernels import forward_kernel
-            with _numba_threads():
+            with numba_threads():
                 forward_kernel(b.numpy(), t.numpy(), i.numpy(), vals.numpy(), taps.detach().numpy(), lo.numpy(),
                                out.numpy())
         else:
@@ -201,7 +203,7 @@ class _SynapticTaps(torch.autograd.Function):
             if _numba_on(grad):
                 from ._delay_kernels import weight_grad_kernel
                 order = torch.argsort(i, stable=True)
-                with _numba_threads():
+                with numba_threads():
                     weight_grad_kernel(order.numpy(), b.numpy(), t.numpy(), i.numpy(), vals.numpy(), lo.numpy(),
                                        gp.numpy(), g_taps.numpy())
             else:
@@ -212,19 +214,6 @@ class _SynapticTaps(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             g_x = _input_grad(grad.contiguous(), taps.detach(), lo, Tp)
         return g_x, g_taps, None
-
-
-class _numba_threads:
-    """numba's threads for one kernel call: as many as torch uses (``torch.set_num_threads``)."""
-
-    def __enter__(self):
-        import numba
-        self.before = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-
-    def __exit__(self, *exc):
-        import numba
-        numba.set_num_threads(self.before)
 
 
 def _positions(row, i, lo, n_post):
@@ -245,7 +234,7 @@ def _input_grad(grad: torch.Tensor, taps: torch.Tensor, lo: torch.Tensor, Tp: in
         g_t = grad.new_zeros(n_post, Tp, B)  # time-major, batch innermost: each synapse reads one contiguous run
         g_t[:, :T] = grad.permute(2, 1, 0)
         out = grad.new_zeros(n_pre, T, B)
-        with _numba_threads():
+        with numba_threads():
             input_grad_kernel(g_t.view(n_post, -1).numpy(), taps.numpy(), lo.numpy(), T, B, out.view(n_pre, -1).numpy())
         return out.permute(2, 1, 0).contiguous()
     gp = grad.new_zeros(B, Tp * n_post)

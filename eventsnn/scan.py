@@ -229,7 +229,7 @@ def _cpu_kernels_apply(t: torch.Tensor) -> bool:
     return CPU_KERNELS and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
 
 
-class _numba_threads:
+class numba_threads:
     """numba's threads for one kernel call: as many as torch uses (``torch.set_num_threads``)."""
 
     def __enter__(self):
@@ -257,7 +257,7 @@ def _scan_forward_cpu(F, a, b, k, theta, R, ws, spiking, reset, delays, keep_I):
     I_hist = torch.empty_like(F) if keep_I else None
     dummy_b, dummy_f = torch.zeros(1, 1, 1, dtype=torch.bool), F.new_zeros(1, 1, 1)
     rec_w = torch.stack([w.detach() for w in ws]) if ws else F.new_zeros(0, N, N)
-    with _numba_threads():
+    with numba_threads():
         scan_forward(_np(F), _np(a), _np(b), _np(k), _np(theta), _np(R.long()), _np(rec_w),
                      np.asarray(delays, dtype=np.int64), spiking, reset == "subtract", use_ref, keep_I,
                      out.numpy(), v_pre.numpy(), (held if use_ref else dummy_b).numpy(),
@@ -276,7 +276,7 @@ def _scan_backward_cpu(gout, out, v_pre, held, a, b, k, theta, ws, spiking, rese
     v = _np(v_pre) if spiking else gout.new_zeros(1, 1, 1).numpy()
     held_np = (held if held is not None else torch.zeros(1, 1, 1, dtype=torch.bool)).numpy()
     args = (_np(gout), _np(out), v, _np(theta), kind, float(slope), held_np, _np(a), _np(b), _np(k))
-    with _numba_threads():
+    with numba_threads():
         if ws:
             rec_wt = torch.stack([w.detach().t() for w in ws]).contiguous()
             scan_backward_recurrent(*args, _np(rec_wt), np.asarray(delays, dtype=np.int64), reset == "subtract",

@@ -10,7 +10,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("script,keys", [
-    ("train_throughput.py", {"samples_per_s", "baseline_samples_per_s", "device"}),
     ("verify_throughput.py", {"samples_per_s", "baseline_samples_per_s", "dt_ms", "target"}),
     ("event_throughput.py", {"samples_per_s", "baseline_samples_per_s", "event_s_per_sample", "brian2_s_per_sample",
                              "brian2_matched_within_0.1ms"}),
@@ -22,6 +21,32 @@ def test_benchmark_prints_json(script, keys):
     res = json.loads(p.stdout.strip().splitlines()[-1])
     assert keys <= set(res)
     assert res["samples_per_s"] > 0 and res["baseline_samples_per_s"] > 0
+
+
+def test_train_throughput_compares_three_implementations():
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--small", "--batch", "4,8",
+                        "--delays", "none,axonal", "--iters", "1", "--json"], capture_output=True, text=True,
+                       timeout=900, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    assert [(r["batch"], r["delays"]) for r in res["rows"]] == [(4, "none"), (8, "none"), (4, "axonal"),
+                                                                 (8, "axonal")]
+    for r in res["rows"]:
+        for impl in ("eventsnn", "plain", "compiled"):
+            assert r[impl]["samples_per_s"] > 0 and r[impl]["peak_mb"] > 0
+        assert r["eventsnn_vs_compiled"] > 0 and r["eventsnn_vs_plain"] > 0
+
+
+def test_scale_benchmark_trains_and_verifies_with_one_and_two():
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--small", "--json"],
+                       capture_output=True, text=True, timeout=1200, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    for k in ("1_process", "2_process"):
+        assert res["train"][k]["samples_per_s"] > 0 and res["train"][k]["peak_rss_mb"]
+    for k in ("1_workers", "2_workers"):
+        assert res["verify"][k]["samples_per_s"] > 0 and res["verify"][k]["runs"] >= 6
+    assert res["train"]["scaling_1_to_2"] > 0 and res["verify"]["scaling_1_to_2"] > 0
 
 
 def test_speech_standin_measures_every_step():
