@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -100,6 +101,11 @@ def setup(cfg, batch, delays, impls, device):
     y = torch.randint(0, n_out, (batch,), device=device)
     model = build(n_in, hidden, n_out, delays, max_delay, device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    # one graph per layer and per requires_grad pattern of the state (the first steps start from constants):
+    # about 9, more than dynamo's default recompile limit of 8, past which it would silently run eagerly
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, 64)
     compiled_cell = torch.compile(lif_cell, dynamic=False) if "compiled" in impls else None
 
     def step(impl):
@@ -165,8 +171,11 @@ def main():
         step(impl)
         print(json.dumps({"peak_mb": peak_mb(dev)}))
         return
-    rows = [measure(cfg, int(b), d, impls, a.iters, dev, child_args)
-            for d in a.delays.split(",") for b in a.batch.split(",")]
+    rows = []
+    for d in a.delays.split(","):
+        for b in a.batch.split(","):
+            rows.append(measure(cfg, int(b), d, impls, a.iters, dev, child_args))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress: one row at a time
     res = {"rows": rows, "workload": "small" if a.small else "shd-shaped", "steps": cfg[3], "inputs": cfg[0],
            "hidden": cfg[1], "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
            "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev)}
