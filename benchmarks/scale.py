@@ -10,7 +10,7 @@ density; channel rates rising along the channel axis), 20 classes, written as ev
   probe (torch, Brian2 ``cpp_standalone`` and the exact engine, each on the samples and their reversal), with
   ``--workers 1`` and ``--workers 2`` (a Dask LocalCluster): wall time, samples/s, peak memory.
 
-Each step runs in its own process. ``--small`` shrinks everything for CI.
+Each step runs in its own process. ``--small`` shrinks everything for CI (0.1 s samples, the training dt only, numpy target).
 
     python benchmarks/scale.py [--small] [--verify-samples 128] [--json]
 """
@@ -69,10 +69,12 @@ def main():
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if a.small:
-        n_train, n_test, spikes, n_units, dur, hidden, max_delay, vs = 300, 40, 300, 100, 0.2, "32,32", 50, 8
+        n_train, n_test, spikes, n_units, dur, hidden, max_delay, vs = 300, 40, 150, 100, 0.1, "32,32", 50, 4
+        vdt, target = "1", "numpy"
     else:
         n_train, n_test, spikes, n_units, dur, hidden, max_delay, vs = 8156, 2264, 8000, 700, 1.0, "256,256", 250, \
             a.verify_samples
+        vdt, target = "0.01", "cpp_standalone"
     from eventsnn.provenance import provenance
     out = {"stand_in": {"train": n_train, "test": n_test, "spikes_per_sample": spikes, "units": n_units},
            "cores": os.cpu_count(), "provenance": provenance()}
@@ -105,11 +107,12 @@ def main():
         out["train"]["scaling_1_to_2"] = round(t2 / t1, 2)
         net = d / "net.h5"
         timed(exe + ["export", str(d / "run1"), "--out", str(net)])
-        out["verify"] = {"samples": vs, "dt_ms": [1.0, 0.01], "probes": "reverse", "target": "cpp_standalone"}
+        out["verify"] = {"samples": vs, "dt_ms": sorted({1.0, float(vdt)}, reverse=True), "probes": "reverse",
+                         "target": target}
         for workers in (1, 2):
             rep = d / f"verify{workers}"
-            r = timed(exe + ["verify", str(net), "--data", str(d / "test.h5"), "--dt", "0.01", "--probes", "reverse",
-                             "--target", "cpp_standalone", "--samples", str(vs), "--workers", str(workers),
+            r = timed(exe + ["verify", str(net), "--data", str(d / "test.h5"), "--dt", vdt, "--probes", "reverse",
+                             "--target", target, "--samples", str(vs), "--workers", str(workers),
                              "--out", str(rep), "--json"])
             report = json.loads((rep / "report.json").read_text())
             out["verify"][f"{workers}_workers"] = {
