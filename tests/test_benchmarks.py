@@ -37,18 +37,6 @@ def test_train_throughput_compares_three_implementations():
         assert r["eventsnn_vs_compiled"] > 0 and r["eventsnn_vs_plain"] > 0
 
 
-def test_scale_benchmark_trains_and_verifies_with_one_and_two():
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--small", "--json"],
-                       capture_output=True, text=True, timeout=1200, cwd=ROOT)
-    assert p.returncode == 0, p.stderr
-    res = json.loads(p.stdout.strip().splitlines()[-1])
-    for k in ("1_process", "2_process"):
-        assert res["train"][k]["samples_per_s"] > 0 and res["train"][k]["peak_rss_mb"]
-    for k in ("1_workers", "2_workers"):
-        assert res["verify"][k]["samples_per_s"] > 0 and res["verify"][k]["runs"] >= 6
-    assert res["train"]["scaling_1_to_2"] > 0 and res["verify"]["scaling_1_to_2"] > 0
-
-
 def test_speech_standin_measures_every_step():
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speech_standin.py"), "--small", "--threads", "1",
                         "--json"], capture_output=True, text=True, timeout=900, cwd=ROOT)
