@@ -19,6 +19,12 @@ def peak_mb(device: torch.device | str = "cpu") -> float:
     """Peak memory in MiB: CUDA tensors on the device, else the whole process's resident-set high-water mark."""
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    # VmHWM, not getrusage's ru_maxrss: Linux copies ru_maxrss into a forked child, so a child started from a big
+    # parent would report the parent's peak
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

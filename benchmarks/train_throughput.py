@@ -8,8 +8,9 @@ has learnable delays up to 250 steps. ``--small`` shrinks it for CI-sized runs.
 Implementations, all on the same model parameters and data, timed in interleaved rounds in one process:
 
 * ``eventsnn``: the engine as training uses it (delays for the whole sequence at once, the fused scan);
-* ``plain``: the per-step loop a user writes first: at every step gather the delayed inputs, multiply, update
-  the LIF state (the same maths, interp delays, the same surrogate);
+* ``plain``: the per-step loop a user writes first, layer by layer: the delayed input gathered for the whole
+  sequence (interp delays), then at every step multiply the step's slice, update the LIF state, spike (the same
+  maths, the same learnable per-neuron time constants, the same surrogate);
 * ``compiled``: the same loop with its per-step cell under ``torch.compile`` (compile time excluded: one
   warm-up step per implementation before timing).
 
@@ -56,27 +57,36 @@ def lif_cell(v, I, inp, s_rec, w, w_rec, a, b, k, theta, spiking: bool):
     return v * (1 - s.detach()), I + cur, s
 
 
+def delayed(h: torch.Tensor, d: torch.Tensor | None) -> torch.Tensor:
+    """Each input column of ``h [B, T, N]`` delayed by ``d [N]`` steps (linear interpolation), whole sequence."""
+    if d is None:
+        return h
+    B, T, N = h.shape
+    lo = torch.floor(d.detach()).long()
+    fr = d - lo
+    out = 0
+    for shift, wgt in ((lo, 1 - fr), (lo + 1, fr)):
+        idx = torch.arange(T, device=h.device)[:, None] - shift[None, :]
+        g = h.gather(1, idx.clamp(min=0).expand(B, T, N)) * (idx >= 0)
+        out = out + wgt * g
+    return out
+
+
 def loop_forward(model: SNN, x: torch.Tensor, cell):
-    """The per-step loop over time, layer by layer, delays gathered inside the loop."""
+    """The per-step loop over time, layer by layer: a layer's delayed input is gathered for the whole sequence
+    (one gather per tap), then each step multiplies its slice, updates the state and emits spikes. Steps are
+    taken with ``unbind`` and joined with ``stack`` (indexing ``h[:, n]`` would make every step's backward
+    write a full-size gradient)."""
     B, T, _ = x.shape
     h = x
     for layer in model.layers:
         a, b, k = layer._propagators(1.0)
         d = layer.ff_delay_ms.clamp(min=0) if layer.ff_delay_ms is not None else None
-        cols = torch.arange(h.shape[2], device=h.device)
         v = x.new_zeros(B, layer.size)
         I = x.new_zeros(B, layer.size)
         s = x.new_zeros(B, layer.size)
         outs = []
-        for n in range(T):
-            if d is None:
-                inp = h[:, n]
-            else:
-                lo = torch.floor(d.detach()).long()
-                fr = d - lo
-                i0, i1 = n - lo, n - lo - 1
-                inp = ((1 - fr) * h[:, i0.clamp(min=0), cols] * (i0 >= 0)
-                       + fr * h[:, i1.clamp(min=0), cols] * (i1 >= 0))
+        for inp in delayed(h, d).unbind(1):
             v, I, s = cell(v, I, inp, s, layer.ff_weight, layer.rec_weight, a, b, k, layer.threshold, layer.spiking)
             outs.append(s)
         h = torch.stack(outs, 1)

@@ -88,14 +88,43 @@ def sparse_rows_matmul(b_idx, t_idx, i_idx, vals, w, out):  # pragma: no cover -
 
 
 @numba.njit(parallel=True, cache=True)
-def sparse_rows_weight_grad(order, b_idx, t_idx, i_idx, vals, grad, g_w):  # pragma: no cover - compiled
-    """``g_w[i, :] += vals * grad[b, t, :]`` over the nonzero inputs (``order`` sorts them by ``i``)."""
-    n_pre, n_post = g_w.shape
-    starts = _starts(i_idx[order], n_pre)
-    for i in numba.prange(n_pre):
-        gi = g_w[i]
-        for q in range(starts[i], starts[i + 1]):
-            s = order[q]
-            row, v = grad[b_idx[s], t_idx[s]], vals[s]
+def sparse_rows_weight_grad(b_idx, t_idx, i_idx, vals, grad, partial):  # pragma: no cover - compiled
+    """``g_w[i, :] += vals * grad[b, t, :]`` over the nonzero inputs (sorted by sample ``b``); returns ``g_w``.
+
+    Each of the ``len(partial)`` threads takes a contiguous group of samples and accumulates into its own
+    ``partial[c]`` (``[N_pre, N_post]``, small enough to stay in cache) while it streams through its samples'
+    output-gradient rows once; the partial sums are added at the end."""
+    n_chunks = partial.shape[0]
+    B = grad.shape[0]
+    n_post = grad.shape[2]
+    starts = _starts(b_idx, B)
+    for c in numba.prange(n_chunks):
+        acc = partial[c]
+        acc[:] = 0.0
+        for s in range(starts[c * B // n_chunks], starts[(c + 1) * B // n_chunks]):
+            row, gi, v = grad[b_idx[s], t_idx[s]], acc[i_idx[s]], vals[s]
             for j in range(n_post):
                 gi[j] += v * row[j]
+    out = partial[0].copy()
+    for c in range(1, n_chunks):
+        out += partial[c]
+    return out
+
+
+@numba.njit(parallel=True, cache=True)
+def axonal_input_grad(G, lo, w0, w1, out):  # pragma: no cover - compiled
+    """``out[b, t, i] = w0[i] * G[b, t + lo[i], i] + w1[i] * G[b, t + lo[i] + 1, i]`` (zero past the end):
+    the input gradient of axonal interpolated delays, ``G = grad @ W^T`` ``[B, T, N_pre]``."""
+    B, T, n_pre = G.shape
+    for b in numba.prange(B):
+        Gb, ob = G[b], out[b]
+        for t in range(T):
+            row = ob[t]
+            for i in range(n_pre):
+                m = t + lo[i]
+                acc = 0.0
+                if m < T:
+                    acc += w0[i] * Gb[m, i]
+                    if m + 1 < T:
+                        acc += w1[i] * Gb[m + 1, i]
+                row[i] = acc

@@ -5,9 +5,9 @@ Same per-step arithmetic, in the same order, as :func:`eventsnn.scan._scan_forwa
 
 * Forward: samples are independent, so each thread runs whole samples through time. Recurrent input is
   accumulated from the rows of the spiking neurons (spikes are 0/1 and sparse).
-* Backward: without recurrence, again whole samples per thread. With recurrence, the adjoint couples the batch
-  at every step through ``dF @ W^T``; that product is one BLAS call per step for the whole batch and the
-  elementwise work follows it.
+* Backward: without recurrence, again whole samples per thread. With recurrence, the adjoint needs ``dF @ W^T``
+  at every step: each thread takes a contiguous group of samples through time with one single-threaded BLAS
+  call per step for its group, and the elementwise work follows it.
 """
 import numba
 import numpy as np
@@ -97,7 +97,7 @@ def _surrogate(x, kind, slope):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, inline="always")
 def _adjoint_step(s_, n, lv, lI, gs, out, v_pre, theta, kind, slope, held, a, b, k, spiking, subtract, use_ref,
-                  dF, lvp_hist):  # pragma: no cover - compiled
+                  keep_lvp, dF, lvp_hist):  # pragma: no cover - compiled
     """One reverse step for one sample, given ``gs`` (``dL/ds_n`` for a spiking layer, ``dL/dout_n`` else)."""
     N = lv.shape[0]
     for j in range(N):
@@ -107,7 +107,8 @@ def _adjoint_step(s_, n, lv, lI, gs, out, v_pre, theta, kind, slope, held, a, b,
             lvp = keep + gs[j] * sg
         else:
             lvp = lv[j] + gs[j]
-        lvp_hist[s_, n, j] = lvp
+        if keep_lvp:
+            lvp_hist[s_, n, j] = lvp
         if use_ref and held[s_, n, j]:
             lv[j] = lvp
             lI[j] = 0.0 + b[j] * lI[j]
@@ -117,9 +118,9 @@ def _adjoint_step(s_, n, lv, lI, gs, out, v_pre, theta, kind, slope, held, a, b,
 
 
 @numba.njit(parallel=True, cache=True)
-def scan_backward(gout, out, v_pre, theta, kind, slope, held, a, b, k, spiking, subtract, use_ref,
+def scan_backward(gout, out, v_pre, theta, kind, slope, held, a, b, k, spiking, subtract, use_ref, keep_lvp,
                   dF, lvp_hist):  # pragma: no cover - compiled
-    """Reverse scan without recurrence: whole samples per thread; writes ``dF`` and ``lvp_hist``."""
+    """Reverse scan without recurrence: whole samples per thread; writes ``dF`` and (``keep_lvp``) ``lvp_hist``."""
     B, T, N = gout.shape
     for s_ in numba.prange(B):
         lv = np.zeros(N, gout.dtype)
@@ -128,34 +129,39 @@ def scan_backward(gout, out, v_pre, theta, kind, slope, held, a, b, k, spiking, 
             for j in range(N):
                 dF[s_, n, j] = lI[j]
             _adjoint_step(s_, n, lv, lI, gout[s_, n], out, v_pre, theta, kind, slope, held, a, b, k, spiking,
-                          subtract, use_ref, dF, lvp_hist)
+                          subtract, use_ref, keep_lvp, dF, lvp_hist)
 
 
-@numba.njit(cache=True)
+@numba.njit(parallel=True, cache=True)
 def scan_backward_recurrent(gout, out, v_pre, theta, kind, slope, held, a, b, k, rec_wt, rec_d, subtract, use_ref,
-                            dF, lvp_hist):  # pragma: no cover - compiled
-    """Reverse scan of a recurrent spiking layer: the batch advances together, one BLAS product per delay term."""
+                            n_chunks, keep_lvp, dF, lvp_hist):  # pragma: no cover - compiled
+    """Reverse scan of a recurrent spiking layer. Samples are independent, so the batch is cut into ``n_chunks``
+    contiguous groups, one per thread; each group goes through time together, with one BLAS product per step
+    and delay term for its rows (the caller keeps BLAS to one thread while the groups run)."""
     B, T, N = gout.shape
-    lv = np.zeros((B, N), gout.dtype)
-    lI = np.zeros((B, N), gout.dtype)
-    buf = np.empty((B, N), gout.dtype)
-    prod = np.empty((B, N), gout.dtype)
-    gs = np.empty((B, N), gout.dtype)
-    for n in range(T - 1, -1, -1):
-        for s_ in range(B):
-            for j in range(N):
-                dF[s_, n, j] = lI[s_, j]
-                gs[s_, j] = gout[s_, n, j]
-        for q in range(rec_d.shape[0]):
-            m = n + rec_d[q]
-            if m < T:
-                for s_ in range(B):
-                    for j in range(N):
-                        buf[s_, j] = dF[s_, m, j]
-                np.dot(buf, rec_wt[q], prod)
-                for s_ in range(B):
-                    for j in range(N):
-                        gs[s_, j] = gs[s_, j] + prod[s_, j]
-        for s_ in range(B):
-            _adjoint_step(s_, n, lv[s_], lI[s_], gs[s_], out, v_pre, theta, kind, slope, held, a, b, k, True,
-                          subtract, use_ref, dF, lvp_hist)
+    for c in numba.prange(n_chunks):
+        s0 = c * B // n_chunks
+        nb = (c + 1) * B // n_chunks - s0
+        lv = np.zeros((nb, N), gout.dtype)
+        lI = np.zeros((nb, N), gout.dtype)
+        buf = np.empty((nb, N), gout.dtype)
+        prod = np.empty((nb, N), gout.dtype)
+        gs = np.empty((nb, N), gout.dtype)
+        for n in range(T - 1, -1, -1):
+            for r in range(nb):
+                for j in range(N):
+                    dF[s0 + r, n, j] = lI[r, j]
+                    gs[r, j] = gout[s0 + r, n, j]
+            for q in range(rec_d.shape[0]):
+                m = n + rec_d[q]
+                if m < T:
+                    for r in range(nb):
+                        for j in range(N):
+                            buf[r, j] = dF[s0 + r, m, j]
+                    np.dot(buf, rec_wt[q], prod)
+                    for r in range(nb):
+                        for j in range(N):
+                            gs[r, j] = gs[r, j] + prod[r, j]
+            for r in range(nb):
+                _adjoint_step(s0 + r, n, lv[r], lI[r], gs[r], out, v_pre, theta, kind, slope, held, a, b, k, True,
+                              subtract, use_ref, keep_lvp, dF, lvp_hist)

@@ -21,9 +21,11 @@ Axonal delays are one gather over time and one matmul. Per-synapse delays have t
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from .scan import numba_threads
+from . import cpu_kernels
+from .cpu_kernels import numba_threads
 
 DELAY_MODES = ("round", "interp")
 
@@ -59,6 +61,8 @@ def delayed_current(x: torch.Tensor, weight: torch.Tensor, delay_steps: torch.Te
         frac = delay_steps - lo_f
         lo = lo_f.long()
         if lo.dim() == 1:
+            if _sparse_on_cpu(x, weight):
+                return _AxonalTaps.apply(x, weight, frac, lo)
             return input_matmul((1 - frac) * _gather_delayed(x, lo) + frac * _gather_delayed(x, lo + 1), weight)
         taps = torch.stack([weight * (1 - frac), weight * frac])
     if method == "auto":
@@ -75,12 +79,16 @@ def input_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight`` for a whole sequence ``x [B, T, N_pre]``. Spike trains are sparse: on the CPU, an input
     with at most :data:`SPARSE_DENSITY` nonzeros adds one weight row per nonzero (and the weight gradient one
     output-gradient row per nonzero) instead of multiplying its zeros; the input gradient stays one matmul."""
-    if not (_numba_on(x) and x.dtype == weight.dtype and x.dim() == 3) or x.numel() == 0:
-        return x @ weight
-    nnz = int(torch.count_nonzero(x))
-    if nnz > SPARSE_DENSITY * x.numel():
+    if not _sparse_on_cpu(x, weight):
         return x @ weight
     return _SparseInputMatmul.apply(x, weight)
+
+
+def _sparse_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """The CPU kernels apply and ``x [B, T, N]`` has at most :data:`SPARSE_DENSITY` nonzeros."""
+    if not (cpu_kernels.applies(x, weight) and x.dim() == 3) or x.numel() == 0:
+        return False
+    return int(torch.count_nonzero(x)) <= SPARSE_DENSITY * x.numel()
 
 
 class _SparseInputMatmul(torch.autograd.Function):
@@ -98,17 +106,97 @@ class _SparseInputMatmul(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        from ._delay_kernels import sparse_rows_weight_grad
         weight, b, t, i, vals = ctx.saved_tensors
         grad = grad.contiguous()
         g_x = grad @ weight.t() if ctx.needs_input_grad[0] else None
-        g_w = None
-        if ctx.needs_input_grad[1]:
-            g_w = torch.zeros_like(weight)
-            with numba_threads():
-                sparse_rows_weight_grad(torch.argsort(i, stable=True).numpy(), b.numpy(), t.numpy(), i.numpy(),
-                                        vals.numpy(), grad.numpy(), g_w.numpy())
+        g_w = _rows_weight_grad(b, t, i, vals, grad, weight.shape[0]) if ctx.needs_input_grad[1] else None
         return g_x, g_w
+
+
+def _rows_weight_grad(b, t, i, vals, grad: torch.Tensor, n_pre: int) -> torch.Tensor:
+    """``g[i, :] = sum vals * grad[b, t, :]`` over the listed nonzero inputs ``(b, t, i)``, sorted by sample
+    ``b`` (CPU kernel; one partial sum per thread)."""
+    import numba
+
+    from ._delay_kernels import sparse_rows_weight_grad
+    with numba_threads():
+        chunks = max(1, min(numba.get_num_threads(), grad.shape[0]))
+        partial = np.empty((chunks, n_pre, grad.shape[2]), dtype=grad.numpy().dtype)
+        return torch.from_numpy(sparse_rows_weight_grad(b.numpy(), t.numpy(), i.numpy(), vals.numpy(),
+                                                        grad.numpy(), partial))
+
+
+def shifted_weight_grad(x: torch.Tensor, grad: torch.Tensor, shift: int = 0) -> torch.Tensor:
+    """``sum_{b,t} x[b, t - shift]^T grad[b, t]`` (``[N_pre, N_post]``): the weight gradient of a current driven
+    by ``x`` delayed ``shift`` steps (the recurrent weights' gradient). From ``x``'s nonzeros where it is
+    sparse on the CPU, else one matmul."""
+    B, T, n_pre = x.shape
+    if _sparse_on_cpu(x, grad):
+        b, t, i = x.nonzero(as_tuple=True)
+        keep = t + shift < T
+        b, t, i = b[keep], t[keep] + shift, i[keep]
+        return _rows_weight_grad(b, t, i, x[b, t - shift, i], grad.contiguous(), n_pre)
+    if shift:
+        x = torch.nn.functional.pad(x[:, :T - shift], (0, 0, shift, 0)) if shift < T else torch.zeros_like(x)
+    return x.reshape(-1, n_pre).t() @ grad.reshape(-1, grad.shape[2])
+
+
+class _AxonalTaps(torch.autograd.Function):
+    """Interpolated axonal delays and the matmul in one, from the input's nonzeros (CPU, sparse input):
+    ``out[b, t, :] = sum_i ((1 - f_i) x[b, t - lo_i, i] + f_i x[b, t - lo_i - 1, i]) W[i, :]``.
+
+    Each input spike ``(b, t, i)`` becomes two shifted ones, ``(b, t + lo_i, i)`` and ``(b, t + lo_i + 1, i)``;
+    the forward adds their weight rows and the weight/delay gradients gather the output gradient there (cost
+    ``nnz * N_post`` each); the input gradient is one matmul ``grad @ W^T`` read back at the shifted steps. The
+    whole-sequence delayed copies of the input (``[B, T, N_pre]``, dense) are never formed.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, frac, lo):
+        from ._delay_kernels import sparse_rows_matmul
+        B, T, _ = x.shape
+        b, t, i = x.detach().nonzero(as_tuple=True)  # row-major: sorted by sample
+        vals = x.detach()[b, t, i]
+        f = frac.detach()
+        taps = []  # per tap: (sample, target step, neuron, spike value); each stays sorted by sample
+        for k in (0, 1):
+            tk = t + lo[i] + k
+            keep = tk < T
+            taps.append((b[keep], tk[keep], i[keep], vals[keep]))
+        # both taps in one list, still sorted by sample (stable sort of the concatenation)
+        bb = torch.cat([taps[0][0], taps[1][0]])
+        order = torch.argsort(bb, stable=True)
+        w = torch.cat([1 - f[taps[0][2]], f[taps[1][2]]])
+        cat = [torch.cat([taps[0][q], taps[1][q]])[order] for q in (1, 2, 3)]
+        out = x.new_zeros(B, T, weight.shape[1])
+        with numba_threads():
+            sparse_rows_matmul(bb[order].numpy(), cat[0].numpy(), cat[1].numpy(), (cat[2] * w[order]).numpy(),
+                               weight.detach().contiguous().numpy(), out.numpy())
+        ctx.save_for_backward(weight, frac, lo, *taps[0], *taps[1])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        from ._delay_kernels import axonal_input_grad
+        weight, frac, lo, *flat = ctx.saved_tensors
+        taps = (flat[:4], flat[4:])
+        grad = grad.contiguous()
+        f = frac.detach()
+        g_x = g_w = g_f = None
+        if ctx.needs_input_grad[0]:
+            G = grad @ weight.detach().t()
+            g_x = torch.empty_like(G)
+            with numba_threads():
+                axonal_input_grad(G.numpy(), lo.numpy(), (1 - f).contiguous().numpy(), f.contiguous().numpy(),
+                                  g_x.numpy())
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            # R[k][i, :] = sum over the spikes of tap k: value * grad at the shifted step
+            R = [_rows_weight_grad(b, tk, i, vals, grad, weight.shape[0]) for b, tk, i, vals in taps]
+            if ctx.needs_input_grad[1]:
+                g_w = (1 - f)[:, None] * R[0] + f[:, None] * R[1]
+            if ctx.needs_input_grad[2]:
+                g_f = (weight.detach() * (R[1] - R[0])).sum(1)
+        return g_x, g_w, g_f, None
 
 
 def _cheaper_method(x: torch.Tensor, lo: torch.Tensor, n_taps: int) -> str:
@@ -158,13 +246,6 @@ def _synaptic_loop(x: torch.Tensor, taps: torch.Tensor, lo: torch.Tensor) -> tor
 
 
 _CHUNK = 1 << 22  # elements of index per scatter/gather call of the torch path (32 MiB of int64)
-CPU_KERNELS = True  # numba kernels on the CPU; False: the torch path everywhere (how tests check the CUDA path)
-
-
-def _numba_on(t: torch.Tensor) -> bool:
-    return CPU_KERNELS and t.device.type == "cpu"
-
-
 class _SynapticTaps(torch.autograd.Function):
     """``out[b, t, j] = sum_k sum_i taps[k, i, j] * x[b, t - lo[i, j] - k, i]``; cost independent of ``max(lo)``."""
 
@@ -176,7 +257,7 @@ class _SynapticTaps(torch.autograd.Function):
         b, t, i = x.nonzero(as_tuple=True)  # row-major: sorted by sample
         vals = x[b, t, i]
         out = x.new_zeros(B, Tp, n_post)
-        if _numba_on(x):
+        if cpu_kernels.applies(x, taps):
             from ._delay_kernels import forward_kernel
             with numba_threads():
                 forward_kernel(b.numpy(), t.numpy(), i.numpy(), vals.numpy(), taps.detach().numpy(), lo.numpy(),
@@ -200,7 +281,7 @@ class _SynapticTaps(torch.autograd.Function):
             gp = grad.new_zeros(B, Tp, n_post)
             gp[:, :T] = grad
             g_taps = torch.zeros_like(taps)
-            if _numba_on(grad):
+            if cpu_kernels.applies(grad, taps):
                 from ._delay_kernels import weight_grad_kernel
                 order = torch.argsort(i, stable=True)
                 with numba_threads():
@@ -229,7 +310,7 @@ def _input_grad(grad: torch.Tensor, taps: torch.Tensor, lo: torch.Tensor, Tp: in
     """``g_x[b, t, i] = sum_k sum_j taps[k, i, j] * grad[b, t + lo[i, j] + k, j]`` (zero past the end)."""
     B, T, n_post = grad.shape
     K, n_pre, _ = taps.shape
-    if _numba_on(grad):
+    if cpu_kernels.applies(grad, taps):
         from ._delay_kernels import input_grad_kernel
         g_t = grad.new_zeros(n_post, Tp, B)  # time-major, batch innermost: each synapse reads one contiguous run
         g_t[:, :T] = grad.permute(2, 1, 0)

@@ -37,6 +37,10 @@ import math
 import numpy as np
 import torch
 
+from . import cpu_kernels
+from .cpu_kernels import numba_threads
+from .delays import shifted_weight_grad
+
 SCAN_BACKENDS = ("fused", "autograd")
 
 
@@ -222,26 +226,6 @@ def _scan_backward(gout, out, v_pre, held, a, b, k, theta, ws, spiking, reset, d
     return dF, lvp_hist
 
 
-CPU_KERNELS = True  # the numba kernels on the CPU; False: the torch loop (the path CUDA takes without Triton)
-
-
-def _cpu_kernels_apply(t: torch.Tensor) -> bool:
-    return CPU_KERNELS and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
-
-
-class numba_threads:
-    """numba's threads for one kernel call: as many as torch uses (``torch.set_num_threads``)."""
-
-    def __enter__(self):
-        import numba
-        self.before = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-
-    def __exit__(self, *exc):
-        import numba
-        numba.set_num_threads(self.before)
-
-
 def _np(t: torch.Tensor):
     return t.detach().contiguous().numpy()
 
@@ -265,13 +249,15 @@ def _scan_forward_cpu(F, a, b, k, theta, R, ws, spiking, reset, delays, keep_I):
     return out, v_pre, held, I_hist
 
 
-def _scan_backward_cpu(gout, out, v_pre, held, a, b, k, theta, ws, spiking, reset, delays, surrogate, slope):
-    """:func:`_scan_backward` as numba kernels (the surrogate derivative evaluated inside, per element)."""
+def _scan_backward_cpu(gout, out, v_pre, held, a, b, k, theta, ws, spiking, reset, delays, surrogate, slope,
+                       keep_lvp=True):
+    """:func:`_scan_backward` as numba kernels (the surrogate derivative evaluated inside, per element).
+    ``keep_lvp=False``: the adjoint history (only the time constants' gradients read it) is not kept (None)."""
     from ._scan_kernels import scan_backward, scan_backward_recurrent
     from ._scan_kernels import MULTI_GAUSSIAN_H as H, MULTI_GAUSSIAN_S as S
     assert (H, S) == (MULTI_GAUSSIAN_H, MULTI_GAUSSIAN_S)
     dF = torch.empty_like(gout)
-    lvp = torch.empty_like(gout)
+    lvp = torch.empty_like(gout) if keep_lvp else gout.new_zeros(1, 1, 1)
     kind = SURROGATES.index(surrogate) if spiking else 0
     v = _np(v_pre) if spiking else gout.new_zeros(1, 1, 1).numpy()
     held_np = (held if held is not None else torch.zeros(1, 1, 1, dtype=torch.bool)).numpy()
@@ -279,11 +265,14 @@ def _scan_backward_cpu(gout, out, v_pre, held, a, b, k, theta, ws, spiking, rese
     with numba_threads():
         if ws:
             rec_wt = torch.stack([w.detach().t() for w in ws]).contiguous()
-            scan_backward_recurrent(*args, _np(rec_wt), np.asarray(delays, dtype=np.int64), reset == "subtract",
-                                    held is not None, dF.numpy(), lvp.numpy())
+            import numba
+            chunks = max(1, min(numba.get_num_threads(), gout.shape[0]))
+            with cpu_kernels.blas_threads(1):  # BLAS inside numba's parallel region: one thread per call
+                scan_backward_recurrent(*args, _np(rec_wt), np.asarray(delays, dtype=np.int64), reset == "subtract",
+                                        held is not None, chunks, keep_lvp, dF.numpy(), lvp.numpy())
         else:
-            scan_backward(*args, spiking, reset == "subtract", held is not None, dF.numpy(), lvp.numpy())
-    return dF, lvp
+            scan_backward(*args, spiking, reset == "subtract", held is not None, keep_lvp, dF.numpy(), lvp.numpy())
+    return dF, (lvp if keep_lvp else None)
 
 
 def _shift(x: torch.Tensor, d: int) -> torch.Tensor:
@@ -305,7 +294,7 @@ class LIFScan(torch.autograd.Function):
             from .scan_triton import scan_forward_triton
             out, v_pre, I_hist = scan_forward_triton(F, a, b, k, theta, spiking, reset, needs_tau)
             held = None
-        elif _cpu_kernels_apply(F):
+        elif cpu_kernels.applies(F):
             out, v_pre, held, I_hist = _scan_forward_cpu(F, a, b, k, theta, R, ws, spiking, reset, delays, needs_tau)
         else:
             out, v_pre, held, I_hist = _scan_forward(F, a, b, k, theta, R, ws, spiking, reset, delays, needs_tau)
@@ -323,9 +312,9 @@ class LIFScan(torch.autograd.Function):
         if ctx.triton:
             from .scan_triton import scan_backward_triton
             dF, lvp = scan_backward_triton(gout, out, v_pre, a, b, k, theta, spiking, reset, surrogate, slope)
-        elif _cpu_kernels_apply(gout):
+        elif cpu_kernels.applies(gout):
             dF, lvp = _scan_backward_cpu(gout, out, v_pre if spiking else None, held, a, b, k, theta, ws,
-                                         spiking, reset, delays, surrogate, slope)
+                                         spiking, reset, delays, surrogate, slope, any(ctx.needs_input_grad[1:4]))
         else:
             dF, lvp = _scan_backward(gout, out, v_pre if spiking else None, held, a, b, k, theta, ws,
                                      spiking, reset, delays, surrogate, slope)
@@ -343,8 +332,7 @@ class LIFScan(torch.autograd.Function):
         gws = []
         for i, d in enumerate(delays):
             if ctx.needs_input_grad[7 + i]:
-                s = _shift(out, d)
-                gws.append(s.reshape(-1, s.shape[2]).t() @ dF.reshape(-1, dF.shape[2]))
+                gws.append(shifted_weight_grad(out, dF, d))
             else:
                 gws.append(None)
         return (dF, ga, gb, gk, None, None, None, *gws)

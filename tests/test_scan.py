@@ -47,8 +47,8 @@ CASES = [c for c in itertools.product([True, False], ["zero", "subtract"], ["non
 @pytest.mark.parametrize("spiking,reset,rec,refractory,learn_taus", CASES)
 def test_fused_scan_equals_autograd_reference(spiking, reset, rec, refractory, learn_taus, kernels, monkeypatch):
     """Both fused paths: the CPU's numba kernels and the torch loop (what CUDA runs where Triton does not)."""
-    from eventsnn import scan
-    monkeypatch.setattr(scan, "CPU_KERNELS", kernels == "numba")
+    from eventsnn import cpu_kernels
+    monkeypatch.setattr(cpu_kernels, "ENABLED", kernels == "numba")
     layer = make_layer(spiking, reset, rec, refractory, learn_taus)
     F = torch.rand(3, 60, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.6
     out_ref, g_ref = scan_with_grads(layer, F, "autograd")

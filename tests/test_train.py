@@ -103,8 +103,8 @@ def test_interp_with_integer_delays_equals_round(kind):
 def test_synaptic_delay_taps_equal_the_loop_values_and_gradients(mode, dtype, kernels, monkeypatch):
     """The taps formulation (cost independent of the maximum delay) equals the per-delay loop, gradients too,
     with the CPU's numba kernels and with the torch path CUDA takes."""
-    import eventsnn.delays
-    monkeypatch.setattr(eventsnn.delays, "CPU_KERNELS", kernels == "numba")
+    from eventsnn import cpu_kernels
+    monkeypatch.setattr(cpu_kernels, "ENABLED", kernels == "numba")
     torch.manual_seed(3)
     B, T, n_in, n_out = 3, 60, 12, 7
     x = ((torch.rand(B, T, n_in) < 0.1) * torch.randint(1, 3, (B, T, n_in))).to(dtype).requires_grad_()
@@ -119,6 +119,50 @@ def test_synaptic_delay_taps_equal_the_loop_values_and_gradients(mode, dtype, ke
     wrt = (x, w, d) if mode == "interp" else (x, w)
     for a, b in zip(torch.autograd.grad(new, wrt, g), torch.autograd.grad(ref, wrt, g)):
         torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_axonal_delays_from_the_spikes_equal_the_dense_gather(dtype, monkeypatch):
+    """Interpolated axonal delays on the CPU are computed from the input's nonzeros (two shifted copies of each
+    spike, no dense delayed input); values and the gradients for the input, the weights and the delays equal
+    the dense gather + matmul formulation (the one CUDA uses), including delays past the end of the sample."""
+    from eventsnn import cpu_kernels, delays
+    torch.manual_seed(5)
+    B, T, n_in, n_out = 3, 50, 20, 7
+    x = ((torch.rand(B, T, n_in) < 0.04) * torch.randint(1, 3, (B, T, n_in))).to(dtype).requires_grad_()
+    w = torch.randn(n_in, n_out, dtype=dtype, requires_grad=True)
+    d = (torch.rand(n_in, dtype=dtype) * 70).requires_grad_()
+    d.data[:4] = torch.tensor([0.0, 3.0, 49.5, 49.0])  # integer, half-step and last-step delays
+    g = torch.randn(B, T, n_out, dtype=dtype)
+    res = {}
+    for kernels in (True, False):
+        monkeypatch.setattr(cpu_kernels, "ENABLED", kernels)
+        calls = []
+        monkeypatch.setattr(delays._AxonalTaps, "apply", lambda *a, f=delays._AxonalTaps.apply: calls.append(1) or f(*a))
+        out = delayed_current(x, w, d, "interp")
+        res[kernels] = (out, *torch.autograd.grad(out, (x, w, d), g))
+        assert bool(calls) == kernels  # the spike path ran exactly when the CPU kernels are on
+    tol = dict(rtol=0, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    assert res[True][0].abs().sum() > 0 and res[True][3].abs().sum() > 0
+    for a, b in zip(res[True], res[False]):
+        torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("shift", [0, 1, 7, 60])
+def test_recurrent_weight_gradient_from_spikes_equals_the_matmul(shift, monkeypatch):
+    """The recurrent weights' gradient sum_t s[t - d]^T g[t] computed from the spikes' nonzeros (one partial sum
+    per thread) equals the dense matmul, for delays 0, 1, 7 and one past the sample."""
+    from eventsnn import cpu_kernels
+    from eventsnn.delays import shifted_weight_grad
+    torch.manual_seed(6)
+    s = (torch.rand(5, 60, 30) < 0.03).double()
+    g = torch.randn(5, 60, 30, dtype=torch.float64)
+    sparse = shifted_weight_grad(s, g, shift)
+    monkeypatch.setattr(cpu_kernels, "ENABLED", False)
+    dense = shifted_weight_grad(s, g, shift)
+    ref = sum(s[:, t - shift].t() @ g[:, t] for t in range(shift, 60)) if shift < 60 else torch.zeros(30, 30)
+    torch.testing.assert_close(sparse, ref.double(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(dense, ref.double(), rtol=0, atol=1e-12)
 
 
 def test_synaptic_delays_choose_the_taps_when_many_delays_are_distinct():
