@@ -1,6 +1,7 @@
 """torch model <-> network file (the only bridge module that imports torch)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from eventsnn.snn import SNN, LIFLayer
@@ -58,6 +59,19 @@ def model_from_network(net: Network, dtype=torch.float64, device="cpu") -> SNN:
     return model
 
 
+BATCH_MEMORY_BYTES = 2 << 30  # a batch's dense arrays stay under this (at fine dt one SHD sample is ~2 GB)
+
+
+def _bounded_batch(net: Network, events, dt_ms: float, dtype, batch_size: int) -> int:
+    """``batch_size`` reduced so that a batch's dense arrays — the input raster and about four ``[T, N]`` arrays
+    per layer (currents, spikes, membrane before reset, delayed inputs) — fit :data:`BATCH_MEMORY_BYTES`; at
+    least one sample. At dt 0.01 ms a 1 s sample is 100,000 steps."""
+    steps = max(1, int(np.ceil(events.duration_s * 1000.0 / dt_ms)) + 1)
+    width = net.n_inputs + 4 * sum(L.size for L in net.layers)
+    per_sample = steps * width * torch.finfo(dtype).bits // 8
+    return int(max(1, min(batch_size, BATCH_MEMORY_BYTES // per_sample)))
+
+
 def simulate_torch(net: Network, events, indices=None, *, dt_ms: float | None = None, delays: str = "round",
                    inputs: str = "binned", device: str = "cpu", dtype=torch.float64, batch_size: int = 128,
                    progress: bool = False):
@@ -76,7 +90,8 @@ def simulate_torch(net: Network, events, indices=None, *, dt_ms: float | None = 
     inputs : {"binned", "exact"}
         ``binned``: the binary raster training saw; ``exact``: every spike at ``dt_ms`` (counts kept).
     device, dtype, batch_size
-        Where and in what precision to run, and how many samples at once.
+        Where and in what precision to run, and how many samples at once (at most; fewer where a batch's dense
+        arrays would pass :data:`BATCH_MEMORY_BYTES`).
 
     Returns
     -------
@@ -105,6 +120,7 @@ def simulate_torch(net: Network, events, indices=None, *, dt_ms: float | None = 
     indices = np.asarray(indices, dtype=np.int64)
     model = model_from_network(with_delay_mode(net, delays), dtype=dtype, device=device)
     model.dt_ms = dt_ms  # the engine runs at dt; delays/refractory round at dt
+    batch_size = _bounded_batch(net, events, dt_ms, dtype, batch_size)
     hidden = [[] for _ in model.layers[:-1]]
     traces = []
     merged = n_spikes = 0

@@ -377,7 +377,7 @@ def cmd_verify(a):
     if a.scheduler:
         check_scheduler(a.scheduler)
     report = verify(a.network, a.data, a.out, dts=a.dt, probes=a.probes, target=a.target, samples=a.samples,
-                    workers=a.workers, progress=not a.json, scheduler=a.scheduler)
+                    workers=a.workers, progress=not a.json, scheduler=a.scheduler, exact=not a.no_exact)
     if a.json:
         _emit(report, True)
     else:
@@ -638,6 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "each run's samples")
     v.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                    help="run every run as a task of this Dask cluster (workers must see the same paths)")
+    v.add_argument("--no-exact", action="store_true",
+                   help="skip the exact event-driven runs (their cost grows with the spike count: slow for networks "
+                        "that fire fast without a refractory period)")
     v.add_argument("--out", required=True, type=Path, help="report directory (resumable)")
     _common(v)
     v.set_defaults(func=cmd_verify)

@@ -182,6 +182,46 @@ def test_demo_quick_end_to_end(tmp_path):
     assert "Brian2 = torch" in (tmp_path / "demo" / "demo.md").read_text()
 
 
+def test_verify_no_exact_skips_the_event_runs(verify_inputs, tmp_path):
+    """``--no-exact``: the clock-driven runs only (torch and Brian2 for each probe), the report and figures still
+    written; the exact engine is never called."""
+    netf, evf = verify_inputs
+    out = tmp_path / "rep"
+    p = run_cli("verify", netf, "--data", evf, "--dt", "1", "--probes", "reverse", "--no-exact", "--out", out,
+                "--json")
+    assert p.returncode == 0, p.stderr
+    runs = {r["name"]: r for r in json.loads(p.stdout)["runs"]}
+    assert set(runs) == {f"{e}-dt1-{t}" for e in ("torch", "brian2") for t in ("none", "reverse-window",
+                                                                               "reverse-full")}
+    assert runs["brian2-dt1-none"]["spike_mismatch"] == 0
+    assert not list((out / "runs").glob("event-*")) and (out / "accuracy_vs_dt.png").stat().st_size > 0
+
+
+def test_torch_engine_bounds_its_batch_by_memory(monkeypatch):
+    """At fine dt a batch of dense [samples, steps, units] arrays outgrows memory (128 SHD samples at 0.01 ms
+    would be 72 GB): the torch engine cuts its batch to fit ``BATCH_MEMORY_BYTES`` — one sample at a time at
+    the limit — with every spike and trace value unchanged."""
+    import torch
+
+    from eventsnn.bridge import from_torch
+    net, ev = random_network(11), random_events(11, n_samples=5)
+    full = from_torch.simulate_torch(net, ev, dt_ms=0.25, delays="exact", inputs="exact")
+    assert from_torch._bounded_batch(net, ev, 0.25, torch.float64, 128) == 128  # small: the batch as asked
+    monkeypatch.setattr(from_torch, "BATCH_MEMORY_BYTES", 1)
+    assert from_torch._bounded_batch(net, ev, 0.25, torch.float64, 128) == 1
+    one = from_torch.simulate_torch(net, ev, dt_ms=0.25, delays="exact", inputs="exact")
+    assert np.array_equal(one.trace, full.trace) and np.array_equal(one.prediction, full.prediction)
+    for a, b in zip(one.layers, full.layers):
+        assert len(a.sample) > 0
+        for k in ("sample", "unit", "step"):
+            assert np.array_equal(getattr(a, k), getattr(b, k))
+    # the SHD case: 700 inputs, 2 x 256 + 20, 1 s at 0.01 ms, float64: ~2.3 GB per sample -> one at a time
+    shd = type("N", (), {"n_inputs": 700, "layers": [type("L", (), {"size": n})() for n in (256, 256, 20)]})()
+    monkeypatch.setattr(from_torch, "BATCH_MEMORY_BYTES", 2 << 30)
+    assert from_torch._bounded_batch(shd, type("E", (), {"duration_s": 1.0})(), 0.01, torch.float64, 128) == 1
+    assert from_torch._bounded_batch(shd, type("E", (), {"duration_s": 1.0})(), 1.0, torch.float64, 128) == 94
+
+
 def test_verify_workers_split_samples_when_runs_are_few(verify_inputs, tmp_path):
     """Three runs (exact, torch, Brian2), four workers: each run's samples are split over four processes."""
     netf, evf = verify_inputs
