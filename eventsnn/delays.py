@@ -136,8 +136,7 @@ def shifted_weight_grad(x: torch.Tensor, grad: torch.Tensor, shift: int = 0) -> 
         keep = t + shift < T
         b, t, i = b[keep], t[keep] + shift, i[keep]
         return _rows_weight_grad(b, t, i, x[b, t - shift, i], grad.contiguous(), n_pre)
-    if shift:
-        x = torch.nn.functional.pad(x[:, :T - shift], (0, 0, shift, 0)) if shift < T else torch.zeros_like(x)
+    x = _shift_time(x, shift)
     return x.reshape(-1, n_pre).t() @ grad.reshape(-1, grad.shape[2])
 
 

@@ -39,7 +39,7 @@ import torch
 
 from . import cpu_kernels
 from .cpu_kernels import numba_threads
-from .delays import shifted_weight_grad
+from .delays import _shift_time, shifted_weight_grad
 
 SCAN_BACKENDS = ("fused", "autograd")
 
@@ -275,13 +275,6 @@ def _scan_backward_cpu(gout, out, v_pre, held, a, b, k, theta, ws, spiking, rese
     return dF, (lvp if keep_lvp else None)
 
 
-def _shift(x: torch.Tensor, d: int) -> torch.Tensor:
-    """``x`` one step later: ``out[:, n] = x[:, n - d]`` (zeros before the start)."""
-    if d == 0:
-        return x
-    return torch.nn.functional.pad(x[:, :-d], (0, 0, d, 0)) if d < x.shape[1] else torch.zeros_like(x)
-
-
 class LIFScan(torch.autograd.Function):
     """The fused scan: graph-free forward, hand-written reverse scan (see the module docstring)."""
 
@@ -324,7 +317,7 @@ class LIFScan(torch.autograd.Function):
                 v_post = v_pre * (1 - out) if reset == "zero" else v_pre - theta * out
             else:
                 v_post = out
-            v_prev, I_prev = _shift(v_post, 1), _shift(I_hist, 1)
+            v_prev, I_prev = _shift_time(v_post, 1), _shift_time(I_hist, 1)
             live = lvp if held is None else lvp * (~held).to(lvp.dtype)
             ga = (live * v_prev).sum(dim=(0, 1))
             gk = (live * I_prev).sum(dim=(0, 1))
