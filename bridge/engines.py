@@ -43,7 +43,7 @@ ENGINES = {
     "brian2": Engine("brian2", _brian2, True, ("round", "exact"), ("binned", "exact"),
                      frozenset({"target", "build_dir", "exact_math", "max_copies", "max_synapses", "progress",
                                 "compile_only", "workers"})),
-    "event": Engine("event", _event, False, ("exact",), ("exact",), frozenset({"progress", "workers"})),
+    "event": Engine("event", _event, False, ("exact",), ("exact",), frozenset({"progress", "workers", "max_rate_hz"})),
 }
 
 
@@ -69,3 +69,67 @@ def simulate(engine: str, net, events, indices=None, *, dt_ms=None, delays=None,
     if delays not in (None, "exact") or inputs not in (None, "exact"):
         raise EventsnnError(f"the {engine} engine always uses exact delays and exact inputs")
     return e.run(net, events, indices, **options)
+
+
+RUN_CHUNK_BYTES = 1 << 30  # run output (spikes + trace) of one chunk of samples held in memory while simulating
+
+
+def first_chunk(net, events, dt_ms: float | None, budget_bytes: int) -> int:
+    """Samples in the first chunk of a run written to a file: as many as fit in ``budget_bytes`` if every
+    hidden neuron fired at every step (a clock-driven engine's cap; the exact engine, which has no such cap, is
+    planned at 1/100 of the training dt) -- so a small network runs in one chunk and a large one starts small."""
+    from eventsnn.events import n_steps
+    from eventsnn.runfile import SPIKE_BYTES
+    step = dt_ms if dt_ms is not None else net.dt_ms / 100
+    T = n_steps(events.duration_ms, step)
+    hidden = sum(L.size for L in net.layers if L.kind == "lif")
+    per_sample = T * hidden * SPIKE_BYTES + n_steps(events.duration_ms, net.dt_ms) * net.n_outputs * 8
+    return max(1, min(len(events), budget_bytes // max(per_sample, 1)))
+
+
+def simulate_to_file(engine: str, net, events, path, *, attrs: dict | None = None,
+                     budget_bytes: int = RUN_CHUNK_BYTES, progress: bool = False, dt_ms=None, delays=None,
+                     inputs=None, **options) -> dict:
+    """:func:`simulate` written to the run file ``path`` chunk by chunk of consecutive samples, so memory stays
+    near ``budget_bytes`` whatever the number of samples: the first chunk is sized by :func:`first_chunk`,
+    every next one from the largest per-sample output seen so far (with a factor 2 margin). The file is the
+    one a single call on all samples would give (samples never interact); ``attrs`` are added to its
+    attributes. Returns a summary: the run's header (engine, dt_ms, target, delays, ...), samples, chunks,
+    accuracy, hidden spikes per layer."""
+    import warnings
+
+    import numpy as np
+
+    from eventsnn.events import EventsnnWarning
+    from eventsnn.progress import progress_bar
+    from eventsnn.runfile import SPIKE_BYTES, RunWriter
+
+    if engine not in ENGINES:
+        raise EventsnnError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    step = (net.dt_ms if dt_ms is None else dt_ms) if ENGINES[engine].clock else None
+    S = len(events)
+    size = first_chunk(net, events, step, budget_bytes)
+    chunked = size < S
+    if chunked and ENGINES[engine].clock and (inputs or "binned") == "binned":
+        # each chunk would warn about its own merged input spikes; warn once, for all samples
+        from eventsnn.events import bin_events, warn_merged
+        b = bin_events(events, net.dt_ms).binary()
+        warn_merged(b.merged, b.n_spikes, net.dt_ms)
+    lo = 0
+    with warnings.catch_warnings(), RunWriter(path, attrs) as w, progress_bar(total=S, desc=f"{engine} samples", unit="sample",
+                                                   disable=not (progress and chunked)) as bar:
+        while lo < S:
+            hi = min(S, lo + size)
+            if chunked:
+                warnings.simplefilter("ignore", EventsnnWarning)
+            part = simulate(engine, net, events, np.arange(lo, hi), dt_ms=dt_ms, delays=delays, inputs=inputs,
+                            progress=progress and not chunked, **options)
+            w.append(part)
+            counts = sum((np.bincount(L.sample, minlength=hi - lo) for L in part.layers),
+                         np.zeros(hi - lo, np.int64))
+            worst = int(counts.max(initial=0)) * SPIKE_BYTES + part.trace[0].size * 8
+            size = max(1, budget_bytes // (2 * max(worst, 1)))
+            bar.update(hi - lo)
+            lo = hi
+    return {**w.header, "samples": w.n_samples, "chunks": w.n_parts, "accuracy": w.accuracy,
+            "spikes_per_layer": w.spikes}

@@ -151,10 +151,11 @@ def crossing_within(v0, I0, tm, ts, theta, horizon):
 @_jit
 def _simulate_sample(arr_t, arr_kind, arr_j, arr_i, T_end, sample_t, offsets, tm, ts, theta, tref, spiking,
                      subtract, ff_w, ff_w_off, ff_kind, ff_d, ff_d_off, rec_kind, rec_w, rec_w_off, rec_d, rec_d_off,
-                     sizes):
+                     sizes, max_spikes):
     """One sample. ``arr_*``: the input spikes' arrivals at the first layer, sorted (time, kind, source,
     target) -- known in advance, so they need no queue and tell the first layer its next input exactly.
-    Returns (spike layer, unit, time) arrays and the readout trace [len(sample_t), N_out]."""
+    Returns (spike layer, unit, time) arrays and the readout trace [len(sample_t), N_out]; stops early, with
+    ``max_spikes`` spikes, when the hidden layers fire that many (the caller reports it)."""
     L = len(sizes)
     G = offsets[L]
     inv_tm, inv_ts = 1.0 / tm, 1.0 / ts
@@ -192,6 +193,8 @@ def _simulate_sample(arr_t, arr_kind, arr_j, arr_i, T_end, sample_t, offsets, tm
             out_l.append(layer)
             out_u.append(tgt)
             out_t.append(t)
+            if len(out_t) >= max_spikes:
+                break
             v[g] = v[g] - theta[g] if subtract[layer] else 0.0
             version[g] += 1
             if tref[g] > 0.0:
@@ -355,7 +358,11 @@ def input_arrivals(net: Network, t_ms: np.ndarray, units: np.ndarray, T_end: flo
     return at[order], kind[order], j[order], i[order]
 
 
-def simulate_event(net: Network, events, indices=None, *, progress: bool = False, workers: int = 1) -> RunResult:
+MAX_RATE_HZ = 1000.0  # mean rate per hidden neuron at which an exact run is stopped (a 1 ms clock's own cap)
+
+
+def simulate_event(net: Network, events, indices=None, *, progress: bool = False, workers: int = 1,
+                   max_rate_hz: float = MAX_RATE_HZ) -> RunResult:
     """Simulate ``events[indices]`` exactly, in continuous time.
 
     Parameters
@@ -368,6 +375,10 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
         Which samples (default: all).
     workers : int
         Processes to spread the samples over.
+    max_rate_hz : float
+        Stop with an error when one sample's hidden spikes exceed this mean rate per hidden neuron (default
+        1000 Hz, what a 1 ms clock can give at most). A network with no refractory period can fire without
+        bound at fine time scales; an exact run of it is an event per spike and would not finish.
 
     Returns
     -------
@@ -378,7 +389,7 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
     Raises
     ------
     EventsnnError
-        If the events do not fit the network.
+        If the events do not fit the network, or a sample fires beyond ``max_rate_hz``.
     """
     from eventsnn.progress import progress_bar
 
@@ -390,10 +401,12 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
     workers = max(1, min(int(workers), len(indices)))
     t0 = time.perf_counter()
     if workers > 1:
-        run = _in_workers(net, events, indices, workers, progress)
+        run = _in_workers(net, events, indices, workers, progress, max_rate_hz)
         run.attrs["wall_s"] = time.perf_counter() - t0
         return run
     flat = _flatten(net)
+    n_hidden_units = sum(L.size for L in net.layers[:-1])
+    cap = max(1, int(max_rate_hz * events.duration_ms * 1e-3 * n_hidden_units))
     K = n_steps(events.duration_ms, net.dt_ms)
     sample_t = (np.arange(K) + 1) * net.dt_ms
     T_end = events.duration_ms
@@ -404,7 +417,14 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
         for pos, s in enumerate(indices):
             t, u = events.sample(int(s))
             arrivals = input_arrivals(net, np.asarray(t, np.float64) * 1e3, np.asarray(u, np.int64), T_end)
-            lay, unit, tt, tr = _simulate_sample(*arrivals, T_end, sample_t, *flat)
+            lay, unit, tt, tr = _simulate_sample(*arrivals, T_end, sample_t, *flat, cap)
+            if len(tt) >= cap:
+                raise EventsnnError(
+                    f"sample {int(s)}: the exact run reached {cap} hidden spikes by t = {tt.max():.1f} ms (a mean "
+                    f"of {max_rate_hz:g} Hz per hidden neuron over the sample) and was stopped: without a clock "
+                    "to cap it at one spike per step, this network fires without bound and an exact run would "
+                    "take hours. Verify with --no-exact, or give the network a refractory period; "
+                    "max_rate_hz raises the cap")
             trace[pos] = tr
             for li in range(n_hidden):
                 m = lay == li
@@ -425,11 +445,11 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
 
 
 def _part(args):
-    net, events = args
-    return simulate_event(net, events, progress=False, workers=1)
+    net, events, max_rate_hz = args
+    return simulate_event(net, events, progress=False, workers=1, max_rate_hz=max_rate_hz)
 
 
-def _in_workers(net, events, indices, workers, progress) -> RunResult:
+def _in_workers(net, events, indices, workers, progress, max_rate_hz) -> RunResult:
     from eventsnn.parallel import run_sample_chunks
-    return run_sample_chunks(_part, lambda i, ev: (net, ev), events, indices, workers, "event engine parts",
+    return run_sample_chunks(_part, lambda i, ev: (net, ev, max_rate_hz), events, indices, workers, "event engine parts",
                              progress)

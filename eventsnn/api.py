@@ -202,8 +202,10 @@ def compare(a, b, tolerance=None) -> dict:
     """Compare two runs (RunResult objects or run files): accuracy, prediction agreement, trace correlation,
     per-layer optimal spike matching within ``tolerance`` ms (default: the coarser dt)."""
     from .runfile import RunResult, load_run
-    from .validation.compare import compare_runs
+    from .validation.compare import compare_files, compare_runs
 
+    if not isinstance(a, RunResult) and not isinstance(b, RunResult):
+        return compare_files(a, b, tolerance)  # read chunk by chunk
     ra = a if isinstance(a, RunResult) else load_run(a)
     rb = b if isinstance(b, RunResult) else load_run(b)
     return compare_runs(ra, rb, tolerance)

@@ -292,7 +292,6 @@ def cmd_simulate(a):
     from .datasets import load_any
     from .errors import build_dir_for, sha256_file
     from .provenance import provenance
-    from .runfile import save_run
     from .transforms import Reverse
 
     check_input(a.network, "NETWORK")
@@ -321,42 +320,40 @@ def cmd_simulate(a):
     if a.reverse:
         events = Reverse(a.reverse)(events)
         transform = f"reverse-{a.reverse}"
-    from .bridge.engines import simulate
+    from .bridge.engines import simulate, simulate_to_file
     progress = not a.json
+    attrs = {"network_sha256": sha256_file(a.network), "events_sha256": sha256_file(a.data),
+             "transform": transform or "none", "provenance": provenance()}
     if a.engine == "torch":
-        run = simulate("torch", net, events, dt_ms=dt, delays=a.delays, inputs=a.inputs, progress=progress,
-                       device=a.device)
+        s = simulate_to_file("torch", net, events, a.out, attrs=attrs, dt_ms=dt, delays=a.delays, inputs=a.inputs,
+                             progress=progress, device=a.device)
     elif a.engine == "event":
-        run = simulate("event", net, events, progress=progress, workers=a.workers)
+        s = simulate_to_file("event", net, events, a.out, attrs=attrs, progress=progress, workers=a.workers)
     else:
         import shutil
         build = Path(a.build_dir) if a.build_dir else build_dir_for(Path(a.out).resolve().parent)
+        opts = dict(dt_ms=dt, target=a.target, delays=a.delays, inputs=a.inputs, build_dir=build,
+                    progress=progress, exact_math=not a.fast_math, workers=a.workers)
         try:
-            run = simulate("brian2", net, events, dt_ms=dt, target=a.target, delays=a.delays, inputs=a.inputs,
-                           build_dir=build, progress=progress, compile_only=a.compile_only,
-                           exact_math=not a.fast_math, workers=a.workers)
+            if a.compile_only:
+                project = simulate("brian2", net, events, compile_only=True, **opts)
+                _emit({"compiled": str(project)}, a.json, f"generated and compiled {project} (not run)")
+                return
+            s = simulate_to_file("brian2", net, events, a.out, attrs=attrs, **opts)
         finally:
             if not a.build_dir:
                 shutil.rmtree(build, ignore_errors=True)
-        if a.compile_only:
-            _emit({"compiled": str(run)}, a.json, f"generated and compiled {run} (not run)")
-            return
-    run.attrs.update({"network_sha256": sha256_file(a.network), "events_sha256": sha256_file(a.data),
-                      "transform": transform or "none", "provenance": provenance()})
-    save_run(run, a.out)
-    out = {"out": str(a.out), "engine": run.engine, "dt_ms": run.dt_ms, "target": run.target, "delays": run.delays,
-           "inputs": run.inputs, "samples": run.n_samples, "accuracy": run.accuracy,
-           "spikes_per_layer": [int(len(L.step)) for L in run.layers]}
-    _emit(out, a.json, f"wrote {a.out}: {run.engine} dt={run.dt_ms:g} ms, {run.n_samples} samples, "
-                       f"accuracy {run.accuracy:.4f}, hidden spikes {out['spikes_per_layer']}")
+    out = {"out": str(a.out), **{k: s[k] for k in ("engine", "dt_ms", "target", "delays", "inputs")},
+           "samples": s["samples"], "accuracy": s["accuracy"], "spikes_per_layer": s["spikes_per_layer"],
+           "chunks": s["chunks"]}
+    _emit(out, a.json, f"wrote {a.out}: {a.engine} dt={out['dt_ms']:g} ms, {s['samples']} samples, "
+                       f"accuracy {s['accuracy']:.4f}, hidden spikes {s['spikes_per_layer']}")
 
 
 def cmd_compare(a):
-    from .runfile import load_run
-    from .validation.compare import compare_runs, format_comparison
+    from .validation.compare import compare_files, format_comparison
 
-    ra, rb = load_run(check_input(a.run_a, "RUN_A")), load_run(check_input(a.run_b, "RUN_B"))
-    c = compare_runs(ra, rb, a.tolerance)
+    c = compare_files(check_input(a.run_a, "RUN_A"), check_input(a.run_b, "RUN_B"), a.tolerance)
     c.update({"a": str(a.run_a), "b": str(a.run_b)})
     _emit(c, a.json, format_comparison(c, Path(a.run_a).name, Path(a.run_b).name))
 

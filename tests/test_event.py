@@ -12,6 +12,7 @@ from eventsnn.bridge.engines import ENGINES
 from eventsnn.bridge.event_engine import simulate_event
 from eventsnn.bridge.from_torch import simulate_torch
 from eventsnn.bridge.network import Layer, Network
+from eventsnn.errors import EventsnnError
 from eventsnn.events import Events, save_events
 from eventsnn.runfile import load_run
 from eventsnn.validation.compare import compare_runs
@@ -160,6 +161,27 @@ def test_cli_simulate_event_and_its_errors(tmp_path):
     np.testing.assert_array_equal(r.layers[0].time_ms, simulate_event(net, ev).layers[0].time_ms)
     p = run_cli("simulate", netf, "--data", evf, "--engine", "event", "--dt", "0.1", "--out", tmp_path / "x.h5")
     assert p.returncode == 2 and "--dt" in p.stderr and not (tmp_path / "x.h5").exists()
+
+
+def test_runaway_firing_stops_the_exact_run_with_a_clear_error(tmp_path):
+    # no refractory period and a huge input weight: the first layer fires without bound after one input spike
+    net = random_network(5, refractory=False)
+    net.layers[0].ff_weight = np.abs(net.layers[0].ff_weight) * 1e4
+    ev = random_events(5, n_samples=2)
+    with pytest.raises(EventsnnError, match="fires without bound.*--no-exact") as e:
+        simulate_event(net, ev)
+    assert "sample 0" in str(e.value) and "1000 Hz" in str(e.value)
+    # the cap is the mean rate over the sample and all hidden neurons: one far above it lets the run finish
+    run = simulate_event(net, ev.subset([0]), max_rate_hz=1e7)
+    rate = sum(len(L.time_ms) for L in run.layers) / (ev.duration_ms * 1e-3 * 11)
+    assert rate > 1000
+    # through the CLI: one line, exit 2, nothing written
+    netf, evf = tmp_path / "net.h5", tmp_path / "ev.h5"
+    save_network(net, netf)
+    save_events(ev, evf)
+    p = run_cli("simulate", netf, "--data", evf, "--engine", "event", "--out", tmp_path / "r.h5")
+    assert p.returncode == 2 and "fires without bound" in p.stderr and not (tmp_path / "r.h5").exists()
+    assert len(p.stderr.strip().splitlines()) == 1
 
 
 def test_cli_engine_choices_are_the_registry():

@@ -14,7 +14,7 @@ from eventsnn.events import save_events
 from eventsnn.runfile import LayerSpikes, RunResult, load_run, save_run
 from eventsnn.contract import readout_scores
 from eventsnn.validation.compare import compare_runs, match_spikes, spike_timing
-from tests.conftest import random_events, random_network, run_cli
+from tests.conftest import assert_runs_identical, random_events, random_network, run_cli
 
 
 def test_match_spikes_hand_made():
@@ -83,6 +83,85 @@ def test_compare_runs_prediction_agreement_and_exact_mismatch():
     assert c["layers"][0]["matched"] == 2  # within the 1 ms tolerance
 
 
+def test_run_file_written_and_read_in_chunks_equals_whole(tmp_path):
+    from eventsnn.runfile import RunReader, RunWriter, concat_runs
+    import h5py
+    rng = np.random.default_rng(3)
+
+    def part(S):
+        n = int(rng.integers(0, 12))
+        sample = np.sort(rng.integers(0, S, n))
+        layers = [_layer(sample, rng.integers(0, 4, n), np.round(rng.uniform(0, 9, n), 2), 0.01) for _ in range(2)]
+        r = _run(rng.integers(0, 3, S), rng.integers(0, 3, S), layers, rng.normal(size=(S, 10, 3)), dt=0.01)
+        r.attrs["wall_s"] = 1.5
+        return r
+
+    def numbered(ps):  # consecutive samples 0..7 of one events file
+        for p, lo in zip(ps, (0, 3, 4)):
+            p.sample_index = np.arange(lo, lo + p.n_samples)
+        return ps
+
+    parts = numbered([part(3), part(1), part(4)])
+    whole = concat_runs(parts)
+    with RunWriter(tmp_path / "chunked.h5", {"note": "x"}) as w:
+        for p in parts:
+            w.append(p)
+    got = load_run(tmp_path / "chunked.h5")
+    for La, Lb in zip(got.layers, whole.layers):
+        for k in ("sample", "unit", "step", "time_ms"):
+            np.testing.assert_array_equal(getattr(La, k), getattr(Lb, k))
+    np.testing.assert_array_equal(got.trace, whole.trace)
+    assert got.accuracy == pytest.approx(whole.accuracy)
+    assert got.attrs["wall_s"] == pytest.approx(4.5) and got.attrs["parts"] == 3 and got.attrs["note"] == "x"
+    # any sample range reads as the same slice of the whole run, positions renumbered from 0
+    reader = RunReader(tmp_path / "chunked.h5")
+    for lo, hi in ((0, 8), (2, 5), (7, 8), (4, 4)):
+        sl = reader.read(lo, hi)
+        assert sl.n_samples == hi - lo
+        np.testing.assert_array_equal(sl.trace, whole.trace[lo:hi])
+        for La, Lb in zip(sl.layers, whole.layers):
+            keep = (Lb.sample >= lo) & (Lb.sample < hi)
+            np.testing.assert_array_equal(La.sample, Lb.sample[keep] - lo)
+            np.testing.assert_array_equal(La.time_ms, Lb.time_ms[keep])
+    # chunked comparison of two files equals the comparison in memory
+    from eventsnn.validation.compare import compare_files
+    other = concat_runs(numbered([part(3), part(1), part(4)]))
+    save_run(other, tmp_path / "other.h5")
+    _assert_close(compare_files(tmp_path / "chunked.h5", tmp_path / "other.h5", 0.5, chunk_spikes=2),
+                  compare_runs(whole, other, 0.5))
+    # a version-1 file (no sample_start) still reads
+    with h5py.File(tmp_path / "chunked.h5", "a") as f:
+        for i in range(2):
+            del f[f"layers/{i}/sample_start"]
+        f.attrs["version"] = 1
+    np.testing.assert_array_equal(RunReader(tmp_path / "chunked.h5").read(2, 5).layers[1].unit,
+                                  reader.read(2, 5).layers[1].unit)
+    # parts that disagree are refused, and nothing is written
+    bad = part(2)
+    bad.dt_ms = 1.0
+    with pytest.raises(ValueError, match="differ in dt_ms"):
+        with RunWriter(tmp_path / "bad.h5") as w:
+            w.append(parts[0])
+            w.append(bad)
+    assert not (tmp_path / "bad.h5").exists()
+
+
+def test_simulate_to_file_in_chunks_equals_one_call(tmp_path, build_dir):
+    from eventsnn.bridge.engines import simulate, simulate_to_file
+    net, ev = random_network(4), random_events(4, n_samples=5)
+    for engine, kw in (("torch", dict(dt_ms=0.25, delays="exact", inputs="exact")),
+                       ("brian2", dict(target="numpy", build_dir=build_dir)), ("event", {})):
+        whole = simulate(engine, net, ev, **kw)
+        s = simulate_to_file(engine, net, ev, tmp_path / f"{engine}.h5", budget_bytes=1, **kw)
+        assert s["chunks"] == 5 and s["samples"] == 5, engine
+        got = load_run(tmp_path / f"{engine}.h5")
+        assert_runs_identical(whole, got)
+        for La, Lb in zip(whole.layers, got.layers):
+            np.testing.assert_array_equal(La.time_ms, Lb.time_ms)
+        assert s["spikes_per_layer"] == [len(L.step) for L in whole.layers]
+        np.testing.assert_array_equal(got.sample_index, np.arange(5))
+
+
 def test_cli_compare_json(tmp_path):
     tr = np.zeros((2, 3, 2))
     tr[:, :, 1] = 1
@@ -132,6 +211,32 @@ def test_verify_report_schema_and_accuracy_recomputed(verify_inputs, tmp_path):
     assert r["transform"] in (None, "reverse-window", "reverse-full")
     for fig in ("accuracy_vs_dt.png", "raster.png", "spike_shifts.png", "report.md"):
         assert (out / fig).stat().st_size > 0
+    # the report compares the run files chunk by chunk of samples: one sample per chunk gives the same report
+    from eventsnn.bridge import load_network
+    from eventsnn.transforms import parse_probes
+    from eventsnn.validation.verify import build_report, plan_runs
+    net = load_network(netf)
+    chunked = build_report(out, plan_runs(net.dt_ms, [1.0, 0.25], parse_probes("reverse"), "numpy"), net, 6,
+                           chunk_spikes=1)
+    assert rep["report_chunks"] == 1 and chunked["report_chunks"] > 1
+    _assert_close(chunked["runs"], rep["runs"])
+    _assert_close(chunked["convergence"], rep["convergence"])
+
+
+def _assert_close(a, b, path="report"):
+    """Nested dicts/lists equal, floats to 1e-9 relative."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            _assert_close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True), path
+    else:
+        assert a == b, path
 
 
 def test_verify_interrupted_then_rerun_reuses_complete_runs(verify_inputs, tmp_path):

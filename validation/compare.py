@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from eventsnn.errors import EventsnnError
-from eventsnn.runfile import LayerSpikes, RunResult
+from eventsnn.runfile import LayerSpikes, RunReader, RunResult, sample_chunks
 
 
 def match_spikes(a_ms: np.ndarray, b_ms: np.ndarray, tol_ms: float):
@@ -52,16 +52,20 @@ def match_spikes(a_ms: np.ndarray, b_ms: np.ndarray, tol_ms: float):
     return ma[o], mb[o]
 
 
-def spike_timing(a: LayerSpikes, b: LayerSpikes, tol_ms: float) -> dict:
-    """Matched fraction (of a's spikes), missing (in a, not b), extra (in b, not a), |shift| stats."""
-    shifts, n_a, matched = spike_shift_values(a, b, tol_ms)
+def _timing_stats(shifts: np.ndarray, n_a: int, n_b: int, tol_ms: float) -> dict:
     shifts = np.abs(shifts)
-    n_b = len(b.time_ms)
+    matched = len(shifts)
     return {"tolerance_ms": tol_ms, "n_a": int(n_a), "n_b": int(n_b), "matched": int(matched),
             "matched_fraction": float(matched / n_a) if n_a else (1.0 if n_b == 0 else 0.0),
             "missing": int(n_a - matched), "extra": int(n_b - matched),
             "median_abs_shift_ms": float(np.median(shifts)) if len(shifts) else None,
             "p95_abs_shift_ms": float(np.percentile(shifts, 95)) if len(shifts) else None}
+
+
+def spike_timing(a: LayerSpikes, b: LayerSpikes, tol_ms: float) -> dict:
+    """Matched fraction (of a's spikes), missing (in a, not b), extra (in b, not a), |shift| stats."""
+    shifts, n_a, _ = spike_shift_values(a, b, tol_ms)
+    return _timing_stats(shifts, n_a, len(b.time_ms), tol_ms)
 
 
 def spike_shift_values(a: LayerSpikes, b: LayerSpikes, tol_ms: float):
@@ -103,30 +107,109 @@ def _restrict(L: LayerSpikes, positions: np.ndarray) -> LayerSpikes:
     return LayerSpikes(remap[L.sample[keep]], L.unit[keep], L.step[keep], L.time_ms[keep])
 
 
+class RunComparison:
+    """Everything ``eventsnn compare`` reports, accumulated over sample chunks of two runs::
+
+        c = RunComparison(tol_ms)
+        for lo, hi in chunks:
+            c.add(reader_a.read(lo, hi), reader_b.read(lo, hi))
+        c.result()
+
+    Spikes never interact across samples, so the counts add up; the trace correlation merges per-chunk moments
+    (Chan et al.); the shift quantiles are taken over every matched spike at the end. Memory: one chunk of
+    each run, plus one float per matched spike."""
+
+    def __init__(self, tol_ms: float | None = None):
+        self.tol_ms = tol_ms
+        self.n = self.correct_a = self.correct_b = self.agree = 0
+        self.moments = None            # (n, mean_x, mean_y, M2x, M2y, Cxy)
+        self.max_diff = self.max_abs = 0.0
+        self.trace_comparable = True
+        self.layers: list[dict] | None = None
+        self.dts = None
+
+    def add(self, a: RunResult, b: RunResult) -> None:
+        common, ia, ib = _aligned(a, b)
+        tol = max(a.dt_ms, b.dt_ms) if self.tol_ms is None else self.tol_ms
+        self.dts = (a.dt_ms, b.dt_ms)
+        self.n += len(common)
+        self.correct_a += int(np.sum(a.prediction[ia] == a.labels[ia]))
+        self.correct_b += int(np.sum(b.prediction[ib] == b.labels[ib]))
+        self.agree += int(np.sum(a.prediction[ia] == b.prediction[ib]))
+        ta, tb = a.trace[ia], b.trace[ib]
+        if ta.shape != tb.shape:
+            self.trace_comparable = False
+        elif ta.size:
+            self._add_moments(ta.ravel().astype(np.float64), tb.ravel().astype(np.float64))
+        if len(a.layers) != len(b.layers):
+            raise EventsnnError(f"runs have {len(a.layers)} and {len(b.layers)} hidden layers")
+        if self.layers is None:
+            self.layers = [{"tol": tol, "n_a": 0, "n_b": 0, "shifts": [], "exact_mismatch": 0}
+                           for _ in a.layers]
+        for acc, La, Lb in zip(self.layers, a.layers, b.layers):
+            La, Lb = _restrict(La, ia), _restrict(Lb, ib)
+            shifts, n_a, _ = spike_shift_values(La, Lb, tol)
+            acc["n_a"] += n_a
+            acc["n_b"] += len(Lb.time_ms)
+            acc["shifts"].append(shifts)
+            if abs(a.dt_ms - b.dt_ms) < 1e-12:
+                acc["exact_mismatch"] += exact_mismatch(La, Lb)
+
+    def _add_moments(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.max_diff = max(self.max_diff, float(np.abs(x - y).max()))
+        self.max_abs = max(self.max_abs, float(np.abs(x).max()))
+        n2, mx2, my2 = len(x), float(x.mean()), float(y.mean())
+        dx, dy = x - mx2, y - my2
+        new = (n2, mx2, my2, float(dx @ dx), float(dy @ dy), float(dx @ dy))
+        if self.moments is None:
+            self.moments = new
+            return
+        n1, mx1, my1, sxx1, syy1, sxy1 = self.moments
+        n = n1 + n2
+        ex, ey = mx2 - mx1, my2 - my1
+        f = n1 * n2 / n
+        self.moments = (n, mx1 + ex * n2 / n, my1 + ey * n2 / n, sxx1 + new[3] + ex * ex * f,
+                        syy1 + new[4] + ey * ey * f, sxy1 + new[5] + ex * ey * f)
+
+    def result(self) -> dict:
+        if not self.n:
+            raise EventsnnError("the two runs share no samples (different sample_index)")
+        out = {"n_samples": int(self.n), "accuracy_a": self.correct_a / self.n, "accuracy_b": self.correct_b / self.n,
+               "prediction_agreement": self.agree / self.n, "trace_correlation": None, "layers": []}
+        if self.trace_comparable and self.moments is not None:
+            _, _, _, sxx, syy, sxy = self.moments
+            if sxx > 0 and syy > 0:
+                out["trace_correlation"] = float(sxy / np.sqrt(sxx * syy))
+            out["trace_max_rel_diff"] = float(self.max_diff / max(self.max_abs, 1e-300))
+        for li, acc in enumerate(self.layers or []):
+            shifts = np.concatenate(acc["shifts"]) if acc["shifts"] else np.zeros(0)
+            rec = {"layer": li, **_timing_stats(shifts, acc["n_a"], acc["n_b"], acc["tol"])}
+            if abs(self.dts[0] - self.dts[1]) < 1e-12:
+                rec["exact_mismatch"] = int(acc["exact_mismatch"])
+            out["layers"].append(rec)
+        return out
+
+
 def compare_runs(a: RunResult, b: RunResult, tol_ms: float | None = None) -> dict:
-    """Everything ``eventsnn compare`` reports, as a dict."""
-    common, ia, ib = _aligned(a, b)
-    tol = max(a.dt_ms, b.dt_ms) if tol_ms is None else tol_ms
-    out = {"n_samples": int(len(common)),
-           "accuracy_a": float(np.mean(a.prediction[ia] == a.labels[ia])),
-           "accuracy_b": float(np.mean(b.prediction[ib] == b.labels[ib])),
-           "prediction_agreement": float(np.mean(a.prediction[ia] == b.prediction[ib])),
-           "trace_correlation": None, "layers": []}
-    ta, tb = a.trace[ia], b.trace[ib]
-    if ta.shape == tb.shape and ta.size:
-        x, y = ta.ravel(), tb.ravel()
-        if x.std() > 0 and y.std() > 0:
-            out["trace_correlation"] = float(np.corrcoef(x, y)[0, 1])
-        out["trace_max_rel_diff"] = float(np.abs(x - y).max() / max(np.abs(x).max(), 1e-300))
-    if len(a.layers) != len(b.layers):
-        raise EventsnnError(f"runs have {len(a.layers)} and {len(b.layers)} hidden layers")
-    for li, (La, Lb) in enumerate(zip(a.layers, b.layers)):
-        La, Lb = _restrict(La, ia), _restrict(Lb, ib)
-        rec = {"layer": li, **spike_timing(La, Lb, tol)}
-        if abs(a.dt_ms - b.dt_ms) < 1e-12:
-            rec["exact_mismatch"] = exact_mismatch(La, Lb)
-        out["layers"].append(rec)
-    return out
+    """Everything ``eventsnn compare`` reports, as a dict (two runs in memory; see :class:`RunComparison`)."""
+    c = RunComparison(tol_ms)
+    c.add(a, b)
+    return c.result()
+
+
+CHUNK_SPIKES = 10_000_000  # hidden spikes of one run held at once while comparing files (~320 MB)
+
+
+def compare_files(path_a, path_b, tol_ms: float | None = None, chunk_spikes: int = CHUNK_SPIKES) -> dict:
+    """:func:`compare_runs` of two run files, read chunk by chunk of samples when both hold the same samples
+    in the same order (the usual case: memory stays bounded), else whole."""
+    ra, rb = RunReader(path_a), RunReader(path_b)
+    if not np.array_equal(ra.sample_index, rb.sample_index):
+        return compare_runs(ra.read(), rb.read(), tol_ms)
+    c = RunComparison(tol_ms)
+    for lo, hi in sample_chunks(np.maximum(ra.spikes_per_sample(), rb.spikes_per_sample()), chunk_spikes):
+        c.add(ra.read(lo, hi), rb.read(lo, hi))
+    return c.result()
 
 
 def format_comparison(c: dict, name_a="A", name_b="B") -> str:

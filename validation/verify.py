@@ -25,9 +25,9 @@ import numpy as np
 from eventsnn.errors import EventsnnError, atomic_path, dir_lock, remove_stale, sha256_file
 from eventsnn.parallel import Pool
 from eventsnn.provenance import provenance
-from eventsnn.runfile import load_run, save_run
+from eventsnn.runfile import RunReader, sample_chunks
 
-from .compare import compare_runs
+from .compare import CHUNK_SPIKES, RunComparison
 
 
 @dataclass
@@ -79,7 +79,7 @@ def _execute(args) -> str:
 
 def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> str:
     from eventsnn.bridge import load_network
-    from eventsnn.bridge.engines import simulate
+    from eventsnn.bridge.engines import simulate_to_file
     from eventsnn.datasets import load_any
     from eventsnn.transforms import transform_by_name
 
@@ -89,22 +89,23 @@ def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> st
     tr = transform_by_name(spec.transform)
     if tr is not None:
         events = tr(events)
+    attrs = {"spec": key, "transform": spec.transform or "none", "name": spec.name,
+             "provenance": provenance(), "worker": os.environ.get("EVENTSNN_WORKER", "")}
+    out = Path(outdir) / "runs" / f"{spec.name}.h5"
     if spec.engine == "torch":
         import torch
         torch.set_num_threads(1 if os.environ.get("EVENTSNN_WORKER") else torch.get_num_threads())
-        run = simulate("torch", net, events, dt_ms=spec.dt_ms, delays=spec.delays, inputs=spec.inputs)
+        simulate_to_file("torch", net, events, out, attrs=attrs, dt_ms=spec.dt_ms, delays=spec.delays,
+                         inputs=spec.inputs)
     elif spec.engine == "event":
-        run = simulate("event", net, events, workers=split)
+        simulate_to_file("event", net, events, out, attrs=attrs, workers=split)
     else:
         build = Path(outdir) / "build" / f"{spec.name}-{os.getpid()}"
         try:
-            run = simulate("brian2", net, events, dt_ms=spec.dt_ms, target=spec.target, delays=spec.delays,
-                           inputs=spec.inputs, build_dir=build, workers=split)
+            simulate_to_file("brian2", net, events, out, attrs=attrs, dt_ms=spec.dt_ms, target=spec.target,
+                             delays=spec.delays, inputs=spec.inputs, build_dir=build, workers=split)
         finally:
             shutil.rmtree(build, ignore_errors=True)
-    run.attrs.update({"spec": key, "transform": spec.transform or "none", "name": spec.name,
-                      "provenance": provenance(), "worker": os.environ.get("EVENTSNN_WORKER", "")})
-    save_run(run, Path(outdir) / "runs" / f"{spec.name}.h5")
     return spec.name
 
 
@@ -189,7 +190,7 @@ def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, targ
         f = outdir / "runs" / f"{s.name}.h5"
         if f.exists():
             try:
-                if load_run(f).attrs.get("spec") == json.loads(key):
+                if RunReader(f).attrs.get("spec") == json.loads(key):
                     continue
             except EventsnnError:
                 pass  # unreadable: recompute
@@ -215,14 +216,18 @@ def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, targ
 EXACT_TOL_MS = 0.1  # "matched within 0.1 ms" of the exact run
 
 
-def _vs_exact(exact, r) -> dict:
+def _vs_exact_comparisons(dt_ms: float, train_dt_ms: float) -> list:
+    """The three comparisons of a clock-driven run against the exact run: matched within 0.1 ms, within 1 dt,
+    and within ``max(train dt, 10 dt)`` (wide enough not to censor the shifts it measures)."""
+    return [RunComparison(EXACT_TOL_MS), RunComparison(dt_ms), RunComparison(max(train_dt_ms, 10 * dt_ms))]
+
+
+def _vs_exact(comparisons) -> dict:
     """How far a clock-driven run is from the exact (event) run: per layer, the fraction of the exact run's
     spikes matched within 0.1 ms and within 1 dt, and the median and 95th percentile of the absolute shift of
-    the spikes matched within ``max(train dt, 10 dt)`` (wide enough not to censor the shifts it measures)."""
-    c01 = compare_runs(exact, r, tol_ms=EXACT_TOL_MS)
-    cdt = compare_runs(exact, r, tol_ms=r.dt_ms)
-    wide = max(r.train_dt_ms, 10 * r.dt_ms)
-    cw = compare_runs(exact, r, tol_ms=wide)
+    the spikes matched within the wide tolerance."""
+    c01, cdt, cw = (c.result() for c in comparisons)
+    wide = comparisons[2].tol_ms
     layers = []
     for L01, Ldt, Lw in zip(c01["layers"], cdt["layers"], cw["layers"]):
         layers.append({"layer": L01["layer"], "n_exact": L01["n_a"], "n_run": L01["n_b"],
@@ -257,30 +262,47 @@ def convergence_orders(runs: list[dict], train_dt: float) -> list[dict]:
     return out
 
 
-def build_report(outdir: Path, specs: list[RunSpec], net, n: int) -> dict:
-    runs = {s.name: load_run(outdir / "runs" / f"{s.name}.h5") for s in specs}
+def build_report(outdir: Path, specs: list[RunSpec], net, n: int, chunk_spikes: int = CHUNK_SPIKES) -> dict:
+    """Compare every run with torch at the training dt and with the exact run, chunk by chunk of samples (at
+    most ``chunk_spikes`` hidden spikes of any one run per chunk), so memory does not grow with the runs."""
+    readers = {s.name: RunReader(outdir / "runs" / f"{s.name}.h5") for s in specs}
     ref_dt = net.dt_ms
+    per_sample = np.max([r.spikes_per_sample() for r in readers.values()], axis=0)
+    chunks = sample_chunks(per_sample, chunk_spikes)
+    vs_ref = {s.name: RunComparison(ref_dt) for s in specs}
+    vs_exact = {s.name: _vs_exact_comparisons(s.dt_ms, ref_dt) for s in specs
+                if s.engine != "event" and f"event-{s.transform or 'none'}" in readers}
+    tags = list(dict.fromkeys(s.transform or "none" for s in specs))
+    for lo, hi in chunks:
+        for tag in tags:
+            ref_name, exact_name = f"torch-dt{ref_dt:g}-{tag}", f"event-{tag}"
+            ref = readers[ref_name].read(lo, hi)
+            exact = readers[exact_name].read(lo, hi) if exact_name in readers else None
+            for s in specs:
+                if (s.transform or "none") != tag:
+                    continue
+                r = ref if s.name == ref_name else exact if s.name == exact_name else readers[s.name].read(lo, hi)
+                vs_ref[s.name].add(ref, r)
+                for c in vs_exact.get(s.name, ()):
+                    c.add(exact, r)
     out = []
     for s in specs:
-        r = runs[s.name]
-        tag = s.transform or "none"
-        ref = runs[f"torch-dt{ref_dt:g}-{tag}"]
-        cmp_ = compare_runs(ref, r, tol_ms=ref_dt)
+        r = readers[s.name]
+        cmp_ = vs_ref[s.name].result()
         rec = {"name": s.name, "engine": s.engine, "dt_ms": s.dt_ms, "delays": s.delays, "inputs": s.inputs,
-               "transform": s.transform, "target": r.target, "accuracy": r.accuracy,
+               "transform": s.transform, "target": str(r.header["target"]), "accuracy": r.accuracy,
                "agreement_with_torch": cmp_["prediction_agreement"],
                "spike_mismatch": (sum(L.get("exact_mismatch", 0) for L in cmp_["layers"])
                                   if abs(s.dt_ms - ref_dt) < 1e-12 else None),
                "spike_timing": {"layers": cmp_["layers"], "trace_correlation": cmp_["trace_correlation"]},
                "file": f"runs/{s.name}.h5"}
-        exact = runs.get(f"event-{tag}")
-        if exact is not None and s.engine != "event":
-            rec["vs_exact"] = _vs_exact(exact, r)
+        if s.name in vs_exact:
+            rec["vs_exact"] = _vs_exact(vs_exact[s.name])
         if "wall_s" in r.attrs:
             rec["wall_s"] = r.attrs["wall_s"]
         out.append(rec)
     return {"n_samples": n, "train_dt_ms": ref_dt, "network_readout": net.readout, "n_outputs": net.n_outputs,
-            "runs": out, "convergence": convergence_orders(out, ref_dt)}
+            "runs": out, "convergence": convergence_orders(out, ref_dt), "report_chunks": len(chunks)}
 
 
 def write_report(outdir: Path, report: dict) -> None:
@@ -396,7 +418,10 @@ def _figures(outdir: Path, report: dict) -> None:
     fine = min(clocked, key=lambda r: r["dt_ms"])
     exact = next((r for r in runs if r["engine"] == "event" and r["transform"] is None), None)
     show = [(ref, "|", 12), (fine, "|", 8)] + ([(exact, ".", 6)] if exact else [])
-    loaded = [(load_run(outdir / r["file"]), m, s) for r, m, s in show]
+    # the figures read only the first chunk of samples (the raster shows sample 0)
+    readers = [RunReader(outdir / r["file"]) for r, _, _ in show]
+    hi = sample_chunks(np.max([rd.spikes_per_sample() for rd in readers], axis=0), CHUNK_SPIKES)[0][1]
+    loaded = [(rd.read(0, hi), m, s) for rd, (_, m, s) in zip(readers, show)]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for run, marker, size in loaded:
         if run.layers:
@@ -423,6 +448,6 @@ def _figures(outdir: Path, report: dict) -> None:
     ax.set_xlabel(f"Brian2 dt={other.dt_ms:g} ms minus {'exact' if exact else 'torch'} spike time (ms)")
     ax.set_ylabel("matched spikes")
     unmatched = (n_a - n_matched) / n_a if n_a else 0.0
-    ax.set_title(f"{name}: layer-0 shifts; {n_matched}/{n_a} matched within {tol:g} ms, "
+    ax.set_title(f"{name}: layer-0 shifts, {hi} samples; {n_matched}/{n_a} matched within {tol:g} ms, "
                  f"{100 * unmatched:.1f}% unmatched (not shown)", fontsize=9)
     save(fig, "spike_shifts.png")
