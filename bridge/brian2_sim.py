@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eventsnn.contract import (delay_steps, grid_ratio, propagators, readout_scores, refractory_steps,
-                               trace_sample_steps)
+from eventsnn.contract import (SPIKING_READOUTS, delay_steps, grid_ratio, propagators, readout_scores,
+                               refractory_steps, trace_sample_steps)
 from eventsnn.errors import EventsnnError
 from eventsnn.events import bin_for_run, warn_merged
 from eventsnn.runfile import LayerSpikes, RunResult
@@ -254,7 +254,7 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
         slot = w * C + c
         keep = (slot < S) & (lstep < T)
         layers.append(LayerSpikes.from_steps(slot[keep], u[keep], lstep[keep], dt_ms))
-    v = np.asarray(trace_mon.v[:])  # [C*N_out, n_records]
+    v = np.asarray(getattr(trace_mon, "count" if net.readout in SPIKING_READOUTS else "v")[:])  # [C*N_out, records]
     N_out = net.n_outputs
     trace = np.zeros((S, K, N_out))
     local = (trace_sample_steps(K, ratio) + 1) // ratio  # record index within a window
@@ -292,7 +292,7 @@ def to_brian2(net: Network, events, sample: int = 0, *, dt_ms: float | None = No
     Named objects: ``inputs`` (SpikeGeneratorGroup; a unit with m spikes in one step fires in m stacked lanes),
     ``layer<i>`` (NeuronGroups; dimensionless ``v``, ``I``, the contract's propagators ``a``, ``b``, ``k``),
     ``layer<i>_integrate`` (their update), ``ff<i>`` / ``rec<i>`` (Synapses, ``I_post += w``, delays in ms),
-    ``spikes<i>`` (SpikeMonitors) and ``readout_trace`` (StateMonitor of the readout ``v`` on the training grid).
+    ``spikes<i>`` (SpikeMonitors) and ``readout_trace`` (StateMonitor of the readout ``v`` -- ``count`` for a count readout -- on the training grid).
     Run it for ``network.eventsnn_duration`` (a Brian2 time): ``network.run(network.eventsnn_duration)``. Its
     spikes are the ones :func:`simulate_brian2` gives for that sample with the same settings.
     """
@@ -317,12 +317,13 @@ def to_brian2(net: Network, events, sample: int = 0, *, dt_ms: float | None = No
     return network
 
 
-def neuron_equations(L, dt_ms: float, windowed: bool):
+def neuron_equations(L, dt_ms: float, windowed: bool, count: bool = False):
     """The Brian2 model of one layer as strings: ``(model, threshold, reset, update, use_refractory)``.
 
     ``update`` is the contract's integrate step (explicit propagators ``a``, ``b``, ``k``; held ``v`` while
     refractory), run in the ``groups`` slot; threshold and reset are Brian2's own slots, so the default schedule
-    gives the contract's step order. ``windowed``: no spikes in the padding of a time window.
+    gives the contract's step order. ``windowed``: no spikes in the padding of a time window. ``count``: the
+    layer counts its spikes in ``count`` (a spiking readout, ``readout="count"``).
     """
     spiking = L.kind == "lif"
     R = refractory_steps(L.refractory_ms, dt_ms) if (spiking and L.refractory_ms is not None) else np.zeros(L.size)
@@ -344,6 +345,9 @@ def neuron_equations(L, dt_ms: float, windowed: bool):
         update = "v = a*v + k*I\nI = b*I"
     if spiking and windowed:
         threshold += " and (timestep(t, dt) % Wsteps) < Tsteps"
+    if spiking and count:
+        model += "count : 1\n"
+        reset += "\ncount += 1"
     return model, threshold, reset, update, (R if use_ref else None)
 
 
@@ -375,7 +379,8 @@ def _build(b2, net, netq, binned, C, W, n_windows, dt_ms, Dff, Drec):
         N = L.size
         a, b, k = propagators(L.tau_mem_ms, L.tau_syn_ms, dt_ms)
         spiking = L.kind == "lif"
-        model, threshold, reset, update, R = neuron_equations(L, dt_ms, n_windows > 1)
+        counted = li == len(netq.layers) - 1  # the readout layer; a spiking one (readout count) counts its spikes
+        model, threshold, reset, update, R = neuron_equations(L, dt_ms, n_windows > 1, count=counted)
         use_ref = R is not None
         kw = dict(threshold=threshold, reset=reset) if spiking else {}
         G = b2.NeuronGroup(C * N, model, namespace=namespace, name=f"layer{li}", **kw)
@@ -388,7 +393,7 @@ def _build(b2, net, netq, binned, C, W, n_windows, dt_ms, Dff, Drec):
             G.R = np.tile(R.astype(np.float64), C)
         G.run_regularly(update, when="groups", name=f"layer{li}_integrate")
         if n_windows > 1:
-            zero = "v = 0\nI = 0" + ("\nrefcount = 0" if use_ref else "")
+            zero = "v = 0\nI = 0" + ("\nrefcount = 0" if use_ref else "") + ("\ncount = 0" if counted and spiking else "")
             G.run_regularly(zero, dt=W * dt, when="before_groups", name=f"layer{li}_window_reset")
         objs.append(G)
 
@@ -396,15 +401,16 @@ def _build(b2, net, netq, binned, C, W, n_windows, dt_ms, Dff, Drec):
                                     lanes=lanes if li == 0 else 1))
         if L.rec_weight is not None:
             objs.append(_block_synapses(G, G, N, N, C, L.rec_weight, Drec[li], dt_ms, f"rec{li}"))
-        if spiking:
+        if counted:
+            readout_group = G
+        else:
             mon = b2.SpikeMonitor(G, name=f"spikes{li}")
             hidden_mons.append((mon, N))
             objs.append(mon)
-        else:
-            readout_group = G
         pre, n_pre = G, N
 
-    trace_mon = b2.StateMonitor(readout_group, "v", record=True, dt=net.dt_ms * b2.ms, when="start",
+    var = "count" if net.readout in SPIKING_READOUTS else "v"
+    trace_mon = b2.StateMonitor(readout_group, var, record=True, dt=net.dt_ms * b2.ms, when="start",
                                 name="readout_trace")
     objs.append(trace_mon)
     return objs, hidden_mons, trace_mon
@@ -514,10 +520,12 @@ def write_brian2_script(net: Network, events, sample: int, path, *, dt_ms: float
                                  out_npz=path.stem + "_result.npz", n_gen=obj["inputs"].N)]
     monitors = []
     pre = "inputs"
+    var = "count" if net.readout in SPIKING_READOUTS else "v"
     for li, L in enumerate(net.layers):
         G = obj[f"layer{li}"]
-        model, threshold, reset, update, R = neuron_equations(L, dt_ms, False)
-        kind = "LIF" if L.kind == "lif" else "leaky readout"
+        last = li == len(net.layers) - 1
+        model, threshold, reset, update, R = neuron_equations(L, dt_ms, False, count=last)
+        kind = "spike-counting readout" if last and L.kind == "lif" else "LIF" if L.kind == "lif" else "leaky readout"
         lines.append(f"\n# layer {li}: {L.size} {kind} neurons"
                      + (f", reset {L.reset}" if L.kind == "lif" else "")
                      + (", refractory" if R is not None else ""))
@@ -537,16 +545,16 @@ def write_brian2_script(net: Network, events, sample: int, path, *, dt_ms: float
             lines += [f"{syn} = b2.Synapses({src}, layer{li}, 'w : 1 (constant)', on_pre='I_post += w', name='{syn}')",
                       f"{syn}.connect(i=p['{syn}_i'], j=p['{syn}_j'])",
                       f"{syn}.w = p['{syn}_w']", f"{syn}.delay = p['{syn}_delay_ms'] * b2.ms"]
-        if L.kind == "lif":
+        if not last:
             lines.append(f"spikes{li} = b2.SpikeMonitor(layer{li}, name='spikes{li}')")
             monitors.append(li)
         else:
-            lines.append(f"readout_trace = b2.StateMonitor(layer{li}, 'v', record=True, dt={net.dt_ms!r} * b2.ms, "
+            lines.append(f"readout_trace = b2.StateMonitor(layer{li}, {var!r}, record=True, dt={net.dt_ms!r} * b2.ms, "
                          "when='start', name='readout_trace')")
         pre = f"layer{li}"
     dur = float(network.eventsnn_duration / b2.ms)
     lines += ["", "net = b2.Network(b2.collect())", f"net.run({dur!r} * b2.ms)",
-              "result = {'trace': readout_trace.v[:].T}"]
+              f"result = {{'trace': readout_trace.{var}[:].T}}"]
     for li in monitors:
         lines += [f"result['layer{li}_time_ms'] = np.asarray(spikes{li}.t / b2.ms)",
                   f"result['layer{li}_unit'] = np.asarray(spikes{li}.i[:])"]

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from eventsnn.contract import evolve_rates, readout_scores
+from eventsnn.contract import SPIKING_READOUTS, evolve_rates, readout_scores
 from eventsnn.errors import EventsnnError
 from eventsnn.events import n_steps, time_to_step
 from eventsnn.runfile import LayerSpikes, RunResult
@@ -411,6 +411,7 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
     sample_t = (np.arange(K) + 1) * net.dt_ms
     T_end = events.duration_ms
     n_hidden = len(net.layers) - 1
+    counted = net.readout in SPIKING_READOUTS
     spikes = [[] for _ in range(n_hidden)]
     trace = np.zeros((len(indices), K, net.n_outputs))
     with progress_bar(total=len(indices), desc="event engine", disable=not progress) as bar:
@@ -425,7 +426,11 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
                     "to cap it at one spike per step, this network fires without bound and an exact run would "
                     "take hours. Verify with --no-exact, or give the network a refractory period; "
                     "max_rate_hz raises the cap")
-            trace[pos] = tr
+            if counted:  # count readout: the trace is the output layer's cumulative spike count per training step
+                m = lay == n_hidden
+                trace[pos] = cumulative_counts(time_to_step(tt[m], net.dt_ms), unit[m], K, net.n_outputs)
+            else:
+                trace[pos] = tr
             for li in range(n_hidden):
                 m = lay == li
                 spikes[li].append((np.full(int(m.sum()), pos), unit[m], tt[m]))
@@ -442,6 +447,13 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
     pred = readout_scores(trace, net.readout).argmax(axis=1)
     return RunResult("event", 0.0, net.dt_ms, "exact", "exact", "cpu", net.readout, layers, trace, pred,
                      events.labels[indices].copy(), indices, {"wall_s": time.perf_counter() - t0})
+
+
+def cumulative_counts(step: np.ndarray, unit: np.ndarray, K: int, n: int) -> np.ndarray:
+    """[K, n] spikes of each unit in training steps 0..k (the trace of a count readout; steps >= K dropped)."""
+    c = np.zeros((K + 1, n))
+    np.add.at(c, (np.minimum(step, K), unit), 1.0)
+    return np.cumsum(c[:K], axis=0)
 
 
 def _part(args):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from eventsnn.contract import READOUTS, RESETS
+from eventsnn.contract import READOUTS, RESETS, SPIKING_READOUTS
 from eventsnn.errors import atomic_path, fail, open_h5
 
 NETWORK_FORMAT = "eventsnn.network"
@@ -114,10 +114,13 @@ class Network:
         n_pre = self.n_inputs
         for i, layer in enumerate(self.layers):
             layer.validate(n_pre, f"layers/{i}", path)
-            want = "li" if i == len(self.layers) - 1 else "lif"
+            last = i == len(self.layers) - 1
+            want = "li" if last and self.readout not in SPIKING_READOUTS else "lif"
             if layer.kind != want:
                 raise fail(path, f"layers/{i}: kind is {layer.kind!r}, expected {want!r} "
-                                 "(spiking 'lif' layers followed by one 'li' readout)")
+                                 + ("(readout 'count' counts the spikes of a spiking 'lif' output layer)"
+                                    if self.readout in SPIKING_READOUTS else
+                                    "(spiking 'lif' layers followed by one 'li' readout)"))
             n_pre = layer.size
         return self
 

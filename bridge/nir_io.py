@@ -42,6 +42,7 @@ import warnings
 
 import numpy as np
 
+from eventsnn.contract import SPIKING_READOUTS
 from eventsnn.errors import EventsnnError, fail
 from eventsnn.events import EventsnnWarning
 
@@ -184,7 +185,7 @@ def from_nir(graph, dt_ms: float | None = None, source: str = "generic", path=No
     if not layers:
         raise fail(where, "no layers found after the Input node")
     info = {"source": "nir" if source == "generic" else f"nir:{source}"}
-    if layers[-1].kind == "lif":
+    if layers[-1].kind == "lif" and meta.get("readout") not in SPIKING_READOUTS:
         n = layers[-1].size
         layers.append(Layer("li", n, np.full(n, 1e7), np.full(n, float(dt)), np.eye(n)))
         info["added_readout"] = "spike counter (identity weights, tau_syn = dt, tau_mem = 1e7 ms)"

@@ -24,7 +24,9 @@ import math
 import numpy as np
 
 RESETS = ("zero", "subtract")
-READOUTS = ("max", "mean", "last", "softmax-sum")
+READOUTS = ("max", "mean", "last", "softmax-sum", "count")
+# readouts whose output layer spikes (kind "lif"); the trace is then its cumulative spike count per training step
+SPIKING_READOUTS = ("count",)
 # Below this relative difference tau_mem and tau_syn are treated as equal
 # (the general formula cancels catastrophically there).
 _EQUAL_TAU_RTOL = 1e-9
@@ -69,7 +71,7 @@ def readout_scores(trace: np.ndarray, readout: str) -> np.ndarray:
         return trace.max(axis=1)
     if readout == "mean":
         return trace.mean(axis=1)
-    if readout == "last":
+    if readout in ("last", "count"):  # count: the trace is the cumulative spike count
         return trace[:, -1]
     if readout == "softmax-sum":
         z = trace - trace.max(axis=2, keepdims=True)

@@ -140,14 +140,20 @@ class LIFLayer(nn.Module):
 
 
 class SNN(nn.Module):
-    """Feed-forward stack of LIF layers and a leaky readout; ``readout`` reduces its trace."""
+    """Feed-forward stack of LIF layers and a readout layer; ``readout`` reduces its trace.
+
+    The readout layer is a leaky integrator (its membrane potential is the trace), or for ``readout="count"``
+    a spiking LIF layer (the trace is its cumulative spike count; the class score is the total count)."""
 
     def __init__(self, layers: list[LIFLayer], dt_ms: float, readout: str = "max"):
         super().__init__()
         if readout not in contract.READOUTS:
             raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(contract.READOUTS)}")
-        if layers[-1].spiking or any(not l.spiking for l in layers[:-1]):
-            raise ValueError("an SNN is spiking layers followed by one non-spiking readout layer")
+        if any(not l.spiking for l in layers[:-1]):
+            raise ValueError("an SNN is spiking layers followed by one readout layer")
+        if layers[-1].spiking != (readout in contract.SPIKING_READOUTS):
+            raise ValueError(f"readout {readout!r} needs a {'spiking' if readout in contract.SPIKING_READOUTS else 'non-spiking'} "
+                             "output layer")
         self.layers = nn.ModuleList(layers)
         self.dt_ms = float(dt_ms)
         self.readout = readout
@@ -171,6 +177,8 @@ class SNN(nn.Module):
             h = layer(h, self.dt_ms, delay_mode, surrogate, slope, backend)
             spikes.append(h)
         trace = self.layers[-1](h, self.dt_ms, delay_mode, surrogate, slope, backend)
+        if self.layers[-1].spiking:  # count readout: cumulative output spikes
+            trace = trace.cumsum(dim=1)
         return readout_scores(trace, self.readout), trace, spikes
 
     def clamp_(self):
@@ -184,7 +192,7 @@ def readout_scores(trace: torch.Tensor, readout: str) -> torch.Tensor:
         return trace.max(dim=1).values
     if readout == "mean":
         return trace.mean(dim=1)
-    if readout == "last":
+    if readout in ("last", "count"):  # count: the trace is the cumulative spike count
         return trace[:, -1]
     if readout == "softmax-sum":
         return torch.softmax(trace, dim=2).sum(dim=1)
@@ -192,10 +200,29 @@ def readout_scores(trace: torch.Tensor, readout: str) -> torch.Tensor:
 
 
 def log_probs(scores: torch.Tensor, readout: str) -> torch.Tensor:
-    """Log class probabilities for the cross-entropy loss."""
+    """Log class probabilities for the cross-entropy loss (for ``count``: a softmax over the spike counts)."""
     if readout == "softmax-sum":  # scores are sums of probabilities over time
         return torch.log(scores / scores.sum(dim=1, keepdim=True) + 1e-12)
     return torch.log_softmax(scores, dim=1)
+
+
+def rate_loss(scores: torch.Tensor, y: torch.Tensor, n_steps: int, rate_true: float, rate_false: float):
+    """The spike-count loss of SLAYER's ``NumSpikes`` as the paper uses it: per sample, half the summed squared
+    difference between each output neuron's spike rate (count / steps) and its target rate (``rate_true`` for
+    the label's neuron, ``rate_false`` for the others), times the number of steps; summed over the batch.
+    (SLAYER also filters the per-step error through its SRM kernel; our neurons are not SRM, so we don't.)"""
+    target = torch.full_like(scores, rate_false)
+    target.scatter_(1, y[:, None], rate_true)
+    return 0.5 * n_steps * ((scores / n_steps - target) ** 2).sum()
+
+
+def summed_loss(scores: torch.Tensor, trace: torch.Tensor, y: torch.Tensor, readout: str, loss: str = "ce",
+                rate_true: float = 0.2, rate_false: float = 0.02) -> torch.Tensor:
+    """The training loss summed over the batch: ``ce`` (cross-entropy of :func:`log_probs`) or ``rate``
+    (:func:`rate_loss` on the spike counts of a ``count`` readout)."""
+    if loss == "rate":
+        return rate_loss(scores, y, trace.shape[1], rate_true, rate_false)
+    return torch.nn.functional.nll_loss(log_probs(scores, readout), y, reduction="sum")
 
 
 def dense_input(events: Events, dt_ms: float, indices=None, *, dtype=torch.float32, device="cpu",

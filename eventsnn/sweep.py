@@ -222,8 +222,38 @@ def run_cell(job: dict) -> dict:
         rec = _run_cell(job)
     msgs = sorted({str(w.message) for w in caught if issubclass(w.category, EventsnnWarning)})
     if msgs:
-        rec["warnings"] = msgs
+        rec["warnings"] = sorted(set(rec.get("warnings", [])) | set(msgs))
     return rec
+
+
+def _cell_events(cfg: "SweepConfig", cell: dict, job: dict):
+    """The cell's (train, val or None, test) events, transforms applied: the same every time (seeded)."""
+    train_ev, val_ev, test_ev = _cell_data(cfg, cell, Path(job["datadir"]), Path(job["base"]))
+    for i, (name, level) in enumerate(sorted(cell["transforms"].items())):
+        s = 7919 * cell["seed"] + 31 * i
+        train_ev = _transform(name, level, s)(train_ev)
+        val_ev = None if val_ev is None else _transform(name, level, s + 1)(val_ev)
+        test_ev = _transform(name, level, s + 2)(test_ev)
+    return train_ev, val_ev, test_ev
+
+
+def _verify_cell(cfg: "SweepConfig", network, dt: float, test_ev, celldir: Path) -> dict:
+    """Brian2 and the exact engine on the cell's selected model (``cfg.verify``): the record's verify fields."""
+    from . import api
+    from .errors import EventsnnError
+    v = cfg.verify
+    n = min(v.samples, len(test_ev))
+    dts = sorted({dt, *[x for x in v.dt if x < dt]}, reverse=True)
+    try:
+        rep = api.verify(network, test_ev.subset(np.arange(n)), out=celldir / "verify", dt=dts, probes=v.probes,
+                         target=v.target)
+    except EventsnnError as e:  # e.g. a model that fires without bound in continuous time: say so in its record
+        return {"verify_error": str(e), "verify_samples": n, "verify_spec": v.model_dump(mode="json")}
+    return {"verify": {r["name"]: {"accuracy": r["accuracy"], "agreement_with_torch": r["agreement_with_torch"],
+                                   **({"spike_mismatch": r["spike_mismatch"]} if r["spike_mismatch"] is not None
+                                      else {})}
+                       for r in rep["runs"]},
+            "verify_samples": n, "verify_spec": v.model_dump(mode="json")}
 
 
 def _run_cell(job: dict) -> dict:
@@ -234,12 +264,16 @@ def _run_cell(job: dict) -> dict:
     cfg = SweepConfig(**job["config"])
     cell, celldir = job["cell"], Path(job["celldir"])
     t0 = time.perf_counter()
-    train_ev, val_ev, test_ev = _cell_data(cfg, cell, Path(job["datadir"]), Path(job["base"]))
-    for i, (name, level) in enumerate(sorted(cell["transforms"].items())):
-        s = 7919 * cell["seed"] + 31 * i
-        train_ev = _transform(name, level, s)(train_ev)
-        val_ev = None if val_ev is None else _transform(name, level, s + 1)(val_ev)
-        test_ev = _transform(name, level, s + 2)(test_ev)
+    train_ev, val_ev, test_ev = _cell_events(cfg, cell, job)
+    if job.get("verify_only"):  # trained earlier; the config's verification was added or changed since
+        import shutil
+        shutil.rmtree(celldir / "verify", ignore_errors=True)
+        from .training import load_checkpoint
+        dt = float(load_checkpoint(celldir / "run" / "checkpoint.pt")["config"]["dt_ms"])
+        rec = {k: v for k, v in job["record"].items() if not k.startswith("verify")}
+        rec.update(_verify_cell(cfg, api.export(celldir / "run"), dt, test_ev, celldir))
+        rec["verify_seconds"] = time.perf_counter() - t0
+        return rec
     settings = {**cfg.train, **cfg.models[cell["model"]], "seed": cell["seed"], "device": job.get("device", "cpu")}
     import shutil
     shutil.rmtree(celldir, ignore_errors=True)  # a cell interrupted earlier starts again
@@ -259,16 +293,7 @@ def _run_cell(job: dict) -> dict:
             probes[tr.name] = acc
     rec["probes"] = probes
     if cfg.verify is not None:
-        v = cfg.verify
-        n = min(v.samples, len(test_ev))
-        dts = sorted({dt, *[x for x in v.dt if x < dt]}, reverse=True)
-        rep = api.verify(model, test_ev.subset(np.arange(n)), out=celldir / "verify", dt=dts, probes=v.probes,
-                         target=v.target)
-        rec["verify"] = {r["name"]: {"accuracy": r["accuracy"], "agreement_with_torch": r["agreement_with_torch"],
-                                     **({"spike_mismatch": r["spike_mismatch"]} if r["spike_mismatch"] is not None
-                                        else {})}
-                         for r in rep["runs"]}
-        rec["verify_samples"] = n
+        rec.update(_verify_cell(cfg, model, dt, test_ev, celldir))
     rec["seconds"] = time.perf_counter() - t0
     return rec
 
@@ -276,15 +301,18 @@ def _run_cell(job: dict) -> dict:
 # ----------------------------------------------------------------------------- the sweep
 
 def read_results(path: Path) -> list[dict]:
+    """The records of ``results.jsonl``, one per cell: a later line for the same cell (its verification added
+    afterwards) replaces the earlier one; a line cut by a kill is skipped (that cell runs again)."""
     if not path.exists():
         return []
-    out = []
+    out = {}
     for line in path.read_text().splitlines():
         try:
-            out.append(json.loads(line))
+            rec = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a line cut by a kill: that cell runs again
-    return out
+            continue
+        out[cell_key(rec["cell"])] = rec
+    return list(out.values())
 
 
 def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress: bool = True,
@@ -307,23 +335,37 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
         mf = out / "sweep.json"
         if mf.exists():
             old = json.loads(mf.read_text())
-            if old.get("config") != meta["config"] or old.get("quick") != quick:
+            same = {k: v for k, v in old.get("config", {}).items() if k != "verify"} == \
+                {k: v for k, v in meta["config"].items() if k != "verify"}
+            if not same or old.get("quick") != quick:
                 raise fail(out, "holds a sweep with a different config (or --quick setting); use another --out "
-                                "or the same config to resume")
+                                "or the same config to resume (only 'verify' may change: trained cells are then "
+                                "verified, not retrained)")
+            if old.get("config") != meta["config"]:
+                with atomic_path(mf) as tmp:
+                    tmp.write_text(json.dumps({**old, **meta}, indent=2))
         else:
             with atomic_path(mf) as tmp:
                 tmp.write_text(json.dumps({**meta, "config_file": str(config_path), "provenance": provenance()},
                                           indent=2))
         results_f = out / "results.jsonl"
-        done = {cell_key(r["cell"]) for r in read_results(results_f)}
+        done = {cell_key(r["cell"]): r for r in read_results(results_f)}
         todo = [c for c in all_cells if cell_key(c) not in done]
+        # trained cells whose verification is missing or was asked with other settings: verify only
+        want = None if cfg.verify is None else cfg.verify.model_dump(mode="json")
+        reverify = [done[cell_key(c)] for c in all_cells if cell_key(c) in done and want is not None
+                    and done[cell_key(c)].get("verify_spec") != want
+                    and (out / "cells" / _digest(c) / "run" / "checkpoint.pt").exists()]
         # a cluster's workers choose their own threads (dask worker --nthreads); locally the cores are shared out
         threads = max(1, (os.cpu_count() or 1) // max(1, workers)) if scheduler is None else 0
         jobs = [{"config": cfg.model_dump(mode="json"), "cell": c, "celldir": str(out / "cells" / _digest(c)),
                  "datadir": str(out / "data"), "base": str(Path(config_path).resolve().parent), "threads": threads,
                  "device": device} for c in todo]
+        jobs += [{"config": cfg.model_dump(mode="json"), "cell": r["cell"], "celldir": str(out / "cells" / _digest(r["cell"])),
+                  "datadir": str(out / "data"), "base": str(Path(config_path).resolve().parent), "threads": threads,
+                  "device": device, "verify_only": True, "record": r} for r in reverify]
         (out / "data").mkdir(parents=True, exist_ok=True)
-        bar = progress_bar(total=len(all_cells), desc=f"sweep {cfg.name}", disable=not progress,
+        bar = progress_bar(total=len(all_cells) + len(reverify), desc=f"sweep {cfg.name}", disable=not progress,
                            initial=len(all_cells) - len(todo))
 
         def record(rec):
@@ -341,7 +383,8 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
         bar.close()
         results = read_results(results_f)
         paths = summarize(cfg, results, out)
-    return {"cells": len(all_cells), "done": len({cell_key(r["cell"]) for r in results}), "ran": len(todo), **paths}
+    return {"cells": len(all_cells), "done": len({cell_key(r["cell"]) for r in results}), "ran": len(todo),
+            "verified": len(reverify), **paths}
 
 
 # ----------------------------------------------------------------------------- table and figure

@@ -21,11 +21,12 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .contract import SPIKING_READOUTS
 from .distributed import Dist
 from .errors import EventsnnError, atomic_path, fail
 from .events import Events
 from .progress import progress_bar
-from .snn import SNN, LIFLayer, dense_input, log_probs, raster
+from .snn import SNN, LIFLayer, dense_input, raster, summed_loss
 
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -51,12 +52,20 @@ class TrainConfig(BaseModel):
     max_delay_ms: float = Field(20.0, ge=0, allow_inf_nan=False,
                                 description="delays are initialised in and clamped to [0, this] ms")
     recurrent: bool = Field(False, description="recurrent weights in the last hidden layer")
-    readout: Literal["max", "mean", "last", "softmax-sum"] = Field(
-        "max", description="class score from the readout trace")
+    readout: Literal["max", "mean", "last", "softmax-sum", "count"] = Field(
+        "max", description="class score from the readout trace; count: a spiking output layer's spike count "
+                           "(the paper's readout)")
     reset: Literal["zero", "subtract"] = Field("zero", description="after a spike v -> 0 or v -> v - threshold")
     tau_mem_ms: Positive = Field(20.0, description="membrane time constant of hidden neurons (ms)")
     tau_syn_ms: Positive = Field(5.0, description="synaptic time constant (ms)")
     tau_out_ms: Positive = Field(20.0, description="membrane time constant of the readout (ms)")
+    loss: Literal["ce", "rate"] = Field(
+        "ce", description="ce: cross-entropy of the class scores; rate: the paper's spike-count loss (readout "
+                          "count): squared distance of each output neuron's rate to --rate-true / --rate-false")
+    rate_true: float = Field(0.2, ge=0, allow_inf_nan=False,
+                             description="loss rate: target spikes per step of the label's output neuron")
+    rate_false: float = Field(0.02, ge=0, allow_inf_nan=False,
+                              description="loss rate: target spikes per step of the other output neurons")
     threshold: Positive = Field(1.0, description="firing threshold (dimensionless)")
     learn_taus: bool = Field(False, description="learn per-neuron time constants")
     surrogate: Literal["fast-sigmoid", "atan", "multi-gaussian"] = Field(
@@ -73,6 +82,13 @@ class TrainConfig(BaseModel):
     patience: int = Field(15, ge=1, description="stop after this many epochs without a better validation score")
     seed: int = Field(0, ge=0, description="seed of initialisation, split and shuffling")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+
+    @field_validator("loss")
+    @classmethod
+    def _loss_needs_counts(cls, v: str, info) -> str:
+        if v == "rate" and info.data.get("readout") != "count":
+            raise ValueError("the rate loss compares spike counts: use it with --readout count")
+        return v
 
     @field_validator("device")
     @classmethod
@@ -184,8 +200,13 @@ def build_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device) -> SNN:
                                weight_scale=cfg.weight_scale, generator=g))
         layers[-1].set_delays_trainable(cfg.delays != "none")
         n_pre = h
-    layers.append(LIFLayer(n_pre, n_classes, spiking=False, tau_mem_ms=cfg.tau_out_ms, tau_syn_ms=cfg.tau_syn_ms,
-                           learn_taus=cfg.learn_taus, weight_scale=1.0, generator=g))
+    if cfg.readout in SPIKING_READOUTS:  # a spiking output layer whose spikes are counted
+        layers.append(LIFLayer(n_pre, n_classes, reset=cfg.reset, tau_mem_ms=cfg.tau_out_ms,
+                               tau_syn_ms=cfg.tau_syn_ms, threshold=cfg.threshold, learn_taus=cfg.learn_taus,
+                               weight_scale=cfg.weight_scale, generator=g))
+    else:
+        layers.append(LIFLayer(n_pre, n_classes, spiking=False, tau_mem_ms=cfg.tau_out_ms,
+                               tau_syn_ms=cfg.tau_syn_ms, learn_taus=cfg.learn_taus, weight_scale=1.0, generator=g))
     return SNN(layers, cfg.dt_ms, cfg.readout).to(device)
 
 
@@ -233,9 +254,11 @@ class Batcher:
         return dense_input(self.events, self.dt_ms, idx, device=self.device, warn=False), y
 
 
-def evaluate(model: SNN, batcher: Batcher, idx: np.ndarray, batch_size: int = 256, dist=None):
+def evaluate(model: SNN, batcher: Batcher, idx: np.ndarray, batch_size: int = 256, dist=None,
+             loss: tuple = ("ce", 0.2, 0.02)):
     """(accuracy, mean loss) in ``round`` delay mode, no gradients; with ``dist`` each rank evaluates its share
-    of ``idx`` and the sums are combined, so every rank gets the same numbers."""
+    of ``idx`` and the sums are combined, so every rank gets the same numbers. ``loss``: (kind, rate_true,
+    rate_false) of :func:`~eventsnn.snn.summed_loss`."""
     if len(idx) == 0:
         return float("nan"), float("nan")
     mine = idx if dist is None else dist.shard(idx)
@@ -243,9 +266,8 @@ def evaluate(model: SNN, batcher: Batcher, idx: np.ndarray, batch_size: int = 25
     with torch.no_grad():
         for s in range(0, len(mine), batch_size):
             x, y = batcher(mine[s:s + batch_size])
-            scores, _, _ = model(x, delay_mode="round")
-            lp = log_probs(scores, model.readout)
-            loss_sum += float(torch.nn.functional.nll_loss(lp, y, reduction="sum"))
+            scores, trace, _ = model(x, delay_mode="round")
+            loss_sum += float(summed_loss(scores, trace, y, model.readout, *loss))
             correct += int((scores.argmax(1) == y).sum())
     if dist is not None:
         correct, loss_sum = dist.sum_floats(correct, loss_sum)
@@ -368,6 +390,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
     events, tr_idx, val_idx, test = _load_data(cfg, events, test_events, val_events)
     model = build_model(cfg, events.n_units, events.n_classes, dev)
     opt = make_optimizer(model, cfg)
+    loss_spec = (cfg.loss, cfg.rate_true, cfg.rate_false)
     history, best, start_epoch, bad_epochs = [], None, 0, 0
     if ckpt is not None:
         try:
@@ -405,9 +428,9 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
             opt.zero_grad(set_to_none=True)
             if len(b):
                 x, y = batcher(b)
-                scores, _, spikes = model(x, delay_mode="interp", surrogate=cfg.surrogate, slope=cfg.slope)
+                scores, trace, spikes = model(x, delay_mode="interp", surrogate=cfg.surrogate, slope=cfg.slope)
                 # this rank's share of the global batch mean: summed over ranks it is the one-process loss
-                loss = torch.nn.functional.nll_loss(log_probs(scores, cfg.readout), y, reduction="sum") / len(batch)
+                loss = summed_loss(scores, trace, y, cfg.readout, *loss_spec) / len(batch)
                 if cfg.spike_reg > 0:
                     loss = loss + cfg.spike_reg * sum((sp.sum(1) ** 2).mean(1).sum() for sp in spikes) / len(batch)
                 loss.backward()
@@ -420,7 +443,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         loss_sum, correct, rate_sum = dist.sum_floats(loss_sum, correct, rate_sum)
         # -- evaluate on the validation split; keep the best model (selection never sees the test set)
         model.eval()
-        val_acc, val_loss = evaluate(model, batcher, val_idx, dist=dist)
+        val_acc, val_loss = evaluate(model, batcher, val_idx, dist=dist, loss=loss_spec)
         rec = {"epoch": epoch, "train_loss": loss_sum / len(perm), "train_acc": correct / len(perm),
                "val_acc": val_acc, "val_loss": val_loss, "spikes_per_neuron": rate_sum / len(perm),
                "seconds": time.perf_counter() - t0}
@@ -466,7 +489,8 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         best_model.load_state_dict(best["model"])
         best_model.eval()
         tb = Batcher(test, cfg.dt_ms, dev, what="test")
-        summary["test_acc"], summary["test_loss"] = evaluate(best_model, tb, np.arange(len(test)), dist=dist)
+        summary["test_acc"], summary["test_loss"] = evaluate(best_model, tb, np.arange(len(test)), dist=dist,
+                                                               loss=loss_spec)
     if dist.main:
         with atomic_path(rundir / "summary.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2))

@@ -126,6 +126,36 @@ def test_brian2_samples_split_over_worker_processes_equal_torch(tmp_path):
     assert set(rb.layers[0].sample.tolist()) > {0, 4}, "spikes of both chunks present"
 
 
+def count_network(seed=1):
+    """A random network whose output layer spikes and is counted (``readout="count"``, the paper's readout)."""
+    net = random_network(seed)
+    L = net.layers[-1]
+    net.layers[-1] = Layer("lif", L.size, L.tau_mem_ms, L.tau_syn_ms, np.abs(L.ff_weight) * 2, reset="zero",
+                           threshold=np.ones(L.size), refractory_ms=np.array([0.0, 2.0, 0.0]))
+    net.readout = "count"
+    return net.validate()
+
+
+def test_count_readout_identical_in_torch_and_brian2_and_converges_to_the_exact_run(tmp_path):
+    from eventsnn.bridge.event_engine import simulate_event
+    net, ev = count_network(), random_events(1, n_samples=6)
+    rt = simulate_torch(net, ev)
+    # the trace is the cumulative output spike count on the training grid; the score its last value
+    assert np.all(np.diff(rt.trace, axis=1) >= 0) and rt.trace[:, -1].sum() > 20
+    np.testing.assert_array_equal(rt.prediction, rt.trace[:, -1].argmax(1))
+    for copies in (None, 2):  # one window, and samples one after another in time (counts restart per window)
+        assert_runs_identical(rt, simulate_brian2(net, ev, target="numpy", build_dir=tmp_path / f"b{copies}",
+                                                  max_copies=copies), trace_rtol=0)
+    save_network(net, tmp_path / "net.h5")
+    back = load_network(tmp_path / "net.h5")
+    assert back.readout == "count" and back.layers[-1].kind == "lif"
+    # at fine dt with exact delays and inputs the counts approach the exact run's
+    ex = simulate_event(net, ev)
+    err = [np.abs(simulate_torch(net, ev, dt_ms=dt, delays="exact", inputs="exact").trace - ex.trace).max()
+           for dt in (0.1, 0.01)]
+    assert err[1] <= 1 and err[1] < err[0], err
+
+
 def test_float32_engine_close_to_float64():
     net = random_network(4)
     ev = random_events(4)
@@ -210,6 +240,7 @@ BAD_NETWORKS = {
     "negtau": (lambda h: h["layers/2/tau_mem_ms"].__setitem__(0, -5.0), "tau_mem_ms must be > 0"),
     "shape": (lambda h: (h.__delitem__("layers/2/ff_weight"),
                          h.create_dataset("layers/2/ff_weight", data=np.ones((4, 3)))), "shape [4, 3]"),
+    "countreadout": (lambda h: h.attrs.__setitem__("readout", "count"), "counts the spikes of a spiking 'lif'"),
 }
 
 

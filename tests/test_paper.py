@@ -259,6 +259,24 @@ def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
     (out / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])
     r = run_cli("sweep", tmp_path / "c.yaml", "--out", out, "--quick", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["ran"] == 1
+    # verification added to the config afterwards: the trained cells are verified, not retrained
+    from eventsnn.sweep import read_results
+    before = {json.dumps(x["cell"], sort_keys=True): x for x in read_results(out / "results.jsonl")}
+    cfg["verify"] = {"dt": [0.5], "samples": 2, "probes": "reverse-window"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = run_cli("sweep", tmp_path / "c.yaml", "--out", out, "--quick", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["ran"] == 0 and res["verified"] == res["cells"] == 4
+    rows = read_results(out / "results.jsonl")
+    assert len(rows) == 4
+    for x in rows:
+        old = before[json.dumps(x["cell"], sort_keys=True)]
+        assert x["test_acc"] == old["test_acc"] and x["train_seconds"] == old["train_seconds"]  # not retrained
+        assert x["verify"]["brian2-dt1-none"]["spike_mismatch"] == 0 and "brian2-dt0.5-reverse-window" in x["verify"]
+    assert "verify brian2-dt0.5-none (%)" in (out / "table.md").read_text()
+    r = run_cli("sweep", tmp_path / "c.yaml", "--out", out, "--quick", "--json")  # nothing left to do
+    assert json.loads(r.stdout)["verified"] == 0 and json.loads(r.stdout)["ran"] == 0
     cfg["train"]["lr"] = 0.003
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     r = run_cli("sweep", tmp_path / "c.yaml", "--out", out, "--quick")

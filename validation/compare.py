@@ -4,52 +4,92 @@ from __future__ import annotations
 import numpy as np
 
 from eventsnn.errors import EventsnnError
+from eventsnn.bridge.event_engine import _jit
 from eventsnn.runfile import LayerSpikes, RunReader, RunResult, sample_chunks
 
 
 def match_spikes(a_ms: np.ndarray, b_ms: np.ndarray, tol_ms: float):
-    """Optimal one-to-one matching of two sorted spike trains of one unit.
+    """Optimal one-to-one matching of two spike trains of one unit.
 
     Among the pairings of spikes at most ``tol_ms`` apart (inclusive), the one with the most pairs and, among
-    those, the smallest total absolute shift (:func:`scipy.optimize.linear_sum_assignment` on each cluster of
-    spikes whose neighbours lie within the tolerance; clusters are independent). A greedy walk in time order
-    can pair a spike with an early neighbour and leave a closer one unmatched, inflating the shift statistics.
-    Returns ``(matched_a_idx, matched_b_idx)``, sorted by ``a``.
+    those, the smallest total absolute shift. For costs ``|t_a - t_b|`` an optimum exists that keeps time order
+    (two crossing pairs, uncrossed, stay within the tolerance and cost no more), so a dynamic programme over the
+    two sorted trains finds it, visiting only the pairs within the tolerance: time O((n + m) w) for w spikes per
+    tolerance window, however dense the trains (a cluster-wise assignment is cubic in the cluster, and a fast-firing
+    unit is one cluster). A greedy walk in time order can pair a spike with an early neighbour and leave a closer
+    one unmatched. Returns ``(matched_a_idx, matched_b_idx)``, sorted by ``a``.
     """
-    from scipy.optimize import linear_sum_assignment
-
     a_ms, b_ms = np.asarray(a_ms, float), np.asarray(b_ms, float)
     if not len(a_ms) or not len(b_ms):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    oa, ob = np.argsort(a_ms, kind="stable"), np.argsort(b_ms, kind="stable")
+    a, b = a_ms[oa], b_ms[ob]
     tol = tol_ms + 1e-12
-    t = np.concatenate([a_ms, b_ms])
-    is_b = np.r_[np.zeros(len(a_ms), bool), np.ones(len(b_ms), bool)]
-    idx = np.r_[np.arange(len(a_ms)), np.arange(len(b_ms))]
-    order = np.argsort(t, kind="stable")
-    t, is_b, idx = t[order], is_b[order], idx[order]
-    cuts = np.flatnonzero(np.diff(t) > tol) + 1
-    ma, mb = [], []
-    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(t)]):
-        ia, ib = idx[lo:hi][~is_b[lo:hi]], idx[lo:hi][is_b[lo:hi]]
-        if not len(ia) or not len(ib):
-            continue
-        D = np.abs(a_ms[ia][:, None] - b_ms[ib][None, :])
-        ok = D <= tol
-        if len(ia) == 1 or len(ib) == 1:  # one spike on a side: the nearest partner
-            k = np.argmin(np.where(ok, D, np.inf))
-            r, c = np.unravel_index(k, D.shape)
-            if ok[r, c]:
-                ma.append(ia[r])
-                mb.append(ib[c])
-            continue
-        big = tol * (min(len(ia), len(ib)) + 1) + 1.0  # any extra pair outweighs every shift
-        r, c = linear_sum_assignment(np.where(ok, D - big, 0.0))
-        keep = ok[r, c]
-        ma.extend(ia[r[keep]])
-        mb.extend(ib[c[keep]])
-    ma, mb = np.asarray(ma, np.int64), np.asarray(mb, np.int64)
-    o = np.argsort(ma, kind="stable")
-    return ma[o], mb[o]
+    lo = np.searchsorted(b, a - tol, "left")
+    hi = np.searchsorted(b, a + tol, "right")
+    ia, ib = _match_sorted(a, b, lo.astype(np.int64), hi.astype(np.int64))
+    ia, ib = oa[ia], ob[ib]
+    o = np.argsort(ia, kind="stable")
+    return ia[o], ib[o]
+
+
+@_jit
+def _match_sorted(a, b, lo, hi):
+    """The dynamic programme of :func:`match_spikes` on sorted trains; ``b[lo[i]:hi[i]]`` are a[i]'s partners.
+
+    ``f(i, j)`` = (pairs, -total shift) of the best matching of ``a[:i]`` with ``b[:j]``; only the columns
+    ``j`` in ``(lo[i-1], hi[i-1]]`` change in row ``i`` (below them ``a[i-1]`` has no partner, above them no
+    earlier spike of ``a`` has one either: the row is constant there), so one array holds the current row."""
+    n, m = len(a), len(b)
+    cnt = np.zeros(m + 1, np.int64)
+    cost = np.zeros(m + 1)
+    top = 0
+    start = np.zeros(n + 1, np.int64)
+    for i in range(n):
+        start[i + 1] = start[i] + (hi[i] - lo[i])
+    move = np.zeros(start[n], np.int8)  # 0: skip a[i], 1: skip b[j-1], 2: pair them
+    for i in range(n):
+        h = hi[i]
+        while top < h:  # columns above the last band hold the row's tail value
+            cnt[top + 1] = cnt[top]
+            cost[top + 1] = cost[top]
+            top += 1
+        j0 = lo[i] + 1
+        diag_c, diag_s = cnt[j0 - 1], cost[j0 - 1]   # f(i, j-1) before this row overwrote it
+        for j in range(j0, h + 1):
+            up_c, up_s = cnt[j], cost[j]                 # f(i, j): a[i] unmatched
+            left_c, left_s = cnt[j - 1], cost[j - 1]     # f(i+1, j-1): b[j-1] unmatched
+            best_c, best_s, mv = up_c, up_s, 0
+            if left_c > best_c or (left_c == best_c and left_s < best_s):
+                best_c, best_s, mv = left_c, left_s, 1
+            pc, ps = diag_c + 1, diag_s + abs(a[i] - b[j - 1])
+            if pc > best_c or (pc == best_c and ps < best_s):
+                best_c, best_s, mv = pc, ps, 2
+            diag_c, diag_s = up_c, up_s
+            cnt[j], cost[j] = best_c, best_s
+            move[start[i] + j - j0] = mv
+    k = cnt[top]
+    ia = np.empty(k, np.int64)
+    ib = np.empty(k, np.int64)
+    i, j = n, top
+    while i > 0 and j > 0 and k > 0:
+        r = i - 1
+        if j > hi[r]:
+            j = hi[r]
+        elif j <= lo[r]:
+            i -= 1
+        else:
+            mv = move[start[r] + j - (lo[r] + 1)]
+            if mv == 0:
+                i -= 1
+            elif mv == 1:
+                j -= 1
+            else:
+                k -= 1
+                ia[k], ib[k] = r, j - 1
+                i -= 1
+                j -= 1
+    return ia, ib
 
 
 def _timing_stats(shifts: np.ndarray, n_a: int, n_b: int, tol_ms: float) -> dict:
@@ -87,9 +127,15 @@ def spike_shift_values(a: LayerSpikes, b: LayerSpikes, tol_ms: float):
 
 def exact_mismatch(a: LayerSpikes, b: LayerSpikes) -> int:
     """Number of spikes (sample, unit, step) present in one run but not the other."""
-    ka = set(zip(a.sample.tolist(), a.unit.tolist(), a.step.tolist()))
-    kb = set(zip(b.sample.tolist(), b.unit.tolist(), b.step.tolist()))
-    return len(ka ^ kb)
+    if not len(a.step) and not len(b.step):
+        return 0
+    units = int(max(a.unit.max(initial=0), b.unit.max(initial=0))) + 1
+    steps = int(max(a.step.max(initial=0), b.step.max(initial=0))) + 1
+
+    def key(L):
+        return (L.sample.astype(np.int64) * units + L.unit) * steps + L.step
+
+    return int(len(np.setxor1d(key(a), key(b))))
 
 
 def _aligned(a: RunResult, b: RunResult):
