@@ -147,6 +147,7 @@ def main():
                 shutil.rmtree(rep / "runs", ignore_errors=True)  # GBs at 0.01 ms; the numbers are kept
                 return {"wall_s": r["seconds"], "peak_rss_mb": r["peak_rss_mb"], "runs": len(report["runs"]),
                         "samples_per_s": round(vs / r["seconds"], 3), "report_chunks": report.get("report_chunks"),
+                        "runs_wall_s": report["wall_s"]["runs"], "report_wall_s": report["wall_s"]["report"],
                         "run_seconds": {x["name"]: round(x.get("wall_s", float("nan")), 1) for x in report["runs"]}}
             out["verify"][f"{workers}_workers"] = step(f"verify_{workers}_workers_{vs}_samples", verify)
         v1, v2 = (out["verify"][f"{w}_workers"]["samples_per_s"] for w in (1, 2))

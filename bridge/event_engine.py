@@ -359,6 +359,7 @@ def input_arrivals(net: Network, t_ms: np.ndarray, units: np.ndarray, T_end: flo
 
 
 MAX_RATE_HZ = 1000.0  # mean rate per hidden neuron at which an exact run is stopped (a 1 ms clock's own cap)
+SPIKE_CAP_FLOOR = 200_000  # ... but never below this many spikes per sample (a small network is cheap at any rate)
 
 
 def simulate_event(net: Network, events, indices=None, *, progress: bool = False, workers: int = 1,
@@ -376,9 +377,10 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
     workers : int
         Processes to spread the samples over.
     max_rate_hz : float
-        Stop with an error when one sample's hidden spikes exceed this mean rate per hidden neuron (default
-        1000 Hz, what a 1 ms clock can give at most). A network with no refractory period can fire without
-        bound at fine time scales; an exact run of it is an event per spike and would not finish.
+        Stop with an error when one sample's spikes exceed this mean rate per hidden neuron (default 1000 Hz,
+        what a 1 ms clock can give at most) and :data:`SPIKE_CAP_FLOOR` (200,000: below it a run is cheap at any
+        rate). A network with no refractory period can fire without bound at fine time scales; an exact run of
+        it is an event per spike and would not finish.
 
     Returns
     -------
@@ -406,7 +408,7 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
         return run
     flat = _flatten(net)
     n_hidden_units = sum(L.size for L in net.layers[:-1])
-    cap = max(1, int(max_rate_hz * events.duration_ms * 1e-3 * n_hidden_units))
+    cap = max(SPIKE_CAP_FLOOR, int(max_rate_hz * events.duration_ms * 1e-3 * n_hidden_units))
     K = n_steps(events.duration_ms, net.dt_ms)
     sample_t = (np.arange(K) + 1) * net.dt_ms
     T_end = events.duration_ms
@@ -421,8 +423,8 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
             lay, unit, tt, tr = _simulate_sample(*arrivals, T_end, sample_t, *flat, cap)
             if len(tt) >= cap:
                 raise EventsnnError(
-                    f"sample {int(s)}: the exact run reached {cap} hidden spikes by t = {tt.max():.1f} ms (a mean "
-                    f"of {max_rate_hz:g} Hz per hidden neuron over the sample) and was stopped: without a clock "
+                    f"sample {int(s)}: the exact run reached {cap} spikes by t = {tt.max():.1f} ms (more than "
+                    f"{max_rate_hz:g} Hz per hidden neuron over the sample) and was stopped: without a clock "
                     "to cap it at one spike per step, this network fires without bound and an exact run would "
                     "take hours. Verify with --no-exact, or give the network a refractory period; "
                     "max_rate_hz raises the cap")

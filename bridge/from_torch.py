@@ -1,6 +1,8 @@
 """torch model <-> network file (the only bridge module that imports torch)."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -123,6 +125,7 @@ def simulate_torch(net: Network, events, indices=None, *, dt_ms: float | None = 
     batch_size = _bounded_batch(net, events, dt_ms, dtype, batch_size)
     hidden = [[] for _ in model.layers[:-1]]
     traces = []
+    t0 = time.perf_counter()
     merged = n_spikes = 0
     with torch.no_grad(), progress_bar(total=len(indices), desc=f"torch dt={dt_ms:g}ms", disable=not progress) as bar:
         for start in range(0, len(indices), batch_size):
@@ -146,4 +149,4 @@ def simulate_torch(net: Network, events, indices=None, *, dt_ms: float | None = 
     trace = np.concatenate(traces)
     pred = readout_scores(trace, net.readout).argmax(axis=1)
     return RunResult("torch", dt_ms, net.dt_ms, delays, inputs, str(device), net.readout, layers, trace, pred,
-                     events.labels[indices].copy(), indices)
+                     events.labels[indices].copy(), indices, {"wall_s": time.perf_counter() - t0})

@@ -369,6 +369,13 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
                            initial=len(all_cells) - len(todo))
 
         def record(rec):
+            if results_f.exists() and results_f.stat().st_size:
+                with open(results_f, "rb") as f:  # a line cut by a kill must not swallow the next record
+                    f.seek(-1, os.SEEK_END)
+                    cut = f.read(1) != b"\n"
+                if cut:
+                    with open(results_f, "a") as f:
+                        f.write("\n")
             with open(results_f, "a") as f:
                 f.write(json.dumps(rec) + "\n")
                 f.flush()

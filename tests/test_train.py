@@ -231,12 +231,12 @@ def test_resume_equals_uninterrupted(poly_files, tmp_path):
 
 @pytest.mark.parametrize("extra", [{}, {"delays": "synaptic", "recurrent": True, "learn_taus": True,
                                          "readout": "softmax-sum", "reset": "subtract"},
-                                   {"readout": "count", "loss": "rate", "epochs": 6}])
+                                   {"readout": "count", "loss": "rate", "epochs": 40, "hidden": [64]}])
 def test_export_roundtrip_torch_and_brian2(poly_files, tmp_path, extra):
     tr, te = poly_files
     summary = train(_small_cfg(tr, **{"epochs": 3, **extra}), tmp_path / "run", progress=False)
-    if extra.get("loss") == "rate":  # the paper's readout and loss learn (4 classes: chance 0.25)
-        assert summary["val_acc"] >= 0.5, summary
+    if extra.get("loss") == "rate":  # the paper's readout and loss learn (4 classes: chance 0.25; measured 0.90)
+        assert summary["val_acc"] >= 0.7, summary
     p = run_cli("export", tmp_path / "run", "--out", tmp_path / "net.h5", "--json")
     assert p.returncode == 0, p.stderr
     net = load_network(tmp_path / "net.h5")

@@ -199,12 +199,17 @@ def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, targ
     # each run
     over_runs = scheduler is not None or (workers > 1 and len(todo) >= workers)
     todo = [(*t, 1 if over_runs else workers) for t in todo]
+    import time
+    t0 = time.perf_counter()
     with progress_bar(total=len(specs), desc="verify runs", disable=not progress,
                       initial=len(specs) - len(todo)) as bar, \
             Pool(workers if over_runs else 1, scheduler) as pool:
         pool.map(_execute, todo, bar)
     shutil.rmtree(outdir / "build", ignore_errors=True)
+    t1 = time.perf_counter()
     report = build_report(outdir, specs, net, n)
+    report["wall_s"] = {"runs": round(t1 - t0, 2), "report": round(time.perf_counter() - t1, 2),
+                        "runs_computed": len(todo)}
     report["provenance"] = provenance()
     report["network_sha256"], report["events_sha256"] = net_sha, ev_sha
     report["network"] = Path(net_path).name
