@@ -43,7 +43,8 @@ ENGINES = {
     "brian2": Engine("brian2", _brian2, True, ("round", "exact"), ("binned", "exact"),
                      frozenset({"target", "build_dir", "exact_math", "max_copies", "max_synapses", "progress",
                                 "compile_only", "workers"})),
-    "event": Engine("event", _event, False, ("exact",), ("exact",), frozenset({"progress", "workers", "max_rate_hz"})),
+    "event": Engine("event", _event, False, ("exact",), ("exact",),
+                    frozenset({"progress", "workers", "max_rate_hz"})),
 }
 
 
@@ -82,7 +83,7 @@ def first_chunk(net, events, dt_ms: float | None, budget_bytes: int) -> int:
     from eventsnn.runfile import SPIKE_BYTES
     step = dt_ms if dt_ms is not None else net.dt_ms / 100
     T = n_steps(events.duration_ms, step)
-    hidden = sum(L.size for L in net.layers if L.kind == "lif")
+    hidden = sum(L.size for L in net.layers[:-1])  # a count readout's spikes are not kept: only the trace
     per_sample = T * hidden * SPIKE_BYTES + n_steps(events.duration_ms, net.dt_ms) * net.n_outputs * 8
     return max(1, min(len(events), budget_bytes // max(per_sample, 1)))
 
@@ -116,12 +117,12 @@ def simulate_to_file(engine: str, net, events, path, *, attrs: dict | None = Non
         b = bin_events(events, net.dt_ms).binary()
         warn_merged(b.merged, b.n_spikes, net.dt_ms)
     lo = 0
-    with warnings.catch_warnings(), RunWriter(path, attrs) as w, progress_bar(total=S, desc=f"{engine} samples", unit="sample",
-                                                   disable=not (progress and chunked)) as bar:
+    with warnings.catch_warnings(), RunWriter(path, attrs) as w, \
+            progress_bar(total=S, desc=f"{engine} samples", unit="sample", disable=not (progress and chunked)) as bar:
+        if chunked:
+            warnings.simplefilter("ignore", EventsnnWarning)
         while lo < S:
             hi = min(S, lo + size)
-            if chunked:
-                warnings.simplefilter("ignore", EventsnnWarning)
             part = simulate(engine, net, events, np.arange(lo, hi), dt_ms=dt_ms, delays=delays, inputs=inputs,
                             progress=progress and not chunked, **options)
             w.append(part)
