@@ -315,6 +315,38 @@ def read_results(path: Path) -> list[dict]:
     return list(out.values())
 
 
+def _incompatible(old: dict, new: dict) -> str | None:
+    """What changed between two sweep configs (``model_dump`` form) that makes the cells already trained under
+    ``old`` invalid under ``new``, or None. A cell is its (grid values, transform levels, model, seed): adding or
+    removing seeds, grid or transform values, or whole models leaves every other cell as it was, and so do
+    ``verify``, ``figure``, ``description``, ``name`` and ``quick`` (the --quick flag is checked apart); anything
+    else (the task, its options and sizes, the training settings, a kept model's settings, the probes, the grid's
+    or transforms' keys) would mix cells of two different experiments in one table."""
+    free = {"verify", "figure", "description", "name", "quick", "seeds", "models", "transforms", "data"}
+    for k in sorted(set(old) | set(new)):
+        if k not in free and old.get(k) != new.get(k):
+            return k
+    od, nd = old.get("data", {}), new.get("data", {})
+    for k in sorted(set(od) | set(nd)):
+        if k != "grid" and od.get(k) != nd.get(k):
+            return f"data.{k}"
+    if set(od.get("grid", {})) != set(nd.get("grid", {})):
+        return "the keys of data.grid"
+    if set(old.get("transforms", {})) != set(new.get("transforms", {})):
+        return "the keys of transforms"
+    om, nm = old.get("models", {}), new.get("models", {})
+    for k in sorted(set(om) & set(nm)):
+        if om[k] != nm[k]:
+            return f"models.{k}"
+    return None
+
+
+def _current(results: list[dict], wanted: set[str]) -> list[dict]:
+    """The records of the cells in the config's grid (a record of a seed or level since removed stays in
+    results.jsonl, out of the table)."""
+    return [r for r in results if cell_key(r["cell"]) in wanted]
+
+
 def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress: bool = True,
               device: str = "cpu", scheduler: str | None = None) -> dict:
     """Run (or resume) a sweep; returns ``{"cells", "done", "ran", "table", "figure"}``.
@@ -335,12 +367,12 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
         mf = out / "sweep.json"
         if mf.exists():
             old = json.loads(mf.read_text())
-            same = {k: v for k, v in old.get("config", {}).items() if k != "verify"} == \
-                {k: v for k, v in meta["config"].items() if k != "verify"}
-            if not same or old.get("quick") != quick:
-                raise fail(out, "holds a sweep with a different config (or --quick setting); use another --out "
-                                "or the same config to resume (only 'verify' may change: trained cells are then "
-                                "verified, not retrained)")
+            why = "the --quick setting" if old.get("quick") != quick else \
+                _incompatible(old.get("config", {}), meta["config"])
+            if why:
+                raise fail(out, f"holds a sweep with a different config ({why} changed); use another --out, or "
+                                "change only what keeps the trained cells valid: seeds, grid and transform values, "
+                                "models added or removed, verify, figure, description")
             if old.get("config") != meta["config"]:
                 with atomic_path(mf) as tmp:
                     tmp.write_text(json.dumps({**old, **meta}, indent=2))
@@ -349,7 +381,8 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
                 tmp.write_text(json.dumps({**meta, "config_file": str(config_path), "provenance": provenance()},
                                           indent=2))
         results_f = out / "results.jsonl"
-        done = {cell_key(r["cell"]): r for r in read_results(results_f)}
+        wanted = {cell_key(c) for c in all_cells}
+        done = {cell_key(r["cell"]): r for r in read_results(results_f) if cell_key(r["cell"]) in wanted}
         todo = [c for c in all_cells if cell_key(c) not in done]
         # trained cells whose verification is missing or was asked with other settings: verify only
         want = None if cfg.verify is None else cfg.verify.model_dump(mode="json")
@@ -380,7 +413,7 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
                 f.write(json.dumps(rec) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
-            summarize(cfg, read_results(results_f), out)
+            summarize(cfg, _current(read_results(results_f), wanted), out)
             bar.update(1)
 
         if jobs:
@@ -388,7 +421,7 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
                 for _, rec in pool.as_completed(run_cell, jobs):
                     record(rec)
         bar.close()
-        results = read_results(results_f)
+        results = _current(read_results(results_f), wanted)
         paths = summarize(cfg, results, out)
     return {"cells": len(all_cells), "done": len({cell_key(r["cell"]) for r in results}), "ran": len(todo),
             "verified": len(reverify), **paths}

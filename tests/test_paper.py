@@ -277,10 +277,32 @@ def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
     assert "verify brian2-dt0.5-none (%)" in (out / "table.md").read_text()
     r = run_cli("sweep", tmp_path / "c.yaml", "--out", out, "--quick", "--json")  # nothing left to do
     assert json.loads(r.stdout)["verified"] == 0 and json.loads(r.stdout)["ran"] == 0
-    cfg["train"]["lr"] = 0.003
+    # a seed added and a grid value dropped: only the new seed's cells train; the table shows the config's grid
+    cfg["seeds"] = [0, 1]
+    cfg["quick"]["data"]["grid"]["overlap"] = [0.0]
+    del cfg["verify"]
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    r = run_cli("sweep", tmp_path / "c.yaml", "--out", out, "--quick")
-    assert r.returncode == 2 and "different config" in r.stderr
+    r = run_cli("sweep", tmp_path / "c.yaml", "--out", out, "--quick", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["cells"] == res["done"] == 4 and res["ran"] == 2 and res["verified"] == 0
+    rows = read_results(out / "results.jsonl")
+    assert len(rows) == 6  # the dropped level's records are kept in the file
+    for x in rows:
+        if x["cell"]["seed"] == 0:
+            assert x["test_acc"] == before[json.dumps(x["cell"], sort_keys=True)]["test_acc"]
+    table = [ln for ln in (out / "table.md").read_text().splitlines() if ln.startswith("| 0 |")]
+    assert len(table) == 2 and all(ln.split(" | ")[2] == "2" for ln in table), table
+    assert not any(ln.startswith("| 1 |") for ln in (out / "table.md").read_text().splitlines())
+    for key, value, what in (("train", {**cfg["train"], "lr": 0.003}, "train"),
+                             ("models", {**cfg["models"], "none": {"delays": "none", "recurrent": True}},
+                              "models.none"),
+                             ("probes", [], "probes")):
+        bad = {**cfg, key: value}
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(bad))
+        r = run_cli("sweep", tmp_path / "c.yaml", "--out", out, "--quick")
+        assert r.returncode == 2 and f"different config ({what} changed)" in r.stderr, r.stderr
+        assert len(read_results(out / "results.jsonl")) == 6
 
 
 @pytest.mark.parametrize("mutate, message", [
