@@ -656,7 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "probes, optional Brian2 verification. Resumable cell by cell; writes "
                                     "results.jsonl, table.md and figure.png in OUT.")
     sw.add_argument("config", type=Path, metavar="CONFIG", help="sweep config (YAML)")
-    sw.add_argument("--out", required=True, type=Path, help="sweep directory (resumable; add seeds, grid values, models or verify to the config and rerun: only the new cells run)")
+    sw.add_argument("--out", required=True, type=Path,
+                    help="sweep directory (resumable; add seeds, grid values, models or verify to the config and "
+                         "rerun: only the new cells run)")
     sw.add_argument("--workers", type=POS_INT, default=1,
                     help="cells trained at once on a Dask LocalCluster (threads are shared out)")
     sw.add_argument("--scheduler", metavar="tcp://HOST:PORT",
