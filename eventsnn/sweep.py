@@ -442,7 +442,12 @@ def _fmt(values) -> str:
     if not v:
         return "—"
     m = 100 * float(np.mean(v))
-    return f"{m:.1f} ± {100 * float(np.std(v)):.1f}" if len(v) > 1 else f"{m:.1f}"
+    return f"{m:.1f} ± {100 * _sd(v):.1f}" if len(v) > 1 else f"{m:.1f}"
+
+
+def _sd(v) -> float:
+    """The spread over seeds: the sample standard deviation (n - 1), 0 for a single seed."""
+    return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
 
 
 def _probe_order(name: str):
@@ -454,7 +459,7 @@ def _probe_order(name: str):
 
 
 def summarize(cfg: SweepConfig, results: list[dict], out: Path) -> dict:
-    """Write table.md (mean ± std over seeds, accuracy in %) and the figure; return their paths."""
+    """Write table.md (mean ± sample standard deviation over seeds, accuracy in %) and the figure; return their paths."""
     axes = _axes(cfg)
     probe_names = sorted({k for r in results for k in r.get("probes", {})}, key=_probe_order)
     # the table shows the verified accuracy on the original inputs (all probes are in results.jsonl and each
@@ -472,7 +477,7 @@ def summarize(cfg: SweepConfig, results: list[dict], out: Path) -> dict:
     head = axes + ["model", "seeds", "test accuracy (%)"] + [f"{p} (%)" for p in probe_names] \
         + [f"verify {v} (%)" for v in verify_names]
     lines = [f"# {cfg.name}", "", cfg.description.strip(), "",
-             "Accuracy on the independent test file, mean ± std over seeds; chance "
+             "Accuracy on the independent test file, mean ± standard deviation over seeds (n − 1); chance "
              f"{_fmt([r['chance'] for r in results])} %." if results else "No cell finished yet.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key in rows:
@@ -519,7 +524,7 @@ def _figure(cfg: SweepConfig, results: list[dict], out: Path) -> Path:
         for si, (label, pts) in enumerate(sorted(series.items())):
             xs = sorted(pts)
             m = [100 * np.mean(pts[v]) for v in xs]
-            s = [100 * np.std(pts[v]) for v in xs]
+            s = [100 * _sd(pts[v]) for v in xs]
             ax.errorbar(xs, m, yerr=s, marker="o", capsize=3, label=f"{label} (eventsnn)",
                         color=colors[(mi + si) % len(colors)])
         if model in fig_cfg.paper:
