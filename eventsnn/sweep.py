@@ -525,12 +525,15 @@ def _figure(cfg: SweepConfig, results: list[dict], out: Path) -> Path:
             xs = sorted(pts)
             m = [100 * np.mean(pts[v]) for v in xs]
             s = [100 * _sd(pts[v]) for v in xs]
-            ax.errorbar(xs, m, yerr=s, marker="o", capsize=3, label=f"{label} (eventsnn)",
+            n = max(len(pts[v]) for v in xs)
+            ax.errorbar(xs, m, yerr=s, marker="o", capsize=3,
+                        label=f"{label} (eventsnn, " + (f"mean ± sd of {n} seeds)" if n > 1 else "1 seed)"),
                         color=colors[(mi + si) % len(colors)])
         if model in fig_cfg.paper:
             pp = sorted(fig_cfg.paper[model].items())
-            ax.plot([a for a, _ in pp], [100 * b for _, b in pp], "x--", color=colors[mi % len(colors)],
-                    alpha=0.6, label=f"{model} (paper)")
+            # the paper's points only: a line between them would claim values it does not report
+            ax.plot([a for a, _ in pp], [100 * b for _, b in pp], marker="x", ls="none", ms=9, mew=2,
+                    color=colors[mi % len(colors)], alpha=0.7, label=f"{model} (paper)")
     chance = 100 * float(np.mean([r["chance"] for r in results]))
     ax.axhline(chance, color="gray", ls=":", label="chance")
     ax.set_xlabel(fig_cfg.xlabel or x)
