@@ -459,7 +459,8 @@ def _probe_order(name: str):
 
 
 def summarize(cfg: SweepConfig, results: list[dict], out: Path) -> dict:
-    """Write table.md (mean ± sample standard deviation over seeds, accuracy in %) and the figure; return their paths."""
+    """Write table.md (mean ± sample standard deviation over seeds, accuracy in %) and the figure; return their
+    paths."""
     axes = _axes(cfg)
     probe_names = sorted({k for r in results for k in r.get("probes", {})}, key=_probe_order)
     # the table shows the verified accuracy on the original inputs (all probes are in results.jsonl and each
