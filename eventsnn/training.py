@@ -495,6 +495,9 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         with atomic_path(rundir / "summary.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2))
     dist.barrier()
+    # leave the process group before the interpreter exits: gloo's threads torn down at exit can abort a rank
+    # ("terminate called without an active exception", exit -6) after a successful run
+    dist.close()
     return summary
 
 
