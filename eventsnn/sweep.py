@@ -382,7 +382,7 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
                                           indent=2))
         results_f = out / "results.jsonl"
         wanted = {cell_key(c) for c in all_cells}
-        done = {cell_key(r["cell"]): r for r in read_results(results_f) if cell_key(r["cell"]) in wanted}
+        done = {cell_key(r["cell"]): r for r in _current(read_results(results_f), wanted)}
         todo = [c for c in all_cells if cell_key(c) not in done]
         # trained cells whose verification is missing or was asked with other settings: verify only
         want = None if cfg.verify is None else cfg.verify.model_dump(mode="json")
