@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from verify_throughput import workload  # noqa: E402
 
-from eventsnn.bridge.brian2_sim import simulate_brian2  # noqa: E402
-from eventsnn.bridge.event_engine import simulate_event  # noqa: E402
-from eventsnn.provenance import provenance  # noqa: E402
+from eventsnn.bridge.engines.brian2 import simulate_brian2  # noqa: E402
+from eventsnn.bridge.engines.event import simulate_event  # noqa: E402
+from eventsnn.util.provenance import provenance  # noqa: E402
 from eventsnn.validation.compare import compare_runs  # noqa: E402
 
 

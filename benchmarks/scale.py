@@ -37,7 +37,7 @@ os.environ.setdefault("EVENTSNN_PROGRESS", "0")
 
 def write_standin(path: Path, n: int, seed: int, spikes: int, n_units: int = 700, duration_s: float = 1.0,
                   classes: int = 20) -> None:
-    from eventsnn.events import Events, save_events
+    from eventsnn.data.events import Events, save_events
 
     rng = np.random.default_rng(seed)
     rate = np.linspace(0.2, 1.8, n_units)
@@ -81,7 +81,7 @@ def main():
         n_train, n_test, spikes, n_units, dur, hidden, max_delay, vs = 8156, 2264, 8000, 700, 1.0, "256,256", 250, \
             a.verify_samples
         vdt, target = "0.01", "cpp_standalone"
-    from eventsnn.provenance import provenance
+    from eventsnn.util.provenance import provenance
     out = {"stand_in": {"train": n_train, "test": n_test, "spikes_per_sample": spikes, "units": n_units},
            "cores": os.cpu_count(), "provenance": provenance()}
     exe = [sys.executable, "-m", "eventsnn"]

@@ -71,7 +71,7 @@ def main():
     n_train, n_test, spikes = (600, 300, 5000) if a.small else (8156, 2264, 8000)
     out = {"stand_in": {"train": n_train, "test": n_test, "spikes_per_sample": spikes, "channels": 700},
            "threads": a.threads}
-    from eventsnn.provenance import provenance
+    from eventsnn.util.provenance import provenance
     out["provenance"] = provenance()
     with tempfile.TemporaryDirectory(prefix="eventsnn_standin_") as d:
         d = Path(d)

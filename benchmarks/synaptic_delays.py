@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from eventsnn.snn import SNN, LIFLayer, log_probs
+from eventsnn.model.layers import SNN, LIFLayer, log_probs
 
 from _memory import in_child, peak_mb
 

@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from eventsnn.snn import SNN, LIFLayer, log_probs, spike_fn
+from eventsnn.model.layers import SNN, LIFLayer, log_probs, spike_fn
 
 from _memory import in_child, peak_mb
 

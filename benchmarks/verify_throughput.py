@@ -22,9 +22,9 @@ import numpy as np
 
 os.environ.setdefault("EVENTSNN_PROGRESS", "0")
 
-from eventsnn.bridge.brian2_sim import simulate_brian2  # noqa: E402
+from eventsnn.bridge.engines.brian2 import simulate_brian2  # noqa: E402
 from eventsnn.bridge.network import Layer, Network  # noqa: E402
-from eventsnn.events import Events, bin_for_run  # noqa: E402
+from eventsnn.data.events import Events, bin_for_run  # noqa: E402
 
 
 def workload(n_in, hidden, n_out, duration_s, spikes, n_samples, seed=0):
@@ -44,8 +44,8 @@ def baseline_per_sample(net, ev, dt_ms, n, build_dir, target):
     """One network (runtime target), new inputs per sample: the straightforward Brian2 loop."""
     import brian2 as b2
 
-    from eventsnn.bridge.brian2_sim import _configure
-    from eventsnn.contract import propagators
+    from eventsnn.bridge.engines.brian2 import _configure
+    from eventsnn.model.contract import propagators
     _configure(target, Path(build_dir), exact=True)
     b2.start_scope()
     b2.defaultclock.dt = dt_ms * b2.ms

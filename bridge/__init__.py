@@ -1,2 +1,2 @@
 """bridge: the network file format, torch <-> file, and file -> Brian2."""
-from .network import Layer, Network, load_network, save_network  # noqa: F401
+from eventsnn.bridge.network import Layer, Network, load_network, save_network  # noqa: F401

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from eventsnn.contract import READOUTS, RESETS, SPIKING_READOUTS
-from eventsnn.errors import atomic_path, fail, open_h5
+from eventsnn.model.contract import READOUTS, RESETS, SPIKING_READOUTS
+from eventsnn.util.errors import atomic_path, fail, open_h5
 
 NETWORK_FORMAT = "eventsnn.network"
 NETWORK_VERSION = 1
@@ -220,7 +220,7 @@ def with_delay_mode(net: Network, delays: str) -> Network:
     """
     from dataclasses import replace
 
-    from eventsnn.contract import delay_steps
+    from eventsnn.model.contract import delay_steps
 
     if delays == "exact":
         return net

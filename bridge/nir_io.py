@@ -42,11 +42,11 @@ import warnings
 
 import numpy as np
 
-from eventsnn.contract import SPIKING_READOUTS
-from eventsnn.errors import EventsnnError, fail
-from eventsnn.events import EventsnnWarning
+from eventsnn.model.contract import SPIKING_READOUTS
+from eventsnn.util.errors import EventsnnError, fail
+from eventsnn.data.events import EventsnnWarning
 
-from .network import Layer, Network
+from eventsnn.bridge.network import Layer, Network
 
 MS = 1e-3  # NIR times are in seconds
 
@@ -210,7 +210,7 @@ SNNTORCH_EXPORT_DT_S = 1e-4  # the step snnTorch's exporter assumes when it turn
 def _neuron_constants(neuron, source: str, dt_ms: float, where, name):
     """``(tau_mem_ms, tau_syn_ms, scale)`` of a CubaLIF/CubaLI node: our taus and the factor on its input weights
     (see the module docstring for each source's convention)."""
-    from eventsnn.contract import propagators
+    from eventsnn.model.contract import propagators
     p = {k: np.asarray(getattr(neuron, k), float).ravel() for k in ("tau_syn", "tau_mem", "r", "w_in")}
     if np.any(p["tau_syn"] <= 0) or np.any(p["tau_mem"] <= 0):
         raise fail(where, f"node {name!r}: time constants must be positive")
@@ -271,7 +271,7 @@ def _recurrent(nodes, succ, neuron, N, scale, nir, where):
 
 def save_nir(net: Network, path) -> None:
     """Write the network as a NIR file (atomically)."""
-    from eventsnn.errors import atomic_path
+    from eventsnn.util.errors import atomic_path
 
     nir = _nir()
     graph = to_nir(net)
@@ -281,7 +281,7 @@ def save_nir(net: Network, path) -> None:
 
 def load_nir(path, dt_ms: float | None = None, source: str = "generic") -> Network:
     """Read a NIR file into a network (errors name the file)."""
-    from eventsnn.errors import open_h5
+    from eventsnn.util.errors import open_h5
 
     nir = _nir()
     open_h5(path).close()  # exists, is HDF5

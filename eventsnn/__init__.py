@@ -15,7 +15,13 @@ Packages: ``eventsnn`` (core: events, the discrete-time contract, the torch engi
 ``eventsnn.validation`` (compare, verify, demo). Importing ``eventsnn`` is cheap: torch and Brian2 load when
 first used. See ``help(eventsnn.train)`` and the README.
 """
+import os as _os
 from importlib import metadata as _metadata
+
+# numba's compiled-kernel cache goes to the user's cache directory, never into the (possibly read-only) package
+# folders; set NUMBA_CACHE_DIR to choose another place.
+_os.environ.setdefault("NUMBA_CACHE_DIR", _os.path.join(
+    _os.environ.get("XDG_CACHE_HOME") or _os.path.join(_os.path.expanduser("~"), ".cache"), "eventsnn", "numba"))
 
 try:
     __version__ = _metadata.version("eventsnn")
@@ -23,10 +29,10 @@ except _metadata.PackageNotFoundError:  # a source tree that was not installed
     __version__ = "0+unknown"
 
 _API = {"train": "api", "export": "api", "simulate": "api", "compare": "api", "verify": "api",
-        "TrainedModel": "api", "TrainConfig": "training", "Events": "events", "load_events": "events",
-        "save_events": "events", "load_run": "runfile", "save_run": "runfile", "RunResult": "runfile",
-        "EventsnnError": "errors", "Network": "bridge.network", "load_network": "bridge.network",
-        "save_network": "bridge.network"}
+        "TrainedModel": "api", "TrainConfig": "training.loop", "Events": "data.events", "load_events": "data.events",
+        "save_events": "data.events", "load_run": "bridge.runfile", "save_run": "bridge.runfile",
+        "RunResult": "bridge.runfile", "EventsnnError": "util.errors", "Network": "bridge.network",
+        "load_network": "bridge.network", "save_network": "bridge.network"}
 
 __all__ = sorted(_API) + ["__version__"]
 

@@ -1,7 +1,7 @@
 """The Python API: in-memory objects in and out, files optional. The CLI does the same through files.
 
 >>> import eventsnn
->>> from eventsnn.datasets import make_polychrony
+>>> from eventsnn.data.datasets import make_polychrony
 >>> train_ev, test_ev = make_polychrony(samples=600, seed=1), make_polychrony(samples=200, seed=2)
 >>> model = eventsnn.train(train_ev, {"delays": "axonal", "epochs": 20}, test=test_ev)   # doctest: +SKIP
 >>> net = eventsnn.export(model)                         # the network file's contents, a Network
@@ -11,7 +11,7 @@
 >>> report = eventsnn.verify(net, test_ev, out="report_dir")   # every engine, dt and probe; figures
 
 Every function also takes paths where it takes objects (events files, network files, run files, run
-directories) and raises :class:`~eventsnn.errors.EventsnnError` with a one-line message on bad input.
+directories) and raises :class:`~eventsnn.util.errors.EventsnnError` with a one-line message on bad input.
 """
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ class TrainedModel:
 
     Attributes
     ----------
-    model : eventsnn.snn.SNN
+    model : eventsnn.model.layers.SNN
         The best model on the validation split (float32, CPU, evaluation mode).
-    config : eventsnn.training.TrainConfig
+    config : eventsnn.training.loop.TrainConfig
         The settings used.
     summary : dict
         Best epoch, validation (and test) accuracy, epochs run, seconds, provenance.
@@ -50,21 +50,21 @@ class TrainedModel:
 
 
 def _events(x, what="events"):
-    from .datasets import DatasetSource, load_any
-    from .errors import EventsnnError
-    from .events import Events
+    from eventsnn.data.datasets import DatasetSource, load_any
+    from eventsnn.util.errors import EventsnnError
+    from eventsnn.data.events import Events
 
     if isinstance(x, (Events, DatasetSource)):
         return x
     if isinstance(x, (str, Path)):
         return load_any(x)
     raise EventsnnError(f"{what}: expected an Events object, a path to an events file or a "
-                        f"eventsnn.datasets.DatasetSource (a torch Dataset), got {type(x).__name__}")
+                        f"eventsnn.data.datasets.DatasetSource (a torch Dataset), got {type(x).__name__}")
 
 
 def _network(x):
-    from .bridge.network import Network, load_network
-    from .errors import EventsnnError
+    from eventsnn.bridge.network import Network, load_network
+    from eventsnn.util.errors import EventsnnError
 
     if isinstance(x, Network):
         return x.validate()
@@ -83,10 +83,10 @@ def train(events, config=None, *, test=None, val=None, rundir=None, progress: bo
     ----------
     events : Events, path or DatasetSource
         Training samples; the validation split (``val_fraction``) is carved from them. A
-        :class:`eventsnn.datasets.DatasetSource` wraps a torch ``Dataset`` (e.g. ``tonic.datasets.SHD`` with its
+        :class:`eventsnn.data.datasets.DatasetSource` wraps a torch ``Dataset`` (e.g. ``tonic.datasets.SHD`` with its
         transforms): read batch by batch, its transforms run again every epoch.
     config : TrainConfig, dict or path, optional
-        Settings (:class:`eventsnn.training.TrainConfig`); a path is read as YAML/TOML/JSON. Keyword arguments
+        Settings (:class:`eventsnn.training.loop.TrainConfig`); a path is read as YAML/TOML/JSON. Keyword arguments
         override it (``eventsnn.train(ev, delays="synaptic", epochs=10)``).
     test : Events or path, optional
         Held-out samples evaluated once, with the selected model, at the end.
@@ -107,8 +107,8 @@ def train(events, config=None, *, test=None, val=None, rundir=None, progress: bo
     """
     import json
 
-    from .training import TrainConfig, load_trained_model
-    from .training import train as _train
+    from eventsnn.training.loop import TrainConfig, load_trained_model
+    from eventsnn.training.loop import train as _train
 
     ev = _events(events, "events")
     te = None if test is None else _events(test, "test")
@@ -142,14 +142,14 @@ def train(events, config=None, *, test=None, val=None, rundir=None, progress: bo
 def export(model):
     """The trained network as a :class:`eventsnn.bridge.Network` (float64, delays in ms, validated).
 
-    ``model``: a :class:`TrainedModel`, a run directory of ``eventsnn train``, or an :class:`eventsnn.snn.SNN`.
+    ``model``: a :class:`TrainedModel`, a run directory of ``eventsnn train``, or an :class:`eventsnn.model.layers.SNN`.
     """
     import torch
 
-    from .bridge.from_torch import network_from_model
-    from .provenance import provenance
-    from .snn import SNN
-    from .training import load_trained_model
+    from eventsnn.bridge.engines.torch import network_from_model
+    from eventsnn.util.provenance import provenance
+    from eventsnn.model.layers import SNN
+    from eventsnn.training.loop import load_trained_model
 
     if isinstance(model, TrainedModel):
         meta = {"best_epoch": model.summary.get("best_epoch"), "val_acc": model.summary.get("val_acc"),
@@ -158,7 +158,7 @@ def export(model):
     elif isinstance(model, SNN):
         snn, meta = model, {}
     else:  # a run directory: the validation-selected model and where it came from
-        from .training import load_checkpoint
+        from eventsnn.training.loop import load_checkpoint
         snn = load_trained_model(model, dtype=torch.float64)  # checks the checkpoint's contents first
         ck = load_checkpoint(Path(model) / "checkpoint.pt")
         meta = {"source_rundir": str(Path(model).resolve()), "best_epoch": int(ck["best"]["epoch"]),
@@ -174,7 +174,7 @@ def export(model):
 
 def simulate(network, events, engine: str = "torch", dt=None, *, delays=None, inputs=None, samples=None,
              **options):
-    """Simulate ``events`` through ``network`` in one engine; return a :class:`eventsnn.runfile.RunResult`.
+    """Simulate ``events`` through ``network`` in one engine; return a :class:`eventsnn.bridge.runfile.RunResult`.
 
     Parameters
     ----------
@@ -191,7 +191,7 @@ def simulate(network, events, engine: str = "torch", dt=None, *, delays=None, in
     """
     import numpy as np
 
-    from .bridge.engines import simulate as _simulate
+    from eventsnn.bridge.engines import simulate as _simulate
 
     net, ev = _network(network), _events(events)
     idx = None if samples is None else np.arange(min(int(samples), len(ev)))
@@ -201,8 +201,8 @@ def simulate(network, events, engine: str = "torch", dt=None, *, delays=None, in
 def compare(a, b, tolerance=None) -> dict:
     """Compare two runs (RunResult objects or run files): accuracy, prediction agreement, trace correlation,
     per-layer optimal spike matching within ``tolerance`` ms (default: the coarser dt)."""
-    from .runfile import RunResult, load_run
-    from .validation.compare import compare_files, compare_runs
+    from eventsnn.bridge.runfile import RunResult, load_run
+    from eventsnn.validation.compare import compare_files, compare_runs
 
     if not isinstance(a, RunResult) and not isinstance(b, RunResult):
         return compare_files(a, b, tolerance)  # read chunk by chunk
@@ -216,9 +216,9 @@ def verify(network, events, out=None, *, dt=(1.0, 0.1, 0.01), probes="reverse", 
     """Verify a network: the exact run, and torch and Brian2 at the training dt and finer, for the original
     inputs and each probe. Returns the report (see ``report.md``); with ``out`` the run files, report and figures
     are kept there (and an interrupted verify resumes), otherwise they go to a temporary directory."""
-    from .bridge.network import save_network
-    from .events import save_events
-    from .validation.verify import verify as _verify
+    from eventsnn.bridge.network import save_network
+    from eventsnn.data.events import save_events
+    from eventsnn.validation.verify import verify as _verify
 
     def go(d: Path) -> dict:
         net_f = network if isinstance(network, (str, Path)) else d / "inputs" / "network.h5"

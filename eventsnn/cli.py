@@ -20,8 +20,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import EventsnnError, check_input, check_output, fail
-from .parallel import check_scheduler
+from eventsnn.util.errors import EventsnnError, check_input, check_output, fail
+from eventsnn.util.dask_pool import check_scheduler
 
 # ----------------------------------------------------------------------------- argument types
 
@@ -87,8 +87,8 @@ def _json_default(o):
 # ----------------------------------------------------------------------------- data
 
 def cmd_data_make(a):
-    from .datasets import make_task
-    from .events import save_events
+    from eventsnn.data.datasets import make_task
+    from eventsnn.data.events import save_events
 
     check_output(a.out)
     ev = make_task(a.task, samples=a.samples, seed=a.seed, task_seed=a.task_seed, units=a.units, classes=a.classes,
@@ -102,7 +102,7 @@ def cmd_data_make(a):
 def cmd_data_info(a):
     import numpy as np
 
-    from .datasets import count_baseline, load_any
+    from eventsnn.data.datasets import count_baseline, load_any
 
     ev = load_any(check_input(a.file, "FILE"))
     counts = ev.counts()
@@ -120,9 +120,9 @@ def cmd_data_info(a):
 
 
 def cmd_data_transform(a):
-    from .datasets import load_any
-    from .events import save_events
-    from .transforms import Compose, Delete, Jitter, RandomizeTiming, RemoveRate, Reverse
+    from eventsnn.data.datasets import load_any
+    from eventsnn.data.events import save_events
+    from eventsnn.data.transforms import Compose, Delete, Jitter, RandomizeTiming, RemoveRate, Reverse
 
     check_input(a.file, "FILE")
     check_output(a.out, inputs=[a.file])
@@ -150,8 +150,8 @@ def cmd_data_transform(a):
 
 
 def cmd_data_prepare(a):
-    from .events import save_events
-    from .paper import prepare_speech
+    from eventsnn.data.events import save_events
+    from eventsnn.data.paper import prepare_speech
 
     files = [("--train", a.train), ("--test", a.test)] + ([("--valid", a.valid)] if a.valid else [])
     for flag, f in files:
@@ -162,8 +162,8 @@ def cmd_data_prepare(a):
     out.mkdir(parents=True, exist_ok=True)
     for name, ev in (("train", train), ("val", val), ("test", test)):
         save_events(ev, out / f"{name}.h5")
-    from .errors import atomic_path
-    from .provenance import provenance
+    from eventsnn.util.errors import atomic_path
+    from eventsnn.util.provenance import provenance
 
     summary["inputs"] = [str(f) for _, f in files]
     summary["provenance"] = provenance(seed=a.seed)
@@ -180,7 +180,7 @@ def _train_flag(name: str) -> str:
 
 
 def cmd_train(a):
-    from .training import TrainConfig, train
+    from eventsnn.training.loop import TrainConfig, train
 
     fields = TrainConfig.model_fields
     given = {k: getattr(a, k) for k in fields if getattr(a, k, None) is not None}
@@ -223,13 +223,13 @@ def cmd_train(a):
 
 
 def cmd_export(a):
-    from .bridge import save_network
+    from eventsnn.bridge import save_network
 
     check_input(a.rundir, "RUNDIR", kind="dir")
     check_output(a.out, inputs=[a.rundir, a.data])
     events = None
     if a.format == "brian2":
-        from .datasets import load_any
+        from eventsnn.data.datasets import load_any
         if a.data is None:
             raise EventsnnError("--data: required with --format brian2 (the script reproduces one of its samples)")
         check_output(Path(a.out).with_suffix(".npz"), inputs=[a.rundir, a.data])
@@ -238,14 +238,14 @@ def cmd_export(a):
             raise EventsnnError(f"--sample {a.sample}: {a.data} has samples 0..{len(events) - 1}")
     elif a.data is not None or a.sample != 0 or a.dt is not None:
         raise EventsnnError("--data, --sample and --dt apply to --format brian2 only")
-    from .api import export
+    from eventsnn.api import export
     net = export(a.rundir)
     meta = net.meta
     if a.format == "nir":
-        from .bridge.nir_io import save_nir
+        from eventsnn.bridge.nir_io import save_nir
         save_nir(net, a.out)
     elif a.format == "brian2":
-        from .bridge.brian2_sim import write_brian2_script
+        from eventsnn.bridge.engines.brian2 import write_brian2_script
         dt = _step_for(net, a.dt)
         fine = dt < net.dt_ms - 1e-12
         if events.n_units != net.n_inputs:
@@ -263,7 +263,7 @@ def cmd_export(a):
 
 def _step_for(net, dt):
     """``--dt`` (default: the training dt), checked to divide the network's training dt."""
-    from .contract import grid_ratio
+    from eventsnn.model.contract import grid_ratio
 
     dt = net.dt_ms if dt is None else dt
     try:
@@ -274,8 +274,8 @@ def _step_for(net, dt):
 
 
 def cmd_import_nir(a):
-    from .bridge import save_network
-    from .bridge.nir_io import load_nir
+    from eventsnn.bridge import save_network
+    from eventsnn.bridge.nir_io import load_nir
 
     check_input(a.graph, "GRAPH")
     check_output(a.out, inputs=[a.graph])
@@ -288,11 +288,11 @@ def cmd_import_nir(a):
 def cmd_simulate(a):
     import numpy as np
 
-    from .bridge import load_network
-    from .datasets import load_any
-    from .errors import build_dir_for, sha256_file
-    from .provenance import provenance
-    from .transforms import Reverse
+    from eventsnn.bridge import load_network
+    from eventsnn.data.datasets import load_any
+    from eventsnn.util.errors import build_dir_for, sha256_file
+    from eventsnn.util.provenance import provenance
+    from eventsnn.data.transforms import Reverse
 
     check_input(a.network, "NETWORK")
     check_input(a.data, "--data")
@@ -300,7 +300,7 @@ def cmd_simulate(a):
     if a.build_dir:
         check_output(a.build_dir, "--build-dir", inputs=[a.network, a.data], kind="dir")
     if a.engine == "torch":
-        from .training import pick_device
+        from eventsnn.training.loop import pick_device
         pick_device(a.device)
     net = load_network(a.network)
     events = load_any(a.data)
@@ -320,7 +320,7 @@ def cmd_simulate(a):
     if a.reverse:
         events = Reverse(a.reverse)(events)
         transform = f"reverse-{a.reverse}"
-    from .bridge.engines import simulate, simulate_to_file
+    from eventsnn.bridge.engines import simulate, simulate_to_file
     progress = not a.json
     attrs = {"network_sha256": sha256_file(a.network), "events_sha256": sha256_file(a.data),
              "transform": transform or "none", "provenance": provenance()}
@@ -351,7 +351,7 @@ def cmd_simulate(a):
 
 
 def cmd_compare(a):
-    from .validation.compare import compare_files, format_comparison
+    from eventsnn.validation.compare import compare_files, format_comparison
 
     c = compare_files(check_input(a.run_a, "RUN_A"), check_input(a.run_b, "RUN_B"), a.tolerance)
     c.update({"a": str(a.run_a), "b": str(a.run_b)})
@@ -359,8 +359,8 @@ def cmd_compare(a):
 
 
 def cmd_verify(a):
-    from .transforms import parse_probes
-    from .validation.verify import verify
+    from eventsnn.data.transforms import parse_probes
+    from eventsnn.validation.verify import verify
 
     check_input(a.network, "NETWORK")
     check_input(a.data, "--data")
@@ -382,7 +382,7 @@ def cmd_verify(a):
 
 
 def cmd_demo(a):
-    from .validation.demo import run_demo
+    from eventsnn.validation.demo import run_demo
 
     check_output(a.out, kind="dir")
     a.resume_hint = "the same command again (" + shlex.join(["eventsnn", *sys.argv[1:]]) + \
@@ -392,8 +392,8 @@ def cmd_demo(a):
 
 
 def cmd_sweep(a):
-    from .sweep import load_config, run_sweep
-    from .training import pick_device
+    from eventsnn.sweep import load_config, run_sweep
+    from eventsnn.training.loop import pick_device
 
     check_input(a.config, "CONFIG")
     load_config(a.config, quick=a.quick)  # every problem of the config, before any work
@@ -448,10 +448,10 @@ def _common(q):
 
 
 def _add_train_flags(tr):
-    """The training flags, generated from the one schema (:class:`eventsnn.training.TrainConfig`)."""
+    """The training flags, generated from the one schema (:class:`eventsnn.training.loop.TrainConfig`)."""
     import typing
 
-    from .training import TrainConfig
+    from eventsnn.training.loop import TrainConfig
 
     for name, f in TrainConfig.model_fields.items():
         flag = _train_flag(name)
@@ -481,13 +481,13 @@ class _VersionAction(argparse.Action):
     """``--version``: computed only when asked (it looks up package versions and the git commit)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from .provenance import versions_line
+        from eventsnn.util.provenance import versions_line
         print(versions_line())
         parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .datasets import TASK_NAMES
+    from eventsnn.data.datasets import TASK_NAMES
 
     p = _Parser(prog="eventsnn", description="Train timing-based spiking networks and verify them in Brian2 at "
                 "fine time resolution.")

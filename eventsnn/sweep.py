@@ -25,12 +25,12 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import EventsnnError, atomic_path, fail
+from eventsnn.util.errors import EventsnnError, atomic_path, fail
 
 def _transform(name: str, level: float, seed: int):
     """A retrain-at-each-level transform: ``randomize`` (fraction f of each unit's spikes moved, counts kept),
     ``jitter`` / ``jitter_neuron`` (Gaussian, ms, per spike / per unit) or ``delete`` (probability p)."""
-    from .transforms import Delete, Jitter, RandomizeTiming
+    from eventsnn.data.transforms import Delete, Jitter, RandomizeTiming
 
     if name == "randomize":
         return RandomizeTiming(level, seed=seed)
@@ -94,8 +94,8 @@ def _merge(base: dict, over: dict) -> dict:
 
 def load_config(path, quick: bool = False) -> SweepConfig:
     """Read and check a sweep config; every problem names the file and the key, before any work."""
-    from .training import TrainConfig
-    from .transforms import parse_probes
+    from eventsnn.training.loop import TrainConfig
+    from eventsnn.data.transforms import parse_probes
 
     p = Path(path)
     try:
@@ -118,7 +118,7 @@ def load_config(path, quick: bool = False) -> SweepConfig:
     if (d.task is None) == (d.prepared is None):
         raise fail(path, "data: give exactly one of task (a data make task) or prepared (a data prepare directory)")
     if d.task is not None:
-        from .datasets import TASK_NAMES, make_task
+        from eventsnn.data.datasets import TASK_NAMES, make_task
         import inspect
         if d.task not in TASK_NAMES:
             raise fail(path, f"data.task: unknown task {d.task!r}; choose from {', '.join(TASK_NAMES)}")
@@ -186,8 +186,8 @@ def _digest(obj) -> str:
 
 def _cell_data(cfg: SweepConfig, cell: dict, datadir: Path, base: Path):
     """(train, val or None, test) Events of a cell; generated files are cached in DATADIR and shared by models."""
-    from .datasets import load_any, make_task
-    from .events import save_events
+    from eventsnn.data.datasets import load_any, make_task
+    from eventsnn.data.events import save_events
 
     d = cfg.data
     if d.prepared is not None:
@@ -216,7 +216,7 @@ def run_cell(job: dict) -> dict:
         torch.set_num_threads(job["threads"])
     import warnings
 
-    from .events import EventsnnWarning
+    from eventsnn.data.events import EventsnnWarning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", EventsnnWarning)
         rec = _run_cell(job)
@@ -239,8 +239,8 @@ def _cell_events(cfg: "SweepConfig", cell: dict, job: dict):
 
 def _verify_cell(cfg: "SweepConfig", network, dt: float, test_ev, celldir: Path) -> dict:
     """Brian2 and the exact engine on the cell's selected model (``cfg.verify``): the record's verify fields."""
-    from . import api
-    from .errors import EventsnnError
+    from eventsnn import api
+    from eventsnn.util.errors import EventsnnError
     v = cfg.verify
     n = min(v.samples, len(test_ev))
     dts = sorted({dt, *[x for x in v.dt if x < dt]}, reverse=True)
@@ -257,9 +257,9 @@ def _verify_cell(cfg: "SweepConfig", network, dt: float, test_ev, celldir: Path)
 
 
 def _run_cell(job: dict) -> dict:
-    from . import api
-    from .training import Batcher, evaluate
-    from .transforms import parse_probes
+    from eventsnn import api
+    from eventsnn.training.loop import Batcher, evaluate
+    from eventsnn.data.transforms import parse_probes
 
     cfg = SweepConfig(**job["config"])
     cell, celldir = job["cell"], Path(job["celldir"])
@@ -268,7 +268,7 @@ def _run_cell(job: dict) -> dict:
     if job.get("verify_only"):  # trained earlier; the config's verification was added or changed since
         import shutil
         shutil.rmtree(celldir / "verify", ignore_errors=True)
-        from .training import load_checkpoint
+        from eventsnn.training.loop import load_checkpoint
         dt = float(load_checkpoint(celldir / "run" / "checkpoint.pt")["config"]["dt_ms"])
         rec = {k: v for k, v in job["record"].items() if not k.startswith("verify")}
         rec.update(_verify_cell(cfg, api.export(celldir / "run"), dt, test_ev, celldir))
@@ -354,10 +354,10 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
     Cells run ``workers`` at a time on a Dask ``LocalCluster``, or on the cluster at ``scheduler``
     (``tcp://HOST:PORT``; its workers must see ``out`` and the config's files at the same paths). Each finished
     cell is appended to ``results.jsonl`` as it arrives, so a killed sweep resumes where it stopped."""
-    from .errors import dir_lock
-    from .parallel import Pool
-    from .progress import progress_bar
-    from .provenance import provenance
+    from eventsnn.util.errors import dir_lock
+    from eventsnn.util.dask_pool import Pool
+    from eventsnn.util.progress import progress_bar
+    from eventsnn.util.provenance import provenance
 
     cfg = load_config(config_path, quick=quick)
     out = Path(out)

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import eventsnn  # noqa: E402
-from eventsnn.datasets import make_polychrony  # noqa: E402
+from eventsnn.data.datasets import make_polychrony  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--out", type=Path, default=Path("tour_out"))

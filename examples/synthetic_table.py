@@ -21,9 +21,9 @@ import numpy as np
 
 os.environ.setdefault("EVENTSNN_PROGRESS", "0")
 
-from eventsnn.datasets import count_baseline, make_coincidence, make_isi, make_polychrony  # noqa: E402
-from eventsnn.events import save_events  # noqa: E402
-from eventsnn.training import TrainConfig, train  # noqa: E402
+from eventsnn.data.datasets import count_baseline, make_coincidence, make_isi, make_polychrony  # noqa: E402
+from eventsnn.data.events import save_events  # noqa: E402
+from eventsnn.training.loop import TrainConfig, train  # noqa: E402
 
 DATA = {
     "isi": lambda seed, n: make_isi(samples=n, seed=seed),

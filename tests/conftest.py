@@ -8,7 +8,7 @@ import pytest
 os.environ.setdefault("EVENTSNN_PROGRESS", "0")
 
 from eventsnn.bridge.network import Layer, Network  # noqa: E402
-from eventsnn.events import Events  # noqa: E402
+from eventsnn.data.events import Events  # noqa: E402
 
 
 def random_network(seed=0, n_in=8, sizes=(6, 5), n_out=3, dt_ms=1.0, readout="max", max_delay=5.0,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import eventsnn
-from eventsnn.datasets import make_polychrony
-from eventsnn.events import save_events
+from eventsnn.data.datasets import make_polychrony
+from eventsnn.data.events import save_events
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,7 @@ def test_training_from_a_dataset_equals_training_from_events_and_streams():
     """A torch Dataset of samples trains the same model as the Events it holds (read batch by batch)."""
     import torch
 
-    from eventsnn.datasets import DatasetSource
+    from eventsnn.data.datasets import DatasetSource
     tr, va = make_polychrony(samples=96, seed=1), make_polychrony(samples=32, seed=3)
     cfg = {"epochs": 2, "hidden": [8], "batch_size": 16}
     a = eventsnn.train(tr, cfg, val=va, seed=2)
@@ -94,7 +94,7 @@ def test_training_from_a_dataset_equals_training_from_events_and_streams():
 
 def test_dataset_transforms_run_again_every_epoch_and_bad_items_are_named():
     """tonic-style items with a random per-read transform: each epoch sees fresh jitter; bad items fail clearly."""
-    from eventsnn.datasets import DatasetSource
+    from eventsnn.data.datasets import DatasetSource
     tr = make_polychrony(samples=64, seed=1)
     rng = np.random.default_rng(0)
     seen = []

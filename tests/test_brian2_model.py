@@ -5,9 +5,9 @@ import sys
 import numpy as np
 
 from eventsnn.bridge import load_network
-from eventsnn.bridge.brian2_sim import simulate_brian2, to_brian2
-from eventsnn.datasets import make_polychrony
-from eventsnn.events import save_events
+from eventsnn.bridge.engines.brian2 import simulate_brian2, to_brian2
+from eventsnn.data.datasets import make_polychrony
+from eventsnn.data.events import save_events
 from tests.conftest import random_events, random_network, run_cli
 
 
@@ -48,7 +48,7 @@ def test_exported_brian2_script_reproduces_the_run_spike_for_spike(tmp_path):
     q = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
     assert q.returncode == 0, q.stderr
     res = np.load(script.parent / "sample3_result.npz")
-    from eventsnn.datasets import load_any
+    from eventsnn.data.datasets import load_any
     ev = load_any(tr)
     ref = simulate_brian2(load_network(tmp_path / "net.h5"), ev, [3], dt_ms=0.1, delays="exact", inputs="exact",
                           target="numpy")

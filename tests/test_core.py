@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from eventsnn.bridge import load_network, save_network
-from eventsnn.bridge.brian2_sim import simulate_brian2
-from eventsnn.bridge.from_torch import model_from_network, network_from_model, simulate_torch
+from eventsnn.bridge.engines.brian2 import simulate_brian2
+from eventsnn.bridge.engines.torch import model_from_network, network_from_model, simulate_torch
 from eventsnn.bridge.network import Layer, Network
-from eventsnn.contract import propagators
-from eventsnn.events import Events, bin_events, load_events, save_events, time_to_step
-from eventsnn.runfile import load_run
+from eventsnn.model.contract import propagators
+from eventsnn.data.events import Events, bin_events, load_events, save_events, time_to_step
+from eventsnn.bridge.runfile import load_run
 from tests.conftest import assert_runs_identical, random_events, random_network, run_cli, write_mini_shd
 
 
@@ -64,7 +64,7 @@ def test_hand_computed_single_neuron():
     theta = 0.5 * (v3 + v4)
     net = _one_neuron_net(theta)
     model = model_from_network(net)
-    from eventsnn.snn import dense_input
+    from eventsnn.model.layers import dense_input
     x = dense_input(ev, 1.0, dtype=torch.float64)
     h = model.layers[0](x, 1.0)
     assert h[0, :, 0].tolist() == [0, 0, 0, 0, 1, 0]
@@ -137,7 +137,7 @@ def count_network(seed=1):
 
 
 def test_count_readout_identical_in_torch_and_brian2_and_converges_to_the_exact_run(tmp_path):
-    from eventsnn.bridge.event_engine import simulate_event
+    from eventsnn.bridge.engines.event import simulate_event
     net, ev = count_network(), random_events(1, n_samples=6)
     rt = simulate_torch(net, ev)
     # the trace is the cumulative output spike count on the training grid; the score its last value
@@ -284,7 +284,7 @@ def test_spikes_outside_duration_rejected(tmp_path):
 
 
 def test_cuda_standalone_project_compiles(tmp_path):
-    from eventsnn.bridge.brian2_sim import cuda_toolchain_problem
+    from eventsnn.bridge.engines.brian2 import cuda_toolchain_problem
     if why := cuda_toolchain_problem():
         pytest.skip(f"cuda_standalone cannot be compiled here: {why}")
     net = random_network(9, sizes=(4,))

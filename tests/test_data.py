@@ -5,11 +5,11 @@ import h5py
 import numpy as np
 import pytest
 
-from eventsnn.datasets import (count_baseline, feature_baseline, load_norm, make_coincidence, make_isi,
+from eventsnn.data.datasets import (count_baseline, feature_baseline, load_norm, make_coincidence, make_isi,
                                make_polychrony, split_indices)
-from eventsnn.errors import EventsnnError
-from eventsnn.events import Events, load_events, save_events
-from eventsnn.transforms import Compose, Delete, Jitter, RandomizeTiming, RemoveRate, Reverse, parse_probes
+from eventsnn.util.errors import EventsnnError
+from eventsnn.data.events import Events, load_events, save_events
+from eventsnn.data.transforms import Compose, Delete, Jitter, RandomizeTiming, RemoveRate, Reverse, parse_probes
 from tests.conftest import run_cli, write_mini_shd
 
 
@@ -259,7 +259,7 @@ def test_tonic_shd_reader_opens_our_file_and_trains_with_its_transforms(tmp_path
     archive it checks for present), and that dataset, with a tonic transform, trains through DatasetSource."""
     tonic = pytest.importorskip("tonic")
     import eventsnn
-    from eventsnn.datasets import DatasetSource
+    from eventsnn.data.datasets import DatasetSource
 
     ev = make_polychrony(samples=40, seed=3)
     (tmp_path / "SHD").mkdir()

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from eventsnn.datasets import make_polychrony
-from eventsnn.events import save_events
+from eventsnn.data.datasets import make_polychrony
+from eventsnn.data.events import save_events
 from tests.conftest import run_cli
 
 
@@ -85,8 +85,8 @@ def dask_cluster(tmp_path):
 def test_verify_on_a_dask_cluster_equals_one_process(dask_cluster, tmp_path):
     """verify --scheduler: every run is a task of the cluster's workers; the runs equal a one-process verify."""
     from eventsnn.bridge import save_network
-    from eventsnn.events import save_events
-    from eventsnn.runfile import load_run
+    from eventsnn.data.events import save_events
+    from eventsnn.bridge.runfile import load_run
     from tests.conftest import assert_runs_identical, random_events, random_network
 
     address, workers = dask_cluster

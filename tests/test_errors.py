@@ -21,8 +21,8 @@ import pytest
 
 from eventsnn.bridge import save_network
 from eventsnn.cli import main
-from eventsnn.datasets import make_polychrony
-from eventsnn.events import Events, save_events
+from eventsnn.data.datasets import make_polychrony
+from eventsnn.data.events import Events, save_events
 from tests.conftest import random_events, random_network, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -378,8 +378,8 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
 
 def test_delays_longer_than_the_sample_are_clamped_not_allocated(tmp_path):
     """A network file with 1e9 ms delays is valid: those spikes never arrive. Both engines run it cheaply."""
-    from eventsnn.bridge.brian2_sim import simulate_brian2
-    from eventsnn.bridge.from_torch import simulate_torch
+    from eventsnn.bridge.engines.brian2 import simulate_brian2
+    from eventsnn.bridge.engines.torch import simulate_torch
     from tests.conftest import assert_runs_identical
     net = random_network(1)
     net.layers[0].ff_delay_ms[:2] = 1e9
@@ -400,9 +400,9 @@ def test_resume_may_extend_epochs_and_says_so(world, tmp_path):
 
 
 def test_verify_directory_in_use_fails_cleanly(world, tmp_path):
-    from eventsnn.errors import EventsnnError, dir_lock
+    from eventsnn.util.errors import EventsnnError, dir_lock
     out = tmp_path / "rep"
-    code = "import sys, time; from eventsnn.errors import dir_lock\nwith dir_lock(sys.argv[1]):\n" \
+    code = "import sys, time; from eventsnn.util.errors import dir_lock\nwith dir_lock(sys.argv[1]):\n" \
            "    print('locked', flush=True); time.sleep(30)\n"
     holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:

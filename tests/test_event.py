@@ -7,14 +7,14 @@ import pytest
 from scipy.optimize import brentq
 
 from eventsnn.bridge import save_network
-from eventsnn.bridge.brian2_sim import simulate_brian2
+from eventsnn.bridge.engines.brian2 import simulate_brian2
 from eventsnn.bridge.engines import ENGINES
-from eventsnn.bridge.event_engine import simulate_event
-from eventsnn.bridge.from_torch import simulate_torch
+from eventsnn.bridge.engines.event import simulate_event
+from eventsnn.bridge.engines.torch import simulate_torch
 from eventsnn.bridge.network import Layer, Network
-from eventsnn.errors import EventsnnError
-from eventsnn.events import Events, save_events
-from eventsnn.runfile import load_run
+from eventsnn.util.errors import EventsnnError
+from eventsnn.data.events import Events, save_events
+from eventsnn.bridge.runfile import load_run
 from eventsnn.validation.compare import compare_runs
 from tests.conftest import random_events, random_network, run_cli
 
@@ -165,7 +165,7 @@ def test_cli_simulate_event_and_its_errors(tmp_path):
 
 def test_runaway_firing_stops_the_exact_run_with_a_clear_error(tmp_path, monkeypatch, capsys):
     # no refractory period and a huge input weight: the first layer fires without bound after one input spike
-    import eventsnn.bridge.event_engine as ee
+    import eventsnn.bridge.engines.event as ee
     monkeypatch.setattr(ee, "SPIKE_CAP_FLOOR", 100)  # this small network is cheap even so: let the rate decide
     net = random_network(5, refractory=False)
     net.layers[0].ff_weight = np.abs(net.layers[0].ff_weight) * 1e4

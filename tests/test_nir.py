@@ -9,11 +9,11 @@ import pytest
 nir = pytest.importorskip("nir")
 
 from eventsnn.bridge import load_network, save_network  # noqa: E402
-from eventsnn.bridge.event_engine import simulate_event  # noqa: E402
-from eventsnn.bridge.from_torch import simulate_torch  # noqa: E402
+from eventsnn.bridge.engines.event import simulate_event  # noqa: E402
+from eventsnn.bridge.engines.torch import simulate_torch  # noqa: E402
 from eventsnn.bridge.nir_io import from_nir, load_nir, save_nir, to_nir  # noqa: E402
-from eventsnn.errors import EventsnnError  # noqa: E402
-from eventsnn.events import Events, save_events  # noqa: E402
+from eventsnn.util.errors import EventsnnError  # noqa: E402
+from eventsnn.data.events import Events, save_events  # noqa: E402
 from tests.conftest import assert_runs_identical, random_events, random_network, run_cli  # noqa: E402
 
 

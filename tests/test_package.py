@@ -19,7 +19,7 @@ def test_wheel_installs_only_the_eventsnn_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert tops == {"eventsnn", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}, tops
-    for sub in ("eventsnn/bridge/network.py", "eventsnn/bridge/event_engine.py", "eventsnn/validation/verify.py"):
+    for sub in ("eventsnn/bridge/network.py", "eventsnn/bridge/engines/event.py", "eventsnn/validation/verify.py"):
         assert sub in names
 
 

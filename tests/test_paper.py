@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from conftest import run_cli, write_mini_shd
-from eventsnn.datasets import count_baseline, load_any, make_task
-from eventsnn.errors import EventsnnError
-from eventsnn.paper import (N_BINS, _count_distributions, make_paper_coincidence, make_paper_isi, overlap_to_mix,
+from eventsnn.data.datasets import count_baseline, load_any, make_task
+from eventsnn.util.errors import EventsnnError
+from eventsnn.data.paper import (N_BINS, _count_distributions, make_paper_coincidence, make_paper_isi, overlap_to_mix,
                             prepare_speech)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,7 +199,7 @@ def test_data_prepare_cli_writes_three_files_and_refuses_bad_input(official, tmp
     r = run_cli("data", "prepare", "shd", "--train", tr, "--test", te, "--variant", "norm", "--out", tr)
     assert r.returncode == 2 and "is the input" in r.stderr and Path(tr).read_bytes() == before
     other = make_task("isi", samples=10)
-    from eventsnn.events import save_events
+    from eventsnn.data.events import save_events
     save_events(other, tmp_path / "ours.h5")
     r = run_cli("data", "prepare", "shd", "--train", tmp_path / "ours.h5", "--test", te, "--variant", "whole",
                 "--out", tmp_path / "w")
@@ -326,7 +326,7 @@ def test_sweep_config_errors_are_one_line_and_write_nothing(mutate, message, tmp
 
 def test_prepare_reads_files_in_chunks_like_events(official):
     """The path reader (chunked, what the CLI uses) and the Events reader give identical datasets."""
-    from eventsnn.paper import _bin_like_authors
+    from eventsnn.data.paper import _bin_like_authors
 
     tr, te = official
     a = prepare_speech([tr, te], "shd", "norm", seed=3)

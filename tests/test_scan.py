@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from eventsnn.snn import SNN, LIFLayer
+from eventsnn.model.layers import SNN, LIFLayer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,8 +47,8 @@ CASES = [c for c in itertools.product([True, False], ["zero", "subtract"], ["non
 @pytest.mark.parametrize("spiking,reset,rec,refractory,learn_taus", CASES)
 def test_fused_scan_equals_autograd_reference(spiking, reset, rec, refractory, learn_taus, kernels, monkeypatch):
     """Both fused paths: the CPU's numba kernels and the torch loop (what CUDA runs where Triton does not)."""
-    from eventsnn import cpu_kernels
-    monkeypatch.setattr(cpu_kernels, "ENABLED", kernels == "numba")
+    from eventsnn.model import cpu_backend
+    monkeypatch.setattr(cpu_backend, "ENABLED", kernels == "numba")
     layer = make_layer(spiking, reset, rec, refractory, learn_taus)
     F = torch.rand(3, 60, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.6
     out_ref, g_ref = scan_with_grads(layer, F, "autograd")
@@ -80,7 +80,7 @@ def test_numba_scan_surrogates_and_dtypes_match_reference(surrogate, dtype, rec)
 
 def test_sparse_input_matmul_equals_dense_values_and_gradients():
     """Sparse inputs (spikes, delayed spikes) add weight rows instead of multiplying zeros: same result."""
-    from eventsnn import delays
+    from eventsnn.model import delays
     torch.manual_seed(6)
     x = (torch.rand(3, 80, 30, dtype=torch.float64) < 0.03).double() * 1.5
     x.requires_grad_()
@@ -130,7 +130,7 @@ def test_unknown_backend_and_missing_surrogate_are_errors():
 
 TRITON_CHECK = r"""
 import itertools, sys, torch
-from eventsnn import scan
+from eventsnn.model import scan
 from tests.test_scan import make_layer, scan_with_grads
 assert scan._triton_applies(torch.zeros(1, 1, 1), True, torch.zeros(1, dtype=torch.long), ())
 worst = {}
@@ -165,7 +165,7 @@ TRITON_COMPILE = r"""
 import sys, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from eventsnn import scan_triton as st
+from eventsnn.model import scan_triton as st
 target = GPUTarget("cuda", 90, 32)   # an H100, compiled ahead of time: no GPU needed
 for dt in ("fp32", "fp64"):
     p = "*" + dt
@@ -196,7 +196,7 @@ def test_triton_kernels_compile_for_h100(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("spiking,reset", [(True, "zero"), (True, "subtract"), (False, "zero")])
 def test_triton_on_gpu_matches_cpu_reference(spiking, reset):
-    from eventsnn import scan_triton
+    from eventsnn.model import scan_triton
     assert scan_triton.available()
     layer = make_layer(spiking, reset, learn_taus=True, n_in=5, size=300, dtype=torch.float64)
     F = torch.rand(8, 200, 300, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.6

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from eventsnn.bridge import load_network
-from eventsnn.bridge.brian2_sim import simulate_brian2
-from eventsnn.bridge.from_torch import simulate_torch
-from eventsnn.datasets import make_polychrony
-from eventsnn.events import Events, load_events, save_events
-from eventsnn.snn import LIFLayer, delayed_current, spike_fn, surrogate_derivative
-from eventsnn.training import TrainConfig, load_trained_model, train
+from eventsnn.bridge.engines.brian2 import simulate_brian2
+from eventsnn.bridge.engines.torch import simulate_torch
+from eventsnn.data.datasets import make_polychrony
+from eventsnn.data.events import Events, load_events, save_events
+from eventsnn.model.layers import LIFLayer, delayed_current, spike_fn, surrogate_derivative
+from eventsnn.training.loop import TrainConfig, load_trained_model, train
 from tests.conftest import run_cli
 
 
@@ -103,8 +103,8 @@ def test_interp_with_integer_delays_equals_round(kind):
 def test_synaptic_delay_taps_equal_the_loop_values_and_gradients(mode, dtype, kernels, monkeypatch):
     """The taps formulation (cost independent of the maximum delay) equals the per-delay loop, gradients too,
     with the CPU's numba kernels and with the torch path CUDA takes."""
-    from eventsnn import cpu_kernels
-    monkeypatch.setattr(cpu_kernels, "ENABLED", kernels == "numba")
+    from eventsnn.model import cpu_backend
+    monkeypatch.setattr(cpu_backend, "ENABLED", kernels == "numba")
     torch.manual_seed(3)
     B, T, n_in, n_out = 3, 60, 12, 7
     x = ((torch.rand(B, T, n_in) < 0.1) * torch.randint(1, 3, (B, T, n_in))).to(dtype).requires_grad_()
@@ -126,7 +126,7 @@ def test_axonal_delays_from_the_spikes_equal_the_dense_gather(dtype, monkeypatch
     """Interpolated axonal delays on the CPU are computed from the input's nonzeros (two shifted copies of each
     spike, no dense delayed input); values and the gradients for the input, the weights and the delays equal
     the dense gather + matmul formulation (the one CUDA uses), including delays past the end of the sample."""
-    from eventsnn import cpu_kernels, delays
+    from eventsnn.model import cpu_backend, delays
     torch.manual_seed(5)
     B, T, n_in, n_out = 3, 50, 20, 7
     x = ((torch.rand(B, T, n_in) < 0.04) * torch.randint(1, 3, (B, T, n_in))).to(dtype).requires_grad_()
@@ -136,7 +136,7 @@ def test_axonal_delays_from_the_spikes_equal_the_dense_gather(dtype, monkeypatch
     g = torch.randn(B, T, n_out, dtype=dtype)
     res = {}
     for kernels in (True, False):
-        monkeypatch.setattr(cpu_kernels, "ENABLED", kernels)
+        monkeypatch.setattr(cpu_backend, "ENABLED", kernels)
         calls = []
         monkeypatch.setattr(delays._AxonalTaps, "apply", lambda *a, f=delays._AxonalTaps.apply: calls.append(1) or f(*a))
         out = delayed_current(x, w, d, "interp")
@@ -152,13 +152,13 @@ def test_axonal_delays_from_the_spikes_equal_the_dense_gather(dtype, monkeypatch
 def test_recurrent_weight_gradient_from_spikes_equals_the_matmul(shift, monkeypatch):
     """The recurrent weights' gradient sum_t s[t - d]^T g[t] computed from the spikes' nonzeros (one partial sum
     per thread) equals the dense matmul, for delays 0, 1, 7 and one past the sample."""
-    from eventsnn import cpu_kernels
-    from eventsnn.delays import shifted_weight_grad
+    from eventsnn.model import cpu_backend
+    from eventsnn.model.delays import shifted_weight_grad
     torch.manual_seed(6)
     s = (torch.rand(5, 60, 30) < 0.03).double()
     g = torch.randn(5, 60, 30, dtype=torch.float64)
     sparse = shifted_weight_grad(s, g, shift)
-    monkeypatch.setattr(cpu_kernels, "ENABLED", False)
+    monkeypatch.setattr(cpu_backend, "ENABLED", False)
     dense = shifted_weight_grad(s, g, shift)
     ref = sum(s[:, t - shift].t() @ g[:, t] for t in range(shift, 60)) if shift < 60 else torch.zeros(30, 30)
     torch.testing.assert_close(sparse, ref.double(), rtol=0, atol=1e-12)
@@ -171,8 +171,8 @@ def test_synaptic_delays_choose_the_taps_when_many_delays_are_distinct():
     x = (torch.rand(2, 300, 40) < 0.01).float()
     w = torch.randn(40, 30)
     d = torch.rand(40, 30) * 200
-    assert delayed_current.__module__ == "eventsnn.delays"
-    from eventsnn.delays import _cheaper_method
+    assert delayed_current.__module__ == "eventsnn.model.delays"
+    from eventsnn.model.delays import _cheaper_method
     with torch.enable_grad():
         assert _cheaper_method(x, torch.floor(d).long(), 2) == "taps"
         # one delay for all synapses and an input that needs its gradient: one matmul beats the taps
@@ -248,7 +248,7 @@ def test_export_roundtrip_torch_and_brian2(poly_files, tmp_path, extra):
     assert np.any(np.abs(delays - np.round(delays)) > 1e-3)  # real-valued delays in ms
     model = load_trained_model(tmp_path / "run", dtype=torch.float64)
     ev = load_events(te).subset(np.arange(60))
-    from eventsnn.snn import dense_input
+    from eventsnn.model.layers import dense_input
     with torch.no_grad():
         scores, _, _ = model(dense_input(ev, 1.0, dtype=torch.float64), delay_mode="round")
     trained_pred = scores.argmax(1).numpy()

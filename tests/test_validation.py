@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from eventsnn.bridge import save_network
-from eventsnn.events import save_events
-from eventsnn.runfile import LayerSpikes, RunResult, load_run, save_run
-from eventsnn.contract import readout_scores
+from eventsnn.data.events import save_events
+from eventsnn.bridge.runfile import LayerSpikes, RunResult, load_run, save_run
+from eventsnn.model.contract import readout_scores
 from eventsnn.validation.compare import compare_runs, match_spikes, spike_timing
 from tests.conftest import assert_runs_identical, random_events, random_network, run_cli
 
@@ -84,7 +84,7 @@ def test_compare_runs_prediction_agreement_and_exact_mismatch():
 
 
 def test_run_file_written_and_read_in_chunks_equals_whole(tmp_path):
-    from eventsnn.runfile import RunReader, RunWriter, concat_runs
+    from eventsnn.bridge.runfile import RunReader, RunWriter, concat_runs
     import h5py
     rng = np.random.default_rng(3)
 
@@ -213,7 +213,7 @@ def test_verify_report_schema_and_accuracy_recomputed(verify_inputs, tmp_path):
         assert (out / fig).stat().st_size > 0
     # the report compares the run files chunk by chunk of samples: one sample per chunk gives the same report
     from eventsnn.bridge import load_network
-    from eventsnn.transforms import parse_probes
+    from eventsnn.data.transforms import parse_probes
     from eventsnn.validation.verify import build_report, plan_runs
     net = load_network(netf)
     chunked = build_report(out, plan_runs(net.dt_ms, [1.0, 0.25], parse_probes("reverse"), "numpy"), net, 6,
@@ -308,13 +308,13 @@ def test_torch_engine_bounds_its_batch_by_memory(monkeypatch):
     the limit — with every spike and trace value unchanged."""
     import torch
 
-    from eventsnn.bridge import from_torch
+    from eventsnn.bridge.engines import torch as torch_engine
     net, ev = random_network(11), random_events(11, n_samples=5)
-    full = from_torch.simulate_torch(net, ev, dt_ms=0.25, delays="exact", inputs="exact")
-    assert from_torch._bounded_batch(net, ev, 0.25, torch.float64, 128) == 128  # small: the batch as asked
-    monkeypatch.setattr(from_torch, "BATCH_MEMORY_BYTES", 1)
-    assert from_torch._bounded_batch(net, ev, 0.25, torch.float64, 128) == 1
-    one = from_torch.simulate_torch(net, ev, dt_ms=0.25, delays="exact", inputs="exact")
+    full = torch_engine.simulate_torch(net, ev, dt_ms=0.25, delays="exact", inputs="exact")
+    assert torch_engine._bounded_batch(net, ev, 0.25, torch.float64, 128) == 128  # small: the batch as asked
+    monkeypatch.setattr(torch_engine, "BATCH_MEMORY_BYTES", 1)
+    assert torch_engine._bounded_batch(net, ev, 0.25, torch.float64, 128) == 1
+    one = torch_engine.simulate_torch(net, ev, dt_ms=0.25, delays="exact", inputs="exact")
     assert np.array_equal(one.trace, full.trace) and np.array_equal(one.prediction, full.prediction)
     for a, b in zip(one.layers, full.layers):
         assert len(a.sample) > 0
@@ -322,9 +322,9 @@ def test_torch_engine_bounds_its_batch_by_memory(monkeypatch):
             assert np.array_equal(getattr(a, k), getattr(b, k))
     # the SHD case: 700 inputs, 2 x 256 + 20, 1 s at 0.01 ms, float64: ~2.3 GB per sample -> one at a time
     shd = type("N", (), {"n_inputs": 700, "layers": [type("L", (), {"size": n})() for n in (256, 256, 20)]})()
-    monkeypatch.setattr(from_torch, "BATCH_MEMORY_BYTES", 2 << 30)
-    assert from_torch._bounded_batch(shd, type("E", (), {"duration_s": 1.0})(), 0.01, torch.float64, 128) == 1
-    assert from_torch._bounded_batch(shd, type("E", (), {"duration_s": 1.0})(), 1.0, torch.float64, 128) == 94
+    monkeypatch.setattr(torch_engine, "BATCH_MEMORY_BYTES", 2 << 30)
+    assert torch_engine._bounded_batch(shd, type("E", (), {"duration_s": 1.0})(), 0.01, torch.float64, 128) == 1
+    assert torch_engine._bounded_batch(shd, type("E", (), {"duration_s": 1.0})(), 1.0, torch.float64, 128) == 94
 
 
 def test_verify_workers_split_samples_when_runs_are_few(verify_inputs, tmp_path):

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from eventsnn.errors import EventsnnError
-from eventsnn.bridge.event_engine import _jit
-from eventsnn.runfile import LayerSpikes, RunReader, RunResult, sample_chunks
+from eventsnn.util.errors import EventsnnError
+from eventsnn.bridge.engines.event import _jit
+from eventsnn.bridge.runfile import LayerSpikes, RunReader, RunResult, sample_chunks
 
 
 def match_spikes(a_ms: np.ndarray, b_ms: np.ndarray, tol_ms: float):

@@ -13,19 +13,19 @@ import json
 import shutil
 from pathlib import Path
 
-from eventsnn.errors import atomic_path
+from eventsnn.util.errors import atomic_path
 
 
 def run_demo(outdir, quick: bool = False, target: str = "numpy", workers: int = 1, progress: bool = True) -> dict:
     import torch
 
     from eventsnn.bridge import save_network
-    from eventsnn.bridge.from_torch import network_from_model
-    from eventsnn.datasets import make_polychrony
-    from eventsnn.events import save_events
-    from eventsnn.training import TrainConfig, load_trained_model, train
+    from eventsnn.bridge.engines.torch import network_from_model
+    from eventsnn.data.datasets import make_polychrony
+    from eventsnn.data.events import save_events
+    from eventsnn.training.loop import TrainConfig, load_trained_model, train
 
-    from .verify import verify
+    from eventsnn.validation.verify import verify
 
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from eventsnn.errors import EventsnnError, atomic_path, dir_lock, remove_stale, sha256_file
-from eventsnn.parallel import Pool
-from eventsnn.provenance import provenance
-from eventsnn.runfile import RunReader, sample_chunks
+from eventsnn.util.errors import EventsnnError, atomic_path, dir_lock, remove_stale, sha256_file
+from eventsnn.util.dask_pool import Pool
+from eventsnn.util.provenance import provenance
+from eventsnn.bridge.runfile import RunReader, sample_chunks
 
-from .compare import CHUNK_SPIKES, RunComparison
+from eventsnn.validation.compare import CHUNK_SPIKES, RunComparison
 
 
 @dataclass
@@ -71,7 +71,7 @@ def _execute(args) -> str:
     """Run one spec (in this or a worker process) and write its run file; return the name."""
     import warnings
 
-    from eventsnn.events import EventsnnWarning
+    from eventsnn.data.events import EventsnnWarning
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EventsnnWarning)  # input merges are reported once, by verify itself
         return _execute_run(*args)
@@ -80,8 +80,8 @@ def _execute(args) -> str:
 def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> str:
     from eventsnn.bridge import load_network
     from eventsnn.bridge.engines import simulate_to_file
-    from eventsnn.datasets import load_any
-    from eventsnn.transforms import transform_by_name
+    from eventsnn.data.datasets import load_any
+    from eventsnn.data.transforms import transform_by_name
 
     net = load_network(net_path)
     events = load_any(data_path)
@@ -124,7 +124,7 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
     dts : sequence of float
         Step sizes in ms; each must divide the training dt (which is always included).
     probes : str
-        Comma list of probes (:func:`eventsnn.transforms.parse_probes`).
+        Comma list of probes (:func:`eventsnn.data.transforms.parse_probes`).
     target : str
         Brian2 target. ``samples``: the first N samples only. ``workers``: processes (a Dask ``LocalCluster``).
     scheduler : str, optional
@@ -146,8 +146,8 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
         Bad files or arguments, or another process using ``outdir``.
     """
     from eventsnn.bridge import load_network
-    from eventsnn.datasets import load_any
-    from eventsnn.transforms import parse_probes
+    from eventsnn.data.datasets import load_any
+    from eventsnn.data.transforms import parse_probes
 
     net = load_network(net_path)
     events = load_any(data_path)
@@ -157,7 +157,7 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
     for d in dts:
         if d > net.dt_ms:
             raise EventsnnError(f"--dt {d:g} is coarser than the training dt {net.dt_ms:g} ms")
-    from eventsnn.contract import grid_ratio
+    from eventsnn.model.contract import grid_ratio
     for d in dts:
         try:
             grid_ratio(net.dt_ms, d)
@@ -165,7 +165,7 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
             raise EventsnnError(f"--dt: {e}") from None
     transforms = parse_probes(probes) if probes else []
     n = len(events) if samples is None else min(samples, len(events))
-    from eventsnn.events import bin_events, warn_merged
+    from eventsnn.data.events import bin_events, warn_merged
     merged = bin_events(events, net.dt_ms, np.arange(n)).binary()
     outdir = Path(outdir)
     with dir_lock(outdir, "this verify directory"):
@@ -180,7 +180,7 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
 
 def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, target, n, workers, progress,
                    merged_at_train_dt: int, scheduler: str | None = None, exact: bool = True) -> dict:
-    from eventsnn.progress import progress_bar
+    from eventsnn.util.progress import progress_bar
 
     net_sha, ev_sha = sha256_file(net_path), sha256_file(data_path)
     specs = plan_runs(net.dt_ms, dts, transforms, target, exact)
@@ -445,7 +445,7 @@ def _figures(outdir: Path, report: dict) -> None:
     # 4. spike-time shifts of the finest clock-driven run against the exact run (or torch at train dt)
     base = loaded[-1][0] if exact else loaded[0][0]
     other = loaded[1][0]
-    from .compare import spike_shift_values
+    from eventsnn.validation.compare import spike_shift_values
     tol = max(other.dt_ms, EXACT_TOL_MS)
     shifts, n_a, n_matched = spike_shift_values(base.layers[0], other.layers[0], tol) if base.layers else ([], 0, 0)
     fig, ax = plt.subplots(figsize=(6.5, 4))

@@ -4,7 +4,7 @@ One :class:`LIFLayer` per hidden layer and a non-spiking :class:`LIFLayer`
 (``spiking=False``) as the leaky readout. The whole batch runs at once; the
 only Python loop is over time steps (the recurrence needs it).
 
-Delays act on the feed-forward input before the time scan (:mod:`eventsnn.delays`: ``round`` mode for
+Delays act on the feed-forward input before the time scan (:mod:`eventsnn.model.delays`: ``round`` mode for
 Brian2-identical integer steps, ``interp`` mode for learnable real-valued delays).
 """
 from __future__ import annotations
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import contract
-from .delays import DELAY_MODES, delayed_current  # noqa: F401
-from .events import Events, bin_events, warn_merged
-from .scan import SCAN_BACKENDS, SURROGATES, lif_scan, spike_fn, surrogate_derivative  # noqa: F401
+from eventsnn.model import contract
+from eventsnn.model.delays import DELAY_MODES, delayed_current  # noqa: F401
+from eventsnn.data.events import Events, bin_events, warn_merged
+from eventsnn.model.scan import SCAN_BACKENDS, SURROGATES, lif_scan, spike_fn, surrogate_derivative  # noqa: F401
 
 DELAY_KINDS = ("none", "axonal", "synaptic")
 
@@ -47,7 +47,7 @@ class LIFLayer(nn.Module):
         self.n_in, self.size, self.spiking, self.reset = n_in, size, spiking, reset
         self.max_delay_ms = float(max_delay_ms)
         self.delays_learned = False
-        self.delay_method = "auto"  # per-synapse delays: "auto", "loop" or "taps" (eventsnn.delays; same result)
+        self.delay_method = "auto"  # per-synapse delays: "auto", "loop" or "taps" (eventsnn.model.delays; same result)
 
         def full(v):
             return torch.as_tensor(np.broadcast_to(np.asarray(v, dtype=np.float64), (size,)).copy(), dtype=dtype)
@@ -167,7 +167,7 @@ class SNN(nn.Module):
                 slope: float = 10.0, backend: str | None = None):
         """Return ``(scores [B, N_out], trace [B, T, N_out], hidden spikes list)``.
 
-        ``backend``: the time scan's implementation (:data:`eventsnn.scan.SCAN_BACKENDS`), by default
+        ``backend``: the time scan's implementation (:data:`eventsnn.model.scan.SCAN_BACKENDS`), by default
         ``self.scan_backend`` (``"fused"``).
         """
         backend = backend or self.scan_backend
@@ -187,7 +187,7 @@ class SNN(nn.Module):
 
 
 def readout_scores(trace: torch.Tensor, readout: str) -> torch.Tensor:
-    """Torch twin of :func:`eventsnn.contract.readout_scores` (scores from the trace)."""
+    """Torch twin of :func:`eventsnn.model.contract.readout_scores` (scores from the trace)."""
     if readout == "max":
         return trace.max(dim=1).values
     if readout == "mean":
@@ -230,7 +230,7 @@ def dense_input(events: Events, dt_ms: float, indices=None, *, dtype=torch.float
     """Input raster ``[B, T, n_units]`` from events, via the one binning rule.
 
     ``binary=True`` (training's convention, as in the paper): 1 where a unit fired in a step, with a
-    warning (:class:`~eventsnn.events.EventsnnWarning`, unless ``warn=False``) when that merges spikes;
+    warning (:class:`~eventsnn.data.events.EventsnnWarning`, unless ``warn=False``) when that merges spikes;
     ``binary=False``: the spike count.
     """
     b = bin_events(events, dt_ms, indices)
@@ -242,7 +242,7 @@ def dense_input(events: Events, dt_ms: float, indices=None, *, dtype=torch.float
 
 
 def raster(b, n_units: int, *, dtype=torch.float32, device="cpu") -> torch.Tensor:
-    """Dense ``[B, T, n_units]`` tensor of the counts of a :class:`~eventsnn.events.Binned`."""
+    """Dense ``[B, T, n_units]`` tensor of the counts of a :class:`~eventsnn.data.events.Binned`."""
     x = torch.zeros(b.n_samples, b.n_steps, n_units, dtype=dtype, device=device)
     x[torch.as_tensor(b.sample, device=device), torch.as_tensor(b.step, device=device),
       torch.as_tensor(b.unit, device=device)] = torch.as_tensor(b.count, dtype=dtype, device=device)

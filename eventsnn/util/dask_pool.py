@@ -22,7 +22,7 @@ _SCHEDULER = re.compile(r"^(tcp|tls)://[^\s/:]+:\d{1,5}$")
 
 def check_scheduler(address: str) -> str:
     """A scheduler address that parses and answers, or an :class:`EventsnnError` naming ``--scheduler``."""
-    from .errors import EventsnnError
+    from eventsnn.util.errors import EventsnnError
     if not _SCHEDULER.match(address or ""):
         raise EventsnnError(f"--scheduler {address!r}: expected tcp://HOST:PORT (the address 'dask scheduler' prints)")
     with Pool(scheduler=address):
@@ -73,7 +73,7 @@ class Pool:
 
         from distributed import Client, LocalCluster
         if self.scheduler:
-            from .errors import EventsnnError
+            from eventsnn.util.errors import EventsnnError
             try:
                 self.client = Client(self.scheduler, timeout="10s")
             except (OSError, TimeoutError) as e:
@@ -124,8 +124,8 @@ def run_sample_chunks(fn, make_job, events, indices, workers: int, desc: str, pr
     """Cut ``indices`` into ``workers`` consecutive chunks, run ``fn(make_job(i, events.subset(chunk)))`` for each
     on the :class:`Pool`, and join the resulting runs in order (identical to one process: samples never
     interact). ``fn`` must be importable (it travels to the workers by name)."""
-    from .progress import progress_bar
-    from .runfile import concat_runs
+    from eventsnn.util.progress import progress_bar
+    from eventsnn.bridge.runfile import concat_runs
 
     chunks = [c for c in np.array_split(np.asarray(indices), workers) if len(c)]
     jobs = [make_job(i, events.subset(c)) for i, c in enumerate(chunks)]

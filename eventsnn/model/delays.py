@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import cpu_kernels
-from .cpu_kernels import numba_threads
+from eventsnn.model import cpu_backend
+from eventsnn.model.cpu_backend import numba_threads
 
 DELAY_MODES = ("round", "interp")
 
@@ -86,7 +86,7 @@ def input_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 def _sparse_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """The CPU kernels apply and ``x [B, T, N]`` has at most :data:`SPARSE_DENSITY` nonzeros."""
-    if not (cpu_kernels.applies(x, weight) and x.dim() == 3) or x.numel() == 0:
+    if not (cpu_backend.applies(x, weight) and x.dim() == 3) or x.numel() == 0:
         return False
     return int(torch.count_nonzero(x)) <= SPARSE_DENSITY * x.numel()
 
@@ -94,7 +94,7 @@ def _sparse_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
 class _SparseInputMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight):
-        from ._delay_kernels import sparse_rows_matmul
+        from eventsnn.model.delays_numba import sparse_rows_matmul
         b, t, i = x.detach().nonzero(as_tuple=True)  # row-major: sorted by sample
         vals = x.detach()[b, t, i]
         out = x.new_zeros(x.shape[0], x.shape[1], weight.shape[1])
@@ -118,7 +118,7 @@ def _rows_weight_grad(b, t, i, vals, grad: torch.Tensor, n_pre: int) -> torch.Te
     ``b`` (CPU kernel; one partial sum per thread)."""
     import numba
 
-    from ._delay_kernels import sparse_rows_weight_grad
+    from eventsnn.model.delays_numba import sparse_rows_weight_grad
     with numba_threads():
         chunks = max(1, min(numba.get_num_threads(), grad.shape[0]))
         partial = np.empty((chunks, n_pre, grad.shape[2]), dtype=grad.numpy().dtype)
@@ -152,7 +152,7 @@ class _AxonalTaps(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, frac, lo):
-        from ._delay_kernels import sparse_rows_matmul
+        from eventsnn.model.delays_numba import sparse_rows_matmul
         B, T, _ = x.shape
         b, t, i = x.detach().nonzero(as_tuple=True)  # row-major: sorted by sample
         vals = x.detach()[b, t, i]
@@ -176,7 +176,7 @@ class _AxonalTaps(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        from ._delay_kernels import axonal_input_grad
+        from eventsnn.model.delays_numba import axonal_input_grad
         weight, frac, lo, *flat = ctx.saved_tensors
         taps = (flat[:4], flat[4:])
         grad = grad.contiguous()
@@ -256,8 +256,8 @@ class _SynapticTaps(torch.autograd.Function):
         b, t, i = x.nonzero(as_tuple=True)  # row-major: sorted by sample
         vals = x[b, t, i]
         out = x.new_zeros(B, Tp, n_post)
-        if cpu_kernels.applies(x, taps):
-            from ._delay_kernels import forward_kernel
+        if cpu_backend.applies(x, taps):
+            from eventsnn.model.delays_numba import forward_kernel
             with numba_threads():
                 forward_kernel(b.numpy(), t.numpy(), i.numpy(), vals.numpy(), taps.detach().numpy(), lo.numpy(),
                                out.numpy())
@@ -280,8 +280,8 @@ class _SynapticTaps(torch.autograd.Function):
             gp = grad.new_zeros(B, Tp, n_post)
             gp[:, :T] = grad
             g_taps = torch.zeros_like(taps)
-            if cpu_kernels.applies(grad, taps):
-                from ._delay_kernels import weight_grad_kernel
+            if cpu_backend.applies(grad, taps):
+                from eventsnn.model.delays_numba import weight_grad_kernel
                 order = torch.argsort(i, stable=True)
                 with numba_threads():
                     weight_grad_kernel(order.numpy(), b.numpy(), t.numpy(), i.numpy(), vals.numpy(), lo.numpy(),
@@ -309,8 +309,8 @@ def _input_grad(grad: torch.Tensor, taps: torch.Tensor, lo: torch.Tensor, Tp: in
     """``g_x[b, t, i] = sum_k sum_j taps[k, i, j] * grad[b, t + lo[i, j] + k, j]`` (zero past the end)."""
     B, T, n_post = grad.shape
     K, n_pre, _ = taps.shape
-    if cpu_kernels.applies(grad, taps):
-        from ._delay_kernels import input_grad_kernel
+    if cpu_backend.applies(grad, taps):
+        from eventsnn.model.delays_numba import input_grad_kernel
         g_t = grad.new_zeros(n_post, Tp, B)  # time-major, batch innermost: each synapse reads one contiguous run
         g_t[:, :T] = grad.permute(2, 1, 0)
         out = grad.new_zeros(n_pre, T, B)

@@ -4,7 +4,7 @@ Without recurrence every (sample, neuron) pair evolves independently, so one pro
 neurons of one sample and walks through all time steps with ``v`` and ``I`` in registers: the input
 current is read once, spikes and the pre-reset voltage written once (forward); the reverse scan reads
 them back once and writes the current's adjoint (backward). Memory access is coalesced along the
-neuron axis. The maths is :mod:`eventsnn.scan`'s; the kernels are tested against its pure-torch path.
+neuron axis. The maths is :mod:`eventsnn.model.scan`'s; the kernels are tested against its pure-torch path.
 
 ``TRITON_INTERPRET=1`` (set before this module is imported) runs the kernels in Triton's interpreter on
 CPU tensors — that is how CI, which has no GPU, tests them.
@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from .scan import MULTI_GAUSSIAN_H, MULTI_GAUSSIAN_S
+from eventsnn.model.scan import MULTI_GAUSSIAN_H, MULTI_GAUSSIAN_S
 
 try:
     import triton

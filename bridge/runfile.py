@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import atomic_path, fail, open_h5
+from eventsnn.util.errors import atomic_path, fail, open_h5
 
 RUN_FORMAT = "eventsnn.run"
 RUN_VERSION = 2          # 2: layers/<i>/sample_start; version 1 files (without it) are still read

@@ -6,9 +6,9 @@ import time
 import numpy as np
 import torch
 
-from eventsnn.snn import SNN, LIFLayer
+from eventsnn.model.layers import SNN, LIFLayer
 
-from .network import Layer, Network
+from eventsnn.bridge.network import Layer, Network
 
 
 def _np(t):
@@ -107,13 +107,13 @@ def simulate_torch(net: Network, events, indices=None, *, dt_ms: float | None = 
     """
     import numpy as np
 
-    from eventsnn.contract import grid_ratio, readout_scores, trace_sample_steps
-    from eventsnn.events import bin_for_run, warn_merged
-    from eventsnn.progress import progress_bar
-    from eventsnn.runfile import LayerSpikes, RunResult
-    from eventsnn.snn import raster
+    from eventsnn.model.contract import grid_ratio, readout_scores, trace_sample_steps
+    from eventsnn.data.events import bin_for_run, warn_merged
+    from eventsnn.util.progress import progress_bar
+    from eventsnn.bridge.runfile import LayerSpikes, RunResult
+    from eventsnn.model.layers import raster
 
-    from .network import with_delay_mode
+    from eventsnn.bridge.network import with_delay_mode
 
     dt_ms = net.dt_ms if dt_ms is None else dt_ms
     ratio = grid_ratio(net.dt_ms, dt_ms)

@@ -1,8 +1,8 @@
 """Network file -> Brian2 (runtime numpy/cython, cpp_standalone, cuda_standalone).
 
-Every neuron group implements the contract of :mod:`eventsnn.contract` with
+Every neuron group implements the contract of :mod:`eventsnn.model.contract` with
 explicit per-neuron propagators (``a``, ``b``, ``k`` from
-:func:`~eventsnn.contract.propagators`) in a ``run_regularly`` in the
+:func:`~eventsnn.model.contract.propagators`) in a ``run_regularly`` in the
 ``groups`` slot -- not ``method='exact'``, which is NaN for equal taus. Brian2's
 default schedule (groups, thresholds, synapses, resets) gives the step order.
 
@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from eventsnn.contract import (SPIKING_READOUTS, delay_steps, grid_ratio, propagators, readout_scores,
+from eventsnn.model.contract import (SPIKING_READOUTS, delay_steps, grid_ratio, propagators, readout_scores,
                                refractory_steps, trace_sample_steps)
-from eventsnn.errors import EventsnnError
-from eventsnn.events import bin_for_run, warn_merged
-from eventsnn.runfile import LayerSpikes, RunResult
+from eventsnn.util.errors import EventsnnError
+from eventsnn.data.events import bin_for_run, warn_merged
+from eventsnn.bridge.runfile import LayerSpikes, RunResult
 
-from .network import Network, with_delay_mode
+from eventsnn.bridge.network import Network, with_delay_mode
 
 TARGETS = ("numpy", "cython", "cpp_standalone", "cuda_standalone")
 # Deterministic, contraction-free arithmetic for the compiled targets (no -ffast-math, no FMA).
@@ -223,7 +223,7 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
     t0 = time.perf_counter()
     duration = total_steps * dt
     if target in ("numpy", "cython") and progress:
-        from eventsnn.progress import progress_bar
+        from eventsnn.util.progress import progress_bar
         bar = progress_bar(total=100, desc=f"brian2 {target} dt={dt_ms:g}ms")
 
         def report(elapsed, completed, start, dur):
@@ -423,7 +423,7 @@ def _simulate_part(args):
 
 def _simulate_in_workers(net, events, indices, workers, build_dir, progress, kw) -> RunResult:
     """``simulate_brian2`` over consecutive sample chunks in ``workers`` spawned processes (own build dirs)."""
-    from eventsnn.parallel import run_sample_chunks
+    from eventsnn.util.dask_pool import run_sample_chunks
 
     t0 = time.perf_counter()
     run = run_sample_chunks(_simulate_part, lambda i, ev: (net, ev, build_dir / f"part{i}", kw), events, indices,
@@ -500,7 +500,7 @@ def write_brian2_script(net: Network, events, sample: int, path, *, dt_ms: float
     import brian2 as b2
 
     from eventsnn import __version__
-    from eventsnn.errors import atomic_path
+    from eventsnn.util.errors import atomic_path
 
     from brian2.utils.logger import BrianLogger
 

@@ -10,7 +10,7 @@ Two implementations of the same maths, selected by ``backend``:
   learned). The backward pass is a hand-written reverse scan of the adjoint equations below, and the
   weight/tau gradients are formed after the scan by one matmul / reduction over the whole sequence.
   On CUDA, layers without recurrence or refractoriness run both scans in one Triton kernel per
-  direction (:mod:`eventsnn.scan_triton`): one program per block of (sample, neuron) pairs walks
+  direction (:mod:`eventsnn.model.scan_triton`): one program per block of (sample, neuron) pairs walks
   through time in registers, touching each input once.
 
 Forward, per step ``n`` (``s`` detached in the reset, as in the reference)::
@@ -37,9 +37,9 @@ import math
 import numpy as np
 import torch
 
-from . import cpu_kernels
-from .cpu_kernels import numba_threads
-from .delays import _shift_time, shifted_weight_grad
+from eventsnn.model import cpu_backend
+from eventsnn.model.cpu_backend import numba_threads
+from eventsnn.model.delays import _shift_time, shifted_weight_grad
 
 SCAN_BACKENDS = ("fused", "autograd")
 
@@ -231,8 +231,8 @@ def _np(t: torch.Tensor):
 
 
 def _scan_forward_cpu(F, a, b, k, theta, R, ws, spiking, reset, delays, keep_I):
-    """:func:`_scan_forward` as one numba kernel (:mod:`eventsnn._scan_kernels`); same outputs."""
-    from ._scan_kernels import scan_forward
+    """:func:`_scan_forward` as one numba kernel (:mod:`eventsnn.model.scan_numba`); same outputs."""
+    from eventsnn.model.scan_numba import scan_forward
     B, T, N = F.shape
     use_ref = spiking and bool((R > 1).any())
     out = torch.empty_like(F)
@@ -253,8 +253,8 @@ def _scan_backward_cpu(gout, out, v_pre, held, a, b, k, theta, ws, spiking, rese
                        keep_lvp=True):
     """:func:`_scan_backward` as numba kernels (the surrogate derivative evaluated inside, per element).
     ``keep_lvp=False``: the adjoint history (only the time constants' gradients read it) is not kept (None)."""
-    from ._scan_kernels import scan_backward, scan_backward_recurrent
-    from ._scan_kernels import MULTI_GAUSSIAN_H as H, MULTI_GAUSSIAN_S as S
+    from eventsnn.model.scan_numba import scan_backward, scan_backward_recurrent
+    from eventsnn.model.scan_numba import MULTI_GAUSSIAN_H as H, MULTI_GAUSSIAN_S as S
     assert (H, S) == (MULTI_GAUSSIAN_H, MULTI_GAUSSIAN_S)
     dF = torch.empty_like(gout)
     lvp = torch.empty_like(gout) if keep_lvp else gout.new_zeros(1, 1, 1)
@@ -267,7 +267,7 @@ def _scan_backward_cpu(gout, out, v_pre, held, a, b, k, theta, ws, spiking, rese
             rec_wt = torch.stack([w.detach().t() for w in ws]).contiguous()
             import numba
             chunks = max(1, min(numba.get_num_threads(), gout.shape[0]))
-            with cpu_kernels.blas_threads(1):  # BLAS inside numba's parallel region: one thread per call
+            with cpu_backend.blas_threads(1):  # BLAS inside numba's parallel region: one thread per call
                 scan_backward_recurrent(*args, _np(rec_wt), np.asarray(delays, dtype=np.int64), reset == "subtract",
                                         held is not None, chunks, keep_lvp, dF.numpy(), lvp.numpy())
         else:
@@ -284,10 +284,10 @@ class LIFScan(torch.autograd.Function):
         needs_tau = any(ctx.needs_input_grad[1:4])
         triton_ok = _triton_applies(F, spiking, R, delays)
         if triton_ok:
-            from .scan_triton import scan_forward_triton
+            from eventsnn.model.scan_triton import scan_forward_triton
             out, v_pre, I_hist = scan_forward_triton(F, a, b, k, theta, spiking, reset, needs_tau)
             held = None
-        elif cpu_kernels.applies(F):
+        elif cpu_backend.applies(F):
             out, v_pre, held, I_hist = _scan_forward_cpu(F, a, b, k, theta, R, ws, spiking, reset, delays, needs_tau)
         else:
             out, v_pre, held, I_hist = _scan_forward(F, a, b, k, theta, R, ws, spiking, reset, delays, needs_tau)
@@ -303,9 +303,9 @@ class LIFScan(torch.autograd.Function):
             raise RuntimeError("backward through a spiking scan needs a surrogate gradient")
         gout = gout.contiguous()
         if ctx.triton:
-            from .scan_triton import scan_backward_triton
+            from eventsnn.model.scan_triton import scan_backward_triton
             dF, lvp = scan_backward_triton(gout, out, v_pre, a, b, k, theta, spiking, reset, surrogate, slope)
-        elif cpu_kernels.applies(gout):
+        elif cpu_backend.applies(gout):
             dF, lvp = _scan_backward_cpu(gout, out, v_pre if spiking else None, held, a, b, k, theta, ws,
                                          spiking, reset, delays, surrogate, slope, any(ctx.needs_input_grad[1:4]))
         else:
@@ -336,5 +336,5 @@ def _triton_applies(F: torch.Tensor, spiking: bool, R: torch.Tensor, delays) -> 
     when Triton's interpreter is on, which is how they are tested without a GPU)."""
     if delays or (spiking and bool((R > 1).any())):
         return False
-    from . import scan_triton
+    from eventsnn.model import scan_triton
     return scan_triton.available() and (F.device.type == "cuda" or scan_triton.INTERPRET)

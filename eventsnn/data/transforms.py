@@ -1,6 +1,6 @@
 """Transforms on events, as small composable callables (tonic's style).
 
-Each transform takes an :class:`~eventsnn.events.Events` and returns a new
+Each transform takes an :class:`~eventsnn.data.events.Events` and returns a new
 one; randomness comes from the transform's own ``seed``, so the same transform
 applied in two engines gives the same spikes. Spikes moved outside
 ``[0, duration)`` by jitter are dropped (counted in ``meta``).
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import EventsnnError
-from .events import Events
+from eventsnn.util.errors import EventsnnError
+from eventsnn.data.events import Events
 
 
 def _random_rank(key: np.ndarray, rng) -> np.ndarray:

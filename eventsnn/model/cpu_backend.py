@@ -1,7 +1,7 @@
 """One switch for eventsnn's numba kernels on the CPU (the fused scan and the delayed currents).
 
 ``ENABLED = True`` (default): CPU float32/float64 tensors go through the numba kernels
-(:mod:`eventsnn._scan_kernels`, :mod:`eventsnn._delay_kernels`); ``False``: the same maths in torch ops, the path
+(:mod:`eventsnn.model.scan_numba`, :mod:`eventsnn.model.delays_numba`); ``False``: the same maths in torch ops, the path
 CUDA takes (tests flip it to check that path on the CPU). Both give the same results.
 """
 from __future__ import annotations

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .errors import atomic_path, fail, open_h5
+from eventsnn.util.errors import atomic_path, fail, open_h5
 
-EVENTS_FORMAT = "eventsnn.events"
+EVENTS_FORMAT = "eventsnn.data.events"
 EVENTS_VERSION = 1
 
 # Brian2's SpikeGeneratorGroup rule: a spike at t falls into step floor(t/dt + 1e-3).
@@ -253,7 +253,7 @@ def bin_events(events: Events, dt_ms: float, indices=None) -> Binned:
 # ----------------------------------------------------------------------------- I/O
 
 def save_events(events: Events, path) -> None:
-    """Write ``events`` in the SHD layout with ``format="eventsnn.events"`` (atomically)."""
+    """Write ``events`` in the SHD layout with ``format="eventsnn.data.events"`` (atomically)."""
     import h5py
 
     events.validate(path)
@@ -286,7 +286,7 @@ def save_events(events: Events, path) -> None:
 
 
 def load_events(path) -> Events:
-    """Read an events file: ours (``format="eventsnn.events"``) or an official SHD/SSC file.
+    """Read an events file: ours (``format="eventsnn.data.events"``) or an official SHD/SSC file.
 
     Official files have no ``format`` attribute, may store times as float16 and
     carry no ``n_units``/``duration_s``: SHD/SSC have 700 channels; the duration
@@ -363,7 +363,7 @@ def bin_for_run(events: Events, indices, dt_ms: float, train_dt_ms: float, input
     delivered; as close to the real times as the simulation grid allows). ``n_steps`` of the result is
     training steps * ratio.
     """
-    from .contract import grid_ratio
+    from eventsnn.model.contract import grid_ratio
 
     r = grid_ratio(train_dt_ms, dt_ms)
     if inputs == "binned":

@@ -1,7 +1,7 @@
 """The engines side by side, behind one registry (Brian2's ``all_devices`` habit).
 
 Every engine is called as ``ENGINES[name](net, events, indices, **options)`` and returns a
-:class:`~eventsnn.runfile.RunResult`; each declares the options it understands, checked once here before any
+:class:`~eventsnn.bridge.runfile.RunResult`; each declares the options it understands, checked once here before any
 work. The CLI's ``--engine`` choices and ``verify``'s plan read this registry, so a new engine is added in one
 place.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from eventsnn.errors import EventsnnError
+from eventsnn.util.errors import EventsnnError
 
 
 @dataclass(frozen=True)
@@ -23,17 +23,17 @@ class Engine:
 
 
 def _torch(net, events, indices=None, **kw):
-    from .from_torch import simulate_torch
+    from eventsnn.bridge.engines.torch import simulate_torch
     return simulate_torch(net, events, indices, **kw)
 
 
 def _brian2(net, events, indices=None, **kw):
-    from .brian2_sim import simulate_brian2
+    from eventsnn.bridge.engines.brian2 import simulate_brian2
     return simulate_brian2(net, events, indices, **kw)
 
 
 def _event(net, events, indices=None, **kw):
-    from .event_engine import simulate_event
+    from eventsnn.bridge.engines.event import simulate_event
     return simulate_event(net, events, indices, **kw)
 
 
@@ -79,8 +79,8 @@ def first_chunk(net, events, dt_ms: float | None, budget_bytes: int) -> int:
     """Samples in the first chunk of a run written to a file: as many as fit in ``budget_bytes`` if every
     hidden neuron fired at every step (a clock-driven engine's cap; the exact engine, which has no such cap, is
     planned at 1/100 of the training dt) -- so a small network runs in one chunk and a large one starts small."""
-    from eventsnn.events import n_steps
-    from eventsnn.runfile import SPIKE_BYTES
+    from eventsnn.data.events import n_steps
+    from eventsnn.bridge.runfile import SPIKE_BYTES
     step = dt_ms if dt_ms is not None else net.dt_ms / 100
     T = n_steps(events.duration_ms, step)
     hidden = sum(L.size for L in net.layers[:-1])  # a count readout's spikes are not kept: only the trace
@@ -101,9 +101,9 @@ def simulate_to_file(engine: str, net, events, path, *, attrs: dict | None = Non
 
     import numpy as np
 
-    from eventsnn.events import EventsnnWarning
-    from eventsnn.progress import progress_bar
-    from eventsnn.runfile import SPIKE_BYTES, RunWriter
+    from eventsnn.data.events import EventsnnWarning
+    from eventsnn.util.progress import progress_bar
+    from eventsnn.bridge.runfile import SPIKE_BYTES, RunWriter
 
     if engine not in ENGINES:
         raise EventsnnError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -113,7 +113,7 @@ def simulate_to_file(engine: str, net, events, path, *, attrs: dict | None = Non
     chunked = size < S
     if chunked and ENGINES[engine].clock and (inputs or "binned") == "binned":
         # each chunk would warn about its own merged input spikes; warn once, for all samples
-        from eventsnn.events import bin_events, warn_merged
+        from eventsnn.data.events import bin_events, warn_merged
         b = bin_events(events, net.dt_ms).binary()
         warn_merged(b.merged, b.n_spikes, net.dt_ms)
     lo = 0

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EventsnnError, fail
-from .events import Events
+from eventsnn.util.errors import EventsnnError, fail
+from eventsnn.data.events import Events
 
 TASKS = ("isi", "polychrony", "coincidence")
 PAPER_TASK_NAMES = ("paper-isi", "paper-ccisi", "paper-coincidence")
@@ -31,7 +31,7 @@ DEFAULTS = {"isi": dict(units=10, classes=4, duration_ms=100.0),
 def make_task(task: str, *, samples=None, seed=0, task_seed=0, units=None, classes=None, duration_ms=None,
               jitter_ms=0.0, overlap=None, max_isi_ms=None) -> Events:
     """Any task of ``eventsnn data make`` by name, its options checked first (errors name the flag)."""
-    from . import paper
+    from eventsnn.data import paper
 
     if task not in TASK_NAMES:
         raise EventsnnError(f"unknown task {task!r}; choose from {', '.join(TASK_NAMES)}")
@@ -280,9 +280,9 @@ def binned_to_events(sample, unit, bin_, count, labels, n_units, n_classes, bin_
 
 def load_any(path) -> Events:
     """Events from an events/SHD HDF5 file, or a rate-removed ``.mat``/``X,Y`` file."""
-    from .events import load_events
+    from eventsnn.data.events import load_events
 
-    from .errors import open_h5
+    from eventsnn.util.errors import open_h5
 
     p = Path(path)
     if p.suffix == ".mat":

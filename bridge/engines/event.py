@@ -1,7 +1,7 @@
 """The exact, event-driven engine (``engine="event"``): the network file's model with no time step.
 
 The same continuous-time network the discrete contract approximates (DESIGN.md section 2), simulated
-exactly: between events every neuron follows the closed form of :func:`eventsnn.contract.evolve`; an
+exactly: between events every neuron follows the closed form of :func:`eventsnn.model.contract.evolve`; an
 arriving spike does ``I += w`` at exactly ``t + d`` (delays real-valued, input times unbinned, several
 spikes of one unit at one time all delivered); a neuron spikes at the first time its ``v`` reaches
 ``theta`` (``>=``), found by a safeguarded Newton iteration to 1e-12 ms inside an analytic bracket; reset
@@ -30,12 +30,12 @@ import time
 
 import numpy as np
 
-from eventsnn.contract import SPIKING_READOUTS, evolve_rates, readout_scores
-from eventsnn.errors import EventsnnError
-from eventsnn.events import n_steps, time_to_step
-from eventsnn.runfile import LayerSpikes, RunResult
+from eventsnn.model.contract import SPIKING_READOUTS, evolve_rates, readout_scores
+from eventsnn.util.errors import EventsnnError
+from eventsnn.data.events import n_steps, time_to_step
+from eventsnn.bridge.runfile import LayerSpikes, RunResult
 
-from .network import Network
+from eventsnn.bridge.network import Network
 
 XTOL_MS = 1e-12
 
@@ -393,7 +393,7 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
     EventsnnError
         If the events do not fit the network, or a sample fires beyond ``max_rate_hz``.
     """
-    from eventsnn.progress import progress_bar
+    from eventsnn.util.progress import progress_bar
 
     if indices is None:
         indices = np.arange(len(events))
@@ -464,6 +464,6 @@ def _part(args):
 
 
 def _in_workers(net, events, indices, workers, progress, max_rate_hz) -> RunResult:
-    from eventsnn.parallel import run_sample_chunks
+    from eventsnn.util.dask_pool import run_sample_chunks
     return run_sample_chunks(_part, lambda i, ev: (net, ev, max_rate_hz), events, indices, workers, "event engine parts",
                              progress)

@@ -1,7 +1,7 @@
 """numba kernels of the fused LIF scan on the CPU (imported on first use; compiled once and cached).
 
-Same per-step arithmetic, in the same order, as :func:`eventsnn.scan._scan_forward` / ``_scan_backward`` (see
-:mod:`eventsnn.scan` for the equations); one compiled loop instead of about a dozen torch operations per step.
+Same per-step arithmetic, in the same order, as :func:`eventsnn.model.scan._scan_forward` / ``_scan_backward`` (see
+:mod:`eventsnn.model.scan` for the equations); one compiled loop instead of about a dozen torch operations per step.
 
 * Forward: samples are independent, so each thread runs whole samples through time. Recurrent input is
   accumulated from the rows of the spiking neurons (spikes are 0/1 and sparse).
@@ -15,7 +15,7 @@ import numpy as np
 
 @numba.njit(parallel=True, cache=True)
 def scan_forward(F, a, b, k, theta, R, rec_w, rec_d, spiking, subtract, use_ref, keep_I,
-                 out, v_pre, held, I_hist):  # pragma: no cover - compiled; tested through eventsnn.scan
+                 out, v_pre, held, I_hist):  # pragma: no cover - compiled; tested through eventsnn.model.scan
     """``out`` (spikes, or the trace of a readout), ``v_pre``, ``held`` and ``I_hist`` ``[B, T, N]`` are written."""
     B, T, N = F.shape
     n_rec = rec_d.shape[0]
@@ -75,12 +75,12 @@ def scan_forward(F, a, b, k, theta, R, rec_w, rec_d, spiking, subtract, use_ref,
                     I_hist[s_, n, j] = I[j]
 
 
-MULTI_GAUSSIAN_H, MULTI_GAUSSIAN_S = 0.15, 6.0  # as eventsnn.scan (tests compare the two)
+MULTI_GAUSSIAN_H, MULTI_GAUSSIAN_S = 0.15, 6.0  # as eventsnn.model.scan (tests compare the two)
 
 
 @numba.njit(cache=True, inline="always")
 def _surrogate(x, kind, slope):  # pragma: no cover - compiled
-    """:func:`eventsnn.scan.surrogate_derivative` for one value; ``kind`` 0 fast-sigmoid, 1 atan, 2 multi-gaussian."""
+    """:func:`eventsnn.model.scan.surrogate_derivative` for one value; ``kind`` 0 fast-sigmoid, 1 atan, 2 multi-gaussian."""
     if kind == 0:
         d = slope * abs(x) + 1.0
         return 1.0 / (d * d)

@@ -26,9 +26,9 @@ import math
 
 import numpy as np
 
-from .datasets import binned_to_events
-from .errors import EventsnnError
-from .events import Events
+from eventsnn.data.datasets import binned_to_events
+from eventsnn.util.errors import EventsnnError
+from eventsnn.data.events import Events
 
 # ----------------------------------------------------------------------------- ISI and cross-channel ISI
 
@@ -211,7 +211,7 @@ def _bin_like_authors(src, first: int = 0, chunk: int = 1024) -> tuple[np.ndarra
     to fit in memory as events). Only whole batches of 256 samples are kept (their generator drops the rest).
     Samples are numbered from ``first``.
     """
-    from .errors import fail, open_h5
+    from eventsnn.util.errors import fail, open_h5
 
     if isinstance(src, Events):
         n = (len(src) // BATCH) * BATCH

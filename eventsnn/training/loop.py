@@ -21,12 +21,12 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .contract import SPIKING_READOUTS
-from .distributed import Dist
-from .errors import EventsnnError, atomic_path, fail
-from .events import Events
-from .progress import progress_bar
-from .snn import SNN, LIFLayer, dense_input, raster, summed_loss
+from eventsnn.model.contract import SPIKING_READOUTS
+from eventsnn.training.ddp import Dist
+from eventsnn.util.errors import EventsnnError, atomic_path, fail
+from eventsnn.data.events import Events
+from eventsnn.util.progress import progress_bar
+from eventsnn.model.layers import SNN, LIFLayer, dense_input, raster, summed_loss
 
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -172,7 +172,7 @@ def check_fits(cfg: "TrainConfig", events: Events, source=None) -> None:
     activations (inputs, currents, states and spikes of every layer, kept for the backward pass) exceed the
     machine's memory would fail after minutes.
     """
-    from .events import n_steps
+    from eventsnn.data.events import n_steps
 
     if cfg.delays != "none" and cfg.max_delay_ms > events.duration_ms:
         raise EventsnnError(f"--max-delay-ms {cfg.max_delay_ms:g}: longer than the samples of {source or 'the data'} "
@@ -227,13 +227,13 @@ class Batcher:
 
     From :class:`Events`: the whole set is binned once (and kept dense when it is small); binary, as in the
     paper: spikes of one unit in one step are merged, and the number merged over the whole set is reported once
-    (:class:`~eventsnn.events.EventsnnWarning`). From a :class:`~eventsnn.datasets.DatasetSource`: each batch
+    (:class:`~eventsnn.data.events.EventsnnWarning`). From a :class:`~eventsnn.data.datasets.DatasetSource`: each batch
     is read (and transformed) when it is needed.
     """
 
     def __init__(self, events, dt_ms: float, device, limit: int = 50_000_000, what: str = "training"):
-        from .datasets import DatasetSource
-        from .events import bin_events, warn_merged
+        from eventsnn.data.datasets import DatasetSource
+        from eventsnn.data.events import bin_events, warn_merged
         self.events, self.dt_ms, self.device, self.cache = events, dt_ms, device, None
         self.streaming = isinstance(events, DatasetSource)
         if self.streaming:
@@ -258,7 +258,7 @@ def evaluate(model: SNN, batcher: Batcher, idx: np.ndarray, batch_size: int = 25
              loss: tuple = ("ce", 0.2, 0.02)):
     """(accuracy, mean loss) in ``round`` delay mode, no gradients; with ``dist`` each rank evaluates its share
     of ``idx`` and the sums are combined, so every rank gets the same numbers. ``loss``: (kind, rate_true,
-    rate_false) of :func:`~eventsnn.snn.summed_loss`."""
+    rate_false) of :func:`~eventsnn.model.layers.summed_loss`."""
     if len(idx) == 0:
         return float("nan"), float("nan")
     mine = idx if dist is None else dist.shard(idx)
@@ -294,7 +294,7 @@ def _load_data(cfg: TrainConfig, events: Events | None = None, test: Events | No
     """Training and test events (from the config's files unless given), checked against each other and
     against the settings, before any work. A validation file (``val_data``) is appended to the training
     events and its samples are the validation split."""
-    from .datasets import DatasetSource, load_any, split_indices
+    from eventsnn.data.datasets import DatasetSource, load_any, split_indices
 
     if events is None:
         if not cfg.data:
@@ -369,7 +369,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
     EventsnnError
         Bad data or settings, an existing run in ``rundir`` (without ``resume``), a corrupt checkpoint.
     """
-    from .provenance import provenance
+    from eventsnn.util.provenance import provenance
 
     # -- setup: configuration, data, model, optimiser (everything checked before anything is written)
     rundir = Path(rundir)
@@ -384,7 +384,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
     if not dist.main:  # rank 0 speaks for all
         import warnings
 
-        from .events import EventsnnWarning
+        from eventsnn.data.events import EventsnnWarning
         warnings.filterwarnings("ignore", category=EventsnnWarning)
     dev = torch.device(dist.device) if dist.enabled and dist.device != "cpu" else pick_device(cfg.device)
     events, tr_idx, val_idx, test = _load_data(cfg, events, test_events, val_events)
@@ -479,7 +479,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
     if finished and not stopped_early and best and best["epoch"] >= len(history) - 2 and len(history) > 1:
         import warnings
 
-        from .events import EventsnnWarning
+        from eventsnn.data.events import EventsnnWarning
         warnings.warn(f"training ended at its last epoch ({cfg.epochs}) while validation was still improving "
                       f"(best epoch {best['epoch']}); more epochs may help: eventsnn train --resume {rundir} "
                       f"--epochs {2 * cfg.epochs}", EventsnnWarning, stacklevel=2)
