@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eventsnn.model.contract import READOUTS, RESETS, SPIKING_READOUTS
-from eventsnn.util.errors import atomic_path, fail, open_h5
+from eventsnn.util.errors import fail
+from eventsnn.util.files import atomic_path, open_h5
 
 NETWORK_FORMAT = "eventsnn.network"
 NETWORK_VERSION = 1

@@ -44,7 +44,7 @@ import numpy as np
 
 from eventsnn.model.contract import SPIKING_READOUTS
 from eventsnn.util.errors import EventsnnError, fail
-from eventsnn.data.events import EventsnnWarning
+from eventsnn.util.errors import EventsnnWarning
 
 from eventsnn.bridge.network import Layer, Network
 
@@ -271,7 +271,7 @@ def _recurrent(nodes, succ, neuron, N, scale, nir, where):
 
 def save_nir(net: Network, path) -> None:
     """Write the network as a NIR file (atomically)."""
-    from eventsnn.util.errors import atomic_path
+    from eventsnn.util.files import atomic_path
 
     nir = _nir()
     graph = to_nir(net)
@@ -281,7 +281,7 @@ def save_nir(net: Network, path) -> None:
 
 def load_nir(path, dt_ms: float | None = None, source: str = "generic") -> Network:
     """Read a NIR file into a network (errors name the file)."""
-    from eventsnn.util.errors import open_h5
+    from eventsnn.util.files import open_h5
 
     nir = _nir()
     open_h5(path).close()  # exists, is HDF5

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from eventsnn.util.errors import atomic_path, fail, open_h5
+from eventsnn.util.errors import fail
+from eventsnn.util.files import atomic_path, open_h5
 
 RUN_FORMAT = "eventsnn.run"
 RUN_VERSION = 2          # 2: layers/<i>/sample_start; version 1 files (without it) are still read

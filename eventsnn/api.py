@@ -28,7 +28,7 @@ class TrainedModel:
     ----------
     model : eventsnn.model.layers.SNN
         The best model on the validation split (float32, CPU, evaluation mode).
-    config : eventsnn.training.loop.TrainConfig
+    config : eventsnn.training.config.TrainConfig
         The settings used.
     summary : dict
         Best epoch, validation (and test) accuracy, epochs run, seconds, provenance.
@@ -86,7 +86,7 @@ def train(events, config=None, *, test=None, val=None, rundir=None, progress: bo
         :class:`eventsnn.data.datasets.DatasetSource` wraps a torch ``Dataset`` (e.g. ``tonic.datasets.SHD`` with its
         transforms): read batch by batch, its transforms run again every epoch.
     config : TrainConfig, dict or path, optional
-        Settings (:class:`eventsnn.training.loop.TrainConfig`); a path is read as YAML/TOML/JSON. Keyword arguments
+        Settings (:class:`eventsnn.training.config.TrainConfig`); a path is read as YAML/TOML/JSON. Keyword arguments
         override it (``eventsnn.train(ev, delays="synaptic", epochs=10)``).
     test : Events or path, optional
         Held-out samples evaluated once, with the selected model, at the end.
@@ -107,7 +107,8 @@ def train(events, config=None, *, test=None, val=None, rundir=None, progress: bo
     """
     import json
 
-    from eventsnn.training.loop import TrainConfig, load_trained_model
+    from eventsnn.training.loop import load_trained_model
+    from eventsnn.training.config import TrainConfig
     from eventsnn.training.loop import train as _train
 
     ev = _events(events, "events")
@@ -172,8 +173,17 @@ def export(model):
     return network_from_model(snn64, {k: v for k, v in meta.items() if v is not None})
 
 
-def simulate(network, events, engine: str = "torch", dt=None, *, delays=None, inputs=None, samples=None,
-             **options):
+def _renamed(old: str, new: str, old_value, new_value, where: str):
+    """An old keyword still works for one release, with a one-line warning naming the new one."""
+    if old_value is None:
+        return new_value
+    import warnings
+    warnings.warn(f"{where}({old}=...) is deprecated; use {new}=", FutureWarning, stacklevel=3)
+    return old_value if new_value is None else new_value
+
+
+def simulate(network, events, engine: str = "torch", dt=None, *, delay_mode=None, inputs=None, first=None,
+             delays=None, samples=None, **options):
     """Simulate ``events`` through ``network`` in one engine; return a :class:`eventsnn.bridge.runfile.RunResult`.
 
     Parameters
@@ -182,10 +192,11 @@ def simulate(network, events, engine: str = "torch", dt=None, *, delays=None, in
     events : Events or path
     engine : {"torch", "brian2", "event"}
         Clock-driven at ``dt`` (ms; default the training dt), or exact in continuous time (``"event"``).
-    delays, inputs : str, optional
+    delay_mode, inputs : str, optional
         Clock-driven engines: ``"round"``/``"exact"`` delays, ``"binned"``/``"exact"`` inputs.
-    samples : int, optional
-        The first N samples only.
+    first : int, optional
+        The first N samples only. (``delays=`` and ``samples=`` are the old names of ``delay_mode=`` and
+        ``first=``.)
     **options
         Engine options, e.g. ``target="cpp_standalone"``, ``workers=2``, ``device="cuda"``.
     """
@@ -193,9 +204,11 @@ def simulate(network, events, engine: str = "torch", dt=None, *, delays=None, in
 
     from eventsnn.bridge.engines import simulate as _simulate
 
+    delay_mode = _renamed("delays", "delay_mode", delays, delay_mode, "simulate")
+    first = _renamed("samples", "first", samples, first, "simulate")
     net, ev = _network(network), _events(events)
-    idx = None if samples is None else np.arange(min(int(samples), len(ev)))
-    return _simulate(engine, net, ev, idx, dt_ms=dt, delays=delays, inputs=inputs, **options)
+    idx = None if first is None else np.arange(min(int(first), len(ev)))
+    return _simulate(engine, net, ev, idx, dt_ms=dt, delays=delay_mode, inputs=inputs, **options)
 
 
 def compare(a, b, tolerance=None) -> dict:
@@ -211,8 +224,8 @@ def compare(a, b, tolerance=None) -> dict:
     return compare_runs(ra, rb, tolerance)
 
 
-def verify(network, events, out=None, *, dt=(1.0, 0.1, 0.01), probes="reverse", target="numpy", samples=None,
-           workers: int = 1, progress: bool = False) -> dict:
+def verify(network, events, out=None, *, dt=(1.0, 0.1, 0.01), probes="reverse", target="numpy", first=None,
+           workers: int = 1, progress: bool = False, event: bool = True, samples=None) -> dict:
     """Verify a network: the exact run, and torch and Brian2 at the training dt and finer, for the original
     inputs and each probe. Returns the report (see ``report.md``); with ``out`` the run files, report and figures
     are kept there (and an interrupted verify resumes), otherwise they go to a temporary directory."""
@@ -227,8 +240,10 @@ def verify(network, events, out=None, *, dt=(1.0, 0.1, 0.01), probes="reverse", 
             save_network(_network(network), net_f)
         if not isinstance(events, (str, Path)):
             save_events(_events(events), ev_f)
-        return _verify(net_f, ev_f, d, dts=dt, probes=probes, target=target, samples=samples, workers=workers,
-                       progress=progress)
+        return _verify(net_f, ev_f, d, dts=dt, probes=probes, target=target, first=first, workers=workers,
+                       progress=progress, event=event)
+
+    first = _renamed("samples", "first", samples, first, "verify")
 
     if out is not None:
         return go(Path(out))

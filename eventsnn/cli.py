@@ -20,7 +20,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from eventsnn.util.errors import EventsnnError, check_input, check_output, fail
+from eventsnn.util.errors import EventsnnError
+from eventsnn.util.files import check_input, check_output
 from eventsnn.util.dask_pool import check_scheduler
 
 # ----------------------------------------------------------------------------- argument types
@@ -153,7 +154,7 @@ def cmd_data_prepare(a):
     from eventsnn.data.events import save_events
     from eventsnn.data.paper import prepare_speech
 
-    files = [("--train", a.train), ("--test", a.test)] + ([("--valid", a.valid)] if a.valid else [])
+    files = [("--train", a.train), ("--test", a.test)] + ([("--val", a.val)] if a.val else [])
     for flag, f in files:
         check_input(f, flag)
     out = check_output(a.out, inputs=[f for _, f in files], kind="dir")
@@ -162,7 +163,7 @@ def cmd_data_prepare(a):
     out.mkdir(parents=True, exist_ok=True)
     for name, ev in (("train", train), ("val", val), ("test", test)):
         save_events(ev, out / f"{name}.h5")
-    from eventsnn.util.errors import atomic_path
+    from eventsnn.util.files import atomic_path
     from eventsnn.util.provenance import provenance
 
     summary["inputs"] = [str(f) for _, f in files]
@@ -176,11 +177,13 @@ def cmd_data_prepare(a):
 # ----------------------------------------------------------------------------- train / export
 
 def _train_flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    from eventsnn.training.config import flag_for
+    return flag_for(name)
 
 
 def cmd_train(a):
-    from eventsnn.training.loop import TrainConfig, train
+    from eventsnn.training.loop import train
+    from eventsnn.training.config import TrainConfig
 
     fields = TrainConfig.model_fields
     given = {k: getattr(a, k) for k in fields if getattr(a, k, None) is not None}
@@ -246,10 +249,10 @@ def cmd_export(a):
         save_nir(net, a.out)
     elif a.format == "brian2":
         from eventsnn.bridge.engines.brian2 import write_brian2_script
-        dt = _step_for(net, a.dt)
+        from eventsnn.bridge.engines import check_compatible
+        dt = net.dt_ms if a.dt is None else a.dt
+        check_compatible(net, events, dt, data=a.data)
         fine = dt < net.dt_ms - 1e-12
-        if events.n_units != net.n_inputs:
-            raise fail(a.data, f"{events.n_units} units but the network has {net.n_inputs} inputs")
         write_brian2_script(net, events, a.sample, a.out, dt_ms=dt, delays="exact" if fine else "round",
                             inputs="exact" if fine else "binned",
                             names={"network": str(a.rundir), "events": str(a.data)})
@@ -260,18 +263,6 @@ def cmd_export(a):
 
 
 # ----------------------------------------------------------------------------- simulate / compare / verify / demo
-
-def _step_for(net, dt):
-    """``--dt`` (default: the training dt), checked to divide the network's training dt."""
-    from eventsnn.model.contract import grid_ratio
-
-    dt = net.dt_ms if dt is None else dt
-    try:
-        grid_ratio(net.dt_ms, dt)
-    except ValueError as e:
-        raise EventsnnError(f"--dt: {e}") from None
-    return dt
-
 
 def cmd_import_nir(a):
     from eventsnn.bridge import save_network
@@ -285,64 +276,58 @@ def cmd_import_nir(a):
           f"wrote {a.out}: {net.n_inputs} inputs -> {[L.size for L in net.layers]}, dt {net.dt_ms:g} ms")
 
 
+def _engine_options(a, e) -> dict:
+    """The simulate flags given, as the engine's keyword options; a flag the engine does not take is an error."""
+    flags = {"--dt": ("dt_ms", a.dt), "--delay-mode": ("delays", a.delay_mode), "--inputs": ("inputs", a.inputs),
+             "--device": ("device", a.device), "--target": ("target", a.target),
+             "--build-dir": ("build_dir", a.build_dir), "--fast-math": ("ieee_math", False if a.fast_math else None),
+             "--compile-only": ("compile_only", a.compile_only or None), "--workers": ("workers", a.workers)}
+    opts = {}
+    for flag, (key, value) in flags.items():
+        if value is None:
+            continue
+        if key not in e.accepts():
+            why = ("it is exact: no time step, unrounded delays, every input spike at its time" if not e.clock
+                   else "it does not take this option")
+            raise EventsnnError(f"{flag}: not for the {e.name} engine ({why}); leave it out")
+        opts[key] = value
+    return opts
+
+
 def cmd_simulate(a):
     import numpy as np
 
     from eventsnn.bridge import load_network
+    from eventsnn.bridge.engines import check_compatible, get_engine, run_to_file
     from eventsnn.data.datasets import load_any
-    from eventsnn.util.errors import build_dir_for, sha256_file
-    from eventsnn.util.provenance import provenance
     from eventsnn.data.transforms import Reverse
+    from eventsnn.util.files import sha256_file
+    from eventsnn.util.provenance import provenance
 
+    e = get_engine(a.engine)
     check_input(a.network, "NETWORK")
     check_input(a.data, "--data")
     check_output(a.out, inputs=[a.network, a.data])
     if a.build_dir:
         check_output(a.build_dir, "--build-dir", inputs=[a.network, a.data], kind="dir")
-    if a.engine == "torch":
+    opts = _engine_options(a, e)
+    if "device" in opts:
         from eventsnn.training.loop import pick_device
-        pick_device(a.device)
+        pick_device(opts["device"])
     net = load_network(a.network)
     events = load_any(a.data)
-    if events.n_units != net.n_inputs:
-        raise fail(a.data, f"{events.n_units} units but the network {a.network} has {net.n_inputs} inputs")
-    if a.engine == "event":
-        given = [f for f, v in (("--dt", a.dt), ("--delays", a.delays), ("--inputs", a.inputs),
-                                ("--target", a.target), ("--build-dir", a.build_dir)) if v is not None]
-        if given:
-            raise EventsnnError(f"{given[0]}: the event engine is exact (no time step, unrounded delays, every "
-                                "input spike at its time); leave it out")
-    a.delays, a.inputs, a.target = a.delays or "round", a.inputs or "binned", a.target or "numpy"
-    dt = _step_for(net, a.dt)
-    idx = np.arange(len(events) if a.samples is None else min(a.samples, len(events)))
-    events = events.subset(idx)
+    check_compatible(net, events, opts.get("dt_ms"), data=a.data, network=a.network)
+    events = events.subset(np.arange(len(events) if a.first is None else min(a.first, len(events))))
     transform = None
     if a.reverse:
         events = Reverse(a.reverse)(events)
-        transform = f"reverse-{a.reverse}"
-    from eventsnn.bridge.engines import simulate, simulate_to_file
-    progress = not a.json
+        transform = Reverse(a.reverse).name
     attrs = {"network_sha256": sha256_file(a.network), "events_sha256": sha256_file(a.data),
              "transform": transform or "none", "provenance": provenance()}
-    if a.engine == "torch":
-        s = simulate_to_file("torch", net, events, a.out, attrs=attrs, dt_ms=dt, delays=a.delays, inputs=a.inputs,
-                             progress=progress, device=a.device)
-    elif a.engine == "event":
-        s = simulate_to_file("event", net, events, a.out, attrs=attrs, progress=progress, workers=a.workers)
-    else:
-        import shutil
-        build = Path(a.build_dir) if a.build_dir else build_dir_for(Path(a.out).resolve().parent)
-        opts = dict(dt_ms=dt, target=a.target, delays=a.delays, inputs=a.inputs, build_dir=build,
-                    progress=progress, exact_math=not a.fast_math, workers=a.workers)
-        try:
-            if a.compile_only:
-                project = simulate("brian2", net, events, compile_only=True, **opts)
-                _emit({"compiled": str(project)}, a.json, f"generated and compiled {project} (not run)")
-                return
-            s = simulate_to_file("brian2", net, events, a.out, attrs=attrs, **opts)
-        finally:
-            if not a.build_dir:
-                shutil.rmtree(build, ignore_errors=True)
+    s = run_to_file(a.engine, net, events, a.out, attrs=attrs, progress=not a.json, **opts)
+    if "compiled" in s:
+        _emit(s, a.json, f"generated and compiled {s['compiled']} (not run)")
+        return
     out = {"out": str(a.out), **{k: s[k] for k in ("engine", "dt_ms", "target", "delays", "inputs")},
            "samples": s["samples"], "accuracy": s["accuracy"], "spikes_per_layer": s["spikes_per_layer"],
            "chunks": s["chunks"]}
@@ -373,8 +358,8 @@ def cmd_verify(a):
         "): finished runs are reused"
     if a.scheduler:
         check_scheduler(a.scheduler)
-    report = verify(a.network, a.data, a.out, dts=a.dt, probes=a.probes, target=a.target, samples=a.samples,
-                    workers=a.workers, progress=not a.json, scheduler=a.scheduler, exact=not a.no_exact)
+    report = verify(a.network, a.data, a.out, dts=a.dt, probes=a.probes, target=a.target, first=a.first,
+                    workers=a.workers, progress=not a.json, scheduler=a.scheduler, event=not a.no_event)
     if a.json:
         _emit(report, True)
     else:
@@ -448,10 +433,10 @@ def _common(q):
 
 
 def _add_train_flags(tr):
-    """The training flags, generated from the one schema (:class:`eventsnn.training.loop.TrainConfig`)."""
+    """The training flags, generated from the one schema (:class:`eventsnn.training.config.TrainConfig`)."""
     import typing
 
-    from eventsnn.training.loop import TrainConfig
+    from eventsnn.training.config import RENAMED_FLAGS, TrainConfig
 
     for name, f in TrainConfig.model_fields.items():
         flag = _train_flag(name)
@@ -471,10 +456,26 @@ def _add_train_flags(tr):
             tr.add_argument(flag, dest=name, type=_number(float), metavar="X", help=help_)
         else:
             tr.add_argument(flag, dest=name, metavar=name.split("_")[-1].upper(), help=help_)
+    for old, new in RENAMED_FLAGS.items():
+        act = tr._option_string_actions[new]
+        _renamed(tr, old, new, act.dest, type=act.type, choices=act.choices)
 
 
-TARGETS = ["numpy", "cython", "cpp_standalone", "cuda_standalone"]
-ENGINE_NAMES = ("torch", "brian2", "event")  # the keys of eventsnn.bridge.engines.ENGINES (kept import-free)
+class _Renamed(argparse.Action):
+    """An old spelling of a flag: works for one release, hidden from --help, with a one-line warning naming the
+    new one (scripts written against the old spelling keep running)."""
+
+    def __init__(self, option_strings, dest, new: str, **kw):
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        warnings.warn(f"{option_string} is deprecated and will be removed; use {self.new}", FutureWarning)
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+
+def _renamed(q, old: str, new: str, dest: str, flag: bool = False, **kw):
+    q.add_argument(old, action=_Renamed, new=new, dest=dest, nargs=0 if flag else None, **kw)
 
 
 class _VersionAction(argparse.Action):
@@ -487,6 +488,7 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from eventsnn.bridge.engines import ENGINES, TARGETS
     from eventsnn.data.datasets import TASK_NAMES
 
     p = _Parser(prog="eventsnn", description="Train timing-based spiking networks and verify them in Brian2 at "
@@ -528,7 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("dataset", choices=["shd", "ssc"], help="which dataset")
     pr.add_argument("--train", required=True, type=Path, help="official training file (shd_train.h5 / ssc_train.h5)")
     pr.add_argument("--test", required=True, type=Path, help="official test file")
-    pr.add_argument("--valid", type=Path, help="official validation file (SSC has one; the authors use it too)")
+    pr.add_argument("--val", type=Path, help="official validation file (SSC has one; the authors use it too)")
+    _renamed(pr, "--valid", "--val", "val", type=Path)
     pr.add_argument("--variant", required=True, choices=["whole", "part", "norm"], help="which variant")
     pr.add_argument("--duration-bins", type=POS_INT, default=200,
                     help="sample length in 14.14 ms bins (the authors pad the 100 bins to 200 in training)")
@@ -590,25 +593,29 @@ def build_parser() -> argparse.ArgumentParser:
     _common(n)
     n.set_defaults(func=cmd_import_nir)
 
-    s = sub.add_parser("simulate", help="run a network file on events in torch or Brian2")
+    s = sub.add_parser("simulate", help="run a network file on events: torch or Brian2 at a time step, or the exact "
+                                        "event-driven engine")
     s.add_argument("network", type=Path, metavar="NETWORK", help="network file")
     s.add_argument("--data", required=True, type=Path, help="events file")
-    s.add_argument("--engine", required=True, choices=list(ENGINE_NAMES),
+    s.add_argument("--engine", required=True, choices=list(ENGINES),
                    help="torch / brian2: clock-driven at --dt; event: exact, continuous time (no --dt)")
     s.add_argument("--dt", type=POS_FLOAT, help="step in ms; must divide the training dt (default: the training dt)")
     s.add_argument("--target", choices=TARGETS, help="Brian2 code generation target (default: numpy)")
-    s.add_argument("--delays", choices=["round", "exact"],
+    s.add_argument("--delay-mode", choices=["round", "exact"],
                    help="round: delays on the training grid; exact: real-valued (rounded to --dt) (default: round)")
+    _renamed(s, "--delays", "--delay-mode", "delay_mode", choices=["round", "exact"])
     s.add_argument("--inputs", choices=["binned", "exact"],
                    help="binned: the binary raster training saw; exact: every spike, at --dt (default: binned)")
     s.add_argument("--reverse", choices=["window", "full", "max"], help="time-reverse the inputs first")
-    s.add_argument("--samples", type=POS_INT, help="first N samples only (default: all)")
-    s.add_argument("--device", default="cpu", help="torch engine device")
+    s.add_argument("--first", type=POS_INT, metavar="N", help="the first N samples only (default: all)")
+    _renamed(s, "--samples", "--first", "first", type=POS_INT)
+    s.add_argument("--device", help="torch engine device (default: cpu)")
     s.add_argument("--build-dir", type=Path, help="keep the Brian2 build here (default: a temporary one, removed)")
     s.add_argument("--compile-only", action="store_true", help="standalone targets: generate and compile, do not run")
     s.add_argument("--fast-math", action="store_true", help="Brian2's default -ffast-math -march=native flags")
-    s.add_argument("--workers", type=POS_INT, default=1,
-                   help="brian2 / event: split the samples over this many processes (e.g. the number of cores)")
+    s.add_argument("--workers", type=POS_INT,
+                   help="brian2 / event: split the samples over this many processes (e.g. the number of cores) "
+                        "(default: 1)")
     s.add_argument("--out", required=True, type=Path, help="run file to write")
     _common(s)
     s.set_defaults(func=cmd_simulate)
@@ -629,13 +636,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--probes", default="reverse", help="comma list: reverse, jitter[:MS], jitter-neuron[:MS], "
                                                         "delete[:P], randomize[:F]; '' for none")
     v.add_argument("--target", default="numpy", choices=TARGETS, help="Brian2 code generation target")
-    v.add_argument("--samples", type=POS_INT, help="first N samples only (default: all)")
+    v.add_argument("--first", type=POS_INT, metavar="N", help="the first N samples only (default: all)")
+    _renamed(v, "--samples", "--first", "first", type=POS_INT)
     v.add_argument("--workers", type=POS_INT, default=1,
                    help="processes (a Dask LocalCluster): over runs when there are at least as many runs, else over "
                         "each run's samples")
     v.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                    help="run every run as a task of this Dask cluster (workers must see the same paths)")
-    v.add_argument("--no-exact", action="store_true",
+    _renamed(v, "--no-exact", "--no-event", "no_event", flag=True)
+    v.add_argument("--no-event", action="store_true",
                    help="skip the exact event-driven runs (their cost grows with the spike count: slow for networks "
                         "that fire fast without a refractory period)")
     v.add_argument("--out", required=True, type=Path, help="report directory (resumable)")

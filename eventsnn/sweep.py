@@ -25,7 +25,9 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from eventsnn.util.errors import EventsnnError, atomic_path, fail
+from eventsnn.util.errors import EventsnnError, fail
+from eventsnn.util.files import atomic_path
+from eventsnn.bridge.engines import TARGETS
 
 def _transform(name: str, level: float, seed: int):
     """A retrain-at-each-level transform: ``randomize`` (fraction f of each unit's spikes moved, counts kept),
@@ -56,7 +58,7 @@ class VerifySpec(BaseModel):
     dt: list[float] = Field(default_factory=lambda: [0.01], description="fine dts (ms), besides the training dt")
     samples: int = Field(20, ge=1, description="first N test samples")
     probes: str = Field("reverse", description="probes verified too (verify --probes syntax)")
-    target: Literal["numpy", "cython", "cpp_standalone"] = "numpy"
+    target: Literal[TARGETS] = "numpy"
 
 
 class FigureSpec(BaseModel):
@@ -94,7 +96,7 @@ def _merge(base: dict, over: dict) -> dict:
 
 def load_config(path, quick: bool = False) -> SweepConfig:
     """Read and check a sweep config; every problem names the file and the key, before any work."""
-    from eventsnn.training.loop import TrainConfig
+    from eventsnn.training.config import TrainConfig
     from eventsnn.data.transforms import parse_probes
 
     p = Path(path)
@@ -216,7 +218,7 @@ def run_cell(job: dict) -> dict:
         torch.set_num_threads(job["threads"])
     import warnings
 
-    from eventsnn.data.events import EventsnnWarning
+    from eventsnn.util.errors import EventsnnWarning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", EventsnnWarning)
         rec = _run_cell(job)
@@ -354,7 +356,7 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
     Cells run ``workers`` at a time on a Dask ``LocalCluster``, or on the cluster at ``scheduler``
     (``tcp://HOST:PORT``; its workers must see ``out`` and the config's files at the same paths). Each finished
     cell is appended to ``results.jsonl`` as it arrives, so a killed sweep resumes where it stopped."""
-    from eventsnn.util.errors import dir_lock
+    from eventsnn.util.files import dir_lock
     from eventsnn.util.dask_pool import Pool
     from eventsnn.util.progress import progress_bar
     from eventsnn.util.provenance import provenance

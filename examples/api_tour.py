@@ -40,7 +40,7 @@ print(f"exported: {net.n_inputs} inputs -> {[L.size for L in net.layers]}; first
 
 # %% 4. simulate: the training clock, Brian2 at 0.1 ms, and the exact continuous-time network
 coarse = eventsnn.simulate(net, test_ev, engine="torch")
-fine = eventsnn.simulate(net, test_ev, engine="brian2", dt=0.1, delays="exact", inputs="exact")
+fine = eventsnn.simulate(net, test_ev, engine="brian2", dt=0.1, delay_mode="exact", inputs="exact")
 exact = eventsnn.simulate(net, test_ev, engine="event")
 for name, run in (("torch, training dt", coarse), ("Brian2, 0.1 ms", fine), ("exact", exact)):
     print(f"{name:20s} accuracy {run.accuracy:.3f}")

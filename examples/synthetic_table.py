@@ -23,7 +23,8 @@ os.environ.setdefault("EVENTSNN_PROGRESS", "0")
 
 from eventsnn.data.datasets import count_baseline, make_coincidence, make_isi, make_polychrony  # noqa: E402
 from eventsnn.data.events import save_events  # noqa: E402
-from eventsnn.training.loop import TrainConfig, train  # noqa: E402
+from eventsnn.training.loop import train  # noqa: E402
+from eventsnn.training.config import TrainConfig
 
 DATA = {
     "isi": lambda seed, n: make_isi(samples=n, seed=seed),

@@ -32,7 +32,7 @@ def test_api_train_export_simulate_compare_verify(tmp_path):
     # paths work where objects do; errors are EventsnnError
     f = tmp_path / "te.h5"
     save_events(te, f)
-    assert eventsnn.simulate(net, f, engine="torch", samples=5).n_samples == 5
+    assert eventsnn.simulate(net, f, engine="torch", first=5).n_samples == 5
     with pytest.raises(eventsnn.EventsnnError, match="expected an Events object"):
         eventsnn.simulate(net, [1, 2, 3])
     with pytest.raises(eventsnn.EventsnnError, match="--epochs"):

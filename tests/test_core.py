@@ -1,6 +1,5 @@
 """Issue: core contract -- binning, torch engine, network file, Brian2 builder equal spike for spike."""
 import math
-import shutil
 
 import h5py
 import numpy as np

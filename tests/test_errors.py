@@ -205,7 +205,7 @@ CASES = [
     ("train --data {poly} --device bogus --out {outdir}", "--device"),
     ("train --data {poly} --delays sideways --out {outdir}", "--delays"),
     ("train --data {poly} --batch-size 0 --out {outdir}", "--batch-size"),
-    ("train --data {poly} --dt-ms 0 --out {outdir}", "--dt-ms"),
+    ("train --data {poly} --dt 0 --out {outdir}", "--dt"),
     ("train --data {poly} --hidden 100000,100000,100000,100000,100000 --batch-size 100000 --out {outdir}",
      "--batch-size"),
     ("train --data {poly} --test-data {ev} --out {outdir}", "{ev}"),
@@ -400,7 +400,8 @@ def test_resume_may_extend_epochs_and_says_so(world, tmp_path):
 
 
 def test_verify_directory_in_use_fails_cleanly(world, tmp_path):
-    from eventsnn.util.errors import EventsnnError, dir_lock
+    from eventsnn.util.errors import EventsnnError
+    from eventsnn.util.files import dir_lock
     out = tmp_path / "rep"
     code = "import sys, time; from eventsnn.util.errors import dir_lock\nwith dir_lock(sys.argv[1]):\n" \
            "    print('locked', flush=True); time.sleep(30)\n"

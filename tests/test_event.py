@@ -170,7 +170,7 @@ def test_runaway_firing_stops_the_exact_run_with_a_clear_error(tmp_path, monkeyp
     net = random_network(5, refractory=False)
     net.layers[0].ff_weight = np.abs(net.layers[0].ff_weight) * 1e4
     ev = random_events(5, n_samples=2)
-    with pytest.raises(EventsnnError, match="fires without bound.*--no-exact") as e:
+    with pytest.raises(EventsnnError, match="fires without bound.*--no-event") as e:
         simulate_event(net, ev)
     assert "sample 0" in str(e.value) and "1000 Hz" in str(e.value)
     # the cap is the mean rate over the sample and all hidden neurons: one far above it lets the run finish

@@ -1,6 +1,5 @@
 """The paper's datasets (generators and the speech pipeline) and the sweep command."""
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np

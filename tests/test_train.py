@@ -11,7 +11,8 @@ from eventsnn.bridge.engines.torch import simulate_torch
 from eventsnn.data.datasets import make_polychrony
 from eventsnn.data.events import Events, load_events, save_events
 from eventsnn.model.layers import LIFLayer, delayed_current, spike_fn, surrogate_derivative
-from eventsnn.training.loop import TrainConfig, load_trained_model, train
+from eventsnn.training.loop import load_trained_model, train
+from eventsnn.training.config import TrainConfig
 from tests.conftest import run_cli
 
 

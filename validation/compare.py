@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from eventsnn.util.errors import EventsnnError
-from eventsnn.bridge.engines.event import _jit
 from eventsnn.bridge.runfile import LayerSpikes, RunReader, RunResult, sample_chunks
+from eventsnn.util.jit import jit
 
 
 def match_spikes(a_ms: np.ndarray, b_ms: np.ndarray, tol_ms: float):
@@ -33,7 +33,7 @@ def match_spikes(a_ms: np.ndarray, b_ms: np.ndarray, tol_ms: float):
     return ia[o], ib[o]
 
 
-@_jit
+@jit
 def _match_sorted(a, b, lo, hi):
     """The dynamic programme of :func:`match_spikes` on sorted trains; ``b[lo[i]:hi[i]]`` are a[i]'s partners.
 

@@ -13,18 +13,16 @@ import json
 import shutil
 from pathlib import Path
 
-from eventsnn.util.errors import atomic_path
+from eventsnn.util.files import atomic_path
 
 
 def run_demo(outdir, quick: bool = False, target: str = "numpy", workers: int = 1, progress: bool = True) -> dict:
-    import torch
-
+    from eventsnn.api import export
     from eventsnn.bridge import save_network
-    from eventsnn.bridge.engines.torch import network_from_model
     from eventsnn.data.datasets import make_polychrony
     from eventsnn.data.events import save_events
-    from eventsnn.training.loop import TrainConfig, load_trained_model, train
-
+    from eventsnn.training.config import TrainConfig
+    from eventsnn.training.loop import train
     from eventsnn.validation.verify import verify
 
     out = Path(outdir)
@@ -50,10 +48,9 @@ def run_demo(outdir, quick: bool = False, target: str = "numpy", workers: int = 
                 shutil.rmtree(rundir, ignore_errors=True)
                 summary = train(cfg, rundir, progress=progress)
         net_f = out / f"net_{delays}.h5"
-        net = network_from_model(load_trained_model(rundir, dtype=torch.float64), {"delays": delays})
-        save_network(net, net_f)
+        save_network(export(rundir), net_f)  # the validation-selected model, with its provenance
         report = verify(net_f, test_f, out / f"verify_{delays}", dts=dts, probes="reverse", target=target,
-                        samples=n_verify, workers=workers, progress=progress)
+                        first=n_verify, workers=workers, progress=progress)
         results["models"][delays] = {"val_acc": summary["val_acc"], "test_acc": summary.get("test_acc"),
                                      "runs": {r["name"]: {"accuracy": r["accuracy"],
                                                           "agreement_with_torch": r["agreement_with_torch"],

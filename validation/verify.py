@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eventsnn.util.errors import EventsnnError, atomic_path, dir_lock, remove_stale, sha256_file
+from eventsnn.util.errors import EventsnnError
+from eventsnn.util.files import atomic_path, dir_lock, remove_stale, sha256_file
 from eventsnn.util.dask_pool import Pool
 from eventsnn.util.provenance import provenance
 from eventsnn.bridge.runfile import RunReader, sample_chunks
@@ -47,7 +48,7 @@ class RunSpec:
                           sort_keys=True)
 
 
-def plan_runs(train_dt: float, dts: list[float], transforms: list, target: str, exact: bool = True) -> list[RunSpec]:
+def plan_runs(train_dt: float, dts: list[float], transforms: list, target: str, event: bool = True) -> list[RunSpec]:
     """Every run of a verification: for the original inputs and each probe, the exact (event) run, then each
     clock-driven engine at each dt (rounded delays and binned inputs at the training dt, exact ones finer)."""
     from eventsnn.bridge.engines import ENGINES
@@ -56,7 +57,7 @@ def plan_runs(train_dt: float, dts: list[float], transforms: list, target: str, 
     specs = []
     for tr in [None] + [t.name for t in transforms]:
         tag = tr or "none"
-        if exact:
+        if event:
             specs.append(RunSpec(f"event-{tag}", "event", 0.0, "exact", "exact", tr, "cpu"))
         for dt in sorted(set(dts), reverse=True):
             coarse = abs(dt - train_dt) < 1e-12
@@ -71,7 +72,7 @@ def _execute(args) -> str:
     """Run one spec (in this or a worker process) and write its run file; return the name."""
     import warnings
 
-    from eventsnn.data.events import EventsnnWarning
+    from eventsnn.util.errors import EventsnnWarning
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EventsnnWarning)  # input merges are reported once, by verify itself
         return _execute_run(*args)
@@ -79,7 +80,7 @@ def _execute(args) -> str:
 
 def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> str:
     from eventsnn.bridge import load_network
-    from eventsnn.bridge.engines import simulate_to_file
+    from eventsnn.bridge.engines import get_engine, run_to_file, worker_threads
     from eventsnn.data.datasets import load_any
     from eventsnn.data.transforms import transform_by_name
 
@@ -92,26 +93,20 @@ def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> st
     attrs = {"spec": key, "transform": spec.transform or "none", "name": spec.name,
              "provenance": provenance(), "worker": os.environ.get("EVENTSNN_WORKER", "")}
     out = Path(outdir) / "runs" / f"{spec.name}.h5"
-    if spec.engine == "torch":
-        import torch
-        torch.set_num_threads(1 if os.environ.get("EVENTSNN_WORKER") else torch.get_num_threads())
-        simulate_to_file("torch", net, events, out, attrs=attrs, dt_ms=spec.dt_ms, delays=spec.delays,
-                         inputs=spec.inputs)
-    elif spec.engine == "event":
-        simulate_to_file("event", net, events, out, attrs=attrs, workers=split)
-    else:
-        build = Path(outdir) / "build" / f"{spec.name}-{os.getpid()}"
-        try:
-            simulate_to_file("brian2", net, events, out, attrs=attrs, dt_ms=spec.dt_ms, target=spec.target,
-                             delays=spec.delays, inputs=spec.inputs, build_dir=build, workers=split)
-        finally:
-            shutil.rmtree(build, ignore_errors=True)
+    e = get_engine(spec.engine)
+    opts = {"dt_ms": spec.dt_ms, "delays": spec.delays, "inputs": spec.inputs} if e.clock else {}
+    if "target" in e.options:
+        opts["target"] = spec.target
+    if "workers" in e.options:
+        opts["workers"] = split
+    worker_threads()
+    run_to_file(spec.engine, net, events, out, attrs=attrs, scratch_parent=Path(outdir) / "build", **opts)
     return spec.name
 
 
 def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", target="numpy",
-           samples: int | None = None, workers: int = 1, progress: bool = True, scheduler: str | None = None,
-           exact: bool = True) -> dict:
+           first: int | None = None, workers: int = 1, progress: bool = True, scheduler: str | None = None,
+           event: bool = True) -> dict:
     """Run every (engine, dt, probe) combination, write the run files, the report and the figures.
 
     Parameters
@@ -126,11 +121,11 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
     probes : str
         Comma list of probes (:func:`eventsnn.data.transforms.parse_probes`).
     target : str
-        Brian2 target. ``samples``: the first N samples only. ``workers``: processes (a Dask ``LocalCluster``).
+        Brian2 target. ``first``: the first N samples only. ``workers``: processes (a Dask ``LocalCluster``).
     scheduler : str, optional
         Address of a running Dask scheduler (``tcp://HOST:PORT``): every run becomes a task there (the workers
         must see ``outdir`` and the input files at the same paths).
-    exact : bool
+    event : bool
         Include the exact event-driven runs (default). Their cost grows with the number of spikes, without the
         clock's cap of one spike per step: a network firing fast without a refractory period can make them the
         slowest part by far.
@@ -146,25 +141,19 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
         Bad files or arguments, or another process using ``outdir``.
     """
     from eventsnn.bridge import load_network
+    from eventsnn.bridge.engines import check_compatible
     from eventsnn.data.datasets import load_any
     from eventsnn.data.transforms import parse_probes
 
     net = load_network(net_path)
     events = load_any(data_path)
-    if events.n_units != net.n_inputs:
-        raise EventsnnError(f"{data_path}: {events.n_units} units but the network has {net.n_inputs} inputs")
     dts = sorted({float(d) for d in dts} | {net.dt_ms}, reverse=True)
     for d in dts:
         if d > net.dt_ms:
             raise EventsnnError(f"--dt {d:g} is coarser than the training dt {net.dt_ms:g} ms")
-    from eventsnn.model.contract import grid_ratio
-    for d in dts:
-        try:
-            grid_ratio(net.dt_ms, d)
-        except ValueError as e:
-            raise EventsnnError(f"--dt: {e}") from None
+        check_compatible(net, events, d, data=data_path, network=net_path)
     transforms = parse_probes(probes) if probes else []
-    n = len(events) if samples is None else min(samples, len(events))
+    n = len(events) if first is None else min(first, len(events))
     from eventsnn.data.events import bin_events, warn_merged
     merged = bin_events(events, net.dt_ms, np.arange(n)).binary()
     outdir = Path(outdir)
@@ -175,15 +164,15 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
         shutil.rmtree(outdir / "build", ignore_errors=True)
         (outdir / "runs").mkdir(parents=True, exist_ok=True)
         return _verify_locked(net, net_path, data_path, outdir, dts, transforms, target, n, workers, progress,
-                              merged.merged, scheduler, exact)
+                              merged.merged, scheduler, event)
 
 
 def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, target, n, workers, progress,
-                   merged_at_train_dt: int, scheduler: str | None = None, exact: bool = True) -> dict:
+                   merged_at_train_dt: int, scheduler: str | None = None, event: bool = True) -> dict:
     from eventsnn.util.progress import progress_bar
 
     net_sha, ev_sha = sha256_file(net_path), sha256_file(data_path)
-    specs = plan_runs(net.dt_ms, dts, transforms, target, exact)
+    specs = plan_runs(net.dt_ms, dts, transforms, target, event)
     todo = []
     for s in specs:
         key = s.key(net_sha, ev_sha, n)

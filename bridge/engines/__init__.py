@@ -7,9 +7,14 @@ place.
 """
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from eventsnn.util.errors import EventsnnError
+from eventsnn.util.errors import EventsnnError, fail
+
+TARGETS = ("numpy", "cython", "cpp_standalone", "cuda_standalone")  # Brian2's code generation targets
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,11 @@ class Engine:
     delays: tuple = ()               # delay modes it supports
     inputs: tuple = ()               # input modes it supports
     options: frozenset = field(default_factory=frozenset)  # further keyword options it accepts
+    scratch: str | None = None       # the option naming a scratch directory the engine needs (made if not given)
+
+    def accepts(self) -> frozenset:
+        """Every keyword :func:`simulate` passes on to this engine."""
+        return self.options | (frozenset({"dt_ms", "delays", "inputs"}) if self.clock else frozenset())
 
 
 def _torch(net, events, indices=None, **kw):
@@ -41,11 +51,36 @@ ENGINES = {
     "torch": Engine("torch", _torch, True, ("round", "exact"), ("binned", "exact"),
                     frozenset({"device", "dtype", "batch_size", "progress"})),
     "brian2": Engine("brian2", _brian2, True, ("round", "exact"), ("binned", "exact"),
-                     frozenset({"target", "build_dir", "exact_math", "max_copies", "max_synapses", "progress",
-                                "compile_only", "workers"})),
+                     frozenset({"target", "build_dir", "ieee_math", "max_copies", "max_synapses", "progress",
+                                "compile_only", "workers"}), scratch="build_dir"),
     "event": Engine("event", _event, False, ("exact",), ("exact",),
                     frozenset({"progress", "workers", "max_rate_hz"})),
 }
+
+
+def get_engine(engine: str) -> Engine:
+    if engine not in ENGINES:
+        raise EventsnnError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    return ENGINES[engine]
+
+
+def check_compatible(net, events, dt_ms: float | None = None, *, data=None, network=None) -> None:
+    """The one check that ``events`` can run through ``net`` (every engine, the CLI and verify call it before
+    any work): the events' units are the network's inputs, their labels are among its outputs, and a step
+    ``dt_ms`` divides the training dt. ``data``/``network`` name the files in the error, when there are files."""
+    from eventsnn.model.contract import grid_ratio
+
+    net_name = f"the network {network}" if network else "the network"
+    if events.n_units != net.n_inputs:
+        raise fail(data, f"events have {events.n_units} units but {net_name} has {net.n_inputs} inputs")
+    if len(events) and int(events.labels.max()) >= net.n_outputs:
+        raise fail(data, f"labels go up to {int(events.labels.max())} but {net_name} has {net.n_outputs} outputs "
+                         f"(classes 0..{net.n_outputs - 1}): is this the data the network was trained on?")
+    if dt_ms is not None:
+        try:
+            grid_ratio(net.dt_ms, dt_ms)
+        except EventsnnError as e:
+            raise EventsnnError(f"--dt: {e}") from None
 
 
 def simulate(engine: str, net, events, indices=None, *, dt_ms=None, delays=None, inputs=None, **options):
@@ -53,10 +88,10 @@ def simulate(engine: str, net, events, indices=None, *, dt_ms=None, delays=None,
 
     Clock-driven engines take ``dt_ms`` (default: the training dt), ``delays`` (default ``round``) and
     ``inputs`` (default ``binned``); the exact engine takes neither a step nor modes (it is always exact).
+    Raises :class:`~eventsnn.util.errors.EventsnnError` for any incompatibility, before any work.
     """
-    if engine not in ENGINES:
-        raise EventsnnError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    e = ENGINES[engine]
+    e = get_engine(engine)
+    check_compatible(net, events, dt_ms)
     unknown = set(options) - e.options
     if unknown:
         raise EventsnnError(f"engine {engine!r} does not take {', '.join(sorted(unknown))}")
@@ -101,17 +136,17 @@ def simulate_to_file(engine: str, net, events, path, *, attrs: dict | None = Non
 
     import numpy as np
 
-    from eventsnn.data.events import EventsnnWarning
+    from eventsnn.util.errors import EventsnnWarning
     from eventsnn.util.progress import progress_bar
     from eventsnn.bridge.runfile import SPIKE_BYTES, RunWriter
 
-    if engine not in ENGINES:
-        raise EventsnnError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    step = (net.dt_ms if dt_ms is None else dt_ms) if ENGINES[engine].clock else None
+    e = get_engine(engine)
+    check_compatible(net, events, dt_ms)
+    step = (net.dt_ms if dt_ms is None else dt_ms) if e.clock else None
     S = len(events)
     size = first_chunk(net, events, step, budget_bytes)
     chunked = size < S
-    if chunked and ENGINES[engine].clock and (inputs or "binned") == "binned":
+    if chunked and e.clock and (inputs or "binned") == "binned":
         # each chunk would warn about its own merged input spikes; warn once, for all samples
         from eventsnn.data.events import bin_events, warn_merged
         b = bin_events(events, net.dt_ms).binary()
@@ -134,3 +169,30 @@ def simulate_to_file(engine: str, net, events, path, *, attrs: dict | None = Non
             lo = hi
     return {**w.header, "samples": w.n_samples, "chunks": w.n_parts, "accuracy": w.accuracy,
             "spikes_per_layer": w.spikes}
+
+
+def run_to_file(engine: str, net, events, path, *, scratch_parent=None, **options) -> dict:
+    """:func:`simulate_to_file` with the engine's scratch directory (Brian2's build directory) made under
+    ``scratch_parent`` (default: next to ``path``) when not given, and removed afterwards -- the one way the CLI
+    and ``verify`` run any engine."""
+    from eventsnn.util.files import build_dir_for
+
+    e = get_engine(engine)
+    made = None
+    if e.scratch and options.get(e.scratch) is None:
+        made = options[e.scratch] = build_dir_for(Path(scratch_parent or Path(path).resolve().parent))
+    try:
+        if options.get("compile_only"):
+            return {"compiled": str(simulate(engine, net, events, **options))}
+        return simulate_to_file(engine, net, events, path, **options)
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def worker_threads() -> None:
+    """In a verification worker process (``EVENTSNN_WORKER`` set) torch uses one thread: the workers share the
+    cores."""
+    if os.environ.get("EVENTSNN_WORKER"):
+        import torch
+        torch.set_num_threads(1)

@@ -30,9 +30,9 @@ from eventsnn.util.errors import EventsnnError
 from eventsnn.data.events import bin_for_run, warn_merged
 from eventsnn.bridge.runfile import LayerSpikes, RunResult
 
+from eventsnn.bridge.engines import TARGETS, check_compatible
 from eventsnn.bridge.network import Network, with_delay_mode
 
-TARGETS = ("numpy", "cython", "cpp_standalone", "cuda_standalone")
 # Deterministic, contraction-free arithmetic for the compiled targets (no -ffast-math, no FMA).
 EXACT_GCC_FLAGS = ["-w", "-O3", "-ffp-contract=off", "-fno-fast-math"]
 DEFAULT_MAX_SYNAPSES = 4_000_000
@@ -155,7 +155,7 @@ def _curand_paths(build_dir: Path):
 
 
 def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None = None, target: str = "numpy",
-                    delays: str = "round", inputs: str = "binned", build_dir=None, exact_math: bool = True,
+                    delays: str = "round", inputs: str = "binned", build_dir=None, ieee_math: bool = True,
                     max_copies: int | None = None, max_synapses: int = DEFAULT_MAX_SYNAPSES,
                     progress: bool = False, compile_only: bool = False, workers: int = 1) -> RunResult | Path:
     """Simulate ``events[indices]`` through the network in Brian2 and collect a RunResult.
@@ -176,16 +176,12 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
     if target == "cuda_standalone" and (why := cuda_toolchain_problem()):
         raise EventsnnError(f"--target cuda_standalone: {why}")
     dt_ms = net.dt_ms if dt_ms is None else float(dt_ms)
-    try:
-        ratio = grid_ratio(net.dt_ms, dt_ms)
-    except ValueError as e:
-        raise EventsnnError(str(e)) from None
+    check_compatible(net, events, dt_ms)
+    ratio = grid_ratio(net.dt_ms, dt_ms)
     if indices is None:
         indices = np.arange(len(events))
     indices = np.asarray(indices, dtype=np.int64)
     S = len(indices)
-    if events.n_units != net.n_inputs:
-        raise EventsnnError(f"events have {events.n_units} units but the network has {net.n_inputs} inputs")
     if delays not in ("round", "exact"):
         raise EventsnnError(f"unknown delay mode {delays!r} for Brian2; choose round or exact")
     if build_dir is None:  # a private temporary build directory, removed afterwards
@@ -194,7 +190,7 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
         import tempfile
         with tempfile.TemporaryDirectory(prefix="eventsnn_brian2_") as tmp:
             return simulate_brian2(net, events, indices, dt_ms=dt_ms, target=target, delays=delays, inputs=inputs,
-                                   build_dir=tmp, exact_math=exact_math, max_copies=max_copies,
+                                   build_dir=tmp, ieee_math=ieee_math, max_copies=max_copies,
                                    max_synapses=max_synapses, progress=progress, workers=workers)
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -202,7 +198,7 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
     if workers > 1 and not compile_only:
         return _simulate_in_workers(net, events, indices, workers, build_dir, progress,
                                     dict(dt_ms=dt_ms, target=target, delays=delays, inputs=inputs,
-                                         exact_math=exact_math, max_copies=max_copies, max_synapses=max_synapses))
+                                         ieee_math=ieee_math, max_copies=max_copies, max_synapses=max_synapses))
     netq = with_delay_mode(net, delays)
 
     binned = bin_for_run(events, indices, dt_ms, net.dt_ms, inputs)
@@ -214,7 +210,7 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
     Dff, Drec, W = _steps(netq, T, dt_ms, ratio, n_windows)
     total_steps = n_windows * W
 
-    dev = _configure(target, build_dir, exact_math)
+    dev = _configure(target, build_dir, ieee_math)
     b2.start_scope()
     dt = dt_ms * b2.ms
     b2.defaultclock.dt = dt
@@ -264,7 +260,7 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
         trace[s] = v[c * N_out:(c + 1) * N_out, cols].T
     _reset_device()
     pred = readout_scores(trace, net.readout).argmax(axis=1)
-    attrs = {"copies": C, "windows": n_windows, "window_steps": W, "wall_s": wall, "exact_math": exact_math}
+    attrs = {"copies": C, "windows": n_windows, "window_steps": W, "wall_s": wall, "ieee_math": ieee_math}
     return RunResult("brian2", dt_ms, net.dt_ms, delays, inputs, target, net.readout, layers, trace, pred,
                      events.labels[indices].copy(), indices, attrs)
 
@@ -500,7 +496,7 @@ def write_brian2_script(net: Network, events, sample: int, path, *, dt_ms: float
     import brian2 as b2
 
     from eventsnn import __version__
-    from eventsnn.util.errors import atomic_path
+    from eventsnn.util.files import atomic_path
 
     from brian2.utils.logger import BrianLogger
 

@@ -35,20 +35,13 @@ from eventsnn.util.errors import EventsnnError
 from eventsnn.data.events import n_steps, time_to_step
 from eventsnn.bridge.runfile import LayerSpikes, RunResult
 
+from eventsnn.bridge.engines import check_compatible
 from eventsnn.bridge.network import Network
+from eventsnn.util.jit import jit
 
 XTOL_MS = 1e-12
 
-try:
-    import numba
-
-    _jit = numba.njit(cache=True, nogil=True)
-except ImportError:  # pragma: no cover - numba is a dependency; the pure-Python path is the same code
-    numba = None
-
-    def _jit(f):
-        return f
-
+_jit = jit
 _evolve_rates = _jit(evolve_rates)
 
 
@@ -398,8 +391,7 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
     if indices is None:
         indices = np.arange(len(events))
     indices = np.asarray(indices, dtype=np.int64)
-    if events.n_units != net.n_inputs:
-        raise EventsnnError(f"events have {events.n_units} units but the network has {net.n_inputs} inputs")
+    check_compatible(net, events)
     workers = max(1, min(int(workers), len(indices)))
     t0 = time.perf_counter()
     if workers > 1:
@@ -426,7 +418,7 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
                     f"sample {int(s)}: the exact run reached {cap} spikes by t = {tt.max():.1f} ms (more than "
                     f"{max_rate_hz:g} Hz per hidden neuron over the sample) and was stopped: without a clock "
                     "to cap it at one spike per step, this network fires without bound and an exact run would "
-                    "take hours. Verify with --no-exact, or give the network a refractory period; "
+                    "take hours. Verify with --no-event, or give the network a refractory period; "
                     "max_rate_hz raises the cap")
             if counted:  # count readout: the trace is the output layer's cumulative spike count per training step
                 m = lay == n_hidden

@@ -28,8 +28,9 @@ def network_from_model(model: SNN, meta: dict | None = None) -> Network:
     return Network(model.dt_ms, model.n_inputs, layers, model.readout, dict(meta or {})).validate()
 
 
-def model_from_network(net: Network, dtype=torch.float64, device="cpu") -> SNN:
-    """An :class:`SNN` whose parameters are exactly the file's (evaluation model)."""
+def model_from_network(net: Network, dtype=torch.float64, device="cpu", dt_ms: float | None = None) -> SNN:
+    """An :class:`SNN` whose parameters are exactly the file's (evaluation model), stepping at ``dt_ms``
+    (default: the training dt; delays and refractory periods round at the step it runs at)."""
     layers = []
     n_pre = net.n_inputs
     for L in net.layers:
@@ -56,7 +57,7 @@ def model_from_network(net: Network, dtype=torch.float64, device="cpu") -> SNN:
         layer.delays_learned = L.ff_delay_learned
         layers.append(layer.to(device))
         n_pre = L.size
-    model = SNN(layers, net.dt_ms, net.readout)
+    model = SNN(layers, net.dt_ms if dt_ms is None else dt_ms, net.readout)
     model.requires_grad_(False)
     return model
 
@@ -115,13 +116,15 @@ def simulate_torch(net: Network, events, indices=None, *, dt_ms: float | None = 
 
     from eventsnn.bridge.network import with_delay_mode
 
+    from eventsnn.bridge.engines import check_compatible
+
     dt_ms = net.dt_ms if dt_ms is None else dt_ms
+    check_compatible(net, events, dt_ms)
     ratio = grid_ratio(net.dt_ms, dt_ms)
     if indices is None:
         indices = np.arange(len(events))
     indices = np.asarray(indices, dtype=np.int64)
-    model = model_from_network(with_delay_mode(net, delays), dtype=dtype, device=device)
-    model.dt_ms = dt_ms  # the engine runs at dt; delays/refractory round at dt
+    model = model_from_network(with_delay_mode(net, delays), dtype=dtype, device=device, dt_ms=dt_ms)
     batch_size = _bounded_batch(net, events, dt_ms, dtype, batch_size)
     hidden = [[] for _ in model.layers[:-1]]
     traces = []

@@ -282,7 +282,7 @@ def load_any(path) -> Events:
     """Events from an events/SHD HDF5 file, or a rate-removed ``.mat``/``X,Y`` file."""
     from eventsnn.data.events import load_events
 
-    from eventsnn.util.errors import open_h5
+    from eventsnn.util.files import open_h5
 
     p = Path(path)
     if p.suffix == ".mat":

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from eventsnn.util.errors import atomic_path, fail, open_h5
+from eventsnn.util.errors import EventsnnWarning, fail
+from eventsnn.util.files import atomic_path, open_h5
 
-EVENTS_FORMAT = "eventsnn.data.events"
+EVENTS_FORMAT = "eventsnn.events"
 EVENTS_VERSION = 1
 
 # Brian2's SpikeGeneratorGroup rule: a spike at t falls into step floor(t/dt + 1e-3).
@@ -26,6 +27,12 @@ _BIN_SHIFT = 1e-3
 def time_to_step(times_ms, dt_ms: float) -> np.ndarray:
     """Step index of spike times (ms) at step size ``dt_ms``: ``floor(t/dt + 1e-3)``."""
     return np.floor(np.asarray(times_ms, dtype=np.float64) / dt_ms + _BIN_SHIFT).astype(np.int64)
+
+
+def duration_from_last_spike(last_s: float) -> float:
+    """A sample duration for files that do not record one: the last spike time rounded up to the next 0.1 s
+    (at least 0.1 s), as for the official SHD/SSC files."""
+    return max(0.1, math.ceil(float(last_s) * 10 + 1e-9) / 10)
 
 
 def n_steps(duration_ms: float, dt_ms: float) -> int:
@@ -150,7 +157,7 @@ class Events:
         units = [np.asarray(s["x"], np.int64) for s in samples]
         if duration_s is None:
             last = max((t.max() for t in times if len(t)), default=0.0)
-            duration_s = max(0.1, math.ceil(last * 10 + 1e-9) / 10)
+            duration_s = duration_from_last_spike(last)
         return cls.from_lists(times, units, labels, n_units, duration_s, n_classes, class_names, source).validate()
 
     def validate(self, path=None) -> "Events":
@@ -177,10 +184,6 @@ class Events:
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= self.n_classes):
             raise fail(path, f"label out of range [0, {self.n_classes}): {self.labels.min()}..{self.labels.max()}")
         return self
-
-
-class EventsnnWarning(UserWarning):
-    """Something the user should know about their data (the CLI prints it as one line)."""
 
 
 @dataclass
@@ -253,7 +256,7 @@ def bin_events(events: Events, dt_ms: float, indices=None) -> Binned:
 # ----------------------------------------------------------------------------- I/O
 
 def save_events(events: Events, path) -> None:
-    """Write ``events`` in the SHD layout with ``format="eventsnn.data.events"`` (atomically)."""
+    """Write ``events`` in the SHD layout with ``format="eventsnn.events"`` (atomically)."""
     import h5py
 
     events.validate(path)
@@ -286,7 +289,7 @@ def save_events(events: Events, path) -> None:
 
 
 def load_events(path) -> Events:
-    """Read an events file: ours (``format="eventsnn.data.events"``) or an official SHD/SSC file.
+    """Read an events file: ours (``format="eventsnn.events"``) or an official SHD/SSC file.
 
     Official files have no ``format`` attribute, may store times as float16 and
     carry no ``n_units``/``duration_s``: SHD/SSC have 700 channels; the duration
@@ -337,7 +340,7 @@ def load_events(path) -> Events:
         else:  # official SHD / SSC
             n_units = 700
             finite = all_t[np.isfinite(all_t)]
-            duration_s = max(0.1, math.ceil((finite.max() if len(finite) else 0.0) * 10 + 1e-9) / 10)
+            duration_s = duration_from_last_spike(finite.max() if len(finite) else 0.0)
             n_classes = int(labels.max()) + 1 if len(labels) else 0
             class_names = None
             source = "shd-official"

@@ -211,7 +211,8 @@ def _bin_like_authors(src, first: int = 0, chunk: int = 1024) -> tuple[np.ndarra
     to fit in memory as events). Only whole batches of 256 samples are kept (their generator drops the rest).
     Samples are numbered from ``first``.
     """
-    from eventsnn.util.errors import fail, open_h5
+    from eventsnn.util.errors import fail
+    from eventsnn.util.files import open_h5
 
     if isinstance(src, Events):
         n = (len(src) // BATCH) * BATCH

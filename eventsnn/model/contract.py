@@ -23,6 +23,8 @@ import math
 
 import numpy as np
 
+from eventsnn.util.errors import EventsnnError
+
 RESETS = ("zero", "subtract")
 READOUTS = ("max", "mean", "last", "softmax-sum", "count")
 # readouts whose output layer spikes (kind "lif"); the trace is then its cumulative spike count per training step
@@ -85,7 +87,7 @@ def grid_ratio(train_dt_ms: float, dt_ms: float) -> int:
     r = train_dt_ms / dt_ms
     ri = int(round(r))
     if ri < 1 or abs(r - ri) > 1e-6 * max(1.0, r):
-        raise ValueError(f"dt {dt_ms:g} ms must divide the training dt {train_dt_ms:g} ms "
+        raise EventsnnError(f"dt {dt_ms:g} ms must divide the training dt {train_dt_ms:g} ms "
                          f"an integer number of times")
     return ri
 

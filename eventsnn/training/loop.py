@@ -12,134 +12,20 @@ from __future__ import annotations
 import json
 import os
 import time
-import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
 
 import numpy as np
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from eventsnn.model.contract import SPIKING_READOUTS
+from eventsnn.training.config import TrainConfig
 from eventsnn.training.ddp import Dist
-from eventsnn.util.errors import EventsnnError, atomic_path, fail
+from eventsnn.util.errors import EventsnnError, fail
+from eventsnn.util.files import atomic_path
 from eventsnn.data.events import Events
 from eventsnn.util.progress import progress_bar
 from eventsnn.model.layers import SNN, LIFLayer, dense_input, raster, summed_loss
-
-
-Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-
-
-class TrainConfig(BaseModel):
-    """Every training setting, in one schema: it gives the ``eventsnn train`` flags (``--max-delay-ms``
-    for ``max_delay_ms``), the keys of a YAML/TOML/JSON ``--config`` file, the defaults shown in
-    ``--help``, and the type and range errors (which name the flag or the config file)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    data: str = Field("", description="training events file (the validation split is carved from it)")
-    test_data: str | None = Field(None, description="held-out test events file, evaluated once at the end")
-    val_fraction: float = Field(0.15, ge=0, lt=1, description="fraction of --data held out for model selection")
-    val_data: str | None = Field(None, description="validation events file (used instead of carving --val-fraction "
-                                                   "from --data)")
-    dt_ms: Positive = Field(1.0, description="training time step (ms)")
-    hidden: list[Annotated[int, Field(ge=1, le=100_000)]] = Field(
-        default_factory=lambda: [64], min_length=1, description="hidden layer sizes, comma-separated (e.g. 128,128)")
-    delays: Literal["none", "axonal", "synaptic"] = Field(
-        "axonal", description="learnable feed-forward delays: one per presynaptic neuron (axonal) or per synapse")
-    max_delay_ms: float = Field(20.0, ge=0, allow_inf_nan=False,
-                                description="delays are initialised in and clamped to [0, this] ms")
-    recurrent: bool = Field(False, description="recurrent weights in the last hidden layer")
-    readout: Literal["max", "mean", "last", "softmax-sum", "count"] = Field(
-        "max", description="class score from the readout trace; count: a spiking output layer's spike count "
-                           "(the paper's readout)")
-    reset: Literal["zero", "subtract"] = Field("zero", description="after a spike v -> 0 or v -> v - threshold")
-    tau_mem_ms: Positive = Field(20.0, description="membrane time constant of hidden neurons (ms)")
-    tau_syn_ms: Positive = Field(5.0, description="synaptic time constant (ms)")
-    tau_out_ms: Positive = Field(20.0, description="membrane time constant of the readout (ms)")
-    loss: Literal["ce", "rate"] = Field(
-        "ce", description="ce: cross-entropy of the class scores; rate: the paper's spike-count loss (readout "
-                          "count): squared distance of each output neuron's rate to --rate-true / --rate-false")
-    rate_true: float = Field(0.2, ge=0, allow_inf_nan=False,
-                             description="loss rate: target spikes per step of the label's output neuron")
-    rate_false: float = Field(0.02, ge=0, allow_inf_nan=False,
-                              description="loss rate: target spikes per step of the other output neurons")
-    threshold: Positive = Field(1.0, description="firing threshold (dimensionless)")
-    learn_taus: bool = Field(False, description="learn per-neuron time constants")
-    surrogate: Literal["fast-sigmoid", "atan", "multi-gaussian"] = Field(
-        "fast-sigmoid", description="pseudo-derivative of the spike in the backward pass")
-    slope: Positive = Field(10.0, description="surrogate steepness, per unit of (v - threshold)")
-    weight_scale: Positive = Field(15.0, description="hidden weights start as N(0, (this/sqrt(fan-in))^2)")
-    epochs: int = Field(40, ge=1, le=1_000_000, description="maximum number of epochs")
-    batch_size: int = Field(64, ge=1, le=1_000_000, description="samples per optimiser step")
-    lr: Positive = Field(1e-2, description="Adam learning rate of weights")
-    lr_delay: float = Field(0.5, ge=0, allow_inf_nan=False, description="Adam learning rate of delays (ms per step)")
-    lr_tau: float = Field(0.05, ge=0, allow_inf_nan=False, description="Adam learning rate of time constants")
-    spike_reg: float = Field(0.0, ge=0, allow_inf_nan=False,
-                             description="weight of the mean squared hidden spike count penalty")
-    patience: int = Field(15, ge=1, description="stop after this many epochs without a better validation score")
-    seed: int = Field(0, ge=0, description="seed of initialisation, split and shuffling")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
-
-    @field_validator("loss")
-    @classmethod
-    def _loss_needs_counts(cls, v: str, info) -> str:
-        if v == "rate" and info.data.get("readout") != "count":
-            raise ValueError("the rate loss compares spike counts: use it with --readout count")
-        return v
-
-    @field_validator("device")
-    @classmethod
-    def _device_name(cls, v: str) -> str:
-        if v == "auto":
-            return v
-        try:
-            torch.device(v)
-        except (RuntimeError, ValueError):
-            raise ValueError(f"{v!r} is not a torch device (use auto, cpu, cuda, cuda:1 ...)") from None
-        return v
-
-    @classmethod
-    def read(cls, values: dict, source=None) -> "TrainConfig":
-        """Validate ``values``; errors name ``source`` (a config file) or the flag of the bad setting.
-
-        ``source`` may be a path (every key from that file) or a dict mapping keys to where each came from.
-        """
-        try:
-            return cls(**values)
-        except ValidationError as e:
-            err = e.errors()[0]
-            key = str(err["loc"][0]) if err["loc"] else ""
-            where = source.get(key) if isinstance(source, dict) else source
-            got = values.get(key, err.get("input"))
-            if where is None or where == "flag":
-                label = "--" + key.replace("_", "-")
-                raise EventsnnError(f"{label}: {err['msg']} (got {got!r})") from None
-            raise fail(where, f"{key}: {err['msg']} (got {got!r})") from None
-
-    @classmethod
-    def from_file(cls, path) -> dict:
-        """Read a YAML, TOML or JSON config file (by its suffix) into a dict of known keys."""
-        p = Path(path)
-        if not p.exists():
-            raise fail(path, "no such config file")
-        if p.is_dir():
-            raise fail(path, "is a directory, expected a config file")
-        parsers = {".toml": tomllib.loads, ".json": json.loads, ".yaml": yaml.safe_load, ".yml": yaml.safe_load}
-        if p.suffix not in parsers:
-            raise fail(path, f"unknown config format {p.suffix!r} (use .yaml, .yml, .toml or .json)")
-        try:
-            data = parsers[p.suffix](p.read_text())
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as e:
-            raise fail(path, f"cannot parse config ({' '.join(str(e).split())})") from None
-        if not isinstance(data, dict):
-            raise fail(path, "a config file must hold a mapping of setting names to values")
-        unknown = set(data) - set(cls.model_fields)
-        if unknown:
-            raise fail(path, f"unknown config key(s): {', '.join(sorted(map(str, unknown)))}")
-        return data
 
 
 def pick_device(name: str) -> torch.device:
@@ -179,7 +65,7 @@ def check_fits(cfg: "TrainConfig", events: Events, source=None) -> None:
                             f"({events.duration_ms:g} ms); a delay that long never delivers a spike")
     T = n_steps(events.duration_ms, cfg.dt_ms)
     if T > 10_000_000:
-        raise EventsnnError(f"--dt-ms {cfg.dt_ms:g}: {T} steps per sample is too many (samples last "
+        raise EventsnnError(f"--dt {cfg.dt_ms:g}: {T} steps per sample is too many (samples last "
                             f"{events.duration_ms:g} ms)")
     per_sample = 4 * T * (2 * events.n_units + 6 * sum(cfg.hidden) + 4 * events.n_classes)
     need = per_sample * min(cfg.batch_size, len(events))
@@ -384,7 +270,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
     if not dist.main:  # rank 0 speaks for all
         import warnings
 
-        from eventsnn.data.events import EventsnnWarning
+        from eventsnn.util.errors import EventsnnWarning
         warnings.filterwarnings("ignore", category=EventsnnWarning)
     dev = torch.device(dist.device) if dist.enabled and dist.device != "cpu" else pick_device(cfg.device)
     events, tr_idx, val_idx, test = _load_data(cfg, events, test_events, val_events)
@@ -479,7 +365,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
     if finished and not stopped_early and best and best["epoch"] >= len(history) - 2 and len(history) > 1:
         import warnings
 
-        from eventsnn.data.events import EventsnnWarning
+        from eventsnn.util.errors import EventsnnWarning
         warnings.warn(f"training ended at its last epoch ({cfg.epochs}) while validation was still improving "
                       f"(best epoch {best['epoch']}); more epochs may help: eventsnn train --resume {rundir} "
                       f"--epochs {2 * cfg.epochs}", EventsnnWarning, stacklevel=2)

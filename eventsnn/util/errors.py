@@ -1,34 +1,20 @@
-"""The error contract and safe file writing, in one place.
+"""The error contract: one exception for every problem with a user's input, one warning class.
 
 Every problem with a user's input (a file, a flag, a value) is raised as
 :class:`EventsnnError`; the CLI prints its message on one line (and, with
 ``--json``, ``{"error": ...}`` on stdout) and exits with code 2. Messages name
-the file or flag and say what to do.
-
-Files: writers go through :func:`atomic_path` (a temporary file next to the
-target, renamed on success, removed on any error), so a crash never leaves a
-half-written file. Temporary files and build directories carry the writer's
-PID in their name (``.NAME.PID.XXXX.tmp``, ``.eventsnn_build_PID``); those of
-processes that no longer exist (a ``kill -9``) are removed by the next writer
-in the same place. Outputs get the permissions the user's umask gives a new
-file (``mkstemp`` alone would make them 0600). :func:`check_output` refuses,
-before any work, an output that would overwrite or lie inside an input, and
-outputs that cannot be written; :func:`dir_lock` stops two processes from
-sharing one output directory.
+the file or flag and say what to do. Safe file handling (atomic writes, locks,
+input/output checks) is in :mod:`eventsnn.util.files`.
 """
 from __future__ import annotations
-
-import contextlib
-import hashlib
-import os
-import re
-import shutil
-import tempfile
-from pathlib import Path
 
 
 class EventsnnError(ValueError):
     """A problem with user input; the message names the file or flag and the problem."""
+
+
+class EventsnnWarning(UserWarning):
+    """Something the user should know about their data or run (merged spikes, unfinished training, ...)."""
 
 
 def fail(path, problem: str) -> EventsnnError:
@@ -36,195 +22,3 @@ def fail(path, problem: str) -> EventsnnError:
     if path is None:
         return EventsnnError(problem)
     return EventsnnError(f"{path}: {problem}")
-
-
-# ----------------------------------------------------------------------------- processes and stale leftovers
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this PID exists (on this machine)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-_STALE = re.compile(r"^(?:\..+\.(?P<pid>\d+)\.[^.]+\.tmp|\.eventsnn_build_(?P<bpid>\d+))$")
-
-
-def remove_stale(directory) -> int:
-    """Remove temporary files and build directories left in ``directory`` by processes that are gone.
-
-    Returns how many were removed. Only names this module creates are touched.
-    """
-    d = Path(directory)
-    removed = 0
-    if not d.is_dir():
-        return 0
-    for entry in d.iterdir():
-        m = _STALE.match(entry.name)
-        if not m:
-            continue
-        pid = int(m.group("pid") or m.group("bpid"))
-        if pid == os.getpid() or pid_alive(pid):
-            continue
-        with contextlib.suppress(OSError):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-            removed += 1
-    return removed
-
-
-def build_dir_for(parent) -> Path:
-    """A build directory for this process under ``parent`` (stale ones of dead processes removed first)."""
-    parent = Path(parent)
-    remove_stale(parent)
-    return parent / f".eventsnn_build_{os.getpid()}"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
-
-    On any exception the temporary file is removed and ``path`` is untouched.
-    The result has the permissions of a new file under the current umask.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# ----------------------------------------------------------------------------- inputs and outputs
-
-def open_h5(path, expected_format: str | None = None):
-    """Open an HDF5 file for reading, with a clear error if missing or corrupt.
-
-    If ``expected_format`` is given, the root attribute ``format`` must equal it.
-    """
-    import h5py
-
-    p = Path(path)
-    if not p.exists():
-        raise fail(path, "no such file")
-    if p.is_dir():
-        raise fail(path, "is a directory, expected an HDF5 file")
-    try:
-        f = h5py.File(p, "r")
-    except OSError as e:
-        raise fail(path, f"not a readable HDF5 file ({str(e).splitlines()[0]})") from None
-    if expected_format is not None:
-        fmt = f.attrs.get("format")
-        if isinstance(fmt, bytes):
-            fmt = fmt.decode()
-        if fmt != expected_format:
-            f.close()
-            raise fail(path, f"format attribute is {fmt!r}, expected {expected_format!r}")
-    return f
-
-
-def check_input(path, flag: str, kind: str = "file") -> Path:
-    """An input that must exist: a ``file`` or a ``dir``; error names the flag and the path."""
-    p = Path(path)
-    if not p.exists():
-        raise fail(p, f"no such {'directory' if kind == 'dir' else 'file'} ({flag})")
-    if kind == "file" and p.is_dir():
-        raise fail(p, f"is a directory, expected a file ({flag})")
-    if kind == "dir" and not p.is_dir():
-        raise fail(p, f"is not a directory ({flag})")
-    return p
-
-
-def _inside(p: Path, parent: Path) -> bool:
-    return p == parent or parent in p.parents
-
-
-def check_output(path, flag: str = "--out", inputs=(), kind: str = "file") -> Path:
-    """Refuse an output that cannot be written or would touch an input, before any work is done.
-
-    ``kind="file"``: the output is one file (it may exist and is then replaced, unless it is an input);
-    ``kind="dir"``: a directory that is created if needed. ``inputs``: paths (files or directories) this
-    command reads; the output may neither equal nor lie inside one of them, and a directory output may
-    not contain an input file it would overwrite.
-    """
-    p = Path(path)
-    if str(path) == "":
-        raise fail(flag, "empty path")
-    rp = p.resolve()
-    for i in inputs:
-        if i is None:
-            continue
-        ri = Path(i).resolve()
-        if _inside(rp, ri):
-            what = "is" if rp == ri else "lies inside"
-            raise fail(flag, f"{p} {what} the input {i}; choose an output outside the inputs")
-    if kind == "file":
-        if p.is_dir():
-            raise fail(flag, f"{p} is a directory; give a file name")
-    elif p.exists() and not p.is_dir():
-        raise fail(flag, f"{p} exists and is not a directory")
-    # the nearest existing ancestor must be a writable directory
-    anc = rp if kind == "dir" and rp.exists() else rp.parent
-    while not anc.exists():
-        anc = anc.parent
-    if not anc.is_dir():
-        raise fail(flag, f"cannot create {p}: {anc} is a file, not a directory")
-    if not os.access(anc, os.W_OK | os.X_OK):
-        raise fail(flag, f"cannot write {p}: directory {anc} is not writable")
-    return p
-
-
-@contextlib.contextmanager
-def dir_lock(directory, what: str = "this output directory"):
-    """Hold an exclusive lock on ``directory`` (created if needed) for the duration of the block.
-
-    A second process asking for the same directory fails at once with a clear error instead of
-    interleaving its files with the first one's.
-    """
-    import fcntl
-
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    lock = d / ".eventsnn.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise fail(d, f"{what} is in use by another running eventsnn process (pid {other}); wait for it "
-                          "to finish or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield d
-    finally:
-        os.close(fd)
