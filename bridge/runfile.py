@@ -11,6 +11,7 @@ chunk by chunk (:class:`RunReader`), so neither side ever needs the whole run in
 from __future__ import annotations
 
 import json
+import math
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -61,6 +62,11 @@ class RunResult:
         return len(self.labels)
 
     @property
+    def wall_s(self) -> float:
+        """Wall-clock seconds the engine spent on the parts written (not stored in the file)."""
+        return self._wall
+
+    @property
     def accuracy(self) -> float:
         return float(np.mean(self.prediction == self.labels)) if len(self.labels) else float("nan")
 
@@ -84,7 +90,8 @@ class RunWriter:
 
     Each part's sample positions (0..len(part)-1) are shifted by the samples written before it. Memory is one
     part. The file appears, atomically, only when the block ends without an error. Attributes are the first
-    part's, ``wall_s`` summed over the parts, then ``attrs`` given here (they win)."""
+    part's, then ``attrs`` given here (they win). Wall-clock time is not written (the same run gives the same bytes):
+    ``wall_s`` sums it over the parts for the caller to report."""
 
     def __init__(self, path, attrs: dict | None = None):
         self.path, self.extra = path, dict(attrs or {})
@@ -162,6 +169,11 @@ class RunWriter:
         self.n_parts += 1
 
     @property
+    def wall_s(self) -> float:
+        """Wall-clock seconds the engine spent on the parts written (not stored in the file)."""
+        return self._wall
+
+    @property
     def accuracy(self) -> float:
         return self._correct / self.n_samples if self.n_samples else float("nan")
 
@@ -178,8 +190,7 @@ class RunWriter:
             f.attrs[k] = getattr(first, k)
         f.attrs["accuracy"] = self.accuracy
         attrs = dict(first.attrs)
-        if "wall_s" in attrs:
-            attrs["wall_s"] = self._wall
+        attrs.pop("wall_s", None)
         if self.n_parts > 1:
             attrs["parts"] = self.n_parts
         attrs.update(self.extra)
@@ -240,6 +251,10 @@ class RunReader:
                     except ValueError:
                         pass
                 self.attrs[k] = v
+        for k in ("dt_ms", "train_dt_ms"):
+            v = float(self.header[k])
+            if not (math.isfinite(v) and v >= 0) or (k == "train_dt_ms" and v <= 0):
+                raise fail(path, f"attribute {k} is {v!r}, expected a finite step in ms")
         S = len(self.labels)
         if len(trace_shape) != 3 or trace_shape[0] != S or self.prediction.shape != self.labels.shape \
                 or len(self.sample_index) != S:
@@ -249,6 +264,11 @@ class RunReader:
     @property
     def n_samples(self) -> int:
         return len(self.labels)
+
+    @property
+    def wall_s(self) -> float:
+        """Wall-clock seconds the engine spent on the parts written (not stored in the file)."""
+        return self._wall
 
     @property
     def accuracy(self) -> float:

@@ -23,6 +23,7 @@ from pathlib import Path
 from eventsnn.util.errors import EventsnnError
 from eventsnn.util.files import check_input, check_output
 from eventsnn.util.dask_pool import check_scheduler
+from eventsnn.util import jsonio
 
 # ----------------------------------------------------------------------------- argument types
 
@@ -73,16 +74,9 @@ def _int_list(s: str) -> list[int]:
 
 def _emit(obj, as_json: bool, text: str | None = None):
     if as_json:
-        print(json.dumps(obj, indent=None, default=_json_default))
+        print(jsonio.dumps(obj))
     elif text is not None:
         print(text)
-
-
-def _json_default(o):
-    try:
-        return float(o)
-    except (TypeError, ValueError):
-        return str(o)
 
 
 # ----------------------------------------------------------------------------- data
@@ -169,7 +163,7 @@ def cmd_data_prepare(a):
     summary["inputs"] = [str(f) for _, f in files]
     summary["provenance"] = provenance(seed=a.seed)
     with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
+        tmp.write_text(jsonio.dumps(summary, indent=2))
     _emit(summary, a.json, f"wrote {out}/train.h5, val.h5, test.h5: {summary['train']}/{summary['val']}/"
                            f"{summary['test']} samples, {summary['units']} units ({a.dataset} {a.variant})")
 

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from eventsnn.util.errors import EventsnnError, fail
 from eventsnn.util.files import atomic_path
 from eventsnn.bridge.engines import TARGETS
+from eventsnn.util import jsonio
 
 def _transform(name: str, level: float, seed: int):
     """A retrain-at-each-level transform: ``randomize`` (fraction f of each unit's spikes moved, counts kept),
@@ -377,10 +378,10 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
                                 "models added or removed, verify, figure, description")
             if old.get("config") != meta["config"]:
                 with atomic_path(mf) as tmp:
-                    tmp.write_text(json.dumps({**old, **meta}, indent=2))
+                    tmp.write_text(jsonio.dumps({**old, **meta}, indent=2))
         else:
             with atomic_path(mf) as tmp:
-                tmp.write_text(json.dumps({**meta, "config_file": str(config_path), "provenance": provenance()},
+                tmp.write_text(jsonio.dumps({**meta, "config_file": str(config_path), "provenance": provenance()},
                                           indent=2))
         results_f = out / "results.jsonl"
         wanted = {cell_key(c) for c in all_cells}
@@ -412,7 +413,7 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
                     with open(results_f, "a") as f:
                         f.write("\n")
             with open(results_f, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+                f.write(jsonio.dumps(rec) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
             summarize(cfg, _current(read_results(results_f), wanted), out)

@@ -94,6 +94,18 @@ def world(tmp_path_factory):
         [[0.001]] * 4, [[0]] * 4, [0] * 4, 2, 0.01, 1))
     W["ev3"] = w / "ev3.h5"  # 3 units: does not fit the 8-input network
     save_events(random_events(0, n_units=3), W["ev3"])
+    W["ev4"] = w / "ev4.h5"  # 8 units but 4 classes: labels beyond the 3-output network
+    save_events(random_events(0, n_classes=4, n_samples=12), W["ev4"])
+    W["ev_damaged"] = _damaged(W["poly"], w / "ev_damaged.h5")
+    W["run_nandt"] = w / "run_nandt.h5"
+    shutil.copy(W["runfile"], W["run_nandt"])
+    with h5py.File(W["run_nandt"], "a") as h:
+        h.attrs["dt_ms"] = np.nan
+    W["run_2layers"] = w / "run_2layers.h5"  # a run of another network (two hidden layers less one)
+    net1 = random_network(1, sizes=(6,))
+    save_network(net1, w / "net1.h5")
+    assert main(["simulate", str(w / "net1.h5"), "--data", str(W["ev"]), "--engine", "torch", "--out",
+                 str(W["run_2layers"])]) == 0
 
     def bad_net(name, mutate):
         f = w / f"net_{name}.h5"
@@ -123,6 +135,23 @@ def world(tmp_path_factory):
         (w / name).write_text(text)
         W[name] = w / name
     return W
+
+
+def _damaged(good: Path, out: Path) -> Path:
+    """A copy of ``good`` with 64 bytes overwritten where h5py opens the file but fails while reading it (the
+    "bad heap free list" / "Can't synchronously read data" kind of damage)."""
+    from eventsnn.data.events import load_events
+    from eventsnn.util.errors import EventsnnError
+    data = good.read_bytes()
+    for frac in np.linspace(0.1, 0.9, 33):
+        o = int(frac * len(data))
+        out.write_bytes(data[:o] + b"\xff" * 64 + data[o + 64:])
+        try:
+            load_events(out)
+        except EventsnnError as e:
+            if "damaged HDF5 file" in str(e):
+                return out
+    raise AssertionError("no offset gave a file that opens but cannot be read")
 
 
 def _snapshot(d: Path) -> dict:
@@ -263,7 +292,17 @@ CASES = [
     ("simulate {net} --data {ev} --engine brian2 --workers 0 --out {out}", "--workers"),
     ("simulate {net} --data {ev} --engine brian2 --target fpga --out {out}", "--target"),
     ("simulate {net} --data {ev} --engine torch --delays sideways --out {out}", "--delays"),
+    # --- damaged HDF5 content, labels beyond the network's outputs
+    ("data info {ev_damaged}", "{ev_damaged}"),
+    ("data transform {ev_damaged} --reverse --out {out}", "{ev_damaged}"),
+    ("train --data {ev_damaged} --out {outdir}", "{ev_damaged}"),
+    ("simulate {net} --data {ev_damaged} --engine torch --out {out}", "{ev_damaged}"),
+    ("simulate {net} --data {ev4} --engine torch --out {out}", "{ev4}"),
+    ("simulate {net} --data {ev4} --engine event --out {out}", "{ev4}"),
+    ("verify {net} --data {ev4} --out {outdir}", "{ev4}"),
     # --- compare
+    ("compare {runfile} {run_nandt}", "{run_nandt}"),
+    ("compare {runfile} {run_2layers}", "{run_2layers}"),
     ("compare {runfile} {runfile} --tolerance -1", "--tolerance"),
     ("compare {runfile} {runfile} --tolerance nan", "--tolerance"),
     ("compare {runfile} {missing}", "{missing}"),
@@ -331,6 +370,38 @@ def test_matrix_is_large_and_covers_every_command():
 
 
 # ----------------------------------------------------------------------------- real processes
+
+def test_json_output_is_strict_even_with_undefined_numbers(world, tmp_path, capsys):
+    """``--json`` never prints NaN or Infinity (strict JSON readers reject them): an undefined value is null."""
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert main(["compare", str(world["runfile"]), str(world["runfile"]), "--json"]) == 0
+    strict(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["data", "info", str(world["ev_oneclass"]), "--rate-baseline", "--json"]) in (0, 2)
+    out = capsys.readouterr().out.strip()
+    if out:
+        strict(out.splitlines()[-1])
+    assert main(["train", "--data", str(world["poly"]), "--epochs", "1", "--hidden", "4", "--val-fraction", "0",
+                 "--out", str(tmp_path / "r"), "--json"]) == 0
+    strict(capsys.readouterr().out.strip().splitlines()[-1])
+    for f in (tmp_path / "r").glob("*.json*"):
+        for line in f.read_text().splitlines() if f.suffix == ".jsonl" else [f.read_text()]:
+            strict(line)
+
+
+def test_renamed_flags_still_work_with_one_warning(world, tmp_path, capsys):
+    """Old spellings keep working for one release, hidden from --help, with one warning line naming the new."""
+    assert main(["simulate", str(world["net"]), "--data", str(world["ev"]), "--engine", "torch", "--samples", "2",
+                 "--delays", "exact", "--out", str(tmp_path / "r.h5")]) == 0
+    err = capsys.readouterr().err
+    assert "--samples is deprecated" in err and "use --first" in err and "use --delay-mode" in err
+    from eventsnn.bridge.runfile import load_run
+    r = load_run(tmp_path / "r.h5")
+    assert r.n_samples == 2 and r.delays == "exact"
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    assert "--samples" not in capsys.readouterr().out
+
 
 def test_subprocess_errors_one_line_and_flags_anywhere(world, tmp_path):
     p = run_cli("--json", "data", "info", world["truncated"])

@@ -250,6 +250,9 @@ def compare_files(path_a, path_b, tol_ms: float | None = None, chunk_spikes: int
     """:func:`compare_runs` of two run files, read chunk by chunk of samples when both hold the same samples
     in the same order (the usual case: memory stays bounded), else whole."""
     ra, rb = RunReader(path_a), RunReader(path_b)
+    if ra.n_layers != rb.n_layers:
+        raise EventsnnError(f"{path_a} has {ra.n_layers} hidden layers but {path_b} has {rb.n_layers}: runs of "
+                            "different networks cannot be compared spike by spike")
     if not np.array_equal(ra.sample_index, rb.sample_index):
         return compare_runs(ra.read(), rb.read(), tol_ms)
     c = RunComparison(tol_ms)

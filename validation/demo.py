@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from eventsnn.util.files import atomic_path
+from eventsnn.util import jsonio
 
 
 def run_demo(outdir, quick: bool = False, target: str = "numpy", workers: int = 1, progress: bool = True) -> dict:
@@ -60,7 +61,7 @@ def run_demo(outdir, quick: bool = False, target: str = "numpy", workers: int = 
     table = demo_table(results)
     results["table"] = table
     with atomic_path(out / "demo.json") as tmp:
-        tmp.write_text(json.dumps(results, indent=2))
+        tmp.write_text(jsonio.dumps(results, indent=2))
     with atomic_path(out / "demo.md") as tmp:
         tmp.write_text(table + "\n")
     if progress:

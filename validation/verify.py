@@ -29,6 +29,7 @@ from eventsnn.util.provenance import provenance
 from eventsnn.bridge.runfile import RunReader, sample_chunks
 
 from eventsnn.validation.compare import CHUNK_SPIKES, RunComparison
+from eventsnn.util import jsonio
 
 
 @dataclass
@@ -100,7 +101,9 @@ def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> st
     if "workers" in e.options:
         opts["workers"] = split
     worker_threads()
-    run_to_file(spec.engine, net, events, out, attrs=attrs, scratch_parent=Path(outdir) / "build", **opts)
+    s = run_to_file(spec.engine, net, events, out, attrs=attrs, scratch_parent=Path(outdir) / "build", **opts)
+    with atomic_path(out.with_suffix(".timing.json")) as tmp:  # wall time beside the run file, not in it
+        tmp.write_text(jsonio.dumps({"wall_s": s["wall_s"]}))
     return spec.name
 
 
@@ -292,8 +295,9 @@ def build_report(outdir: Path, specs: list[RunSpec], net, n: int, chunk_spikes: 
                "file": f"runs/{s.name}.h5"}
         if s.name in vs_exact:
             rec["vs_exact"] = _vs_exact(vs_exact[s.name])
-        if "wall_s" in r.attrs:
-            rec["wall_s"] = r.attrs["wall_s"]
+        timing = outdir / "runs" / f"{s.name}.timing.json"
+        if timing.exists():
+            rec["wall_s"] = json.loads(timing.read_text()).get("wall_s")
         out.append(rec)
     return {"n_samples": n, "train_dt_ms": ref_dt, "network_readout": net.readout, "n_outputs": net.n_outputs,
             "runs": out, "convergence": convergence_orders(out, ref_dt), "report_chunks": len(chunks)}
@@ -301,7 +305,7 @@ def build_report(outdir: Path, specs: list[RunSpec], net, n: int, chunk_spikes: 
 
 def write_report(outdir: Path, report: dict) -> None:
     with atomic_path(outdir / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+        tmp.write_text(jsonio.dumps(report, indent=2))
     lines = ["# Verification report", "",
              f"{report['n_samples']} samples; training dt {report['train_dt_ms']:g} ms. Reference: torch at the "
              "training dt (rounded delays, binned inputs). Fine-dt runs use exact delays and unbinned inputs; "

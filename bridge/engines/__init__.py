@@ -168,7 +168,7 @@ def simulate_to_file(engine: str, net, events, path, *, attrs: dict | None = Non
             bar.update(hi - lo)
             lo = hi
     return {**w.header, "samples": w.n_samples, "chunks": w.n_parts, "accuracy": w.accuracy,
-            "spikes_per_layer": w.spikes}
+            "spikes_per_layer": w.spikes, "wall_s": w.wall_s}
 
 
 def run_to_file(engine: str, net, events, path, *, scratch_parent=None, **options) -> dict:

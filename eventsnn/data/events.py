@@ -315,8 +315,10 @@ def load_events(path) -> Events:
                 bad = raw_labels[:5].tolist()
                 raise fail(path, f"labels must be whole numbers, got {raw_labels.dtype} values such as {bad}")
             labels = raw_labels.astype(np.int64)
-        except (TypeError, ValueError, OSError, KeyError) as e:
-            raise fail(path, f"cannot read spikes ({e})") from None
+        except (OSError, KeyError, RuntimeError):
+            raise fail(path, "damaged HDF5 file: the spike data cannot be read") from None
+        except (TypeError, ValueError) as e:
+            raise fail(path, f"cannot read spikes ({' '.join(str(e).split())})") from None
         if not (len(times_list) == len(units_list) == len(labels)):
             raise fail(path, f"spikes/times ({len(times_list)}), spikes/units ({len(units_list)}) and labels "
                              f"({len(labels)}) differ in number of samples")

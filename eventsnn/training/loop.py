@@ -26,6 +26,7 @@ from eventsnn.util.files import atomic_path
 from eventsnn.data.events import Events
 from eventsnn.util.progress import progress_bar
 from eventsnn.model.layers import SNN, LIFLayer, dense_input, raster, summed_loss
+from eventsnn.util import jsonio
 
 
 def pick_device(name: str) -> torch.device:
@@ -215,6 +216,18 @@ def _load_data(cfg: TrainConfig, events: Events | None = None, test: Events | No
     return events, tr_idx, val_idx, test
 
 
+def _logged_seconds(metrics) -> dict:
+    """Wall time per epoch from a run's log (``metrics.jsonl``); the checkpoint does not keep it."""
+    out = {}
+    try:
+        for line in Path(metrics).read_text().splitlines():
+            rec = json.loads(line)
+            out[rec["epoch"]] = rec.get("seconds")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return out
+
+
 def _resume_config(ckpt: dict, ckpt_path, epochs: int | None, device: str | None) -> TrainConfig:
     """The saved configuration of a run, with the only two settings a resume may change."""
     values = dict(ckpt["config"])
@@ -277,7 +290,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
     model = build_model(cfg, events.n_units, events.n_classes, dev)
     opt = make_optimizer(model, cfg)
     loss_spec = (cfg.loss, cfg.rate_true, cfg.rate_false)
-    history, best, start_epoch, bad_epochs = [], None, 0, 0
+    history, best, start_epoch, bad_epochs, seconds = [], None, 0, 0, {}
     if ckpt is not None:
         try:
             model.load_state_dict(ckpt["model"])
@@ -291,9 +304,10 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         rundir.mkdir(parents=True, exist_ok=True)
         if ckpt is None:
             with atomic_path(rundir / "config.json") as tmp:
-                tmp.write_text(json.dumps(cfg.model_dump(), indent=2))
+                tmp.write_text(jsonio.dumps(cfg.model_dump(), indent=2))
+        seconds = _logged_seconds(rundir / "metrics.jsonl")
         with atomic_path(rundir / "metrics.jsonl") as tmp:  # exactly the checkpoint's history (no duplicates)
-            tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+            tmp.write_text("".join(jsonio.dumps({**h, "seconds": seconds.get(h["epoch"])}) + "\n" for h in history))
 
     batcher = Batcher(events, cfg.dt_ms, dev)
     stop_at = cfg.epochs if max_epochs_this_call is None else min(cfg.epochs, start_epoch + max_epochs_this_call)
@@ -331,9 +345,9 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         model.eval()
         val_acc, val_loss = evaluate(model, batcher, val_idx, dist=dist, loss=loss_spec)
         rec = {"epoch": epoch, "train_loss": loss_sum / len(perm), "train_acc": correct / len(perm),
-               "val_acc": val_acc, "val_loss": val_loss, "spikes_per_neuron": rate_sum / len(perm),
-               "seconds": time.perf_counter() - t0}
-        history.append(rec)
+               "val_acc": val_acc, "val_loss": val_loss, "spikes_per_neuron": rate_sum / len(perm)}
+        history.append(rec)  # the checkpoint keeps no wall-clock times: same seed, same bytes
+        seconds[epoch] = time.perf_counter() - t0
         improved = best is None or (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"]) \
             if len(val_idx) else True
         if improved:
@@ -349,8 +363,8 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
                                          "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
                                          "best": best, "bad_epochs": bad_epochs, "n_inputs": events.n_units,
                                          "n_classes": events.n_classes, "provenance": prov})
-            with open(rundir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            with open(rundir / "metrics.jsonl", "a") as f:  # the log: with the epoch's wall time
+                f.write(jsonio.dumps({**rec, "seconds": seconds[epoch]}) + "\n")
         bar.set_postfix(loss=f"{rec['train_loss']:.3f}", train=f"{rec['train_acc']:.2f}", val=f"{val_acc:.2f}")
         bar.update(1)
     bar.close()
@@ -361,13 +375,13 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
                "stopped_early": bool(stopped_early), "best_epoch": best["epoch"] if best else None,
                "val_acc": best["val_acc"] if best else None, "n_train": int(len(tr_idx)), "n_val": int(len(val_idx)),
                "delays": cfg.delays, "seed": cfg.seed, "device": str(dev),
-               "seconds": float(sum(h["seconds"] for h in history)), "provenance": prov}
-    if finished and not stopped_early and best and best["epoch"] >= len(history) - 2 and len(history) > 1:
+               "seconds": float(sum(v for v in seconds.values() if v)), "provenance": prov}
+    if finished and not stopped_early and best and len(history) > 1 and best["epoch"] == history[-1]["epoch"]:
         import warnings
 
         from eventsnn.util.errors import EventsnnWarning
-        warnings.warn(f"training ended at its last epoch ({cfg.epochs}) while validation was still improving "
-                      f"(best epoch {best['epoch']}); more epochs may help: eventsnn train --resume {rundir} "
+        warnings.warn(f"training reached its cap of {cfg.epochs} epochs while validation was still improving (the "
+                      f"best model is from the last epoch); more epochs may help: eventsnn train --resume {rundir} "
                       f"--epochs {2 * cfg.epochs}", EventsnnWarning, stacklevel=2)
         summary["still_improving"] = True
     if test is not None and finished:
@@ -379,7 +393,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
                                                                loss=loss_spec)
     if dist.main:
         with atomic_path(rundir / "summary.json") as tmp:
-            tmp.write_text(json.dumps(summary, indent=2))
+            tmp.write_text(jsonio.dumps(summary, indent=2))
     dist.barrier()
     # leave the process group before the interpreter exits: gloo's threads torn down at exit can abort a rank
     # ("terminate called without an active exception", exit -6) after a successful run

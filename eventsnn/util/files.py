@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from eventsnn.util.errors import fail
+from eventsnn.util.errors import EventsnnError, fail
 
 
 # ----------------------------------------------------------------------------- processes and stale leftovers
@@ -112,24 +112,55 @@ def sha256_file(path) -> str:
 
 # ----------------------------------------------------------------------------- inputs and outputs
 
+_GUARDED = None
+
+
+def _guarded_file_class():
+    """``h5py.File`` whose ``with`` block turns h5py's own errors on damaged content (``OSError`` "bad heap free
+    list", ``KeyError`` "Unable to synchronously open attribute ...", ``RuntimeError``) into one clean
+    :class:`EventsnnError` naming the file -- whatever reader is inside the block."""
+    global _GUARDED
+    if _GUARDED is None:
+        import h5py
+
+        class GuardedFile(h5py.File):
+            eventsnn_path = None
+
+            def __exit__(self, etype, value, tb):
+                super().__exit__(etype, value, tb)
+                if etype is not None and issubclass(etype, (OSError, RuntimeError, KeyError)) \
+                        and not issubclass(etype, EventsnnError):
+                    what = "an expected item is missing or unreadable" if issubclass(etype, KeyError) else \
+                        "its contents cannot be read"
+                    raise fail(self.eventsnn_path, f"damaged HDF5 file: {what}") from None
+                return False
+
+        _GUARDED = GuardedFile
+    return _GUARDED
+
+
 def open_h5(path, expected_format: str | None = None):
-    """Open an HDF5 file for reading, with a clear error if missing or corrupt.
+    """Open an HDF5 file for reading, with a clear error if missing or corrupt (also for damage found while
+    reading inside its ``with`` block).
 
     If ``expected_format`` is given, the root attribute ``format`` must equal it.
     """
-    import h5py
-
     p = Path(path)
     if not p.exists():
         raise fail(path, "no such file")
     if p.is_dir():
         raise fail(path, "is a directory, expected an HDF5 file")
     try:
-        f = h5py.File(p, "r")
-    except OSError as e:
-        raise fail(path, f"not a readable HDF5 file ({str(e).splitlines()[0]})") from None
+        f = _guarded_file_class()(p, "r")
+    except OSError:
+        raise fail(path, "not a readable HDF5 file (damaged, truncated or another format)") from None
+    f.eventsnn_path = str(path)
     if expected_format is not None:
-        fmt = f.attrs.get("format")
+        try:
+            fmt = f.attrs.get("format")
+        except (OSError, RuntimeError, KeyError):
+            f.close()
+            raise fail(path, "damaged HDF5 file: its attributes cannot be read") from None
         if isinstance(fmt, bytes):
             fmt = fmt.decode()
         if fmt != expected_format:
@@ -201,16 +232,27 @@ def dir_lock(directory, what: str = "this output directory"):
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     lock = d / ".eventsnn.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
-    try:
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
             raise fail(d, f"{what} is in use by another running eventsnn process (pid {other}); wait for it "
                           "to finish or choose another --out") from None
+        try:  # the holder before us removes the file when it finishes: lock the file that is there now
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield d
     finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)  # while still holding it: no lock file is left behind
         os.close(fd)
