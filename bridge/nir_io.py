@@ -138,7 +138,6 @@ def from_nir(graph, dt_ms: float | None = None, source: str = "generic", path=No
         raise fail(where, f"expected one Input node, found {len(inputs)}")
     n_in = int(np.prod(next(iter(nodes[inputs[0]].input_type.values()))))
     layers, cur, n_pre = [], inputs[0], n_in
-    neuron_types = (nir.CubaLIF, nir.CubaLI)
     while True:
         nxt = [b for b in succ.get(cur, []) if not isinstance(nodes[b], nir.Output)]
         fwd = nxt if cur == inputs[0] else _forward_branches(nodes, succ, cur, nxt, nir)
@@ -146,41 +145,12 @@ def from_nir(graph, dt_ms: float | None = None, source: str = "generic", path=No
             break
         if len(fwd) > 1:
             raise fail(where, f"node {cur!r}: branches to {fwd}; only a chain of layers can be represented")
-        # this layer's feed-forward path: [Delay] -> Linear/Affine -> neuron
-        step, delay = fwd[0], None
-        if isinstance(nodes[step], nir.Delay):
-            delay = np.asarray(nodes[step].delay, float).ravel() / MS
-            step = _only(succ, step, where)
-        lin = nodes[step]
-        if not isinstance(lin, (nir.Linear, nir.Affine)):
-            raise fail(where, f"node {step!r}: expected Linear or Affine, found {type(lin).__name__}")
-        if isinstance(lin, nir.Affine) and np.any(np.asarray(lin.bias) != 0):
-            raise fail(where, f"node {step!r}: a non-zero bias has no counterpart in the model")
-        neuron_name = _only(succ, step, where)
-        neuron = nodes[neuron_name]
-        if not isinstance(neuron, neuron_types):
-            raise fail(where, f"node {neuron_name!r}: expected CubaLIF or CubaLI, found {type(neuron).__name__}")
-        W = np.asarray(lin.weight, float)
-        if np.any(np.asarray(neuron.v_leak) != 0):
-            raise fail(where, f"node {neuron_name!r}: v_leak must be 0 (the model leaks to 0)")
-        tm, ts, scale = _neuron_constants(neuron, source, float(dt), where, neuron_name)  # ms, ms, per neuron
-        N = len(ts)
-        if W.shape != (N, n_pre):
-            raise fail(where, f"node {step!r}: weight shape {list(W.shape)} does not connect {n_pre} -> {N}")
-        li = len(layers)
         ml = meta.get("layers") or []
-        lm = ml[li] if li < len(ml) else {}
-        spiking = isinstance(neuron, nir.CubaLIF)
-        rec_w, rec_d = _recurrent(nodes, succ, neuron_name, N, scale, nir, where)
-        ref = lm.get("refractory_ms")
-        layers.append(Layer("lif" if spiking else "li", N, tm, ts, (W * scale[:, None]).T,
-                            reset=lm.get("reset", "zero") if spiking else "zero",
-                            threshold=np.asarray(neuron.v_threshold, float).ravel() if spiking else None,
-                            refractory_ms=None if ref is None else np.asarray(ref, float),
-                            ff_delay_ms=delay, rec_weight=rec_w, rec_delay_ms=rec_d,
-                            ff_delay_learned=bool(lm.get("ff_delay_learned", False))))
-        cur, n_pre = neuron_name, N
-        if not spiking:
+        layer, cur = _layer_from_nir(nodes, succ, fwd[0], n_pre, source, float(dt), where,
+                                     ml[len(layers)] if len(layers) < len(ml) else {}, nir)
+        layers.append(layer)
+        n_pre = layer.size
+        if layer.kind != "lif":
             break
     if not layers:
         raise fail(where, "no layers found after the Input node")
@@ -205,6 +175,41 @@ def from_nir(graph, dt_ms: float | None = None, source: str = "generic", path=No
 
 SOURCES = ("generic", "snntorch", "norse")
 SNNTORCH_EXPORT_DT_S = 1e-4  # the step snnTorch's exporter assumes when it turns decay factors into taus
+
+
+def _layer_from_nir(nodes, succ, step, n_pre, source, dt, where, lm, nir):
+    """One layer from its feed-forward path ``[Delay] -> Linear/Affine -> CubaLIF/CubaLI`` starting at node
+    ``step``; returns the layer and the name of its neuron node. ``lm``: our metadata for the layer, if any."""
+    delay = None
+    if isinstance(nodes[step], nir.Delay):
+        delay = np.asarray(nodes[step].delay, float).ravel() / MS
+        step = _only(succ, step, where)
+    lin = nodes[step]
+    if not isinstance(lin, (nir.Linear, nir.Affine)):
+        raise fail(where, f"node {step!r}: expected Linear or Affine, found {type(lin).__name__}")
+    if isinstance(lin, nir.Affine) and np.any(np.asarray(lin.bias) != 0):
+        raise fail(where, f"node {step!r}: a non-zero bias has no counterpart in the model")
+    neuron_name = _only(succ, step, where)
+    neuron = nodes[neuron_name]
+    if not isinstance(neuron, (nir.CubaLIF, nir.CubaLI)):
+        raise fail(where, f"node {neuron_name!r}: expected CubaLIF or CubaLI, found {type(neuron).__name__}")
+    W = np.asarray(lin.weight, float)
+    if np.any(np.asarray(neuron.v_leak) != 0):
+        raise fail(where, f"node {neuron_name!r}: v_leak must be 0 (the model leaks to 0)")
+    tm, ts, scale = _neuron_constants(neuron, source, dt, where, neuron_name)  # ms, ms, per neuron
+    N = len(ts)
+    if W.shape != (N, n_pre):
+        raise fail(where, f"node {step!r}: weight shape {list(W.shape)} does not connect {n_pre} -> {N}")
+    spiking = isinstance(neuron, nir.CubaLIF)
+    rec_w, rec_d = _recurrent(nodes, succ, neuron_name, N, scale, nir, where)
+    ref = lm.get("refractory_ms")
+    layer = Layer("lif" if spiking else "li", N, tm, ts, (W * scale[:, None]).T,
+                  reset=lm.get("reset", "zero") if spiking else "zero",
+                  threshold=np.asarray(neuron.v_threshold, float).ravel() if spiking else None,
+                  refractory_ms=None if ref is None else np.asarray(ref, float),
+                  ff_delay_ms=delay, rec_weight=rec_w, rec_delay_ms=rec_d,
+                  ff_delay_learned=bool(lm.get("ff_delay_learned", False)))
+    return layer, neuron_name
 
 
 def _neuron_constants(neuron, source: str, dt_ms: float, where, name):

@@ -62,11 +62,6 @@ class RunResult:
         return len(self.labels)
 
     @property
-    def wall_s(self) -> float:
-        """Wall-clock seconds the engine spent on the parts written (not stored in the file)."""
-        return self._wall
-
-    @property
     def accuracy(self) -> float:
         return float(np.mean(self.prediction == self.labels)) if len(self.labels) else float("nan")
 
@@ -264,11 +259,6 @@ class RunReader:
     @property
     def n_samples(self) -> int:
         return len(self.labels)
-
-    @property
-    def wall_s(self) -> float:
-        """Wall-clock seconds the engine spent on the parts written (not stored in the file)."""
-        return self._wall
 
     @property
     def accuracy(self) -> float:

@@ -403,6 +403,24 @@ def test_renamed_flags_still_work_with_one_warning(world, tmp_path, capsys):
     assert "--samples" not in capsys.readouterr().out
 
 
+def test_same_seed_same_bytes(world, tmp_path):
+    """Run files, checkpoints and exported networks hold no wall-clock time: the same inputs and seed give
+    byte-identical files (timings go to the log, metrics.jsonl, and to the command's output)."""
+    d, got = tmp_path / "w", []
+    for _ in range(2):
+        shutil.rmtree(d, ignore_errors=True)
+        assert main(["train", "--data", str(world["poly"]), "--epochs", "2", "--hidden", "4", "--seed", "3",
+                     "--out", str(d / "run")]) == 0
+        assert main(["export", str(d / "run"), "--out", str(d / "net.h5")]) == 0
+        for engine in ("torch", "event"):
+            assert main(["simulate", str(d / "net.h5"), "--data", str(world["poly_test"]), "--engine", engine,
+                         "--out", str(d / f"{engine}.h5")]) == 0
+        got.append({f: (d / f).read_bytes() for f in ("run/checkpoint.pt", "net.h5", "torch.h5", "event.h5")})
+        assert not list(d.rglob(".eventsnn.lock"))
+    for f in got[0]:
+        assert got[0][f] == got[1][f], f
+
+
 def test_subprocess_errors_one_line_and_flags_anywhere(world, tmp_path):
     p = run_cli("--json", "data", "info", world["truncated"])
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr

@@ -162,8 +162,8 @@ def evaluate(model: SNN, batcher: Batcher, idx: np.ndarray, batch_size: int = 25
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)  # to a file object: the archive's inner name does not take the temporary file's name
 
 
 def load_checkpoint(path) -> dict:
