@@ -29,32 +29,39 @@ RESETS = ("zero", "subtract")
 READOUTS = ("max", "mean", "last", "softmax-sum", "count")
 # readouts whose output layer spikes (kind "lif"); the trace is then its cumulative spike count per training step
 SPIKING_READOUTS = ("count",)
-# Below this relative difference tau_mem and tau_syn are treated as equal
-# (the general formula cancels catastrophically there).
-_EQUAL_TAU_RTOL = 1e-9
+def propagators(tau_mem_ms, tau_syn_ms, dt_ms: float, xp=np):
+    """Exact one-step propagators ``(a, b, k)``: ``a = exp(-dt/tau_mem)``, ``b = exp(-dt/tau_syn)``,
+    ``k = tau_syn/(tau_syn - tau_mem) * (b - a)``.
 
-
-def propagators(tau_mem_ms, tau_syn_ms, dt_ms: float):
-    """Exact one-step propagators ``(a, b, k)`` as float64 arrays.
-
-    ``a = exp(-dt/tau_mem)``, ``b = exp(-dt/tau_syn)``,
-    ``k = tau_syn/(tau_syn - tau_mem) * (b - a)``, and ``k = dt/tau_mem * a`` in
-    the equal-tau limit (where Brian2's ``method='exact'`` gives NaN).
+    ``k`` is computed in the cancellation-free form of :func:`evolve_rates` (the same expression at ``t = dt``):
+    ``k = a * expm1(x)/x * dt/tau_mem`` with ``x = dt (1/tau_mem - 1/tau_syn)``, whose value at ``x = 0`` is the
+    equal-tau limit ``dt/tau_mem * a`` (where Brian2's ``method='exact'`` gives NaN). It is accurate to rounding
+    for every pair of taus, so there is no "nearly equal" tolerance anywhere. ``xp``: the array module
+    (``numpy``, float64 arrays out; or ``torch``, differentiable, in the taus' dtype).
     """
-    tm = np.asarray(tau_mem_ms, dtype=np.float64)
-    ts = np.asarray(tau_syn_ms, dtype=np.float64)
-    a = np.exp(-dt_ms / tm)
-    b = np.exp(-dt_ms / ts)
-    equal = np.abs(ts - tm) <= _EQUAL_TAU_RTOL * np.maximum(tm, ts)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        k_gen = ts / (ts - tm) * (b - a)
-    k = np.where(equal, dt_ms / tm * a, k_gen)
+    if xp is np:
+        tm = np.asarray(tau_mem_ms, dtype=np.float64)
+        ts = np.asarray(tau_syn_ms, dtype=np.float64)
+    else:
+        tm, ts = tau_mem_ms, tau_syn_ms
+    a = xp.exp(-dt_ms / tm)
+    b = xp.exp(-dt_ms / ts)
+    x = dt_ms * (1.0 / tm - 1.0 / ts)
+    zero = x == 0
+    x_safe = xp.where(zero, xp.ones_like(x), x)  # no 0/0, not even in the branch where() discards (gradients)
+    ratio = xp.where(zero, xp.ones_like(x), xp.expm1(x_safe) / x_safe)
+    k = a * ratio * (dt_ms / tm)
     return a, b, k
+
+
+def round_half_up(steps, xp=np):
+    """Brian2's rounding of a delay given in steps: ``floor(steps + 0.5)`` (``xp``: numpy or torch)."""
+    return xp.floor(steps + 0.5)
 
 
 def delay_steps(delay_ms, dt_ms: float) -> np.ndarray:
     """Integer delay in steps: ``floor(d/dt + 0.5)`` (Brian2 rounds delays half-up)."""
-    return np.floor(np.asarray(delay_ms, dtype=np.float64) / dt_ms + 0.5).astype(np.int64)
+    return round_half_up(np.asarray(delay_ms, dtype=np.float64) / dt_ms).astype(np.int64)
 
 
 def refractory_steps(refractory_ms, dt_ms: float) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from eventsnn.model import cpu_backend
+from eventsnn.model.contract import round_half_up
 from eventsnn.model.cpu_backend import numba_threads
 
 DELAY_MODES = ("round", "interp")
@@ -52,7 +53,7 @@ def delayed_current(x: torch.Tensor, weight: torch.Tensor, delay_steps: torch.Te
     # A delay of T steps or more delivers after the sequence ends: the same as exactly T (bounds memory).
     delay_steps = delay_steps.clamp(min=0, max=float(x.shape[1]))
     if mode == "round":
-        lo = torch.floor(delay_steps.detach() + 0.5).long()
+        lo = round_half_up(delay_steps.detach(), torch).long()
         if lo.dim() == 1:  # axonal: gather each presynaptic neuron's delayed train
             return input_matmul(_gather_delayed(x, lo), weight)
         taps = weight.unsqueeze(0)

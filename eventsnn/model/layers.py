@@ -18,7 +18,8 @@ from torch import nn
 from eventsnn.model import contract
 from eventsnn.model.delays import DELAY_MODES, delayed_current  # noqa: F401
 from eventsnn.data.events import Events, bin_events, warn_merged
-from eventsnn.model.scan import SCAN_BACKENDS, SURROGATES, lif_scan, spike_fn, surrogate_derivative  # noqa: F401
+from eventsnn.model.scan import SCAN_BACKENDS, lif_scan, spike_fn, surrogate_derivative  # noqa: F401
+from eventsnn.model.surrogates import SURROGATES  # noqa: F401
 
 DELAY_KINDS = ("none", "axonal", "synaptic")
 
@@ -96,13 +97,8 @@ class LIFLayer(nn.Module):
 
     def _propagators(self, dt_ms: float):
         tm, ts = self.tau_mem_ms, self.tau_syn_ms
-        if torch.is_grad_enabled() and (tm.requires_grad or ts.requires_grad):
-            a = torch.exp(-dt_ms / tm)
-            b = torch.exp(-dt_ms / ts)
-            equal = (ts - tm).abs() <= 1e-6 * torch.maximum(tm, ts)
-            safe = torch.where(equal, ts + 1e-3, ts)
-            k = torch.where(equal, dt_ms / tm * a, safe / (safe - tm) * (b - a))
-            return a, b, k
+        if torch.is_grad_enabled() and (tm.requires_grad or ts.requires_grad):  # learned taus: differentiable
+            return contract.propagators(tm, ts, dt_ms, xp=torch)
         a, b, k = contract.propagators(tm.detach().cpu().numpy(), ts.detach().cpu().numpy(), dt_ms)
         to = dict(dtype=tm.dtype, device=tm.device)
         return torch.as_tensor(a, **to), torch.as_tensor(b, **to), torch.as_tensor(k, **to)

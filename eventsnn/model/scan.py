@@ -40,14 +40,14 @@ import torch
 from eventsnn.model import cpu_backend
 from eventsnn.model.cpu_backend import numba_threads
 from eventsnn.model.delays import _shift_time, shifted_weight_grad
+from eventsnn.model.surrogates import (FAST_SIGMOID, MULTI_GAUSSIAN_H, MULTI_GAUSSIAN_S,  # noqa: F401
+                                       surrogate_id)
 
 SCAN_BACKENDS = ("fused", "autograd")
 
 
 # ----------------------------------------------------------------------------- surrogate gradients
 
-SURROGATES = ("fast-sigmoid", "atan", "multi-gaussian")
-MULTI_GAUSSIAN_H, MULTI_GAUSSIAN_S = 0.15, 6.0  # Yin et al. 2021; sigma = 1/slope
 
 
 def surrogate_derivative(x: torch.Tensor, kind: str, slope: float) -> torch.Tensor:
@@ -62,7 +62,8 @@ def surrogate_derivative(x: torch.Tensor, kind: str, slope: float) -> torch.Tens
         def g(mu, sig):
             return torch.exp(-((x - mu) ** 2) / (2 * sig**2)) / (math.sqrt(2 * math.pi) * sig)
         return (1 + h) * g(0.0, sigma) - h * g(sigma, s * sigma) - h * g(-sigma, s * sigma)
-    raise ValueError(f"unknown surrogate {kind!r}; choose one of {', '.join(SURROGATES)}")
+    surrogate_id(kind)  # raises: unknown name
+    raise AssertionError(kind)
 
 
 class _Spike(torch.autograd.Function):
@@ -258,7 +259,7 @@ def _scan_backward_cpu(gout, out, v_pre, held, a, b, k, theta, ws, spiking, rese
     assert (H, S) == (MULTI_GAUSSIAN_H, MULTI_GAUSSIAN_S)
     dF = torch.empty_like(gout)
     lvp = torch.empty_like(gout) if keep_lvp else gout.new_zeros(1, 1, 1)
-    kind = SURROGATES.index(surrogate) if spiking else 0
+    kind = surrogate_id(surrogate) if spiking else FAST_SIGMOID
     v = _np(v_pre) if spiking else gout.new_zeros(1, 1, 1).numpy()
     held_np = (held if held is not None else torch.zeros(1, 1, 1, dtype=torch.bool)).numpy()
     args = (_np(gout), _np(out), v, _np(theta), kind, float(slope), held_np, _np(a), _np(b), _np(k))

@@ -12,6 +12,8 @@ Same per-step arithmetic, in the same order, as :func:`eventsnn.model.scan._scan
 import numba
 import numpy as np
 
+from eventsnn.model.surrogates import ATAN, FAST_SIGMOID, MULTI_GAUSSIAN_H, MULTI_GAUSSIAN_S
+
 
 @numba.njit(parallel=True, cache=True)
 def scan_forward(F, a, b, k, theta, R, rec_w, rec_d, spiking, subtract, use_ref, keep_I,
@@ -75,16 +77,16 @@ def scan_forward(F, a, b, k, theta, R, rec_w, rec_d, spiking, subtract, use_ref,
                     I_hist[s_, n, j] = I[j]
 
 
-MULTI_GAUSSIAN_H, MULTI_GAUSSIAN_S = 0.15, 6.0  # as eventsnn.model.scan (tests compare the two)
 
 
 @numba.njit(cache=True, inline="always")
 def _surrogate(x, kind, slope):  # pragma: no cover - compiled
-    """:func:`eventsnn.model.scan.surrogate_derivative` for one value; ``kind`` 0 fast-sigmoid, 1 atan, 2 multi-gaussian."""
-    if kind == 0:
+    """:func:`eventsnn.model.scan.surrogate_derivative` for one value; ``kind``: an id of
+    :mod:`eventsnn.model.surrogates`."""
+    if kind == FAST_SIGMOID:
         d = slope * abs(x) + 1.0
         return 1.0 / (d * d)
-    if kind == 1:
+    if kind == ATAN:
         z = np.pi / 2 * slope * x
         return 0.5 * slope / (1.0 + z * z)
     sigma = 1.0 / slope

@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from eventsnn.model.scan import MULTI_GAUSSIAN_H, MULTI_GAUSSIAN_S
+from eventsnn.model.surrogates import MULTI_GAUSSIAN_H, MULTI_GAUSSIAN_S, surrogate_id
 
 try:
     import triton
@@ -25,7 +25,6 @@ except ImportError:  # pragma: no cover - triton ships with the Linux torch whee
     triton = None
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-_SURROGATE_IDS = {"fast-sigmoid": 0, "atan": 1, "multi-gaussian": 2}
 
 
 def available() -> bool:
@@ -75,7 +74,7 @@ if triton is not None:
     def _surrogate(x, P, KIND: tl.constexpr):
         # P = [slope, pi/2, 1/sqrt(2 pi), h, s] in the data's dtype (Triton's float literals are float32)
         slope = tl.load(P)
-        if KIND == 0:
+        if KIND == 0:  # the ids of eventsnn.model.surrogates: 0 fast-sigmoid, 1 atan, 2 multi-gaussian
             d = slope * tl.abs(x) + 1.0
             r = 1.0 / (d * d)
         elif KIND == 1:
@@ -149,5 +148,5 @@ def scan_backward_triton(gout, out, v_pre, a, b, k, theta, spiking: bool, reset:
                      device=gout.device)
     _bwd_kernel[grid](gout, out, v_pre if spiking else out, dF, lvp, *cast, P, gout.shape[1], gout.shape[2],
                       SPIKING=spiking, RESET_ZERO=reset == "zero",
-                      SURR=_SURROGATE_IDS.get(surrogate, 0), BLOCK=block)
+                      SURR=surrogate_id(surrogate), BLOCK=block)
     return dF, lvp
