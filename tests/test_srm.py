@@ -48,3 +48,77 @@ def test_potential_sums_the_kernels_and_its_slope_matches():
     du = (srm.potential(1.2 + h, [0.0], [3.0], [0.5], tau_sr, tau_ref, scale, theta)
           - srm.potential(1.2 - h, [0.0], [3.0], [0.5], tau_sr, tau_ref, scale, theta)) / (2 * h)
     assert srm.u_slope(v, I, vr, Ir, tau_sr, tau_ref) == pytest.approx(float(du), rel=1e-7)
+
+
+# ----------------------------------------------------------------------------- the network file
+
+from eventsnn.bridge.network import Layer, Network  # noqa: E402
+
+
+def srm_network(seed=0, n_in=6, sizes=(5, 4), n_out=3, dt_ms=1.0, readout="max", max_delay=4.0, w_mean=4.0,
+                w_sd=4.0, theta=10.0, tau_sr=(1.0, 3.0), tau_ref=(2.0, 4.0), scale_ref=2.0):
+    """A random SRM network: axonal then synaptic delays, per-neuron taus (some equal tau_sr = tau_ref), the
+    paper's threshold and refractory depth, and a leaky readout (or a counted srm output layer)."""
+    rng = np.random.default_rng(seed)
+    layers, n_pre = [], n_in
+    for li, n in enumerate(sizes):
+        ts, tr = rng.uniform(*tau_sr, n), rng.uniform(*tau_ref, n)
+        tr[0] = ts[0]  # equal time constants
+        layers.append(Layer("srm", n, None, None, rng.normal(w_mean, w_sd, (n_pre, n)), threshold=np.full(n, theta),
+                            tau_sr_ms=ts, tau_ref_ms=tr, scale_ref=np.full(n, scale_ref),
+                            ff_delay_ms=rng.uniform(0, max_delay, n_pre) if li % 2 == 0
+                            else rng.uniform(0, max_delay, (n_pre, n))))
+        n_pre = n
+    if readout == "count":
+        layers.append(Layer("srm", n_out, None, None, rng.normal(w_mean, w_sd, (n_pre, n_out)),
+                            threshold=np.full(n_out, theta), tau_sr_ms=rng.uniform(*tau_sr, n_out),
+                            tau_ref_ms=rng.uniform(*tau_ref, n_out), scale_ref=np.full(n_out, scale_ref)))
+    else:
+        layers.append(Layer("li", n_out, rng.uniform(5, 20, n_out), rng.uniform(2, 10, n_out),
+                            rng.normal(0, 1, (n_pre, n_out))))
+    return Network(dt_ms, n_in, layers, readout).validate()
+
+
+def test_network_file_roundtrip_and_version(tmp_path):
+    import h5py
+
+    from eventsnn.bridge import load_network, save_network
+    from tests.conftest import random_network
+
+    net = srm_network(3, readout="count")
+    save_network(net, tmp_path / "s.h5")
+    back = load_network(tmp_path / "s.h5")
+    for L0, L1 in zip(net.layers, back.layers):
+        assert (L0.kind, L0.reset) == (L1.kind, L1.reset) == ("srm", "none")
+        for name in ("tau_sr_ms", "tau_ref_ms", "scale_ref", "threshold", "ff_weight"):
+            np.testing.assert_array_equal(getattr(L0, name), getattr(L1, name))
+        assert L1.tau_mem_ms is None and L1.refractory_ms is None
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert f.attrs["version"] == 2
+    save_network(random_network(0), tmp_path / "l.h5")  # LIF-only networks stay version 1 (older readers read them)
+    with h5py.File(tmp_path / "l.h5") as f:
+        assert f.attrs["version"] == 1
+    with h5py.File(tmp_path / "s.h5", "a") as f:
+        f.attrs["version"] = 1
+    with pytest.raises(Exception, match="srm layers need version 2"):
+        load_network(tmp_path / "s.h5")
+
+
+@pytest.mark.parametrize("change, msg", [
+    (dict(scale_ref=None), "needs a scale_ref dataset"),
+    (dict(tau_mem_ms=np.ones(5)), "has no tau_mem_ms"),
+    (dict(rec_weight=np.zeros((5, 5))), "srm layers are feed-forward"),
+    (dict(reset="zero"), "has no reset"),
+    (dict(tau_ref_ms=np.zeros(5)), "tau_ref_ms must be > 0"),
+    (dict(scale_ref=-np.ones(5)), "scale_ref must be >= 0"),
+    (dict(kind="lif", reset="zero"), "a 'lif' layer needs a tau_mem_ms"),
+])
+def test_bad_srm_layers_are_refused_with_the_reason(change, msg):
+    from dataclasses import replace
+
+    from eventsnn.errors import EventsnnError
+
+    net = srm_network(0)
+    net.layers[0] = replace(net.layers[0], **change)
+    with pytest.raises(EventsnnError, match=msg):
+        net.validate("net.h5")
