@@ -122,3 +122,79 @@ def test_bad_srm_layers_are_refused_with_the_reason(change, msg):
     net.layers[0] = replace(net.layers[0], **change)
     with pytest.raises(EventsnnError, match=msg):
         net.validate("net.h5")
+
+
+# ----------------------------------------------------------------------------- torch: the training scan
+
+import torch  # noqa: E402
+
+
+def test_torch_scan_is_the_sampled_kernel_sum():
+    """u at every step is the kernels summed over earlier arrivals and own spikes (SLAYER's sampled kernels,
+    untruncated), and the layer spikes exactly where u >= theta -- including bursts spaced by refractoriness."""
+    from eventsnn.srm_layer import SRMLayer
+
+    dt, theta = 0.5, 10.0
+    layer = SRMLayer(3, 2, tau_sr_ms=[1.0, 2.5], tau_ref_ms=[2.0, 2.5], scale_ref=2.0, threshold=theta,
+                     dtype=torch.float64)
+    with torch.no_grad():
+        layer.ff_weight.copy_(torch.tensor([[9.0, 6.0], [8.0, 6.0], [-2.0, 5.0]], dtype=torch.float64))
+    rng = np.random.default_rng(1)
+    x = torch.as_tensor((rng.random((1, 80, 3)) < 0.5).astype(np.float64))
+    F = (x @ layer.ff_weight.detach()) * srm.E
+    from eventsnn.srm_layer import srm_scan
+    s, u = srm_scan(F, *layer.constants(dt), layer.threshold, surrogate=None, slope=1.0, return_u=True)
+    assert int(s.sum()) >= 10 and any(np.diff(np.flatnonzero(s[0, :, i].numpy())).min() <= 3 for i in range(2)
+                                      if s[0, :, i].sum() > 1)
+    steps = np.arange(80) * dt
+    for i in range(2):
+        arr_n, arr_j = np.nonzero(x[0].numpy())
+        own = np.flatnonzero(s[0, :, i].numpy())
+        for n in range(80):
+            m = arr_n < n  # delivered at step m (after the threshold), felt from step m + 1
+            o = own < n
+            want = srm.potential(steps[n], steps[arr_n[m]], layer.ff_weight[arr_j[m], i].detach().numpy(), steps[own[o]],
+                                 float(layer.tau_sr_ms[i]), float(layer.tau_ref_ms[i]), 2.0, theta)
+            assert float(u[0, n, i]) == pytest.approx(float(want), abs=1e-12)
+        np.testing.assert_array_equal(s[0, :, i].numpy(), (u[0, :, i].numpy() >= theta).astype(float))
+    # the layer's forward (with e*w weighting inside) gives the same spikes
+    np.testing.assert_array_equal(layer(x, dt).detach().numpy(), s.numpy())
+
+
+@pytest.mark.parametrize("numba_on", [True, False])
+def test_fused_scan_equals_the_autograd_reference(numba_on, monkeypatch):
+    from eventsnn import cpu_kernels
+    from eventsnn.srm_layer import SRMLayer
+
+    monkeypatch.setattr(cpu_kernels, "ENABLED", numba_on)
+    g = torch.Generator().manual_seed(0)
+    layer = SRMLayer(7, 5, tau_sr_ms=1.5, tau_ref_ms=3.0, threshold=2.0, delays="axonal", max_delay_ms=4.0,
+                     weight_scale=6.0, dtype=torch.float64, generator=g)
+    x = (torch.rand(4, 60, 7, generator=g, dtype=torch.float64) < 0.2).to(torch.float64)
+    target = torch.rand(4, 60, 5, generator=g, dtype=torch.float64)
+    grads = {}
+    for backend in ("autograd", "fused"):
+        layer.zero_grad()
+        s = layer(x, 1.0, "interp", "fast-sigmoid", 5.0, backend)
+        ((s - target) ** 2).sum().backward()
+        grads[backend] = (s.detach().clone(), layer.ff_weight.grad.clone(), layer.ff_delay_ms.grad.clone())
+    assert grads["fused"][0].sum() > 20
+    torch.testing.assert_close(grads["fused"][0], grads["autograd"][0], rtol=0, atol=0)
+    torch.testing.assert_close(grads["fused"][1], grads["autograd"][1], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grads["fused"][2], grads["autograd"][2], rtol=1e-10, atol=1e-12)
+    assert grads["fused"][1].abs().sum() > 0
+
+
+def test_model_export_import_roundtrip():
+    from eventsnn.bridge.from_torch import model_from_network, network_from_model
+
+    net = srm_network(2, readout="count")
+    model = model_from_network(net)
+    assert [l.kind for l in model.layers] == ["srm", "srm", "srm"]
+    back = network_from_model(model)
+    for L0, L1 in zip(net.layers, back.layers):
+        for name in ("tau_sr_ms", "tau_ref_ms", "scale_ref", "threshold", "ff_weight", "ff_delay_ms"):
+            a, b = getattr(L0, name), getattr(L1, name)
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_array_equal(a, b)
