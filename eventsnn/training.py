@@ -82,12 +82,29 @@ class TrainConfig(BaseModel):
     patience: int = Field(15, ge=1, description="stop after this many epochs without a better validation score")
     seed: int = Field(0, ge=0, description="seed of initialisation, split and shuffling")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+    neuron: Literal["lif", "srm"] = Field(
+        "lif", description="hidden (and counted output) neurons: lif, current-based LIF with reset; srm, SLAYER's "
+                           "SRM-alpha (alpha PSP, refractory kernel, no reset; the paper's speech setting is "
+                           "--threshold 10 --tau-sr-ms 1 --tau-ref-ms 2 --scale-ref 2 at 1 ms bins)")
+    tau_sr_ms: Positive = Field(1.0, description="srm: time constant of the alpha PSP kernel (ms)")
+    tau_ref_ms: Positive = Field(2.0, description="srm: time constant of the refractory kernel (ms)")
+    scale_ref: float = Field(2.0, ge=0, allow_inf_nan=False,
+                             description="srm: depth of the refractory kernel, in units of the threshold")
 
     @field_validator("loss")
     @classmethod
     def _loss_needs_counts(cls, v: str, info) -> str:
         if v == "rate" and info.data.get("readout") != "count":
             raise ValueError("the rate loss compares spike counts: use it with --readout count")
+        return v
+
+    @field_validator("neuron")
+    @classmethod
+    def _srm_is_feed_forward(cls, v: str, info) -> str:
+        if v == "srm" and info.data.get("recurrent"):
+            raise ValueError("srm layers are feed-forward: drop --recurrent")
+        if v == "srm" and info.data.get("learn_taus"):
+            raise ValueError("srm time constants are fixed: drop --learn-taus")
         return v
 
     @field_validator("device")
@@ -193,6 +210,8 @@ def check_fits(cfg: "TrainConfig", events: Events, source=None) -> None:
 def build_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device) -> SNN:
     g = torch.Generator().manual_seed(cfg.seed)
     layers, n_pre = [], n_inputs
+    if cfg.neuron == "srm":
+        return _build_srm_model(cfg, n_inputs, n_classes, device, g)
     for i, h in enumerate(cfg.hidden):
         layers.append(LIFLayer(n_pre, h, reset=cfg.reset, tau_mem_ms=cfg.tau_mem_ms, tau_syn_ms=cfg.tau_syn_ms,
                                threshold=cfg.threshold, delays=cfg.delays, max_delay_ms=cfg.max_delay_ms,
@@ -207,6 +226,25 @@ def build_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device) -> SNN:
     else:
         layers.append(LIFLayer(n_pre, n_classes, spiking=False, tau_mem_ms=cfg.tau_out_ms,
                                tau_syn_ms=cfg.tau_syn_ms, learn_taus=cfg.learn_taus, weight_scale=1.0, generator=g))
+    return SNN(layers, cfg.dt_ms, cfg.readout).to(device)
+
+
+def _build_srm_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device, g) -> SNN:
+    """SRM-alpha hidden layers (and output layer, for a count readout; else the leaky readout)."""
+    from .srm_layer import SRMLayer
+
+    srm_kw = dict(tau_sr_ms=cfg.tau_sr_ms, tau_ref_ms=cfg.tau_ref_ms, scale_ref=cfg.scale_ref,
+                  threshold=cfg.threshold, weight_scale=cfg.weight_scale, generator=g)
+    layers, n_pre = [], n_inputs
+    for h in cfg.hidden:
+        layers.append(SRMLayer(n_pre, h, delays=cfg.delays, max_delay_ms=cfg.max_delay_ms, **srm_kw))
+        layers[-1].set_delays_trainable(cfg.delays != "none")
+        n_pre = h
+    if cfg.readout in SPIKING_READOUTS:
+        layers.append(SRMLayer(n_pre, n_classes, **srm_kw))
+    else:
+        layers.append(LIFLayer(n_pre, n_classes, spiking=False, tau_mem_ms=cfg.tau_out_ms,
+                               tau_syn_ms=cfg.tau_syn_ms, weight_scale=1.0, generator=g))
     return SNN(layers, cfg.dt_ms, cfg.readout).to(device)
 
 

@@ -198,3 +198,54 @@ def test_model_export_import_roundtrip():
             assert (a is None) == (b is None)
             if a is not None:
                 np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- Brian2 = torch, spike for spike
+
+@pytest.mark.parametrize("readout, dt_ms", [("max", 1.0), ("count", 0.5)])
+def test_torch_equals_brian2_numpy_every_spike(readout, dt_ms, build_dir):
+    from eventsnn.bridge.brian2_sim import simulate_brian2
+    from eventsnn.bridge.from_torch import simulate_torch
+    from tests.conftest import assert_runs_identical, random_events
+
+    net = srm_network(1, readout=readout, dt_ms=dt_ms)
+    ev = random_events(1, n_samples=3, n_units=6, spikes=50)
+    rt = simulate_torch(net, ev)
+    rb = simulate_brian2(net, ev, target="numpy", build_dir=build_dir)
+    assert all(len(L.step) > 10 for L in rt.layers)
+    assert_runs_identical(rt, rb)
+    if readout == "count":
+        assert rt.trace[:, -1].sum() > 0
+    # at a finer dt with exact delays and inputs too (the contract at any dt)
+    rt2 = simulate_torch(net, ev, dt_ms=dt_ms / 4, delays="exact", inputs="exact")
+    rb2 = simulate_brian2(net, ev, dt_ms=dt_ms / 4, delays="exact", inputs="exact", target="numpy",
+                          build_dir=build_dir / "fine")
+    assert_runs_identical(rt2, rb2)
+
+
+def test_exported_brian2_script_reproduces_an_srm_run(tmp_path):
+    import subprocess
+    import sys
+
+    from eventsnn.bridge.brian2_sim import simulate_brian2, write_brian2_script
+    from tests.conftest import random_events
+
+    net = srm_network(1, readout="count")
+    ev = random_events(1, n_samples=2, n_units=6, spikes=50)
+    script, _ = write_brian2_script(net, ev, 1, tmp_path / "s.py", dt_ms=0.25, delays="exact", inputs="exact")
+    text = script.read_text()
+    assert "SRM-alpha" in text and "v + vr >= theta" in text and "I_post += 2.718281828459045*w" in text
+    q = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert q.returncode == 0, q.stderr
+    res = np.load(tmp_path / "s_result.npz")
+    ref = simulate_brian2(net, ev, [1], dt_ms=0.25, delays="exact", inputs="exact", target="numpy",
+                          build_dir=tmp_path / "b2")
+    for li, L in enumerate(ref.layers):
+        t, u = res[f"layer{li}_time_ms"], res[f"layer{li}_unit"]
+        keep = t < ev.duration_ms - 1e-9
+        o = np.lexsort((u[keep], t[keep]))
+        assert len(L.time_ms) > 5
+        np.testing.assert_allclose(t[keep][o], L.time_ms, atol=1e-9)
+        np.testing.assert_array_equal(u[keep][o], L.unit)
+    # the counts, recorded at the start of each training step: record n + 1 is the end of training step n
+    np.testing.assert_array_equal(res["trace"][1:ref.trace.shape[1] + 1], ref.trace[0])
