@@ -300,3 +300,143 @@ def test_srm_training_flags_are_checked(tmp_path, poly_train):
         p = run_cli("train", "--data", poly_train, "--neuron", "srm", *extra, "--out", tmp_path / "r")
         assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
         assert not (tmp_path / "r").exists()
+
+
+# ----------------------------------------------------------------------------- the exact event engine
+
+def _one_neuron(w, tau_sr, tau_ref, scale_ref=2.0, theta=10.0, delay=None):
+    return Network(1.0, len(w), [
+        Layer("srm", 1, None, None, np.asarray(w, float)[:, None], threshold=[theta], tau_sr_ms=[tau_sr],
+              tau_ref_ms=[tau_ref], scale_ref=[scale_ref], ff_delay_ms=delay),
+        Layer("li", 1, [10.0], [5.0], [[1.0]])], "max").validate()
+
+
+def _event_spikes(net, times_ms, units, duration_ms):
+    from eventsnn.bridge.event_engine import simulate_event
+    from eventsnn.events import Events
+
+    ev = Events.from_lists([np.asarray(times_ms) * 1e-3], [units], [0], net.n_inputs, duration_ms * 1e-3, 2)
+    return simulate_event(net, ev).layers[0].time_ms
+
+
+def _by_hand(arr_t, arr_w, tau_sr, tau_ref, scale_ref, theta, T, grid=1e-3):
+    """Spike times from the kernel sums directly: scan u on a fine grid for the first point at or above theta
+    after the last spike, refine by Brent's method; after a spike, fire again at once while u still rises."""
+    from scipy.optimize import brentq
+
+    own = []
+
+    def u(t):
+        return float(srm.potential(t, arr_t, arr_w, own, tau_sr, tau_ref, scale_ref, theta)) - theta
+    t = 0.0
+    while t < T:
+        if own and own[-1] == t and u(t + 1e-7) > 0:  # still rising through theta: another spike now
+            own.append(t)
+            continue
+        ts = np.arange(t + grid, T, grid)
+        above = np.flatnonzero(np.array([u(x) for x in ts]) >= 0)
+        if not len(above):
+            break
+        hi = ts[above[0]]
+        t = brentq(u, hi - grid, hi, xtol=1e-14, rtol=1e-15)
+        own.append(t)
+    return np.array(own)
+
+
+def test_event_engine_one_spike_hand_computed():
+    """w eps(s) = theta first at s = -tau_sr W0(-theta/(w e)) (Lambert W); the refractory kernel keeps it single."""
+    from scipy.special import lambertw
+
+    for tau_sr, tau_ref in ((1.0, 2.0), (1.5, 1.5)):
+        got = _event_spikes(_one_neuron([12.0], tau_sr, tau_ref), [2.1], [0], 20.0)
+        want = 2.1 - tau_sr * lambertw(-10.0 / (12.0 * math.e), 0).real
+        assert len(got) == 1 and abs(got[0] - want) <= 1e-9, (got, want)
+    # an arrival that never reaches theta, and a delayed one (axonal delay 3.25 ms)
+    assert len(_event_spikes(_one_neuron([9.99], 1.0, 2.0), [2.1], [0], 20.0)) == 0
+    got = _event_spikes(_one_neuron([12.0], 1.0, 2.0, delay=[3.25]), [2.1], [0], 20.0)
+    assert abs(got[0] - (5.35 - lambertw(-10.0 / (12.0 * math.e), 0).real)) <= 1e-9
+
+
+@pytest.mark.parametrize("tau_sr, tau_ref", [(5.0, 1.0), (3.0, 3.0), (2.0, 4.0)])
+def test_event_engine_burst_with_refractoriness_hand_computed(tau_sr, tau_ref):
+    """A long strong drive: a train of spikes, each after the refractory kernel has let u come back to theta;
+    unequal and equal time constants."""
+    arr_t, arr_w = [1.0, 4.0, 4.5, 9.0], [40.0, 15.0, -6.0, 30.0]
+    got = _event_spikes(_one_neuron(arr_w, tau_sr, tau_ref, scale_ref=1.0), arr_t, [0, 1, 2, 3], 40.0)
+    want = _by_hand(arr_t, arr_w, tau_sr, tau_ref, 1.0, 10.0, 40.0)
+    assert len(want) >= 4 and len(got) == len(want), (got, want)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
+def test_event_engine_fires_simultaneous_spikes_while_u_still_rises():
+    """A steep crossing (slope s0 above the refractory kernel's initial slope c = e scale_ref theta / tau_ref):
+    ceil(s0/c) spikes at the crossing -- the fewest that turn u downward."""
+    from scipy.special import lambertw
+
+    w, tau_sr, tau_ref, scale, theta = 80.0, 1.0, 2.0, 1.0, 10.0
+    x = -lambertw(-theta / (w * math.e), 0).real  # crossing at s = x tau_sr
+    s0 = w / tau_sr * math.exp(1 - x) * (1 - x)
+    c = math.e * scale * theta / tau_ref
+    k = math.ceil(s0 / c)
+    assert k >= 3 and s0 / c % 1 > 0.05
+    got = _event_spikes(_one_neuron([w], tau_sr, tau_ref, scale), [1.0], [0], 30.0)
+    assert np.sum(np.abs(got - (1.0 + x * tau_sr)) <= 1e-9) == k, got
+    want = _by_hand([1.0], [w], tau_sr, tau_ref, scale, theta, 30.0)
+    assert len(got) == len(want)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
+def test_brian2_converges_to_the_event_engine_at_first_order(tmp_path):
+    """Two SRM layers with delays, driven where each crossing is slower than half the refractory kernel's initial
+    slope (so the clocked count has a limit): the same spikes at every dt, shifted on average by about one step
+    (within two), and the shift shrinks with dt."""
+    from eventsnn.bridge.brian2_sim import simulate_brian2
+    from eventsnn.bridge.event_engine import simulate_event
+    from tests.conftest import random_events
+    from validation.compare import match_spikes
+
+    net = srm_network(1, w_mean=3.0, w_sd=2.0, scale_ref=6.0, tau_ref=(1.0, 2.0))
+    ev = random_events(0, n_samples=6, n_units=6, duration_s=0.05, spikes=40)
+    exact = simulate_event(net, ev)
+    assert [len(L.time_ms) for L in exact.layers] == [132, 53]
+    mean_shift = []
+    for dt in (0.1, 0.05, 0.025):
+        rb = simulate_brian2(net, ev, dt_ms=dt, delays="exact", inputs="exact", target="numpy",
+                             build_dir=tmp_path / f"b{dt}")
+        row = []
+        for a, b in zip(exact.layers, rb.layers):
+            d, n = [], 0
+            for s in range(len(ev)):
+                for u in range(int(a.unit.max()) + 1):
+                    ta, tb = a.time_ms[(a.sample == s) & (a.unit == u)], b.time_ms[(b.sample == s) & (b.unit == u)]
+                    ia, ib = match_spikes(ta, tb, 1.0)
+                    d.append(np.abs(tb[ib] - ta[ia]))
+                    n += len(ta)
+            d = np.concatenate(d)
+            assert len(d) >= 0.94 * n and abs(len(b.time_ms) - len(a.time_ms)) <= 1
+            row.append(d.mean())
+        mean_shift.append(row)
+        assert max(row) <= 2 * dt, (dt, row)
+    mean_shift = np.array(mean_shift)
+    assert np.all(mean_shift[0] / mean_shift[2] > 2.0), mean_shift  # 4x smaller dt
+
+
+def test_event_engine_refuses_what_it_cannot_run_exactly():
+    from dataclasses import replace
+
+    from eventsnn.bridge.event_engine import simulate_event
+    from eventsnn.errors import EventsnnError
+    from tests.conftest import random_events
+
+    ev = random_events(0, n_samples=1, n_units=6)
+    net = srm_network(0)
+    net.layers[0] = replace(net.layers[0], scale_ref=np.zeros(5))
+    with pytest.raises(EventsnnError, match="scale_ref > 0"):
+        simulate_event(net.validate(), ev)
+    mixed = Network(1.0, 6, [
+        Layer("lif", 5, np.full(5, 10.0), np.full(5, 5.0), np.ones((6, 5)), threshold=np.ones(5)),
+        Layer("srm", 4, None, None, np.ones((5, 4)), threshold=np.ones(4), tau_sr_ms=np.ones(4),
+              tau_ref_ms=np.ones(4), scale_ref=np.ones(4)),
+        Layer("li", 2, np.ones(2), np.ones(2), np.ones((4, 2)))], "max").validate()
+    with pytest.raises(EventsnnError, match="all 'lif' or all 'srm'"):
+        simulate_event(mixed, ev)
