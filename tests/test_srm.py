@@ -290,6 +290,10 @@ def test_trained_srm_network_learns_exports_and_brian2_reproduces_it(poly_train,
     rb = simulate_brian2(net, ev, target="numpy", build_dir=tmp_path / "b2")
     from tests.conftest import assert_runs_identical
     assert_runs_identical(rt, rb)
+    # NIR has no such neuron: export refuses it in one line and writes nothing
+    p = run_cli("export", tmp_path / "run", "--format", "nir", "--out", tmp_path / "net.nir")
+    assert p.returncode == 2 and "SRM-alpha" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not (tmp_path / "net.nir").exists()
 
 
 def test_srm_training_flags_are_checked(tmp_path, poly_train):
