@@ -444,3 +444,14 @@ def test_event_engine_refuses_what_it_cannot_run_exactly():
         Layer("li", 2, np.ones(2), np.ones(2), np.ones((4, 2)))], "max").validate()
     with pytest.raises(EventsnnError, match="all 'lif' or all 'srm'"):
         simulate_event(mixed, ev)
+
+
+def test_event_engine_counts_the_crossings_where_clocked_runs_burst():
+    from eventsnn.bridge.event_engine import simulate_event
+    from tests.conftest import random_events
+
+    ev = random_events(0, n_samples=3, n_units=6, duration_s=0.05, spikes=40)
+    calm = simulate_event(srm_network(1, w_mean=3.0, w_sd=2.0, scale_ref=6.0, tau_ref=(1.0, 2.0)), ev)
+    assert calm.attrs["srm_steep_crossings"] == 0
+    steep = simulate_event(srm_network(1), ev)  # strong drive: many crossings steeper than half the kernel's slope
+    assert steep.attrs["srm_steep_crossings"] > 10
