@@ -1,9 +1,14 @@
 """The network file (``format="eventsnn.network"``): plain dataclasses, validated in one place.
 
 A network is ``n_inputs`` input units feeding a stack of layers; every layer
-but the last is a spiking LIF layer (``kind="lif"``), the last a leaky
-integrator readout (``kind="li"``). All arrays are float64; delays are real
-numbers in ms (``ff_delay_ms`` ``[N_pre]`` = axonal, ``[N_pre, N]`` = synaptic).
+but the last is a spiking layer -- LIF (``kind="lif"``) or SRM-alpha (``kind="srm"``,
+:mod:`eventsnn.srm`) -- the last a leaky integrator readout (``kind="li"``), or a
+spiking layer whose spikes are counted (``readout="count"``). All arrays are
+float64; delays are real numbers in ms (``ff_delay_ms`` ``[N_pre]`` = axonal,
+``[N_pre, N]`` = synaptic).
+
+Versions: a file is written with the lowest version that holds it -- 1 for LIF-only
+networks (readable by every eventsnn), 2 when it has ``srm`` layers.
 """
 from __future__ import annotations
 
@@ -16,33 +21,51 @@ from eventsnn.util.errors import fail
 from eventsnn.util.files import atomic_path, open_h5
 
 NETWORK_FORMAT = "eventsnn.network"
-NETWORK_VERSION = 1
+NETWORK_VERSION = 2          # the newest version this eventsnn writes and reads
+READABLE_VERSIONS = (1, 2)
+SRM_VERSION = 2              # the first version with "srm" layers
+KINDS = ("lif", "li", "srm")
+SPIKING_KINDS = ("lif", "srm")
 ORDER = "brian2-default"
 
 _ARRAYS = ("tau_mem_ms", "tau_syn_ms", "threshold", "refractory_ms", "ff_weight", "ff_delay_ms",
-           "rec_weight", "rec_delay_ms")
+           "rec_weight", "rec_delay_ms", "tau_sr_ms", "tau_ref_ms", "scale_ref")
+# per-neuron parameters each kind needs, and those it must not have
+_NEEDS = {"lif": ("tau_mem_ms", "tau_syn_ms", "threshold"), "li": ("tau_mem_ms", "tau_syn_ms"),
+          "srm": ("tau_sr_ms", "tau_ref_ms", "scale_ref", "threshold")}
+_NOT_FOR = {"lif": ("tau_sr_ms", "tau_ref_ms", "scale_ref"), "li": ("tau_sr_ms", "tau_ref_ms", "scale_ref"),
+            "srm": ("tau_mem_ms", "tau_syn_ms", "refractory_ms", "rec_weight", "rec_delay_ms")}
 
 
 @dataclass
 class Layer:
-    kind: str                       # "lif" (spiking) or "li" (leaky readout)
+    kind: str                       # "lif" (spiking), "li" (leaky readout) or "srm" (spiking, SRM-alpha)
     size: int
-    tau_mem_ms: np.ndarray          # [N]
-    tau_syn_ms: np.ndarray          # [N]
+    tau_mem_ms: np.ndarray | None   # [N] (lif, li)
+    tau_syn_ms: np.ndarray | None   # [N] (lif, li)
     ff_weight: np.ndarray           # [N_pre, N]
-    reset: str = "zero"
+    reset: str | None = None        # lif/li: "zero" (default) or "subtract"; srm: "none"
     threshold: np.ndarray | None = None       # [N] (lif)
     refractory_ms: np.ndarray | None = None   # [N]
     ff_delay_ms: np.ndarray | None = None     # [N_pre] or [N_pre, N]
     rec_weight: np.ndarray | None = None      # [N, N]
     rec_delay_ms: np.ndarray | None = None    # [N] or [N, N]
     ff_delay_learned: bool = False
+    tau_sr_ms: np.ndarray | None = None       # [N] (srm) PSP kernel time constant
+    tau_ref_ms: np.ndarray | None = None      # [N] (srm) refractory kernel time constant
+    scale_ref: np.ndarray | None = None       # [N] (srm) refractory kernel depth, in units of threshold
 
     def __post_init__(self):
+        if self.reset is None:
+            self.reset = "none" if self.kind == "srm" else "zero"
         for name in _ARRAYS:
             v = getattr(self, name)
             if v is not None:
                 setattr(self, name, np.asarray(v, dtype=np.float64))
+
+    @property
+    def spiking(self) -> bool:
+        return self.kind in SPIKING_KINDS
 
     @property
     def delay_kind(self) -> str:
@@ -57,15 +80,27 @@ class Layer:
     def validate(self, n_pre: int, where: str, path=None) -> None:
         def bad(msg):
             return fail(path, f"{where}: {msg}")
-        if self.kind not in ("lif", "li"):
-            raise bad(f"kind must be 'lif' or 'li', got {self.kind!r}")
+        if self.kind not in KINDS:
+            raise bad(f"kind must be one of {', '.join(map(repr, KINDS))}, got {self.kind!r}")
         if self.size <= 0:
             raise bad(f"size must be positive, got {self.size}")
-        if self.reset not in RESETS:
+        if self.kind == "srm":
+            if self.reset != "none":
+                raise bad(f"an 'srm' layer has no reset (its refractory kernel takes its place): reset must be "
+                          f"'none', got {self.reset!r}")
+        elif self.reset not in RESETS:
             raise bad(f"reset must be one of {RESETS}, got {self.reset!r}")
+        for name in _NEEDS[self.kind]:
+            if getattr(self, name) is None:
+                raise bad(f"a {self.kind!r} layer needs a {name} dataset")
+        for name in _NOT_FOR[self.kind]:
+            if getattr(self, name) is not None:
+                raise bad(f"a {self.kind!r} layer has no {name}"
+                          + (" (srm layers are feed-forward)" if name.startswith("rec") else ""))
         N = self.size
         shapes = {"tau_mem_ms": (N,), "tau_syn_ms": (N,), "ff_weight": (n_pre, N), "threshold": (N,),
-                  "refractory_ms": (N,), "rec_weight": (N, N)}
+                  "refractory_ms": (N,), "rec_weight": (N, N), "tau_sr_ms": (N,), "tau_ref_ms": (N,),
+                  "scale_ref": (N,)}
         for name, shape in shapes.items():
             v = getattr(self, name)
             if v is None:
@@ -76,18 +111,17 @@ class Layer:
             v = getattr(self, name)
             if v is not None and v.shape not in allowed:
                 raise bad(f"{name} has shape {list(v.shape)}, expected {' or '.join(str(list(s)) for s in allowed)}")
-        if self.kind == "lif" and self.threshold is None:
-            raise bad("a 'lif' layer needs a threshold dataset")
         if self.rec_delay_ms is not None and self.rec_weight is None:
             raise bad("rec_delay_ms given without rec_weight")
         for name in _ARRAYS:
             v = getattr(self, name)
             if v is not None and not np.all(np.isfinite(v)):
                 raise bad(f"{name} contains NaN or inf")
-        for name in ("tau_mem_ms", "tau_syn_ms"):
-            if np.any(getattr(self, name) <= 0):
-                raise bad(f"{name} must be > 0 (min {getattr(self, name).min():g})")
-        for name in ("ff_delay_ms", "rec_delay_ms", "refractory_ms"):
+        for name in ("tau_mem_ms", "tau_syn_ms", "tau_sr_ms", "tau_ref_ms"):
+            v = getattr(self, name)
+            if v is not None and np.any(v <= 0):
+                raise bad(f"{name} must be > 0 (min {v.min():g})")
+        for name in ("ff_delay_ms", "rec_delay_ms", "refractory_ms", "scale_ref"):
             v = getattr(self, name)
             if v is not None and v.size and v.min() < 0:
                 raise bad(f"{name} must be >= 0 (min {v.min():g})")
@@ -116,12 +150,12 @@ class Network:
         for i, layer in enumerate(self.layers):
             layer.validate(n_pre, f"layers/{i}", path)
             last = i == len(self.layers) - 1
-            want = "li" if last and self.readout not in SPIKING_READOUTS else "lif"
-            if layer.kind != want:
-                raise fail(path, f"layers/{i}: kind is {layer.kind!r}, expected {want!r} "
-                                 + ("(readout 'count' counts the spikes of a spiking 'lif' output layer)"
+            want = ("li",) if last and self.readout not in SPIKING_READOUTS else SPIKING_KINDS
+            if layer.kind not in want:
+                raise fail(path, f"layers/{i}: kind is {layer.kind!r}, expected {' or '.join(map(repr, want))} "
+                                 + ("(readout 'count' counts the spikes of a spiking 'lif' or 'srm' output layer)"
                                     if self.readout in SPIKING_READOUTS else
-                                    "(spiking 'lif' layers followed by one 'li' readout)"))
+                                    "(spiking 'lif'/'srm' layers followed by one 'li' readout)"))
             n_pre = layer.size
         return self
 
@@ -132,6 +166,15 @@ class Network:
     def max_delay_ms(self) -> float:
         return max(l.max_delay_ms() for l in self.layers)
 
+    @property
+    def has_srm(self) -> bool:
+        return any(L.kind == "srm" for L in self.layers)
+
+    @property
+    def file_version(self) -> int:
+        """The lowest network file version that holds this network."""
+        return SRM_VERSION if self.has_srm else 1
+
 
 def save_network(net: Network, path) -> None:
     """Validate and write ``net`` atomically."""
@@ -141,7 +184,7 @@ def save_network(net: Network, path) -> None:
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = NETWORK_FORMAT
-            f.attrs["version"] = NETWORK_VERSION
+            f.attrs["version"] = net.file_version
             f.attrs["dt_ms"] = float(net.dt_ms)
             f.attrs["n_inputs"] = int(net.n_inputs)
             f.attrs["readout"] = net.readout
@@ -165,8 +208,9 @@ def load_network(path) -> Network:
     f = open_h5(path, NETWORK_FORMAT)
     with f:
         version = int(f.attrs.get("version", -1))
-        if version != NETWORK_VERSION:
-            raise fail(path, f"unsupported network file version {version} (this eventsnn reads {NETWORK_VERSION})")
+        if version not in READABLE_VERSIONS:
+            raise fail(path, f"unsupported network file version {version} (this eventsnn reads versions "
+                             f"{', '.join(map(str, READABLE_VERSIONS))})")
         try:
             dt_ms = float(f.attrs["dt_ms"])
             n_inputs = int(f.attrs["n_inputs"])
@@ -194,16 +238,22 @@ def load_network(path) -> Network:
                         arrays[name] = np.asarray(g[name][()], dtype=np.float64)
                     except (TypeError, ValueError, AttributeError):
                         raise fail(path, f"{key}/{name}: not numbers (dtype {g[name].dtype})") from None
-            for name in ("tau_mem_ms", "tau_syn_ms", "ff_weight"):
-                if name not in arrays:
-                    raise fail(path, f"{key}: missing dataset '{name}'")
             try:
                 kind, size = str(g.attrs["kind"]), int(g.attrs["size"])
             except (TypeError, ValueError):
                 raise fail(path, f"{key}: attributes kind/size are malformed") from None
             except KeyError as e:
                 raise fail(path, f"{key}: missing attribute {e}") from None
-            layers.append(Layer(kind=kind, size=size, reset=str(g.attrs.get("reset", "zero")),
+            if kind == "srm" and version < SRM_VERSION:
+                raise fail(path, f"{key}: kind 'srm' in a version {version} file (srm layers need version "
+                                 f"{SRM_VERSION})")
+            for name in ("ff_weight",) + _NEEDS.get(kind, ())[:2]:
+                if name not in arrays:
+                    raise fail(path, f"{key}: missing dataset '{name}'")
+            arrays.setdefault("tau_mem_ms", None)
+            arrays.setdefault("tau_syn_ms", None)
+            reset = g.attrs.get("reset")
+            layers.append(Layer(kind=kind, size=size, reset=None if reset is None else str(reset),
                                 ff_delay_learned=bool(g.attrs.get("ff_delay_learned", False)), **arrays))
         meta = {k[5:]: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items() if k.startswith("meta_")}
     return Network(dt_ms, n_inputs, layers, readout, meta).validate(path)

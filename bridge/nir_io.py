@@ -68,6 +68,9 @@ def to_nir(net: Network):
     prev = "input"
     notes = []
     for i, L in enumerate(net.layers):
+        if L.kind == "srm":
+            raise EventsnnError(f"layers/{i}: an SRM-alpha ('srm') layer cannot be expressed in NIR, which has no "
+                                "neuron without a reset and with a refractory kernel; export it as h5 or brian2")
         if L.delay_kind == "synaptic" or (L.rec_delay_ms is not None and L.rec_delay_ms.ndim == 2):
             raise EventsnnError(f"layers/{i}: per-synapse (synaptic) delays cannot be expressed in NIR, whose Delay "
                                 "node delays each presynaptic neuron; export a network with axonal delays")

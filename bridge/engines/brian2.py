@@ -6,6 +6,11 @@ explicit per-neuron propagators (``a``, ``b``, ``k`` from
 ``groups`` slot -- not ``method='exact'``, which is NaN for equal taus. Brian2's
 default schedule (groups, thresholds, synapses, resets) gives the step order.
 
+SRM-alpha layers (``kind="srm"``, :mod:`eventsnn.srm`) are two such pairs with equal taus -- ``v, I``
+(``tau_sr``) and ``vr, Ir`` (``tau_ref``) -- integrated by their explicit propagators in the same slot; the
+threshold is on ``v + vr``; the reset slot adds the refractory jump to ``Ir`` (no reset of ``v``); an arrival
+does ``I_post += e*w``.
+
 Many samples per build. ``C`` copies of the network run side by side (copy
 ``c`` uses neurons ``c*N .. c*N+N-1`` of each group), and samples also follow
 one another in time: sample slot ``(w, c)`` occupies window ``w`` of ``W``
@@ -29,6 +34,7 @@ from eventsnn.model.contract import (SPIKING_READOUTS, delay_steps, grid_ratio, 
 from eventsnn.util.errors import EventsnnError
 from eventsnn.data.events import bin_for_run, warn_merged
 from eventsnn.bridge.runfile import LayerSpikes, RunResult
+from eventsnn.model.srm import E as SRM_E, propagators as srm_propagators, refractory_jump
 
 from eventsnn.bridge.engines import TARGETS, check_compatible
 from eventsnn.bridge.network import Network, with_delay_mode
@@ -313,14 +319,47 @@ def to_brian2(net: Network, events, sample: int = 0, *, dt_ms: float | None = No
     return network
 
 
+def on_pre(L) -> str:
+    """What an arriving spike does to a neuron of layer ``L``: ``I += w`` (LIF/LI), ``I += e*w`` (SRM)."""
+    return f"I_post += {SRM_E!r}*w" if L.kind == "srm" else "I_post += w"
+
+
+def neuron_parameters(L, dt_ms: float) -> dict:
+    """Per-neuron constants of a layer's Brian2 model (float64 arrays): the propagators, the threshold and, for
+    SRM, the refractory jump."""
+    if L.kind == "srm":
+        a, k, ar, kr = srm_propagators(L.tau_sr_ms, L.tau_ref_ms, dt_ms)
+        return {"a": a, "k": k, "ar": ar, "kr": kr, "theta": L.threshold,
+                "jump": refractory_jump(L.scale_ref, L.threshold)}
+    a, b, k = propagators(L.tau_mem_ms, L.tau_syn_ms, dt_ms)
+    return {"a": a, "b": b, "k": k, **({"theta": L.threshold} if L.kind == "lif" else {})}
+
+
+def _srm_equations(windowed: bool, count: bool):
+    model = "".join(f"{n} : 1\n" for n in ("v", "I", "vr", "Ir")) + "".join(
+        f"{n} : 1 (constant)\n" for n in ("a", "k", "ar", "kr", "theta", "jump"))
+    threshold = "v + vr >= theta"
+    reset = "Ir += jump"
+    update = "v = a*v + k*I\nI = a*I\nvr = ar*vr + kr*Ir\nIr = ar*Ir"
+    if windowed:
+        threshold += " and (timestep(t, dt) % Wsteps) < Tsteps"
+    if count:
+        model += "count : 1\n"
+        reset += "\ncount += 1"
+    return model, threshold, reset, update, None
+
+
 def neuron_equations(L, dt_ms: float, windowed: bool, count: bool = False):
     """The Brian2 model of one layer as strings: ``(model, threshold, reset, update, use_refractory)``.
 
     ``update`` is the contract's integrate step (explicit propagators ``a``, ``b``, ``k``; held ``v`` while
     refractory), run in the ``groups`` slot; threshold and reset are Brian2's own slots, so the default schedule
     gives the contract's step order. ``windowed``: no spikes in the padding of a time window. ``count``: the
-    layer counts its spikes in ``count`` (a spiking readout, ``readout="count"``).
+    layer counts its spikes in ``count`` (a spiking readout, ``readout="count"``). SRM layers: ``v, I, vr, Ir``,
+    threshold on ``v + vr``, the reset slot adds ``jump`` to ``Ir`` (:mod:`eventsnn.srm`).
     """
+    if L.kind == "srm":
+        return _srm_equations(windowed, count)
     spiking = L.kind == "lif"
     R = refractory_steps(L.refractory_ms, dt_ms) if (spiking and L.refractory_ms is not None) else np.zeros(L.size)
     use_ref = bool(np.any(R > 1))
@@ -373,28 +412,24 @@ def _build(b2, net, netq, binned, C, W, n_windows, dt_ms, Dff, Drec):
     namespace = {"Wsteps": W, "Tsteps": T}
     for li, L in enumerate(netq.layers):
         N = L.size
-        a, b, k = propagators(L.tau_mem_ms, L.tau_syn_ms, dt_ms)
-        spiking = L.kind == "lif"
+        spiking = L.spiking
         counted = li == len(netq.layers) - 1  # the readout layer; a spiking one (readout count) counts its spikes
         model, threshold, reset, update, R = neuron_equations(L, dt_ms, n_windows > 1, count=counted)
         use_ref = R is not None
         kw = dict(threshold=threshold, reset=reset) if spiking else {}
         G = b2.NeuronGroup(C * N, model, namespace=namespace, name=f"layer{li}", **kw)
-        G.a = np.tile(a, C)
-        G.b = np.tile(b, C)
-        G.k = np.tile(k, C)
-        if spiking:
-            G.theta = np.tile(L.threshold, C)
+        for name, value in neuron_parameters(L, dt_ms).items():
+            setattr(G, name, np.tile(value, C))
         if use_ref:
             G.R = np.tile(R.astype(np.float64), C)
         G.run_regularly(update, when="groups", name=f"layer{li}_integrate")
         if n_windows > 1:
-            zero = "v = 0\nI = 0" + ("\nrefcount = 0" if use_ref else "") + ("\ncount = 0" if counted and spiking else "")
+            zero = "v = 0\nI = 0" + ("\nvr = 0\nIr = 0" if L.kind == "srm" else "") + ("\nrefcount = 0" if use_ref else "") + ("\ncount = 0" if counted and spiking else "")
             G.run_regularly(zero, dt=W * dt, when="before_groups", name=f"layer{li}_window_reset")
         objs.append(G)
 
         objs.append(_block_synapses(pre, G, n_pre, N, C, L.ff_weight, Dff[li], dt_ms, f"ff{li}",
-                                    lanes=lanes if li == 0 else 1))
+                                    lanes=lanes if li == 0 else 1, on_pre=on_pre(L)))
         if L.rec_weight is not None:
             objs.append(_block_synapses(G, G, N, N, C, L.rec_weight, Drec[li], dt_ms, f"rec{li}"))
         if counted:
@@ -428,7 +463,7 @@ def _simulate_in_workers(net, events, indices, workers, build_dir, progress, kw)
     return run
 
 
-def _block_synapses(pre, post, n_pre, n_post, C, weight, D, dt_ms, name, lanes: int = 1):
+def _block_synapses(pre, post, n_pre, n_post, C, weight, D, dt_ms, name, lanes: int = 1, on_pre="I_post += w"):
     """All-to-all synapses ``pre -> post`` inside each of the C copies (block diagonal).
 
     ``D``: None, integer steps per presynaptic neuron ``[n_pre]`` (axonal) or per synapse ``[n_pre, n_post]``.
@@ -439,7 +474,7 @@ def _block_synapses(pre, post, n_pre, n_post, C, weight, D, dt_ms, name, lanes: 
 
     ii, jj = np.meshgrid(np.arange(n_pre), np.arange(n_post), indexing="ij")
     ii, jj = ii.ravel(), jj.ravel()
-    S = b2.Synapses(pre, post, "w : 1 (constant)", on_pre="I_post += w", name=name)
+    S = b2.Synapses(pre, post, "w : 1 (constant)", on_pre=on_pre, name=name)
     blocks = lanes * C
     S.connect(i=((np.arange(blocks) * n_pre)[:, None] + ii[None]).ravel(),
               j=((np.arange(blocks) % C * n_post)[:, None] + jj[None]).ravel())
@@ -469,7 +504,7 @@ exactly over each step by the propagators a, b, k (v = a v + k I; I = b I) in th
 v >= theta (Brian2's 'thresholds' slot), then synaptic delivery I += w ('synapses') and the reset ('resets'):
 Brian2's default schedule is the contract's step order. A unit with several input spikes in one step fires in
 several stacked copies ("lanes") of the input group. Spikes at or after {duration_ms:g} ms (the last, extra step,
-which records the final readout sample) are outside the sample.
+which records the final readout sample) are outside the sample.{srm_note}
 
 Run: python {script}   (writes {out_npz}: spike times and units per layer, the readout trace)
 """
@@ -486,6 +521,14 @@ b2.defaultclock.dt = {dt_ms!r} * b2.ms
 
 inputs = b2.SpikeGeneratorGroup({n_gen}, p["inputs_index"], p["inputs_time_ms"] * b2.ms, name="inputs")
 '''
+
+
+_SCRIPT_SRM = """
+SRM-alpha layers (SLAYER's srmAlpha; eventsnn.srm): u = v + vr, where v, I is the same filter pair with
+tau_mem = tau_syn = tau_sr (a = exp(-dt/tau_sr), k = dt/tau_sr*a) and an arriving spike does I += e*w, so that
+each spike adds w (t/tau_sr) e^(1 - t/tau_sr) to u; vr, Ir is a second pair with tau_ref driven by the neuron's
+own spikes (the reset slot does Ir += jump = -e*scale_ref*theta), so that each own spike adds
+-scale_ref*theta (t/tau_ref) e^(1 - t/tau_ref). A spike when v + vr >= theta; no reset of v."""
 
 
 def write_brian2_script(net: Network, events, sample: int, path, *, dt_ms: float | None = None,
@@ -513,7 +556,8 @@ def write_brian2_script(net: Network, events, sample: int, path, *, dt_ms: float
                                  events=names.get("events", "events"), label=int(events.labels[sample]),
                                  dt_ms=dt_ms, train_dt=net.dt_ms, delays=delays, inputs=inputs, npz=npz_path.name,
                                  duration_ms=events.duration_ms, script=path.name,
-                                 out_npz=path.stem + "_result.npz", n_gen=obj["inputs"].N)]
+                                 out_npz=path.stem + "_result.npz", n_gen=obj["inputs"].N,
+                                 srm_note=_SCRIPT_SRM if net.has_srm else "")]
     monitors = []
     pre = "inputs"
     var = "count" if net.readout in SPIKING_READOUTS else "v"
@@ -521,15 +565,17 @@ def write_brian2_script(net: Network, events, sample: int, path, *, dt_ms: float
         G = obj[f"layer{li}"]
         last = li == len(net.layers) - 1
         model, threshold, reset, update, R = neuron_equations(L, dt_ms, False, count=last)
-        kind = "spike-counting readout" if last and L.kind == "lif" else "LIF" if L.kind == "lif" else "leaky readout"
+        kind = {"lif": "LIF", "srm": "SRM-alpha", "li": "leaky readout"}[L.kind]
+        if last and L.spiking:
+            kind = "spike-counting readout" if L.kind == "lif" else "spike-counting SRM-alpha readout"
         lines.append(f"\n# layer {li}: {L.size} {kind} neurons"
                      + (f", reset {L.reset}" if L.kind == "lif" else "")
                      + (", refractory" if R is not None else ""))
         kw = "" if threshold is None else f", threshold={threshold!r}, reset={reset!r}"
         lines.append(f"layer{li} = b2.NeuronGroup({L.size}, {model!r}{kw}, name='layer{li}')")
-        for var in ("a", "b", "k") + (("theta",) if L.kind == "lif" else ()) + (("R",) if R is not None else ()):
-            arrays[f"layer{li}_{var}"] = np.asarray(getattr(G, var)[:])
-            lines.append(f"layer{li}.{var} = p['layer{li}_{var}']")
+        for pname in tuple(neuron_parameters(L, dt_ms)) + (("R",) if R is not None else ()):
+            arrays[f"layer{li}_{pname}"] = np.asarray(getattr(G, pname)[:])
+            lines.append(f"layer{li}.{pname} = p['layer{li}_{pname}']")
         lines.append(f"layer{li}.run_regularly({update!r}, when='groups', name='layer{li}_integrate')")
         for syn, src in ((f"ff{li}", pre), (f"rec{li}", f"layer{li}")):
             if syn not in obj:
@@ -538,7 +584,7 @@ def write_brian2_script(net: Network, events, sample: int, path, *, dt_ms: float
             arrays[f"{syn}_i"], arrays[f"{syn}_j"] = np.asarray(S.i[:]), np.asarray(S.j[:])
             arrays[f"{syn}_w"] = np.asarray(S.w[:])
             arrays[f"{syn}_delay_ms"] = np.asarray(S.delay[:] / b2.ms)
-            lines += [f"{syn} = b2.Synapses({src}, layer{li}, 'w : 1 (constant)', on_pre='I_post += w', name='{syn}')",
+            lines += [f"{syn} = b2.Synapses({src}, layer{li}, 'w : 1 (constant)', on_pre={on_pre(L)!r}, name='{syn}')",
                       f"{syn}.connect(i=p['{syn}_i'], j=p['{syn}_j'])",
                       f"{syn}.w = p['{syn}_w']", f"{syn}.delay = p['{syn}_delay_ms'] * b2.ms"]
         if not last:

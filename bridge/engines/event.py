@@ -388,6 +388,9 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
     """
     from eventsnn.util.progress import progress_bar
 
+    if net.has_srm:  # SRM-alpha networks have their own exact event loop (bridge/event_srm.py)
+        from eventsnn.bridge.engines.event_srm import simulate_event_srm
+        return simulate_event_srm(net, events, indices, progress=progress, workers=workers, max_rate_hz=max_rate_hz)
     if indices is None:
         indices = np.arange(len(events))
     indices = np.asarray(indices, dtype=np.int64)

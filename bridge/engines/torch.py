@@ -18,6 +18,12 @@ def _np(t):
 def network_from_model(model: SNN, meta: dict | None = None) -> Network:
     layers = []
     for l in model.layers:
+        if l.kind == "srm":
+            layers.append(Layer(kind="srm", size=l.size, tau_mem_ms=None, tau_syn_ms=None, ff_weight=_np(l.ff_weight),
+                                threshold=_np(l.threshold), tau_sr_ms=_np(l.tau_sr_ms), tau_ref_ms=_np(l.tau_ref_ms),
+                                scale_ref=_np(l.scale_ref), ff_delay_ms=_np(l.ff_delay_ms),
+                                ff_delay_learned=bool(l.delays_learned)))
+            continue
         layers.append(Layer(kind="lif" if l.spiking else "li", size=l.size, reset=l.reset,
                             tau_mem_ms=_np(l.tau_mem_ms), tau_syn_ms=_np(l.tau_syn_ms),
                             threshold=_np(l.threshold) if l.spiking else None,
@@ -34,6 +40,10 @@ def model_from_network(net: Network, dtype=torch.float64, device="cpu", dt_ms: f
     layers = []
     n_pre = net.n_inputs
     for L in net.layers:
+        if L.kind == "srm":
+            layers.append(_srm_layer(L, n_pre, dtype).to(device))
+            n_pre = L.size
+            continue
         layer = LIFLayer(n_pre, L.size, spiking=L.kind == "lif", reset=L.reset, dtype=dtype,
                          delays=L.delay_kind, max_delay_ms=L.max_delay_ms(),
                          recurrent=L.rec_weight is not None,
@@ -60,6 +70,19 @@ def model_from_network(net: Network, dtype=torch.float64, device="cpu", dt_ms: f
     model = SNN(layers, net.dt_ms if dt_ms is None else dt_ms, net.readout)
     model.requires_grad_(False)
     return model
+
+
+def _srm_layer(L, n_pre: int, dtype):
+    from eventsnn.model.srm_layer import SRMLayer
+
+    layer = SRMLayer(n_pre, L.size, tau_sr_ms=L.tau_sr_ms, tau_ref_ms=L.tau_ref_ms, scale_ref=L.scale_ref,
+                     threshold=L.threshold, delays=L.delay_kind, max_delay_ms=L.max_delay_ms(), dtype=dtype)
+    with torch.no_grad():
+        layer.ff_weight.copy_(torch.as_tensor(L.ff_weight, dtype=dtype))
+        if L.ff_delay_ms is not None:
+            layer.ff_delay_ms = torch.nn.Parameter(torch.as_tensor(L.ff_delay_ms, dtype=dtype))
+    layer.delays_learned = L.ff_delay_learned
+    return layer
 
 
 BATCH_MEMORY_BYTES = 2 << 30  # a batch's dense arrays stay under this (at fine dt one SHD sample is ~2 GB)

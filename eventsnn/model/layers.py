@@ -73,6 +73,12 @@ class LIFLayer(nn.Module):
                 self.rec_delay_ms = (torch.rand(shape, generator=generator, dtype=torch.float64)
                                      .mul(max_delay_ms).to(dtype))
 
+    @property
+    def kind(self) -> str:
+        """The network file's layer kind: ``lif`` (spiking) or ``li`` (readout); ``srm`` for
+        :class:`eventsnn.srm_layer.SRMLayer`."""
+        return "lif" if self.spiking else "li"
+
     @staticmethod
     def _delay_param(kind, n_in, size, max_delay_ms, dtype, generator):
         if kind == "none":
@@ -136,7 +142,8 @@ class LIFLayer(nn.Module):
 
 
 class SNN(nn.Module):
-    """Feed-forward stack of LIF layers and a readout layer; ``readout`` reduces its trace.
+    """Feed-forward stack of spiking layers (LIF, or SRM-alpha: :class:`eventsnn.srm_layer.SRMLayer`) and a
+    readout layer; ``readout`` reduces its trace.
 
     The readout layer is a leaky integrator (its membrane potential is the trace), or for ``readout="count"``
     a spiking LIF layer (the trace is its cumulative spike count; the class score is the total count)."""

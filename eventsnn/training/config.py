@@ -77,12 +77,29 @@ class TrainConfig(BaseModel):
     patience: int = Field(15, ge=1, description="stop after this many epochs without a better validation score")
     seed: int = Field(0, ge=0, description="seed of initialisation, split and shuffling")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+    neuron: Literal["lif", "srm"] = Field(
+        "lif", description="hidden (and counted output) neurons: lif, current-based LIF with reset; srm, SLAYER's "
+                           "SRM-alpha (alpha PSP, refractory kernel, no reset; the paper's speech setting is "
+                           "--threshold 10 --tau-sr-ms 1 --tau-ref-ms 2 --scale-ref 2 at 1 ms bins)")
+    tau_sr_ms: Positive = Field(1.0, description="srm: time constant of the alpha PSP kernel (ms)")
+    tau_ref_ms: Positive = Field(2.0, description="srm: time constant of the refractory kernel (ms)")
+    scale_ref: float = Field(2.0, ge=0, allow_inf_nan=False,
+                             description="srm: depth of the refractory kernel, in units of the threshold")
 
     @field_validator("loss")
     @classmethod
     def _loss_needs_counts(cls, v: str, info) -> str:
         if v == "rate" and info.data.get("readout") != "count":
             raise ValueError("the rate loss compares spike counts: use it with --readout count")
+        return v
+
+    @field_validator("neuron")
+    @classmethod
+    def _srm_is_feed_forward(cls, v: str, info) -> str:
+        if v == "srm" and info.data.get("recurrent"):
+            raise ValueError("srm layers are feed-forward: drop --recurrent")
+        if v == "srm" and info.data.get("learn_taus"):
+            raise ValueError("srm time constants are fixed: drop --learn-taus")
         return v
 
     @field_validator("device")

@@ -80,6 +80,8 @@ def check_fits(cfg: "TrainConfig", events: Events, source=None) -> None:
 def build_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device) -> SNN:
     g = torch.Generator().manual_seed(cfg.seed)
     layers, n_pre = [], n_inputs
+    if cfg.neuron == "srm":
+        return _build_srm_model(cfg, n_inputs, n_classes, device, g)
     for i, h in enumerate(cfg.hidden):
         layers.append(LIFLayer(n_pre, h, reset=cfg.reset, tau_mem_ms=cfg.tau_mem_ms, tau_syn_ms=cfg.tau_syn_ms,
                                threshold=cfg.threshold, delays=cfg.delays, max_delay_ms=cfg.max_delay_ms,
@@ -94,6 +96,25 @@ def build_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device) -> SNN:
     else:
         layers.append(LIFLayer(n_pre, n_classes, spiking=False, tau_mem_ms=cfg.tau_out_ms,
                                tau_syn_ms=cfg.tau_syn_ms, learn_taus=cfg.learn_taus, weight_scale=1.0, generator=g))
+    return SNN(layers, cfg.dt_ms, cfg.readout).to(device)
+
+
+def _build_srm_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device, g) -> SNN:
+    """SRM-alpha hidden layers (and output layer, for a count readout; else the leaky readout)."""
+    from eventsnn.model.srm_layer import SRMLayer
+
+    srm_kw = dict(tau_sr_ms=cfg.tau_sr_ms, tau_ref_ms=cfg.tau_ref_ms, scale_ref=cfg.scale_ref,
+                  threshold=cfg.threshold, weight_scale=cfg.weight_scale, generator=g)
+    layers, n_pre = [], n_inputs
+    for h in cfg.hidden:
+        layers.append(SRMLayer(n_pre, h, delays=cfg.delays, max_delay_ms=cfg.max_delay_ms, **srm_kw))
+        layers[-1].set_delays_trainable(cfg.delays != "none")
+        n_pre = h
+    if cfg.readout in SPIKING_READOUTS:
+        layers.append(SRMLayer(n_pre, n_classes, **srm_kw))
+    else:
+        layers.append(LIFLayer(n_pre, n_classes, spiking=False, tau_mem_ms=cfg.tau_out_ms,
+                               tau_syn_ms=cfg.tau_syn_ms, weight_scale=1.0, generator=g))
     return SNN(layers, cfg.dt_ms, cfg.readout).to(device)
 
 

@@ -1,0 +1,399 @@
+"""The exact, event-driven engine for SRM-alpha networks (``kind="srm"``; :mod:`eventsnn.srm`).
+
+The same continuous-time network the clocked engines approximate, with no time step. Between events each SRM
+neuron follows the closed form of :func:`eventsnn.srm.evolve`; an arrival of weight ``w`` does ``I += e*w`` at
+exactly ``t + d`` (delays real-valued, input times unbinned); an own spike does ``Ir += -e*scale_ref*theta``.
+Readout (``li``) neurons follow :func:`eventsnn.contract.evolve` and are sampled at ``(n + 1) train_dt``;
+a counted ``srm`` output layer gives the cumulative count per training step, as in the other engines.
+
+When a neuron fires. ``u = v + vr`` is continuous (arrivals move ``I`` and ``Ir``), and between events
+
+    u(t) - theta = (A1 + B1 t) e^{-t/tau_sr} + (A2 + B2 t) e^{-t/tau_ref} - theta,
+    A1 = v, B1 = I/tau_sr, A2 = vr, B2 = Ir/tau_ref,
+
+a sum of ``t*exp`` and ``exp`` terms in two time constants (one when they are equal). The first time it reaches
+0 is found exactly: each term ``(A + B t) e^{-t/tau}`` has at most one extremum (at ``tau - A/B``), so its exact
+range over an interval is known, and so are bounds of the sum and of its derivative (same form). An interval
+whose upper bound is below 0 holds no crossing; one where the derivative's lower bound is positive holds at most
+one, found by a safeguarded Newton iteration (bisection whenever a step leaves the bracket) to 1e-12 ms; others
+are halved, leftmost first. A spike at exactly ``theta`` counts. Since the refractory kernel starts at 0,
+``u`` is still ``theta`` just after a spike: the neuron fires again at the same instant while ``u`` would keep
+rising (``du/dt > 0`` after the jump), and otherwise only after ``u`` has gone below ``theta`` and comes back.
+
+Only crossings before the neuron's horizon (the next event anywhere, or the end of the sample) are computed;
+when a later one cannot be ruled out by the bound, the neuron is looked at again at the horizon.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import time
+
+import numpy as np
+
+from eventsnn.model.contract import SPIKING_READOUTS, evolve_rates, readout_scores
+from eventsnn.util.errors import EventsnnError
+from eventsnn.data.events import n_steps, time_to_step
+from eventsnn.bridge.runfile import LayerSpikes, RunResult
+from eventsnn.model.srm import E, evolve, refractory_jump, u_slope
+
+from eventsnn.bridge.network import Network
+
+XTOL_MS = 1e-12
+_STACK = 512
+
+try:
+    import numba
+    from numba.extending import register_jitable
+
+    _jit = numba.njit(cache=True, nogil=True)
+    register_jitable(evolve_rates)  # so that the compiled eventsnn.srm.evolve can call it
+except ImportError:  # pragma: no cover - numba is a dependency; the pure-Python path is the same code
+    def _jit(f):
+        return f
+
+_evolve_lif = _jit(evolve_rates)
+_evolve_srm = _jit(evolve)
+_u_slope = _jit(u_slope)
+
+# event kinds, in the order they are handled at equal times: deliveries, then looks, then crossings
+_DELIVER_ALL, _DELIVER_ONE, _CHECK, _CROSS = 0, 1, 2, 3
+
+
+# ----------------------------------------------------------------------------- the first crossing of theta
+
+@_jit
+def _term(A, B, tau, t):
+    return (A + B * t) * math.exp(-t / tau)
+
+
+@_jit
+def _term_range(A, B, tau, lo, hi):
+    """Exact (min, max) of ``(A + B t) e^{-t/tau}`` over ``[lo, hi]``: the ends and the one extremum."""
+    x, y = _term(A, B, tau, lo), _term(A, B, tau, hi)
+    mn, mx = min(x, y), max(x, y)
+    if B != 0.0:
+        tc = tau - A / B
+        if lo < tc < hi:
+            z = _term(A, B, tau, tc)
+            mn, mx = min(mn, z), max(mx, z)
+    return mn, mx
+
+
+@_jit
+def _f(A1, B1, t1, A2, B2, t2, theta, t):
+    return _term(A1, B1, t1, t) + _term(A2, B2, t2, t) - theta
+
+
+@_jit
+def _df(A1, B1, t1, A2, B2, t2, t):
+    return _term(B1 - A1 / t1, -B1 / t1, t1, t) + _term(B2 - A2 / t2, -B2 / t2, t2, t)
+
+
+@_jit
+def _upper(A1, B1, t1, A2, B2, t2, theta, lo, hi):
+    return _term_range(A1, B1, t1, lo, hi)[1] + _term_range(A2, B2, t2, lo, hi)[1] - theta
+
+
+@_jit
+def _root(A1, B1, t1, A2, B2, t2, theta, lo, hi):
+    """The root of f on ``[lo, hi]`` where f rises, f(lo) < 0 <= f(hi): safeguarded Newton; returns the side
+    where f >= 0."""
+    x = 0.5 * (lo + hi)
+    for _ in range(300):
+        f = _f(A1, B1, t1, A2, B2, t2, theta, x)
+        if f >= 0.0:
+            hi = x
+        else:
+            lo = x
+        if hi - lo <= XTOL_MS:
+            break
+        d = _df(A1, B1, t1, A2, B2, t2, x)
+        nx = x - f / d if d > 0.0 else 0.5 * (lo + hi)
+        if abs(nx - x) < 0.25 * XTOL_MS:  # converged from one side: step just across the root
+            nx = x + (0.5 * XTOL_MS if f < 0.0 else -0.5 * XTOL_MS)
+        if not (lo < nx < hi):
+            nx = 0.5 * (lo + hi)
+        x = nx
+    return hi
+
+
+@_jit
+def first_crossing(A1, B1, t1, A2, B2, t2, theta, H, post):
+    """The first ``t`` in ``[0, H]`` with ``f(t) >= 0`` (``post``: in ``(0, H]``, with ``f(0) = 0`` just after a
+    spike); ``inf`` if none. ``f(t) = (A1 + B1 t) e^{-t/t1} + (A2 + B2 t) e^{-t/t2} - theta``."""
+    s_lo = np.empty(_STACK)
+    s_hi = np.empty(_STACK)
+    s_lo[0], s_hi[0] = 0.0, H
+    sp = 1
+    while sp > 0:
+        sp -= 1
+        lo, hi = s_lo[sp], s_hi[sp]
+        if _upper(A1, B1, t1, A2, B2, t2, theta, lo, hi) < 0.0:
+            continue
+        at_spike = post and lo == 0.0
+        if not at_spike and _f(A1, B1, t1, A2, B2, t2, theta, lo) >= 0.0:
+            return lo
+        d1 = _term_range(B1 - A1 / t1, -B1 / t1, t1, lo, hi)
+        d2 = _term_range(B2 - A2 / t2, -B2 / t2, t2, lo, hi)
+        if d1[1] + d2[1] <= 0.0:
+            continue  # f falls from f(lo) < 0 (or from 0 just after a spike)
+        f_hi = _f(A1, B1, t1, A2, B2, t2, theta, hi)
+        if d1[0] + d2[0] > 0.0:  # f rises: at most one crossing
+            if f_hi >= 0.0:
+                return 0.0 if at_spike else _root(A1, B1, t1, A2, B2, t2, theta, lo, hi)
+            continue
+        if hi - lo <= XTOL_MS or sp + 2 > _STACK:
+            if f_hi >= 0.0:
+                return hi
+            continue
+        mid = 0.5 * (lo + hi)
+        s_lo[sp], s_hi[sp] = mid, hi
+        s_lo[sp + 1], s_hi[sp + 1] = lo, mid
+        sp += 2
+    return math.inf
+
+
+# ----------------------------------------------------------------------------- the event loop
+
+@_jit
+def _advance(g, t, v, I, vr, Ir, t_last, p1, p2, srm):
+    dt = t - t_last[g]
+    if dt > 0.0:
+        if srm:
+            v[g], I[g], vr[g], Ir[g] = _evolve_srm(v[g], I[g], vr[g], Ir[g], dt, p1[g], p2[g])
+        else:
+            v[g], I[g] = _evolve_lif(v[g], I[g], dt, 1.0 / p1[g], 1.0 / p2[g])
+        t_last[g] = t
+
+
+@_jit
+def _schedule(heap, g, layer, i, t, T_end, v, I, vr, Ir, p1, p2, theta, version, spiked_at):
+    """Queue neuron g's next crossing (or a look at it at its horizon, the next event anywhere)."""
+    t_next = heap[0][0] if len(heap) > 0 else T_end
+    rem = T_end - t
+    H = min(t_next - t, rem) if t_next > t else rem
+    post = spiked_at[g] == t
+    if post:
+        if _u_slope(v[g], I[g], vr[g], Ir[g], p1[g], p2[g]) > 0.0:  # still rising through theta: fire again
+            heapq.heappush(heap, (t, _CROSS, layer, 0, i, version[g]))
+            return
+    elif v[g] + vr[g] >= theta[g]:
+        heapq.heappush(heap, (t, _CROSS, layer, 0, i, version[g]))
+        return
+    A1, B1, A2, B2 = v[g], I[g] / p1[g], vr[g], Ir[g] / p2[g]
+    tc = first_crossing(A1, B1, p1[g], A2, B2, p2[g], theta[g], H, post)
+    if tc < math.inf:
+        if t + tc < T_end:
+            heapq.heappush(heap, (t + tc, _CROSS, layer, 0, i, version[g]))
+    elif H < rem and _upper(A1, B1, p1[g], A2, B2, p2[g], theta[g], H, rem) >= 0.0:
+        heapq.heappush(heap, (t + H, _CHECK, layer, 0, i, version[g]))
+
+
+@_jit
+def _push_spike(heap, t, layer, j, T_end, kinds, d, d_off, sizes):
+    """Queue the deliveries of a spike of presynaptic neuron j (at time t) into ``layer``."""
+    kind = kinds[layer]
+    if kind == 0:
+        heapq.heappush(heap, (t, _DELIVER_ALL, layer, j, 0, 0))
+    elif kind == 1:  # axonal
+        ta = t + d[d_off[layer] + j]
+        if ta < T_end:
+            heapq.heappush(heap, (ta, _DELIVER_ALL, layer, j, 0, 0))
+    else:  # synaptic
+        N = sizes[layer]
+        base = d_off[layer] + j * N
+        for i in range(N):
+            ta = t + d[base + i]
+            if ta < T_end:
+                heapq.heappush(heap, (ta, _DELIVER_ONE, layer, j, i, 0))
+
+
+@_jit
+def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, sizes, srm_layer, p1, p2, theta, jump, w, w_off,
+                     d_kind, d, d_off, max_spikes):
+    """One sample: input spikes ``(in_t, in_u)`` (ms, unit). Returns (layer, unit, time) of every spike of the
+    spiking layers and the readout trace ``[len(sample_t), N_out]`` (zeros when the output layer spikes)."""
+    L = len(sizes)
+    G = offsets[L]
+    v, I, vr, Ir = np.zeros(G), np.zeros(G), np.zeros(G), np.zeros(G)
+    t_last = np.zeros(G)
+    version = np.zeros(G, np.int64)
+    spiked_at = np.full(G, -1.0)
+    out_l, out_u, out_t = [0], [0], [0.0]
+    out_l.pop(), out_u.pop(), out_t.pop()
+    steep = 0  # crossings steeper than half the refractory kernel's initial slope (see simulate_event_srm)
+    n_out = sizes[L - 1]
+    trace = np.zeros((len(sample_t), n_out))
+    next_sample = 0
+    heap = [(0.0, 0, 0, 0, 0, 0)]
+    heap.pop()
+    for q in range(len(in_t)):
+        _push_spike(heap, in_t[q], 0, in_u[q], T_end, d_kind, d, d_off, sizes)
+    while len(heap) > 0:
+        t, kind, layer, src, tgt, ver = heapq.heappop(heap)
+        while next_sample < len(sample_t) and sample_t[next_sample] <= t:
+            if not srm_layer[L - 1]:
+                for i in range(n_out):
+                    g = offsets[L - 1] + i
+                    trace[next_sample, i] = _evolve_lif(v[g], I[g], sample_t[next_sample] - t_last[g],
+                                                        1.0 / p1[g], 1.0 / p2[g])[0]
+            next_sample += 1
+        if kind == _CROSS or kind == _CHECK:
+            g = offsets[layer] + tgt
+            if ver != version[g]:
+                continue
+            _advance(g, t, v, I, vr, Ir, t_last, p1, p2, True)
+            version[g] += 1
+            if kind == _CROSS:
+                if spiked_at[g] != t and _u_slope(v[g], I[g], vr[g], Ir[g], p1[g], p2[g]) > -0.5 * jump[g] / p2[g]:
+                    steep += 1
+                out_l.append(layer)
+                out_u.append(tgt)
+                out_t.append(t)
+                if len(out_t) >= max_spikes:
+                    break
+                Ir[g] += jump[g]
+                spiked_at[g] = t
+                if layer + 1 < L:
+                    _push_spike(heap, t, layer + 1, tgt, T_end, d_kind, d, d_off, sizes)
+            _schedule(heap, g, layer, tgt, t, T_end, v, I, vr, Ir, p1, p2, theta, version, spiked_at)
+        else:
+            N = sizes[layer]
+            lo, hi = (tgt, tgt + 1) if kind == _DELIVER_ONE else (0, N)
+            srm = srm_layer[layer]
+            for i in range(lo, hi):
+                wi = w[w_off[layer] + src * N + i]
+                if wi == 0.0:
+                    continue
+                g = offsets[layer] + i
+                _advance(g, t, v, I, vr, Ir, t_last, p1, p2, srm)
+                if srm:
+                    I[g] += E * wi
+                    version[g] += 1
+                    _schedule(heap, g, layer, i, t, T_end, v, I, vr, Ir, p1, p2, theta, version, spiked_at)
+                else:
+                    I[g] += wi
+    if not srm_layer[L - 1]:
+        while next_sample < len(sample_t):
+            for i in range(n_out):
+                g = offsets[L - 1] + i
+                trace[next_sample, i] = _evolve_lif(v[g], I[g], sample_t[next_sample] - t_last[g],
+                                                    1.0 / p1[g], 1.0 / p2[g])[0]
+            next_sample += 1
+    return np.array(out_l, np.int64), np.array(out_u, np.int64), np.array(out_t), trace, steep
+
+
+def check_network(net: Network) -> None:
+    """What this engine runs: spiking layers all ``srm`` with a refractory kernel, no recurrence; one-line
+    errors otherwise."""
+    for i, L in enumerate(net.layers):
+        if L.kind == "lif":
+            raise EventsnnError(f"layers/{i}: the event engine runs networks whose spiking layers are all 'lif' or "
+                                "all 'srm', not a mix")
+        if L.rec_weight is not None:
+            raise EventsnnError(f"layers/{i}: the event engine runs SRM networks without recurrent weights")
+        if L.kind == "srm" and np.any(L.scale_ref <= 0):
+            raise EventsnnError(f"layers/{i}: scale_ref 0 (no refractory kernel): in continuous time such a "
+                                "neuron fires without bound once u reaches theta; the exact engine needs "
+                                "scale_ref > 0")
+
+
+def _flatten(net: Network):
+    sizes = np.array([L.size for L in net.layers], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    srm_layer = np.array([L.kind == "srm" for L in net.layers])
+    p1 = np.concatenate([L.tau_sr_ms if L.kind == "srm" else L.tau_mem_ms for L in net.layers])
+    p2 = np.concatenate([L.tau_ref_ms if L.kind == "srm" else L.tau_syn_ms for L in net.layers])
+    theta = np.concatenate([L.threshold if L.kind == "srm" else np.full(L.size, np.inf) for L in net.layers])
+    jump = np.concatenate([refractory_jump(L.scale_ref, L.threshold) if L.kind == "srm" else np.zeros(L.size)
+                           for L in net.layers])
+
+    def pack(arrays):
+        offs = np.concatenate([[0], np.cumsum([a.size for a in arrays])]).astype(np.int64)
+        return np.concatenate([a.ravel() for a in arrays]).astype(np.float64), offs
+
+    w, w_off = pack([L.ff_weight for L in net.layers])
+    d_kind = np.array([{"none": 0, "axonal": 1, "synaptic": 2}[L.delay_kind] for L in net.layers], np.int64)
+    d, d_off = pack([np.zeros(0) if L.ff_delay_ms is None else L.ff_delay_ms for L in net.layers])
+    return offsets, sizes, srm_layer, p1, p2, theta, jump, w, w_off, d_kind, d, d_off
+
+
+def simulate_event_srm(net: Network, events, indices=None, *, progress: bool = False, workers: int = 1,
+                       max_rate_hz: float = 1000.0) -> RunResult:
+    """Simulate ``events[indices]`` through an SRM network exactly (the arguments and result of
+    :func:`eventsnn.bridge.event_engine.simulate_event`, which calls this for networks with ``srm`` layers).
+
+    ``attrs["srm_steep_crossings"]`` counts the threshold crossings (the first spike of each) where ``u`` rose
+    faster than half the refractory kernel's initial slope, ``e*scale_ref*theta/(2*tau_ref)``: there a clocked run
+    fires a burst in consecutive steps whose size depends on where in its step the crossing falls, so clocked runs
+    agree with this one spike for spike only where this count is 0 (:mod:`eventsnn.srm`). Single-process runs
+    only (``workers=1``)."""
+    from eventsnn.util.progress import progress_bar
+
+    from eventsnn.bridge.engines.event import SPIKE_CAP_FLOOR, cumulative_counts
+
+    check_network(net)
+    if indices is None:
+        indices = np.arange(len(events))
+    indices = np.asarray(indices, dtype=np.int64)
+    if events.n_units != net.n_inputs:
+        raise EventsnnError(f"events have {events.n_units} units but the network has {net.n_inputs} inputs")
+    workers = max(1, min(int(workers), len(indices)))
+    t0 = time.perf_counter()
+    if workers > 1:
+        from eventsnn.util.dask_pool import run_sample_chunks
+        run = run_sample_chunks(_part, lambda i, ev: (net, ev, max_rate_hz), events, indices, workers,
+                                "event engine parts", progress)
+        run.attrs["wall_s"] = time.perf_counter() - t0
+        run.attrs.pop("srm_steep_crossings", None)  # the joined run holds the first part's attrs only
+        return run
+    flat = _flatten(net)
+    n_hidden_units = sum(L.size for L in net.layers[:-1])
+    cap = max(SPIKE_CAP_FLOOR, int(max_rate_hz * events.duration_ms * 1e-3 * max(1, n_hidden_units)))
+    K = n_steps(events.duration_ms, net.dt_ms)
+    sample_t = (np.arange(K) + 1) * net.dt_ms
+    T_end = events.duration_ms
+    n_hidden = len(net.layers) - 1
+    counted = net.readout in SPIKING_READOUTS
+    spikes = [[] for _ in range(n_hidden)]
+    trace = np.zeros((len(indices), K, net.n_outputs))
+    steep = 0
+    with progress_bar(total=len(indices), desc="event engine (srm)", disable=not progress) as bar:
+        for pos, s in enumerate(indices):
+            t, u = events.sample(int(s))
+            t = np.asarray(t, np.float64) * 1e3
+            u = np.asarray(u, np.int64)
+            o = np.lexsort((u, t))
+            lay, unit, tt, tr, n_steep = _simulate_sample(t[o], u[o], T_end, sample_t, *flat, cap)
+            steep += n_steep
+            if len(tt) >= cap:
+                raise EventsnnError(f"sample {int(s)}: the exact run reached {cap} spikes by t = {tt.max():.1f} ms "
+                                    f"(more than {max_rate_hz:g} Hz per hidden neuron) and was stopped")
+            if counted:
+                m = lay == n_hidden
+                trace[pos] = cumulative_counts(time_to_step(tt[m], net.dt_ms), unit[m], K, net.n_outputs)
+            else:
+                trace[pos] = tr
+            for li in range(n_hidden):
+                m = lay == li
+                spikes[li].append((np.full(int(m.sum()), pos), unit[m], tt[m]))
+            bar.update(1)
+    layers = []
+    for li in range(n_hidden):
+        parts = spikes[li]
+        smp = np.concatenate([p[0] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
+        un = np.concatenate([p[1] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
+        tt = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
+        order = np.lexsort((un, tt, smp))
+        smp, un, tt = smp[order], un[order], tt[order]
+        layers.append(LayerSpikes(smp, un, time_to_step(tt, net.dt_ms), tt))
+    pred = readout_scores(trace, net.readout).argmax(axis=1)
+    return RunResult("event", 0.0, net.dt_ms, "exact", "exact", "cpu", net.readout, layers, trace, pred,
+                     events.labels[indices].copy(), indices,
+                     {"wall_s": time.perf_counter() - t0, "srm_steep_crossings": int(steep)})
+
+
+def _part(args):
+    net, events, max_rate_hz = args
+    return simulate_event_srm(net, events, progress=False, workers=1, max_rate_hz=max_rate_hz)

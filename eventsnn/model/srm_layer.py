@@ -1,0 +1,159 @@
+"""The torch engine's SRM-alpha layer (``kind="srm"``, :mod:`eventsnn.srm`): training and evaluation.
+
+:class:`SRMLayer` is a spiking layer with the same interface as :class:`~eventsnn.snn.LIFLayer` (feed-forward
+weights ``ff_weight[N_pre, N]``, optional axonal or synaptic delays acting on its input, ``clamp_``), so
+:class:`~eventsnn.snn.SNN` stacks either. Its time scan is :func:`srm_scan`, per step (:mod:`eventsnn.srm`)::
+
+    v = a v + k I ;  I = a I ;  vr = ar vr + kr Ir ;  Ir = ar Ir
+    s = H(v + vr - theta)
+    I += F_n  (F = e * delayed input @ W) ;  Ir += jump * s   (jump = -e scale_ref theta; no reset)
+
+Gradients: the surrogate derivative at ``u - theta``; the refractory path is not differentiated (``s`` is
+detached where it feeds ``Ir``, as LIF detaches its reset and as SLAYER's spike function does). The rest is the
+LIF adjoint with equal taus and no reset, so the fused backward *is* :func:`eventsnn.scan._scan_backward` (or its
+numba twin) with ``v_pre = u``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from eventsnn.model import cpu_backend as cpu_kernels
+from eventsnn.model import srm
+from eventsnn.model.delays import delayed_current
+from eventsnn.model.scan import SCAN_BACKENDS, _scan_backward, _scan_backward_cpu, spike_fn
+from eventsnn.model.layers import DELAY_KINDS, LIFLayer
+
+
+class SRMLayer(LIFLayer):
+    """SRM-alpha layer: per-neuron ``tau_sr_ms``, ``tau_ref_ms``, ``scale_ref``, ``threshold`` (fixed buffers);
+    learnable ``ff_weight`` and (optionally) feed-forward delays. No recurrence, no reset."""
+
+    spiking = True
+    reset = "none"
+    rec_weight = None
+
+    def __init__(self, n_in: int, size: int, *, tau_sr_ms=1.0, tau_ref_ms=2.0, scale_ref=2.0, threshold=10.0,
+                 delays: str = "none", max_delay_ms: float = 0.0, weight_scale: float = 1.0,
+                 dtype=torch.float32, generator: torch.Generator | None = None):
+        nn.Module.__init__(self)
+        if delays not in DELAY_KINDS:
+            raise ValueError(f"delays must be one of {DELAY_KINDS}")
+        self.n_in, self.size = n_in, size
+        self.max_delay_ms = float(max_delay_ms)
+        self.delays_learned = False
+        self.delay_method = "auto"
+
+        def full(v):
+            return torch.as_tensor(np.broadcast_to(np.asarray(v, dtype=np.float64), (size,)).copy(), dtype=dtype)
+        for name, value in (("tau_sr_ms", tau_sr_ms), ("tau_ref_ms", tau_ref_ms), ("scale_ref", scale_ref),
+                            ("threshold", threshold)):
+            self.register_buffer(name, full(value))
+        w = torch.randn(n_in, size, generator=generator, dtype=torch.float64) * (weight_scale / math.sqrt(n_in))
+        self.ff_weight = nn.Parameter(w.to(dtype))
+        self.ff_delay_ms = self._delay_param(delays, n_in, size, max_delay_ms, dtype, generator)
+        self.register_buffer("rec_delay_ms", None)
+
+    @property
+    def kind(self) -> str:
+        return "srm"
+
+    def clamp_(self) -> None:
+        with torch.no_grad():
+            if self.ff_delay_ms is not None:
+                self.ff_delay_ms.clamp_(0.0, self.max_delay_ms)
+
+    def _rec_terms(self, dt_ms: float, n_steps: int):
+        return []
+
+    def constants(self, dt_ms: float):
+        """``(a, k, ar, kr, jump)`` as tensors of this layer's dtype and device (float64 maths in
+        :mod:`eventsnn.srm`, the numbers Brian2 gets)."""
+        a, k, ar, kr = srm.propagators(self.tau_sr_ms.detach().cpu().numpy(), self.tau_ref_ms.detach().cpu().numpy(),
+                                       dt_ms)
+        jump = srm.refractory_jump(self.scale_ref.detach().cpu().numpy(), self.threshold.detach().cpu().numpy())
+        to = dict(dtype=self.threshold.dtype, device=self.threshold.device)
+        return tuple(torch.as_tensor(x, **to) for x in (a, k, ar, kr, jump))
+
+    def forward(self, x: torch.Tensor, dt_ms: float, delay_mode: str = "round",
+                surrogate: str | None = None, slope: float = 10.0, backend: str = "fused") -> torch.Tensor:
+        """Spikes ``[B, T, N]`` for input ``x`` ``[B, T, N_in]``: an arrival of weight w does ``I += e*w``."""
+        d_steps = None if self.ff_delay_ms is None else self.ff_delay_ms / dt_ms
+        F = delayed_current(x, self.ff_weight * srm.E, d_steps, delay_mode, self.delay_method)
+        return self.scan(F, dt_ms, surrogate, slope, backend)
+
+    def scan(self, F: torch.Tensor, dt_ms: float, surrogate: str | None = None, slope: float = 10.0,
+             backend: str = "fused"):
+        return srm_scan(F, *self.constants(dt_ms), self.threshold, surrogate=surrogate, slope=slope, backend=backend)
+
+
+def srm_scan(F, a, k, ar, kr, jump, theta, *, surrogate: str | None, slope: float, backend: str = "fused",
+             return_u: bool = False):
+    """The SRM time scan over the input current ``F [B, T, N]`` (already ``e * w``-weighted); spikes ``[B, T, N]``
+    (and the pre-threshold potential ``u`` with ``return_u``; reference loop only)."""
+    if backend == "autograd" or return_u:
+        return _srm_autograd(F, a, k, ar, kr, jump, theta, surrogate, slope, return_u)
+    if backend != "fused":
+        raise ValueError(f"unknown scan backend {backend!r}; choose one of {', '.join(SCAN_BACKENDS)}")
+    return SRMScan.apply(F, a, k, ar, kr, jump, theta, (surrogate, float(slope)))
+
+
+def _srm_autograd(F, a, k, ar, kr, jump, theta, surrogate, slope, return_u=False):
+    B, T, N = F.shape
+    v, I, vr, Ir = (F.new_zeros(B, N) for _ in range(4))
+    out, us = [], []
+    for n in range(T):
+        v = a * v + k * I
+        I = a * I
+        vr = ar * vr + kr * Ir
+        Ir = ar * Ir
+        u = v + vr
+        s = spike_fn(u - theta, surrogate, slope)
+        I = I + F[:, n]
+        Ir = Ir + jump * s.detach()
+        out.append(s)
+        us.append(u)
+    spikes = torch.stack(out, dim=1)
+    return (spikes, torch.stack(us, dim=1)) if return_u else spikes
+
+
+def _srm_forward(F, a, k, ar, kr, jump, theta):
+    """Forward of :class:`SRMScan` without a graph: ``(spikes, u)``."""
+    if cpu_kernels.applies(F):
+        from eventsnn.model.srm_numba import srm_forward
+        out, u = torch.empty_like(F), torch.empty_like(F)
+        np_ = lambda t: t.detach().contiguous().numpy()  # noqa: E731
+        with cpu_kernels.numba_threads():
+            srm_forward(np_(F), np_(a), np_(k), np_(ar), np_(kr), np_(jump), np_(theta), out.numpy(), u.numpy())
+        return out, u
+    with torch.no_grad():
+        spikes, u = _srm_autograd(F, a, k, ar, kr, jump, theta, None, 1.0, True)
+    return spikes, u
+
+
+class SRMScan(torch.autograd.Function):
+    """The fused SRM scan: graph-free forward; the backward is the LIF adjoint scan (equal taus, no reset)."""
+
+    @staticmethod
+    def forward(ctx, F, a, k, ar, kr, jump, theta, cfg):
+        out, u = _srm_forward(F.detach(), a, k, ar, kr, jump, theta)
+        ctx.cfg = cfg
+        ctx.save_for_backward(out, u, a, k, theta)
+        return out
+
+    @staticmethod
+    def backward(ctx, gout):
+        surrogate, slope = ctx.cfg
+        out, u, a, k, theta = ctx.saved_tensors
+        if surrogate is None:
+            raise RuntimeError("backward through a spiking scan needs a surrogate gradient")
+        gout = gout.contiguous()
+        args = (gout, out, u, None, a, a, k, theta, [], True, "subtract", (), surrogate, slope)
+        if cpu_kernels.applies(gout):
+            dF, _ = _scan_backward_cpu(*args, keep_lvp=False)
+        else:
+            dF, _ = _scan_backward(*args)
+        return dF, None, None, None, None, None, None, None

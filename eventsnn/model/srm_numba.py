@@ -1,0 +1,30 @@
+"""numba kernel of the SRM scan's forward on the CPU (:mod:`eventsnn.srm_layer`; imported on first use).
+
+Same per-step arithmetic, in the same order, as :func:`eventsnn.srm_layer._srm_autograd`; samples are
+independent, so each thread runs whole samples through time.
+"""
+import numba
+import numpy as np
+
+
+@numba.njit(parallel=True, cache=True)
+def srm_forward(F, a, k, ar, kr, jump, theta, out, u_hist):  # pragma: no cover - compiled; tested via srm_layer
+    """``out`` (spikes) and ``u_hist`` (the potential before the threshold) ``[B, T, N]`` are written."""
+    B, T, N = F.shape
+    for s_ in numba.prange(B):
+        v = np.zeros(N, F.dtype)
+        I = np.zeros(N, F.dtype)
+        vr = np.zeros(N, F.dtype)
+        Ir = np.zeros(N, F.dtype)
+        for n in range(T):
+            for j in range(N):
+                v[j] = a[j] * v[j] + k[j] * I[j]
+                I[j] = a[j] * I[j]
+                vr[j] = ar[j] * vr[j] + kr[j] * Ir[j]
+                Ir[j] = ar[j] * Ir[j]
+                u = v[j] + vr[j]
+                u_hist[s_, n, j] = u
+                spike = 1.0 if u - theta[j] >= 0 else 0.0
+                out[s_, n, j] = spike
+                I[j] = I[j] + F[s_, n, j]
+                Ir[j] = Ir[j] + jump[j] * spike

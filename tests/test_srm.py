@@ -1,0 +1,458 @@
+"""The SRM-alpha neuron (kind "srm"): its definition, the network file, and every engine against it."""
+import math
+
+import numpy as np
+import pytest
+
+from eventsnn.model import srm
+from eventsnn.model.contract import propagators as lif_propagators
+
+
+def test_kernels_are_the_impulse_responses_of_the_filter_pairs():
+    tau_sr, tau_ref, scale, theta, w = 1.7, 2.9, 2.0, 10.0, 0.6
+    for s in (0.0, 0.3, 1.7, 4.0, 25.0):
+        v, I, vr, Ir = srm.evolve(0.0, srm.E * w, 0.0, float(srm.refractory_jump(scale, theta)), s, tau_sr, tau_ref)
+        assert v == pytest.approx(w * float(srm.eps(s, tau_sr)), rel=1e-14, abs=1e-300)
+        assert vr == pytest.approx(float(srm.nu(s, tau_ref, scale, theta)), rel=1e-14, abs=1e-300)
+        assert I == pytest.approx(srm.E * w * math.exp(-s / tau_sr), rel=1e-14)
+    # the PSP peaks at w, tau_sr after the arrival; the refractory kernel at -scale*theta
+    assert float(srm.eps(tau_sr, tau_sr)) == pytest.approx(1.0, rel=1e-15)
+    assert float(srm.nu(tau_ref, tau_ref, scale, theta)) == pytest.approx(-scale * theta, rel=1e-15)
+    assert float(srm.eps(-0.1, tau_sr)) == 0.0
+
+
+def test_one_step_of_the_closed_form_is_the_discrete_propagator():
+    tau_sr, tau_ref, dt = np.array([1.0, 3.3]), np.array([2.0, 3.3]), 0.25
+    a, k, ar, kr = srm.propagators(tau_sr, tau_ref, dt)
+    la, lb, lk = lif_propagators(tau_sr, tau_sr, dt)  # the equal-tau LIF case, not restated
+    np.testing.assert_array_equal(a, la)
+    np.testing.assert_array_equal(a, lb)
+    np.testing.assert_array_equal(k, lk)
+    for i in range(2):
+        v, I, vr, Ir = srm.evolve(0.4, -1.1, -0.7, -2.0, dt, tau_sr[i], tau_ref[i])
+        assert v == pytest.approx(a[i] * 0.4 + k[i] * -1.1, rel=1e-14)
+        assert I == pytest.approx(a[i] * -1.1, rel=1e-14)
+        assert vr == pytest.approx(ar[i] * -0.7 + kr[i] * -2.0, rel=1e-14)
+        assert Ir == pytest.approx(ar[i] * -2.0, rel=1e-14)
+
+
+def test_potential_sums_the_kernels_and_its_slope_matches():
+    tau_sr, tau_ref, scale, theta = 1.0, 2.0, 2.0, 10.0
+    J = float(srm.refractory_jump(scale, theta))
+    # one arrival at 0 (w=3), one own spike at 0.5: state at 0.5 just after the spike, evolved to 1.2
+    v, I, vr, Ir = srm.evolve(0.0, srm.E * 3.0, 0.0, 0.0, 0.5, tau_sr, tau_ref)
+    v, I, vr, Ir = srm.evolve(v, I, vr, Ir + J, 0.7, tau_sr, tau_ref)
+    u = srm.potential(1.2, [0.0], [3.0], [0.5], tau_sr, tau_ref, scale, theta)
+    assert v + vr == pytest.approx(float(u), rel=1e-13)
+    h = 1e-6
+    du = (srm.potential(1.2 + h, [0.0], [3.0], [0.5], tau_sr, tau_ref, scale, theta)
+          - srm.potential(1.2 - h, [0.0], [3.0], [0.5], tau_sr, tau_ref, scale, theta)) / (2 * h)
+    assert srm.u_slope(v, I, vr, Ir, tau_sr, tau_ref) == pytest.approx(float(du), rel=1e-7)
+
+
+# ----------------------------------------------------------------------------- the network file
+
+from eventsnn.bridge.network import Layer, Network  # noqa: E402
+
+
+def srm_network(seed=0, n_in=6, sizes=(5, 4), n_out=3, dt_ms=1.0, readout="max", max_delay=4.0, w_mean=4.0,
+                w_sd=4.0, theta=10.0, tau_sr=(1.0, 3.0), tau_ref=(2.0, 4.0), scale_ref=2.0):
+    """A random SRM network: axonal then synaptic delays, per-neuron taus (some equal tau_sr = tau_ref), the
+    paper's threshold and refractory depth, and a leaky readout (or a counted srm output layer)."""
+    rng = np.random.default_rng(seed)
+    layers, n_pre = [], n_in
+    for li, n in enumerate(sizes):
+        ts, tr = rng.uniform(*tau_sr, n), rng.uniform(*tau_ref, n)
+        tr[0] = ts[0]  # equal time constants
+        layers.append(Layer("srm", n, None, None, rng.normal(w_mean, w_sd, (n_pre, n)), threshold=np.full(n, theta),
+                            tau_sr_ms=ts, tau_ref_ms=tr, scale_ref=np.full(n, scale_ref),
+                            ff_delay_ms=rng.uniform(0, max_delay, n_pre) if li % 2 == 0
+                            else rng.uniform(0, max_delay, (n_pre, n))))
+        n_pre = n
+    if readout == "count":
+        layers.append(Layer("srm", n_out, None, None, rng.normal(w_mean, w_sd, (n_pre, n_out)),
+                            threshold=np.full(n_out, theta), tau_sr_ms=rng.uniform(*tau_sr, n_out),
+                            tau_ref_ms=rng.uniform(*tau_ref, n_out), scale_ref=np.full(n_out, scale_ref)))
+    else:
+        layers.append(Layer("li", n_out, rng.uniform(5, 20, n_out), rng.uniform(2, 10, n_out),
+                            rng.normal(0, 1, (n_pre, n_out))))
+    return Network(dt_ms, n_in, layers, readout).validate()
+
+
+def test_network_file_roundtrip_and_version(tmp_path):
+    import h5py
+
+    from eventsnn.bridge import load_network, save_network
+    from tests.conftest import random_network
+
+    net = srm_network(3, readout="count")
+    save_network(net, tmp_path / "s.h5")
+    back = load_network(tmp_path / "s.h5")
+    for L0, L1 in zip(net.layers, back.layers):
+        assert (L0.kind, L0.reset) == (L1.kind, L1.reset) == ("srm", "none")
+        for name in ("tau_sr_ms", "tau_ref_ms", "scale_ref", "threshold", "ff_weight"):
+            np.testing.assert_array_equal(getattr(L0, name), getattr(L1, name))
+        assert L1.tau_mem_ms is None and L1.refractory_ms is None
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert f.attrs["version"] == 2
+    save_network(random_network(0), tmp_path / "l.h5")  # LIF-only networks stay version 1 (older readers read them)
+    with h5py.File(tmp_path / "l.h5") as f:
+        assert f.attrs["version"] == 1
+    with h5py.File(tmp_path / "s.h5", "a") as f:
+        f.attrs["version"] = 1
+    with pytest.raises(Exception, match="srm layers need version 2"):
+        load_network(tmp_path / "s.h5")
+
+
+@pytest.mark.parametrize("change, msg", [
+    (dict(scale_ref=None), "needs a scale_ref dataset"),
+    (dict(tau_mem_ms=np.ones(5)), "has no tau_mem_ms"),
+    (dict(rec_weight=np.zeros((5, 5))), "srm layers are feed-forward"),
+    (dict(reset="zero"), "has no reset"),
+    (dict(tau_ref_ms=np.zeros(5)), "tau_ref_ms must be > 0"),
+    (dict(scale_ref=-np.ones(5)), "scale_ref must be >= 0"),
+    (dict(kind="lif", reset="zero"), "a 'lif' layer needs a tau_mem_ms"),
+])
+def test_bad_srm_layers_are_refused_with_the_reason(change, msg):
+    from dataclasses import replace
+
+    from eventsnn.util.errors import EventsnnError
+
+    net = srm_network(0)
+    net.layers[0] = replace(net.layers[0], **change)
+    with pytest.raises(EventsnnError, match=msg):
+        net.validate("net.h5")
+
+
+# ----------------------------------------------------------------------------- torch: the training scan
+
+import torch  # noqa: E402
+
+
+def test_torch_scan_is_the_sampled_kernel_sum():
+    """u at every step is the kernels summed over earlier arrivals and own spikes (SLAYER's sampled kernels,
+    untruncated), and the layer spikes exactly where u >= theta -- including bursts spaced by refractoriness."""
+    from eventsnn.model.srm_layer import SRMLayer
+
+    dt, theta = 0.5, 10.0
+    layer = SRMLayer(3, 2, tau_sr_ms=[1.0, 2.5], tau_ref_ms=[2.0, 2.5], scale_ref=2.0, threshold=theta,
+                     dtype=torch.float64)
+    with torch.no_grad():
+        layer.ff_weight.copy_(torch.tensor([[9.0, 6.0], [8.0, 6.0], [-2.0, 5.0]], dtype=torch.float64))
+    rng = np.random.default_rng(1)
+    x = torch.as_tensor((rng.random((1, 80, 3)) < 0.5).astype(np.float64))
+    F = (x @ layer.ff_weight.detach()) * srm.E
+    from eventsnn.model.srm_layer import srm_scan
+    s, u = srm_scan(F, *layer.constants(dt), layer.threshold, surrogate=None, slope=1.0, return_u=True)
+    assert int(s.sum()) >= 10 and any(np.diff(np.flatnonzero(s[0, :, i].numpy())).min() <= 3 for i in range(2)
+                                      if s[0, :, i].sum() > 1)
+    steps = np.arange(80) * dt
+    for i in range(2):
+        arr_n, arr_j = np.nonzero(x[0].numpy())
+        own = np.flatnonzero(s[0, :, i].numpy())
+        for n in range(80):
+            m = arr_n < n  # delivered at step m (after the threshold), felt from step m + 1
+            o = own < n
+            want = srm.potential(steps[n], steps[arr_n[m]], layer.ff_weight[arr_j[m], i].detach().numpy(), steps[own[o]],
+                                 float(layer.tau_sr_ms[i]), float(layer.tau_ref_ms[i]), 2.0, theta)
+            assert float(u[0, n, i]) == pytest.approx(float(want), abs=1e-12)
+        np.testing.assert_array_equal(s[0, :, i].numpy(), (u[0, :, i].numpy() >= theta).astype(float))
+    # the layer's forward (with e*w weighting inside) gives the same spikes
+    np.testing.assert_array_equal(layer(x, dt).detach().numpy(), s.numpy())
+
+
+@pytest.mark.parametrize("numba_on", [True, False])
+def test_fused_scan_equals_the_autograd_reference(numba_on, monkeypatch):
+    from eventsnn.model import cpu_backend as cpu_kernels
+    from eventsnn.model.srm_layer import SRMLayer
+
+    monkeypatch.setattr(cpu_kernels, "ENABLED", numba_on)
+    g = torch.Generator().manual_seed(0)
+    layer = SRMLayer(7, 5, tau_sr_ms=1.5, tau_ref_ms=3.0, threshold=2.0, delays="axonal", max_delay_ms=4.0,
+                     weight_scale=6.0, dtype=torch.float64, generator=g)
+    x = (torch.rand(4, 60, 7, generator=g, dtype=torch.float64) < 0.2).to(torch.float64)
+    target = torch.rand(4, 60, 5, generator=g, dtype=torch.float64)
+    grads = {}
+    for backend in ("autograd", "fused"):
+        layer.zero_grad()
+        s = layer(x, 1.0, "interp", "fast-sigmoid", 5.0, backend)
+        ((s - target) ** 2).sum().backward()
+        grads[backend] = (s.detach().clone(), layer.ff_weight.grad.clone(), layer.ff_delay_ms.grad.clone())
+    assert grads["fused"][0].sum() > 20
+    torch.testing.assert_close(grads["fused"][0], grads["autograd"][0], rtol=0, atol=0)
+    torch.testing.assert_close(grads["fused"][1], grads["autograd"][1], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grads["fused"][2], grads["autograd"][2], rtol=1e-10, atol=1e-12)
+    assert grads["fused"][1].abs().sum() > 0
+
+
+def test_model_export_import_roundtrip():
+    from eventsnn.bridge.engines.torch import model_from_network, network_from_model
+
+    net = srm_network(2, readout="count")
+    model = model_from_network(net)
+    assert [l.kind for l in model.layers] == ["srm", "srm", "srm"]
+    back = network_from_model(model)
+    for L0, L1 in zip(net.layers, back.layers):
+        for name in ("tau_sr_ms", "tau_ref_ms", "scale_ref", "threshold", "ff_weight", "ff_delay_ms"):
+            a, b = getattr(L0, name), getattr(L1, name)
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- Brian2 = torch, spike for spike
+
+@pytest.mark.parametrize("readout, dt_ms", [("max", 1.0), ("count", 0.5)])
+def test_torch_equals_brian2_numpy_every_spike(readout, dt_ms, build_dir):
+    from eventsnn.bridge.engines.brian2 import simulate_brian2
+    from eventsnn.bridge.engines.torch import simulate_torch
+    from tests.conftest import assert_runs_identical, random_events
+
+    net = srm_network(1, readout=readout, dt_ms=dt_ms)
+    ev = random_events(1, n_samples=3, n_units=6, spikes=50)
+    rt = simulate_torch(net, ev)
+    rb = simulate_brian2(net, ev, target="numpy", build_dir=build_dir)
+    assert all(len(L.step) > 10 for L in rt.layers)
+    assert_runs_identical(rt, rb)
+    if readout == "count":
+        assert rt.trace[:, -1].sum() > 0
+    # at a finer dt with exact delays and inputs too (the contract at any dt)
+    rt2 = simulate_torch(net, ev, dt_ms=dt_ms / 4, delays="exact", inputs="exact")
+    rb2 = simulate_brian2(net, ev, dt_ms=dt_ms / 4, delays="exact", inputs="exact", target="numpy",
+                          build_dir=build_dir / "fine")
+    assert_runs_identical(rt2, rb2)
+
+
+def test_exported_brian2_script_reproduces_an_srm_run(tmp_path):
+    import subprocess
+    import sys
+
+    from eventsnn.bridge.engines.brian2 import simulate_brian2, write_brian2_script
+    from tests.conftest import random_events
+
+    net = srm_network(1, readout="count")
+    ev = random_events(1, n_samples=2, n_units=6, spikes=50)
+    script, _ = write_brian2_script(net, ev, 1, tmp_path / "s.py", dt_ms=0.25, delays="exact", inputs="exact")
+    text = script.read_text()
+    assert "SRM-alpha" in text and "v + vr >= theta" in text and "I_post += 2.718281828459045*w" in text
+    q = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert q.returncode == 0, q.stderr
+    res = np.load(tmp_path / "s_result.npz")
+    ref = simulate_brian2(net, ev, [1], dt_ms=0.25, delays="exact", inputs="exact", target="numpy",
+                          build_dir=tmp_path / "b2")
+    for li, L in enumerate(ref.layers):
+        t, u = res[f"layer{li}_time_ms"], res[f"layer{li}_unit"]
+        keep = t < ev.duration_ms - 1e-9
+        o = np.lexsort((u[keep], t[keep]))
+        assert len(L.time_ms) > 5
+        np.testing.assert_allclose(t[keep][o], L.time_ms, atol=1e-9)
+        np.testing.assert_array_equal(u[keep][o], L.unit)
+    # the counts, recorded at the start of each training step: record n + 1 is the end of training step n
+    np.testing.assert_array_equal(res["trace"][1:ref.trace.shape[1] + 1], ref.trace[0])
+
+
+# ----------------------------------------------------------------------------- training, export, verification
+
+@pytest.fixture(scope="module")
+def poly_train(tmp_path_factory):
+    from eventsnn.data.datasets import make_polychrony
+    from eventsnn.data.events import save_events
+
+    f = tmp_path_factory.mktemp("poly") / "train.h5"
+    save_events(make_polychrony(samples=1000, seed=1), f)
+    return f
+
+
+def test_trained_srm_network_learns_exports_and_brian2_reproduces_it(poly_train, tmp_path):
+    from eventsnn.bridge import load_network
+    from eventsnn.bridge.engines.brian2 import simulate_brian2
+    from eventsnn.bridge.engines.torch import simulate_torch
+    from eventsnn.data.events import load_events
+    from eventsnn.training.config import TrainConfig
+    from eventsnn.training.loop import load_trained_model, train
+    from tests.conftest import run_cli
+
+    cfg = TrainConfig(data=str(poly_train), neuron="srm", tau_sr_ms=5.0, tau_ref_ms=10.0, scale_ref=2.0,
+                      delays="axonal", epochs=4, hidden=[16], seed=3)
+    summary = train(cfg, tmp_path / "run", progress=False)
+    assert summary["val_acc"] >= 0.4, summary  # 4 classes, chance 0.25 (measured 0.53 after 4 epochs)
+    p = run_cli("export", tmp_path / "run", "--out", tmp_path / "net.h5")
+    assert p.returncode == 0, p.stderr
+    net = load_network(tmp_path / "net.h5")
+    assert [L.kind for L in net.layers] == ["srm", "li"] and net.layers[0].ff_delay_learned
+    np.testing.assert_array_equal(net.layers[0].tau_ref_ms, 10.0)
+    ev = load_events(poly_train).subset(np.arange(20))
+    model = load_trained_model(tmp_path / "run", dtype=torch.float64)
+    from eventsnn.model.layers import dense_input
+    with torch.no_grad():
+        scores, _, _ = model(dense_input(ev, 1.0, dtype=torch.float64), delay_mode="round")
+    rt = simulate_torch(net, ev)
+    np.testing.assert_array_equal(rt.prediction, scores.argmax(1).numpy())
+    rb = simulate_brian2(net, ev, target="numpy", build_dir=tmp_path / "b2")
+    from tests.conftest import assert_runs_identical
+    assert_runs_identical(rt, rb)
+    # NIR has no such neuron: export refuses it in one line and writes nothing
+    p = run_cli("export", tmp_path / "run", "--format", "nir", "--out", tmp_path / "net.nir")
+    assert p.returncode == 2 and "SRM-alpha" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not (tmp_path / "net.nir").exists()
+
+
+def test_srm_training_flags_are_checked(tmp_path, poly_train):
+    from tests.conftest import run_cli
+
+    for extra, msg in ((["--recurrent"], "srm layers are feed-forward"), (["--learn-taus"], "fixed"),
+                       (["--scale-ref", "-1"], "--scale-ref")):
+        p = run_cli("train", "--data", poly_train, "--neuron", "srm", *extra, "--out", tmp_path / "r")
+        assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert not (tmp_path / "r").exists()
+
+
+# ----------------------------------------------------------------------------- the exact event engine
+
+def _one_neuron(w, tau_sr, tau_ref, scale_ref=2.0, theta=10.0, delay=None):
+    return Network(1.0, len(w), [
+        Layer("srm", 1, None, None, np.asarray(w, float)[:, None], threshold=[theta], tau_sr_ms=[tau_sr],
+              tau_ref_ms=[tau_ref], scale_ref=[scale_ref], ff_delay_ms=delay),
+        Layer("li", 1, [10.0], [5.0], [[1.0]])], "max").validate()
+
+
+def _event_spikes(net, times_ms, units, duration_ms):
+    from eventsnn.bridge.engines.event import simulate_event
+    from eventsnn.data.events import Events
+
+    ev = Events.from_lists([np.asarray(times_ms) * 1e-3], [units], [0], net.n_inputs, duration_ms * 1e-3, 2)
+    return simulate_event(net, ev).layers[0].time_ms
+
+
+def _by_hand(arr_t, arr_w, tau_sr, tau_ref, scale_ref, theta, T, grid=1e-3):
+    """Spike times from the kernel sums directly: scan u on a fine grid for the first point at or above theta
+    after the last spike, refine by Brent's method; after a spike, fire again at once while u still rises."""
+    from scipy.optimize import brentq
+
+    own = []
+
+    def u(t):
+        return float(srm.potential(t, arr_t, arr_w, own, tau_sr, tau_ref, scale_ref, theta)) - theta
+    t = 0.0
+    while t < T:
+        if own and own[-1] == t and u(t + 1e-7) > 0:  # still rising through theta: another spike now
+            own.append(t)
+            continue
+        ts = np.arange(t + grid, T, grid)
+        above = np.flatnonzero(np.array([u(x) for x in ts]) >= 0)
+        if not len(above):
+            break
+        hi = ts[above[0]]
+        t = brentq(u, hi - grid, hi, xtol=1e-14, rtol=1e-15)
+        own.append(t)
+    return np.array(own)
+
+
+def test_event_engine_one_spike_hand_computed():
+    """w eps(s) = theta first at s = -tau_sr W0(-theta/(w e)) (Lambert W); the refractory kernel keeps it single."""
+    from scipy.special import lambertw
+
+    for tau_sr, tau_ref in ((1.0, 2.0), (1.5, 1.5)):
+        got = _event_spikes(_one_neuron([12.0], tau_sr, tau_ref), [2.1], [0], 20.0)
+        want = 2.1 - tau_sr * lambertw(-10.0 / (12.0 * math.e), 0).real
+        assert len(got) == 1 and abs(got[0] - want) <= 1e-9, (got, want)
+    # an arrival that never reaches theta, and a delayed one (axonal delay 3.25 ms)
+    assert len(_event_spikes(_one_neuron([9.99], 1.0, 2.0), [2.1], [0], 20.0)) == 0
+    got = _event_spikes(_one_neuron([12.0], 1.0, 2.0, delay=[3.25]), [2.1], [0], 20.0)
+    assert abs(got[0] - (5.35 - lambertw(-10.0 / (12.0 * math.e), 0).real)) <= 1e-9
+
+
+@pytest.mark.parametrize("tau_sr, tau_ref", [(5.0, 1.0), (3.0, 3.0), (2.0, 4.0)])
+def test_event_engine_burst_with_refractoriness_hand_computed(tau_sr, tau_ref):
+    """A long strong drive: a train of spikes, each after the refractory kernel has let u come back to theta;
+    unequal and equal time constants."""
+    arr_t, arr_w = [1.0, 4.0, 4.5, 9.0], [40.0, 15.0, -6.0, 30.0]
+    got = _event_spikes(_one_neuron(arr_w, tau_sr, tau_ref, scale_ref=1.0), arr_t, [0, 1, 2, 3], 40.0)
+    want = _by_hand(arr_t, arr_w, tau_sr, tau_ref, 1.0, 10.0, 40.0)
+    assert len(want) >= 4 and len(got) == len(want), (got, want)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
+def test_event_engine_fires_simultaneous_spikes_while_u_still_rises():
+    """A steep crossing (slope s0 above the refractory kernel's initial slope c = e scale_ref theta / tau_ref):
+    ceil(s0/c) spikes at the crossing -- the fewest that turn u downward."""
+    from scipy.special import lambertw
+
+    w, tau_sr, tau_ref, scale, theta = 80.0, 1.0, 2.0, 1.0, 10.0
+    x = -lambertw(-theta / (w * math.e), 0).real  # crossing at s = x tau_sr
+    s0 = w / tau_sr * math.exp(1 - x) * (1 - x)
+    c = math.e * scale * theta / tau_ref
+    k = math.ceil(s0 / c)
+    assert k >= 3 and s0 / c % 1 > 0.05
+    got = _event_spikes(_one_neuron([w], tau_sr, tau_ref, scale), [1.0], [0], 30.0)
+    assert np.sum(np.abs(got - (1.0 + x * tau_sr)) <= 1e-9) == k, got
+    want = _by_hand([1.0], [w], tau_sr, tau_ref, scale, theta, 30.0)
+    assert len(got) == len(want)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
+def test_brian2_converges_to_the_event_engine_at_first_order(tmp_path):
+    """Two SRM layers with delays, driven where each crossing is slower than half the refractory kernel's initial
+    slope (so the clocked count has a limit): the same spikes at every dt, shifted on average by about one step
+    (within two), and the shift shrinks with dt."""
+    from eventsnn.bridge.engines.brian2 import simulate_brian2
+    from eventsnn.bridge.engines.event import simulate_event
+    from tests.conftest import random_events
+    from validation.compare import match_spikes
+
+    net = srm_network(1, w_mean=3.0, w_sd=2.0, scale_ref=6.0, tau_ref=(1.0, 2.0))
+    ev = random_events(0, n_samples=6, n_units=6, duration_s=0.05, spikes=40)
+    exact = simulate_event(net, ev)
+    assert [len(L.time_ms) for L in exact.layers] == [132, 53]
+    mean_shift = []
+    for dt in (0.1, 0.05, 0.025):
+        rb = simulate_brian2(net, ev, dt_ms=dt, delays="exact", inputs="exact", target="numpy",
+                             build_dir=tmp_path / f"b{dt}")
+        row = []
+        for a, b in zip(exact.layers, rb.layers):
+            d, n = [], 0
+            for s in range(len(ev)):
+                for u in range(int(a.unit.max()) + 1):
+                    ta, tb = a.time_ms[(a.sample == s) & (a.unit == u)], b.time_ms[(b.sample == s) & (b.unit == u)]
+                    ia, ib = match_spikes(ta, tb, 1.0)
+                    d.append(np.abs(tb[ib] - ta[ia]))
+                    n += len(ta)
+            d = np.concatenate(d)
+            assert len(d) >= 0.94 * n and abs(len(b.time_ms) - len(a.time_ms)) <= 1
+            row.append(d.mean())
+        mean_shift.append(row)
+        assert max(row) <= 2 * dt, (dt, row)
+    mean_shift = np.array(mean_shift)
+    assert np.all(mean_shift[0] / mean_shift[2] > 2.0), mean_shift  # 4x smaller dt
+
+
+def test_event_engine_refuses_what_it_cannot_run_exactly():
+    from dataclasses import replace
+
+    from eventsnn.bridge.engines.event import simulate_event
+    from eventsnn.util.errors import EventsnnError
+    from tests.conftest import random_events
+
+    ev = random_events(0, n_samples=1, n_units=6)
+    net = srm_network(0)
+    net.layers[0] = replace(net.layers[0], scale_ref=np.zeros(5))
+    with pytest.raises(EventsnnError, match="scale_ref > 0"):
+        simulate_event(net.validate(), ev)
+    mixed = Network(1.0, 6, [
+        Layer("lif", 5, np.full(5, 10.0), np.full(5, 5.0), np.ones((6, 5)), threshold=np.ones(5)),
+        Layer("srm", 4, None, None, np.ones((5, 4)), threshold=np.ones(4), tau_sr_ms=np.ones(4),
+              tau_ref_ms=np.ones(4), scale_ref=np.ones(4)),
+        Layer("li", 2, np.ones(2), np.ones(2), np.ones((4, 2)))], "max").validate()
+    with pytest.raises(EventsnnError, match="all 'lif' or all 'srm'"):
+        simulate_event(mixed, ev)
+
+
+def test_event_engine_counts_the_crossings_where_clocked_runs_burst():
+    from eventsnn.bridge.engines.event import simulate_event
+    from tests.conftest import random_events
+
+    ev = random_events(0, n_samples=3, n_units=6, duration_s=0.05, spikes=40)
+    calm = simulate_event(srm_network(1, w_mean=3.0, w_sd=2.0, scale_ref=6.0, tau_ref=(1.0, 2.0)), ev)
+    assert calm.attrs["srm_steep_crossings"] == 0
+    steep = simulate_event(srm_network(1), ev)  # strong drive: many crossings steeper than half the kernel's slope
+    assert steep.attrs["srm_steep_crossings"] > 10
