@@ -40,12 +40,10 @@ from .network import Network
 XTOL_MS = 1e-12
 
 try:
-    import numba
+    from eventsnn.jit import njit
 
-    _jit = numba.njit(cache=True, nogil=True)
+    _jit = njit(nogil=True)
 except ImportError:  # pragma: no cover - numba is a dependency; the pure-Python path is the same code
-    numba = None
-
     def _jit(f):
         return f
 
@@ -363,7 +361,7 @@ SPIKE_CAP_FLOOR = 200_000  # ... but never below this many spikes per sample (a 
 
 
 def simulate_event(net: Network, events, indices=None, *, progress: bool = False, workers: int = 1,
-                   max_rate_hz: float = MAX_RATE_HZ) -> RunResult:
+                   max_rate_hz: float = MAX_RATE_HZ, method: str = "layers") -> RunResult:
     """Simulate ``events[indices]`` exactly, in continuous time.
 
     Parameters
@@ -375,12 +373,18 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
     indices : array of int, optional
         Which samples (default: all).
     workers : int
-        Processes to spread the samples over.
+        Samples run in parallel: threads of this process (``method="layers"``), processes (``"reference"``).
     max_rate_hz : float
         Stop with an error when one sample's spikes exceed this mean rate per hidden neuron (default 1000 Hz,
         what a 1 ms clock can give at most) and :data:`SPIKE_CAP_FLOOR` (200,000: below it a run is cheap at any
         rate). A network with no refractory period can fire without bound at fine time scales; an exact run of
         it is an event per spike and would not finish.
+    method : str
+        ``"layers"`` (default): the network layer by layer, decay factors shared by a layer's fan-out, crossings
+        ruled out by a bound before any root is sought (:mod:`bridge.event_layers`). ``"reference"``: one
+        event queue for the whole network, every neuron's closed form on its own (:func:`_simulate_sample`);
+        kept to check the default against. Both are exact; they agree bit for bit on the first layer and the
+        readout trace of feed-forward networks, and to 1e-12 ms elsewhere.
 
     Returns
     -------
@@ -400,9 +404,11 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
     indices = np.asarray(indices, dtype=np.int64)
     if events.n_units != net.n_inputs:
         raise EventsnnError(f"events have {events.n_units} units but the network has {net.n_inputs} inputs")
+    if method not in ("layers", "reference"):
+        raise EventsnnError(f"unknown event engine method {method!r}; choose 'layers' or 'reference'")
     workers = max(1, min(int(workers), len(indices)))
     t0 = time.perf_counter()
-    if workers > 1:
+    if workers > 1 and method == "reference":
         run = _in_workers(net, events, indices, workers, progress, max_rate_hz)
         run.attrs["wall_s"] = time.perf_counter() - t0
         return run
@@ -416,27 +422,34 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
     counted = net.readout in SPIKING_READOUTS
     spikes = [[] for _ in range(n_hidden)]
     trace = np.zeros((len(indices), K, net.n_outputs))
+    def done(pos, result):
+        lay, unit, tt, tr = result[:4]
+        if len(tt) >= cap:
+            raise EventsnnError(
+                f"sample {int(indices[pos])}: the exact run reached {cap} spikes by t = {tt.max():.1f} ms (more than "
+                f"{max_rate_hz:g} Hz per hidden neuron over the sample) and was stopped: without a clock "
+                "to cap it at one spike per step, this network fires without bound and an exact run would "
+                "take hours. Verify with --no-exact, or give the network a refractory period; "
+                "max_rate_hz raises the cap")
+        if counted:  # count readout: the trace is the output layer's cumulative spike count per training step
+            m = lay == n_hidden
+            trace[pos] = cumulative_counts(time_to_step(tt[m], net.dt_ms), unit[m], K, net.n_outputs)
+        else:
+            trace[pos] = tr
+        for li in range(n_hidden):
+            m = lay == li
+            spikes[li].append((np.full(int(m.sum()), pos), unit[m], tt[m]))
+        bar.update(1)
+
     with progress_bar(total=len(indices), desc="event engine", disable=not progress) as bar:
-        for pos, s in enumerate(indices):
-            t, u = events.sample(int(s))
-            arrivals = input_arrivals(net, np.asarray(t, np.float64) * 1e3, np.asarray(u, np.int64), T_end)
-            lay, unit, tt, tr = _simulate_sample(*arrivals, T_end, sample_t, *flat, cap)
-            if len(tt) >= cap:
-                raise EventsnnError(
-                    f"sample {int(s)}: the exact run reached {cap} spikes by t = {tt.max():.1f} ms (more than "
-                    f"{max_rate_hz:g} Hz per hidden neuron over the sample) and was stopped: without a clock "
-                    "to cap it at one spike per step, this network fires without bound and an exact run would "
-                    "take hours. Verify with --no-exact, or give the network a refractory period; "
-                    "max_rate_hz raises the cap")
-            if counted:  # count readout: the trace is the output layer's cumulative spike count per training step
-                m = lay == n_hidden
-                trace[pos] = cumulative_counts(time_to_step(tt[m], net.dt_ms), unit[m], K, net.n_outputs)
-            else:
-                trace[pos] = tr
-            for li in range(n_hidden):
-                m = lay == li
-                spikes[li].append((np.full(int(m.sum()), pos), unit[m], tt[m]))
-            bar.update(1)
+        if method == "layers":
+            from .event_layers import run_samples
+            run_samples(net, events, indices, flat, T_end, sample_t, cap, workers, done)
+        else:
+            for pos, s in enumerate(indices):
+                t, u = events.sample(int(s))
+                arrivals = input_arrivals(net, np.asarray(t, np.float64) * 1e3, np.asarray(u, np.int64), T_end)
+                done(pos, _simulate_sample(*arrivals, T_end, sample_t, *flat, cap))
     layers = []
     for li in range(n_hidden):
         parts = spikes[li]
@@ -460,7 +473,7 @@ def cumulative_counts(step: np.ndarray, unit: np.ndarray, K: int, n: int) -> np.
 
 def _part(args):
     net, events, max_rate_hz = args
-    return simulate_event(net, events, progress=False, workers=1, max_rate_hz=max_rate_hz)
+    return simulate_event(net, events, progress=False, workers=1, max_rate_hz=max_rate_hz, method="reference")
 
 
 def _in_workers(net, events, indices, workers, progress, max_rate_hz) -> RunResult:
