@@ -94,6 +94,12 @@ def _newton_root(kind, v0, I0, tm, ts, theta, lo, hi):
         nx = x - f / df if df != 0.0 else 0.5 * (lo + hi)
         if not (lo < nx < hi):
             nx = 0.5 * (lo + hi)
+        elif abs(nx - x) < 0.5 * XTOL_MS:
+            # converged from one side (Newton on a concave or convex stretch never crosses the root): probe just
+            # past it to close the bracket, instead of bisecting the far side down
+            nx = x + 0.5 * XTOL_MS if x == lo else x - 0.5 * XTOL_MS
+            if not (lo < nx < hi):
+                nx = 0.5 * (lo + hi)
         x = nx
     return hi  # the side where v >= theta (kind 0): a spike at exactly theta counts
 

@@ -88,16 +88,15 @@ def _advance(i, t, v, I, t_last, ref_until, inv_tm, inv_ts, shared, c):
 
 
 @_jit
-def _next_event(heap, arr_t, arr_kind, arr_j, arr_i, p, T_end, recurrent):
-    """The next event of this layer (the next feed-forward arrival, or the queue's first entry when the layer is
-    recurrent -- without recurrence the queue holds only looks at single neurons, which change no other one):
-    its time (``T_end`` when none); when it is a delivery to the whole layer, the row of the weights it adds
-    (else -1), and whether they are the recurrent ones."""
+def _next_event(dheap, arr_t, arr_kind, arr_j, arr_i, p, T_end):
+    """The next delivery to this layer -- the next feed-forward arrival or the first queued recurrent delivery,
+    the only events that change a neuron other than its own: its time (``T_end`` when none); when it reaches the
+    whole layer, the row of the weights it adds (else -1), and whether they are the recurrent ones."""
     n_arr = len(arr_t)
-    if recurrent and len(heap) > 0 and (p >= n_arr or not (arr_t[p], arr_kind[p], arr_j[p], arr_i[p], 0) < heap[0]):
-        top = heap[0]
+    if len(dheap) > 0 and (p >= n_arr or not (arr_t[p], arr_kind[p], arr_j[p], arr_i[p], 0) < dheap[0]):
+        top = dheap[0]
         if top[1] == _DELIVER_ALL:
-            return top[0], top[2], top[4] == 1
+            return top[0], top[2], True
         return top[0], -1, False
     if p < n_arr:
         return arr_t[p], arr_j[p] if arr_kind[p] == _DELIVER_ALL else -1, False
@@ -106,8 +105,10 @@ def _next_event(heap, arr_t, arr_kind, arr_j, arr_i, p, T_end, recurrent):
 
 @_jit
 def _schedule(heap, i, t, v, I, tm, ts, theta, version, T_end, W, rec_w, N, t_next, nxt_row, nxt_rec):
-    """Queue neuron i's next threshold crossing, or a look at it at its horizon ``t_next``: the next event that can
-    change it (:func:`_next_event`) -- unless that event is a delivery to i, which looks at it again anyway."""
+    """Queue neuron i's next threshold crossing, or a look at it at its horizon ``t_next``: the next delivery to the
+    layer (:func:`_next_event`), before which nothing changes it -- unless that delivery reaches i, which looks at
+    it again anyway. (A delivery queued later, from a crossing not yet known, comes to i, if at all, as a delivery
+    too: it looks at i again.)"""
     v0, I0, th = v[i], I[i], theta[i]
     if v0 < th and (I0 <= th or I0 <= v0):
         return  # never: the maximum of v is at most I, which only decays
@@ -197,15 +198,32 @@ def _lif_layer(arr_t, arr_kind, arr_j, arr_i, W, N, tm, ts, theta, tref, spiking
     next_sample = 0
     n_arr = len(arr_t)
     p = 0
-    # heap entries: (time, kind, source, target, version or recurrent tag); ties ordered as in the reference
+    # queue entries: (time, kind, source, target, version or recurrent tag), taken in the reference's order; the
+    # recurrent deliveries in a queue of their own (dheap), the looks at single neurons in another (heap)
     heap = [(0.0, 0, 0, 0, 0)]
     heap.pop()
-    while len(heap) > 0 or p < n_arr:
-        if p < n_arr and (len(heap) == 0 or (arr_t[p], arr_kind[p], arr_j[p], arr_i[p], 0) < heap[0]):
-            t, kind, src, tgt, ver = arr_t[p], arr_kind[p], arr_j[p], arr_i[p], 0
-            p += 1
+    dheap = [(0.0, 0, 0, 0, 0)]
+    dheap.pop()
+    while len(heap) > 0 or len(dheap) > 0 or p < n_arr:
+        src_q = 0  # where the next event is: 0 the arrivals, 1 heap, 2 dheap
+        if p < n_arr:
+            best = (arr_t[p], arr_kind[p], arr_j[p], arr_i[p], 0)
         else:
-            t, kind, src, tgt, ver = heapq.heappop(heap)
+            best = (math.inf, 0, 0, 0, 0)
+            src_q = -1
+        if len(heap) > 0 and (src_q < 0 or heap[0] < best):
+            best = heap[0]
+            src_q = 1
+        if len(dheap) > 0 and (src_q < 0 or dheap[0] < best):
+            best = dheap[0]
+            src_q = 2
+        if src_q == 0:
+            p += 1
+        elif src_q == 1:
+            heapq.heappop(heap)
+        else:
+            heapq.heappop(dheap)
+        t, kind, src, tgt, ver = best
         while next_sample < K and sample_t[next_sample] <= t:
             st = sample_t[next_sample]
             for i in range(N):
@@ -232,13 +250,13 @@ def _lif_layer(arr_t, arr_kind, arr_j, arr_i, W, N, tm, ts, theta, tref, spiking
                 v[i] = v[i] - theta[i] if subtract else 0.0
                 version[i] += 1
                 if recurrent:
-                    _push_own(heap, t, i, T_end, rec_kind, rec_d, N)
+                    _push_own(dheap, t, i, T_end, rec_kind, rec_d, N)
                 if tref[i] > 0.0:
                     ref_until[i] = t + tref[i]
                     if ref_until[i] < T_end:
                         heapq.heappush(heap, (ref_until[i], _REF_END, 0, i, version[i]))
                     continue
-            t_next, nxt_row, nxt_rec = _next_event(heap, arr_t, arr_kind, arr_j, arr_i, p, T_end, recurrent)
+            t_next, nxt_row, nxt_rec = _next_event(dheap, arr_t, arr_kind, arr_j, arr_i, p, T_end)
             _schedule(heap, i, t, v, I, tm, ts, theta, version, T_end, W, rec_w, N, t_next, nxt_row, nxt_rec)
             continue
         # a delivery of presynaptic neuron `src` (of the layer before, or of this layer when ver == 1)
@@ -247,7 +265,7 @@ def _lif_layer(arr_t, arr_kind, arr_j, arr_i, W, N, tm, ts, theta, tref, spiking
         # what comes next in this layer: nothing changes neuron i before it (a crossing this loop queues for
         # another neuron reaches i, if at all, by a delivery, which looks at i again); when it is a delivery to
         # i, i is looked at again then
-        t_next, nxt_row, nxt_rec = _next_event(heap, arr_t, arr_kind, arr_j, arr_i, p, T_end, recurrent)
+        t_next, nxt_row, nxt_rec = _next_event(dheap, arr_t, arr_kind, arr_j, arr_i, p, T_end)
         horizon = min(t_next, T_end) - t if t_next > t else math.inf
         if kind == _DELIVER_ALL and shared and (dense_rec[src] if ver == 1 else dense_ff[src]) and \
                 (t_next >= T_end or not spiking or
