@@ -16,11 +16,14 @@ decaying, ``v`` can reach ``theta`` only if ``I > theta`` and ``I > v`` now. The
 root of ``I - v``) is bracketed by doubling and found by Newton; if ``v(t*) >= theta`` the crossing is the
 root of ``v - theta`` on ``[0, t*]``, where ``v`` rises monotonically.
 
-Cost grows with the number of spikes and deliveries, not with the number of steps: one priority queue
-(a binary heap) of pending deliveries, threshold crossings and refractory ends per sample; the inner loop
-is compiled with numba (chosen over C++ through Brian2's toolchain because it compiles in seconds,
-needs no build directory, and runs the same code in tests and worker processes). Samples run in parallel
-over processes (``workers``).
+Cost grows with the number of spikes and deliveries, not with the number of steps. The default path
+(:mod:`bridge.event_layers`) runs the network layer by layer, shares decay factors over a layer's fan-out
+and rules crossings out by a bound before any root is sought; samples run in parallel threads
+(``workers``). The reference path below (``method="reference"``) keeps one priority queue (a binary heap)
+of pending deliveries, threshold crossings and refractory ends for the whole network per sample; the
+default is checked against it. Both are compiled with numba (chosen over C++ through Brian2's toolchain
+because it compiles once per machine, needs no build directory, and runs the same code in tests and worker
+processes), cached in the user's cache directory (:mod:`eventsnn.jit`).
 """
 from __future__ import annotations
 
@@ -466,8 +469,11 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
         smp, un, tt = smp[order], un[order], tt[order]
         layers.append(LayerSpikes(smp, un, time_to_step(tt, net.dt_ms), tt))
     pred = readout_scores(trace, net.readout).argmax(axis=1)
+    attrs = {"wall_s": time.perf_counter() - t0}
+    if workers > 1:
+        attrs["workers"] = workers  # threads over the samples
     return RunResult("event", 0.0, net.dt_ms, "exact", "exact", "cpu", net.readout, layers, trace, pred,
-                     events.labels[indices].copy(), indices, {"wall_s": time.perf_counter() - t0})
+                     events.labels[indices].copy(), indices, attrs)
 
 
 def cumulative_counts(step: np.ndarray, unit: np.ndarray, K: int, n: int) -> np.ndarray:

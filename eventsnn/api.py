@@ -212,10 +212,11 @@ def compare(a, b, tolerance=None) -> dict:
 
 
 def verify(network, events, out=None, *, dt=(1.0, 0.1, 0.01), probes="reverse", target="numpy", samples=None,
-           workers: int = 1, progress: bool = False) -> dict:
+           workers: int = 1, progress: bool = False, fine_samples: int | None = 16) -> dict:
     """Verify a network: the exact run, and torch and Brian2 at the training dt and finer, for the original
     inputs and each probe. Returns the report (see ``report.md``); with ``out`` the run files, report and figures
-    are kept there (and an interrupted verify resumes), otherwise they go to a temporary directory."""
+    are kept there (and an interrupted verify resumes), otherwise they go to a temporary directory. The runs
+    finer than the training dt take the first ``fine_samples`` samples (None: all)."""
     from .bridge.network import save_network
     from .events import save_events
     from .validation.verify import verify as _verify
@@ -228,7 +229,7 @@ def verify(network, events, out=None, *, dt=(1.0, 0.1, 0.01), probes="reverse", 
         if not isinstance(events, (str, Path)):
             save_events(_events(events), ev_f)
         return _verify(net_f, ev_f, d, dts=dt, probes=probes, target=target, samples=samples, workers=workers,
-                       progress=progress)
+                       progress=progress, fine_samples=fine_samples)
 
     if out is not None:
         return go(Path(out))
