@@ -225,10 +225,12 @@ def compare(a, b, tolerance=None) -> dict:
 
 
 def verify(network, events, out=None, *, dt=(1.0, 0.1, 0.01), probes="reverse", target="numpy", first=None,
-           workers: int = 1, progress: bool = False, event: bool = True, samples=None) -> dict:
+           workers: int = 1, progress: bool = False, event: bool = True, fine_samples: int | None = 16,
+           samples=None) -> dict:
     """Verify a network: the exact run, and torch and Brian2 at the training dt and finer, for the original
     inputs and each probe. Returns the report (see ``report.md``); with ``out`` the run files, report and figures
-    are kept there (and an interrupted verify resumes), otherwise they go to a temporary directory."""
+    are kept there (and an interrupted verify resumes), otherwise they go to a temporary directory. The runs
+    finer than the training dt take the first ``fine_samples`` samples (None: all)."""
     from eventsnn.bridge.network import save_network
     from eventsnn.data.events import save_events
     from eventsnn.validation.verify import verify as _verify
@@ -241,7 +243,7 @@ def verify(network, events, out=None, *, dt=(1.0, 0.1, 0.01), probes="reverse", 
         if not isinstance(events, (str, Path)):
             save_events(_events(events), ev_f)
         return _verify(net_f, ev_f, d, dts=dt, probes=probes, target=target, first=first, workers=workers,
-                       progress=progress, event=event)
+                       progress=progress, event=event, fine_samples=fine_samples)
 
     first = _renamed("samples", "first", samples, first, "verify")
 

@@ -353,7 +353,8 @@ def cmd_verify(a):
     if a.scheduler:
         check_scheduler(a.scheduler)
     report = verify(a.network, a.data, a.out, dts=a.dt, probes=a.probes, target=a.target, first=a.first,
-                    workers=a.workers, progress=not a.json, scheduler=a.scheduler, event=not a.no_event)
+                    workers=a.workers, progress=not a.json, scheduler=a.scheduler, event=not a.no_event,
+                    fine_samples=None if a.fine_samples == 0 else a.fine_samples)
     if a.json:
         _emit(report, True)
     else:
@@ -632,6 +633,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--target", default="numpy", choices=TARGETS, help="Brian2 code generation target")
     v.add_argument("--first", type=POS_INT, metavar="N", help="the first N samples only (default: all)")
     _renamed(v, "--samples", "--first", "first", type=POS_INT)
+    v.add_argument("--fine-samples", type=_number(int, 0), default=16, metavar="N",
+                   help="clock-driven runs finer than the training dt on the first N samples only (default 16; 0: "
+                        "all samples); the exact runs and the training-dt runs always take every sample")
     v.add_argument("--workers", type=POS_INT, default=1,
                    help="processes (a Dask LocalCluster): over runs when there are at least as many runs, else over "
                         "each run's samples")

@@ -1,11 +1,17 @@
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("EVENTSNN_PROGRESS", "0")
+if "EVENTSNN_CACHE_DIR" not in os.environ:  # numba kernels compile into a per-run cache (subprocesses share it)
+    os.environ["EVENTSNN_CACHE_DIR"] = tempfile.mkdtemp(prefix="eventsnn-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["EVENTSNN_CACHE_DIR"], True)
 
 from eventsnn.bridge.network import Layer, Network  # noqa: E402
 from eventsnn.data.events import Events  # noqa: E402

@@ -41,31 +41,43 @@ class RunSpec:
     inputs: str
     transform: str | None
     target: str
+    samples: int | None = None  # the first N samples only (None: all of the verification's samples)
 
     def key(self, net_sha, ev_sha, n_samples) -> str:
+        n = n_samples if self.samples is None else min(self.samples, n_samples)
         return json.dumps({"engine": self.engine, "dt_ms": self.dt_ms, "delays": self.delays, "inputs": self.inputs,
                            "transform": self.transform, "target": self.target if self.engine == "brian2" else "cpu",
-                           "network_sha256": net_sha, "events_sha256": ev_sha, "n_samples": n_samples},
+                           "network_sha256": net_sha, "events_sha256": ev_sha, "n_samples": n},
                           sort_keys=True)
 
+    def n(self, n_samples: int) -> int:
+        return n_samples if self.samples is None else min(self.samples, n_samples)
 
-def plan_runs(train_dt: float, dts: list[float], transforms: list, target: str, event: bool = True) -> list[RunSpec]:
-    """Every run of a verification: for the original inputs and each probe, the exact (event) run, then each
-    clock-driven engine at each dt (rounded delays and binned inputs at the training dt, exact ones finer)."""
+
+FINE_SAMPLES = 16  # default number of samples of the clock-driven runs finer than the training dt
+
+
+def plan_runs(train_dt: float, dts: list[float], transforms: list, target: str, event: bool = True,
+              fine_samples: int | None = None) -> list[RunSpec]:
+    """Every run of a verification: first the exact (event) runs, for the original inputs and each probe, on every
+    sample -- they cost the least and answer the most; then each clock-driven engine at each dt: at the training
+    dt (rounded delays, binned inputs) on every sample, finer (exact delays and inputs) on the first
+    ``fine_samples`` samples (None: every sample) -- a clock at 0.01 ms costs seconds per sample."""
     from eventsnn.bridge.engines import ENGINES
 
     clocked = [name for name, e in ENGINES.items() if e.clock]
+    tags = [None] + [t.name for t in transforms]
     specs = []
-    for tr in [None] + [t.name for t in transforms]:
+    if event:
+        specs += [RunSpec(f"event-{tr or 'none'}", "event", 0.0, "exact", "exact", tr, "cpu") for tr in tags]
+    for tr in tags:
         tag = tr or "none"
-        if event:
-            specs.append(RunSpec(f"event-{tag}", "event", 0.0, "exact", "exact", tr, "cpu"))
         for dt in sorted(set(dts), reverse=True):
             coarse = abs(dt - train_dt) < 1e-12
             mode = ("round", "binned") if coarse else ("exact", "exact")
             for engine in clocked:
                 specs.append(RunSpec(f"{engine}-dt{dt:g}-{tag}", engine, dt, *mode, tr,
-                                     target if engine == "brian2" else "cpu"))
+                                     target if engine == "brian2" else "cpu", None if coarse else fine_samples))
     return specs
 
 
@@ -109,7 +121,7 @@ def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> st
 
 def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", target="numpy",
            first: int | None = None, workers: int = 1, progress: bool = True, scheduler: str | None = None,
-           event: bool = True) -> dict:
+           event: bool = True, fine_samples: int | None = FINE_SAMPLES) -> dict:
     """Run every (engine, dt, probe) combination, write the run files, the report and the figures.
 
     Parameters
@@ -132,6 +144,10 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
         Include the exact event-driven runs (default). Their cost grows with the number of spikes, without the
         clock's cap of one spike per step: a network firing fast without a refractory period can make them the
         slowest part by far.
+    fine_samples : int or None
+        The clock-driven runs finer than the training dt simulate the first this many samples (default
+        :data:`FINE_SAMPLES`; the report names the number per run); None: every sample. The exact runs and the
+        runs at the training dt always take every sample.
 
     Returns
     -------
@@ -156,6 +172,8 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
             raise EventsnnError(f"--dt {d:g} is coarser than the training dt {net.dt_ms:g} ms")
         check_compatible(net, events, d, data=data_path, network=net_path)
     transforms = parse_probes(probes) if probes else []
+    if fine_samples is not None and int(fine_samples) < 1:
+        raise EventsnnError(f"--fine-samples must be at least 1, got {fine_samples}")
     n = len(events) if first is None else min(first, len(events))
     from eventsnn.data.events import bin_events, warn_merged
     merged = bin_events(events, net.dt_ms, np.arange(n)).binary()
@@ -167,15 +185,16 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
         shutil.rmtree(outdir / "build", ignore_errors=True)
         (outdir / "runs").mkdir(parents=True, exist_ok=True)
         return _verify_locked(net, net_path, data_path, outdir, dts, transforms, target, n, workers, progress,
-                              merged.merged, scheduler, event)
+                              merged.merged, scheduler, event, fine_samples)
 
 
 def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, target, n, workers, progress,
-                   merged_at_train_dt: int, scheduler: str | None = None, event: bool = True) -> dict:
+                   merged_at_train_dt: int, scheduler: str | None = None, event: bool = True,
+                   fine_samples: int | None = None) -> dict:
     from eventsnn.util.progress import progress_bar
 
     net_sha, ev_sha = sha256_file(net_path), sha256_file(data_path)
-    specs = plan_runs(net.dt_ms, dts, transforms, target, event)
+    specs = plan_runs(net.dt_ms, dts, transforms, target, event, fine_samples)
     todo = []
     for s in specs:
         key = s.key(net_sha, ev_sha, n)
@@ -186,17 +205,23 @@ def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, targ
                     continue
             except EventsnnError:
                 pass  # unreadable: recompute
-        todo.append((s, str(net_path), str(data_path), n, str(outdir), key))
-    # workers: over runs while there are enough of them (always on a given cluster), else over the samples of
-    # each run
+        todo.append((s, str(net_path), str(data_path), s.n(n), str(outdir), key))
+    # the exact runs first, here, their samples over `workers` threads (one compiled engine, no process start);
+    # then the clock-driven ones, with workers over runs while there are enough of them (always on a given
+    # cluster), else over the samples of each run
+    here = [t for t in todo if t[0].engine == "event" and scheduler is None]
+    todo = [t for t in todo if not (t[0].engine == "event" and scheduler is None)]
     over_runs = scheduler is not None or (workers > 1 and len(todo) >= workers)
     todo = [(*t, 1 if over_runs else workers) for t in todo]
     import time
     t0 = time.perf_counter()
     with progress_bar(total=len(specs), desc="verify runs", disable=not progress,
-                      initial=len(specs) - len(todo)) as bar, \
-            Pool(workers if over_runs else 1, scheduler) as pool:
-        pool.map(_execute, todo, bar)
+                      initial=len(specs) - len(todo) - len(here)) as bar:
+        for t in here:
+            _execute((*t, workers))
+            bar.update(1)
+        with Pool(workers if over_runs else 1, scheduler) as pool:
+            pool.map(_execute, todo, bar)
     shutil.rmtree(outdir / "build", ignore_errors=True)
     t1 = time.perf_counter()
     report = build_report(outdir, specs, net, n)
@@ -264,7 +289,10 @@ def build_report(outdir: Path, specs: list[RunSpec], net, n: int, chunk_spikes: 
     most ``chunk_spikes`` hidden spikes of any one run per chunk), so memory does not grow with the runs."""
     readers = {s.name: RunReader(outdir / "runs" / f"{s.name}.h5") for s in specs}
     ref_dt = net.dt_ms
-    per_sample = np.max([r.spikes_per_sample() for r in readers.values()], axis=0)
+    per_sample = np.zeros(n, np.int64)
+    for r in readers.values():  # runs on the first samples only (fine dt) add to those
+        sp = r.spikes_per_sample()[:n]
+        per_sample[:len(sp)] = np.maximum(per_sample[:len(sp)], sp)
     chunks = sample_chunks(per_sample, chunk_spikes)
     vs_ref = {s.name: RunComparison(ref_dt) for s in specs}
     vs_exact = {s.name: _vs_exact_comparisons(s.dt_ms, ref_dt) for s in specs
@@ -273,12 +301,22 @@ def build_report(outdir: Path, specs: list[RunSpec], net, n: int, chunk_spikes: 
     for lo, hi in chunks:
         for tag in tags:
             ref_name, exact_name = f"torch-dt{ref_dt:g}-{tag}", f"event-{tag}"
-            ref = readers[ref_name].read(lo, hi)
-            exact = readers[exact_name].read(lo, hi) if exact_name in readers else None
+            refs = {}  # (reference, exact) read up to each run's last sample in this chunk
+
+            def upto(h):
+                if h not in refs:
+                    refs[h] = (readers[ref_name].read(lo, h),
+                               readers[exact_name].read(lo, h) if exact_name in readers else None)
+                return refs[h]
+
             for s in specs:
                 if (s.transform or "none") != tag:
                     continue
-                r = ref if s.name == ref_name else exact if s.name == exact_name else readers[s.name].read(lo, hi)
+                h = min(hi, len(readers[s.name].labels))
+                if h <= lo:
+                    continue  # a run on the first samples only, done before this chunk
+                ref, exact = upto(h)
+                r = ref if s.name == ref_name else exact if s.name == exact_name else readers[s.name].read(lo, h)
                 vs_ref[s.name].add(ref, r)
                 for c in vs_exact.get(s.name, ()):
                     c.add(exact, r)
@@ -287,7 +325,8 @@ def build_report(outdir: Path, specs: list[RunSpec], net, n: int, chunk_spikes: 
         r = readers[s.name]
         cmp_ = vs_ref[s.name].result()
         rec = {"name": s.name, "engine": s.engine, "dt_ms": s.dt_ms, "delays": s.delays, "inputs": s.inputs,
-               "transform": s.transform, "target": str(r.header["target"]), "accuracy": r.accuracy,
+               "transform": s.transform, "target": str(r.header["target"]), "samples": len(r.labels),
+               "accuracy": r.accuracy,
                "agreement_with_torch": cmp_["prediction_agreement"],
                "spike_mismatch": (sum(L.get("exact_mismatch", 0) for L in cmp_["layers"])
                                   if abs(s.dt_ms - ref_dt) < 1e-12 else None),
@@ -309,10 +348,14 @@ def write_report(outdir: Path, report: dict) -> None:
     lines = ["# Verification report", "",
              f"{report['n_samples']} samples; training dt {report['train_dt_ms']:g} ms. Reference: torch at the "
              "training dt (rounded delays, binned inputs). Fine-dt runs use exact delays and unbinned inputs; "
-             "`event` is the exact continuous-time run (no time step).", "",
-             "| run | engine | dt (ms) | transform | accuracy | agreement with torch | exact spike mismatches | "
-             "matched spikes (layer 0, tol = train dt) | median abs shift (ms) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "`event` is the exact continuous-time run (no time step).", ""]
+    subset = sorted({r["samples"] for r in report["runs"] if r.get("samples", report["n_samples"]) < report["n_samples"]})
+    if subset:
+        lines += [f"Runs finer than the training dt simulate the first {', '.join(map(str, subset))} samples only "
+                  "(`--fine-samples`); their rows compare on those samples.", ""]
+    lines += ["| run | engine | dt (ms) | transform | accuracy | agreement with torch | exact spike mismatches | "
+              "matched spikes (layer 0, tol = train dt) | median abs shift (ms) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in report["runs"]:
         L0 = r["spike_timing"]["layers"][0] if r["spike_timing"]["layers"] else {}
         med = L0.get("median_abs_shift_ms")
@@ -418,7 +461,8 @@ def _figures(outdir: Path, report: dict) -> None:
     show = [(ref, "|", 12), (fine, "|", 8)] + ([(exact, ".", 6)] if exact else [])
     # the figures read only the first chunk of samples (the raster shows sample 0)
     readers = [RunReader(outdir / r["file"]) for r, _, _ in show]
-    hi = sample_chunks(np.max([rd.spikes_per_sample() for rd in readers], axis=0), CHUNK_SPIKES)[0][1]
+    m = min(len(rd.labels) for rd in readers)
+    hi = sample_chunks(np.max([rd.spikes_per_sample()[:m] for rd in readers], axis=0), CHUNK_SPIKES)[0][1]
     loaded = [(rd.read(0, hi), m, s) for rd, (_, m, s) in zip(readers, show)]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for run, marker, size in loaded:

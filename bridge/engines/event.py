@@ -16,11 +16,14 @@ decaying, ``v`` can reach ``theta`` only if ``I > theta`` and ``I > v`` now. The
 root of ``I - v``) is bracketed by doubling and found by Newton; if ``v(t*) >= theta`` the crossing is the
 root of ``v - theta`` on ``[0, t*]``, where ``v`` rises monotonically.
 
-Cost grows with the number of spikes and deliveries, not with the number of steps: one priority queue
-(a binary heap) of pending deliveries, threshold crossings and refractory ends per sample; the inner loop
-is compiled with numba (chosen over C++ through Brian2's toolchain because it compiles in seconds,
-needs no build directory, and runs the same code in tests and worker processes). Samples run in parallel
-over processes (``workers``).
+Cost grows with the number of spikes and deliveries, not with the number of steps. The default path
+(:mod:`bridge.event_layers`) runs the network layer by layer, shares decay factors over a layer's fan-out
+and rules crossings out by a bound before any root is sought; samples run in parallel threads
+(``workers``). The reference path below (``method="reference"``) keeps one priority queue (a binary heap)
+of pending deliveries, threshold crossings and refractory ends for the whole network per sample; the
+default is checked against it. Both are compiled with numba (chosen over C++ through Brian2's toolchain
+because it compiles once per machine, needs no build directory, and runs the same code in tests and worker
+processes), cached in the user's cache directory (:mod:`eventsnn.util.jit`).
 """
 from __future__ import annotations
 
@@ -37,11 +40,10 @@ from eventsnn.bridge.runfile import LayerSpikes, RunResult
 
 from eventsnn.bridge.engines import check_compatible
 from eventsnn.bridge.network import Network
-from eventsnn.util.jit import jit
+from eventsnn.util.jit import jit as _jit
 
 XTOL_MS = 1e-12
 
-_jit = jit
 _evolve_rates = _jit(evolve_rates)
 
 
@@ -89,6 +91,12 @@ def _newton_root(kind, v0, I0, tm, ts, theta, lo, hi):
         nx = x - f / df if df != 0.0 else 0.5 * (lo + hi)
         if not (lo < nx < hi):
             nx = 0.5 * (lo + hi)
+        elif abs(nx - x) < 0.5 * XTOL_MS:
+            # converged from one side (Newton on a concave or convex stretch never crosses the root): probe just
+            # past it to close the bracket, instead of bisecting the far side down
+            nx = x + 0.5 * XTOL_MS if x == lo else x - 0.5 * XTOL_MS
+            if not (lo < nx < hi):
+                nx = 0.5 * (lo + hi)
         x = nx
     return hi  # the side where v >= theta (kind 0): a spike at exactly theta counts
 
@@ -356,7 +364,7 @@ SPIKE_CAP_FLOOR = 200_000  # ... but never below this many spikes per sample (a 
 
 
 def simulate_event(net: Network, events, indices=None, *, progress: bool = False, workers: int = 1,
-                   max_rate_hz: float = MAX_RATE_HZ) -> RunResult:
+                   max_rate_hz: float = MAX_RATE_HZ, method: str = "layers") -> RunResult:
     """Simulate ``events[indices]`` exactly, in continuous time.
 
     Parameters
@@ -368,12 +376,18 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
     indices : array of int, optional
         Which samples (default: all).
     workers : int
-        Processes to spread the samples over.
+        Samples run in parallel: threads of this process (``method="layers"``), processes (``"reference"``).
     max_rate_hz : float
         Stop with an error when one sample's spikes exceed this mean rate per hidden neuron (default 1000 Hz,
         what a 1 ms clock can give at most) and :data:`SPIKE_CAP_FLOOR` (200,000: below it a run is cheap at any
         rate). A network with no refractory period can fire without bound at fine time scales; an exact run of
         it is an event per spike and would not finish.
+    method : str
+        ``"layers"`` (default): the network layer by layer, decay factors shared by a layer's fan-out, crossings
+        ruled out by a bound before any root is sought (:mod:`bridge.event_layers`). ``"reference"``: one
+        event queue for the whole network, every neuron's closed form on its own (:func:`_simulate_sample`);
+        kept to check the default against. Both are exact; they agree bit for bit on the first layer and the
+        readout trace of feed-forward networks, and to 1e-12 ms elsewhere.
 
     Returns
     -------
@@ -395,9 +409,11 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
         indices = np.arange(len(events))
     indices = np.asarray(indices, dtype=np.int64)
     check_compatible(net, events)
+    if method not in ("layers", "reference"):
+        raise EventsnnError(f"unknown event engine method {method!r}; choose 'layers' or 'reference'")
     workers = max(1, min(int(workers), len(indices)))
     t0 = time.perf_counter()
-    if workers > 1:
+    if workers > 1 and method == "reference":
         run = _in_workers(net, events, indices, workers, progress, max_rate_hz)
         run.attrs["wall_s"] = time.perf_counter() - t0
         return run
@@ -411,27 +427,34 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
     counted = net.readout in SPIKING_READOUTS
     spikes = [[] for _ in range(n_hidden)]
     trace = np.zeros((len(indices), K, net.n_outputs))
+    def done(pos, result):
+        lay, unit, tt, tr = result[:4]
+        if len(tt) >= cap:
+            raise EventsnnError(
+                f"sample {int(indices[pos])}: the exact run reached {cap} spikes by t = {tt.max():.1f} ms (more than "
+                f"{max_rate_hz:g} Hz per hidden neuron over the sample) and was stopped: without a clock "
+                "to cap it at one spike per step, this network fires without bound and an exact run would "
+                "take hours. Verify with --no-event, or give the network a refractory period; "
+                "max_rate_hz raises the cap")
+        if counted:  # count readout: the trace is the output layer's cumulative spike count per training step
+            m = lay == n_hidden
+            trace[pos] = cumulative_counts(time_to_step(tt[m], net.dt_ms), unit[m], K, net.n_outputs)
+        else:
+            trace[pos] = tr
+        for li in range(n_hidden):
+            m = lay == li
+            spikes[li].append((np.full(int(m.sum()), pos), unit[m], tt[m]))
+        bar.update(1)
+
     with progress_bar(total=len(indices), desc="event engine", disable=not progress) as bar:
-        for pos, s in enumerate(indices):
-            t, u = events.sample(int(s))
-            arrivals = input_arrivals(net, np.asarray(t, np.float64) * 1e3, np.asarray(u, np.int64), T_end)
-            lay, unit, tt, tr = _simulate_sample(*arrivals, T_end, sample_t, *flat, cap)
-            if len(tt) >= cap:
-                raise EventsnnError(
-                    f"sample {int(s)}: the exact run reached {cap} spikes by t = {tt.max():.1f} ms (more than "
-                    f"{max_rate_hz:g} Hz per hidden neuron over the sample) and was stopped: without a clock "
-                    "to cap it at one spike per step, this network fires without bound and an exact run would "
-                    "take hours. Verify with --no-event, or give the network a refractory period; "
-                    "max_rate_hz raises the cap")
-            if counted:  # count readout: the trace is the output layer's cumulative spike count per training step
-                m = lay == n_hidden
-                trace[pos] = cumulative_counts(time_to_step(tt[m], net.dt_ms), unit[m], K, net.n_outputs)
-            else:
-                trace[pos] = tr
-            for li in range(n_hidden):
-                m = lay == li
-                spikes[li].append((np.full(int(m.sum()), pos), unit[m], tt[m]))
-            bar.update(1)
+        if method == "layers":
+            from eventsnn.bridge.engines.event_layers import run_samples
+            run_samples(net, events, indices, flat, T_end, sample_t, cap, workers, done)
+        else:
+            for pos, s in enumerate(indices):
+                t, u = events.sample(int(s))
+                arrivals = input_arrivals(net, np.asarray(t, np.float64) * 1e3, np.asarray(u, np.int64), T_end)
+                done(pos, _simulate_sample(*arrivals, T_end, sample_t, *flat, cap))
     layers = []
     for li in range(n_hidden):
         parts = spikes[li]
@@ -442,8 +465,11 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
         smp, un, tt = smp[order], un[order], tt[order]
         layers.append(LayerSpikes(smp, un, time_to_step(tt, net.dt_ms), tt))
     pred = readout_scores(trace, net.readout).argmax(axis=1)
+    attrs = {"wall_s": time.perf_counter() - t0}
+    if workers > 1:
+        attrs["workers"] = workers  # threads over the samples
     return RunResult("event", 0.0, net.dt_ms, "exact", "exact", "cpu", net.readout, layers, trace, pred,
-                     events.labels[indices].copy(), indices, {"wall_s": time.perf_counter() - t0})
+                     events.labels[indices].copy(), indices, attrs)
 
 
 def cumulative_counts(step: np.ndarray, unit: np.ndarray, K: int, n: int) -> np.ndarray:
@@ -455,7 +481,7 @@ def cumulative_counts(step: np.ndarray, unit: np.ndarray, K: int, n: int) -> np.
 
 def _part(args):
     net, events, max_rate_hz = args
-    return simulate_event(net, events, progress=False, workers=1, max_rate_hz=max_rate_hz)
+    return simulate_event(net, events, progress=False, workers=1, max_rate_hz=max_rate_hz, method="reference")
 
 
 def _in_workers(net, events, indices, workers, progress, max_rate_hz) -> RunResult:

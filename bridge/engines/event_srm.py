@@ -42,15 +42,11 @@ from eventsnn.bridge.network import Network
 XTOL_MS = 1e-12
 _STACK = 512
 
-try:
-    import numba
-    from numba.extending import register_jitable
+from numba.extending import register_jitable
 
-    _jit = numba.njit(cache=True, nogil=True)
-    register_jitable(evolve_rates)  # so that the compiled eventsnn.srm.evolve can call it
-except ImportError:  # pragma: no cover - numba is a dependency; the pure-Python path is the same code
-    def _jit(f):
-        return f
+from eventsnn.util.jit import jit as _jit
+
+register_jitable(evolve_rates)  # so that the compiled eventsnn.model.srm.evolve can call it
 
 _evolve_lif = _jit(evolve_rates)
 _evolve_srm = _jit(evolve)

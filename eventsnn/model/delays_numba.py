@@ -1,10 +1,12 @@
 """numba kernels of the per-synapse delay taps on the CPU (imported on first use: numba compiles them once and
 caches them). Each parallel loop gives every thread rows that no other thread writes."""
 import numba
+
+from eventsnn.util.jit import njit
 import numpy as np
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def forward_kernel(b_idx, t_idx, i_idx, vals, taps, lo, out):  # pragma: no cover - compiled
     """``out[b, t + lo[i, j] + k, j] += vals * taps[k, i, j]`` for every input spike ``(b, t, i)``.
 
@@ -22,7 +24,7 @@ def forward_kernel(b_idx, t_idx, i_idx, vals, taps, lo, out):  # pragma: no cove
                     ob[t + lo[i, j] + k, j] += v * taps[k, i, j]
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def weight_grad_kernel(order, b_idx, t_idx, i_idx, vals, lo, grad, g_taps):  # pragma: no cover - compiled
     """``g_taps[k, i, j] += vals * grad[b, t + lo[i, j] + k, j]`` over the input spikes (``order`` sorts them by
     presynaptic neuron ``i``); ``grad`` ``[B, Tp, N_post]`` zero past step T."""
@@ -38,7 +40,7 @@ def weight_grad_kernel(order, b_idx, t_idx, i_idx, vals, lo, grad, g_taps):  # p
                     g_taps[k, i, j] += v * gb[t + lo[i, j] + k, j]
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def input_grad_kernel(g_t, taps, lo, T, B, out):  # pragma: no cover - compiled
     """``out[i, t*B + b] += sum_k sum_j taps[k, i, j] * g_t[j, (t + lo[i, j] + k)*B + b]``.
 
@@ -62,7 +64,7 @@ def input_grad_kernel(g_t, taps, lo, T, B, out):  # pragma: no cover - compiled
                     row[m] += w0 * src[off + m]
 
 
-@numba.njit(cache=True)
+@njit
 def _starts(sorted_keys, n):  # pragma: no cover - compiled
     """CSR offsets of sorted integer keys in ``[0, n)``."""
     starts = np.zeros(n + 1, np.int64)
@@ -73,7 +75,7 @@ def _starts(sorted_keys, n):  # pragma: no cover - compiled
     return starts
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def sparse_rows_matmul(b_idx, t_idx, i_idx, vals, w, out):  # pragma: no cover - compiled
     """``out[b, t, :] += vals * w[i, :]`` for every nonzero input ``(b, t, i)`` (sorted by sample ``b``)."""
     B = out.shape[0]
@@ -87,7 +89,7 @@ def sparse_rows_matmul(b_idx, t_idx, i_idx, vals, w, out):  # pragma: no cover -
                 row[j] += v * wi[j]
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def sparse_rows_weight_grad(b_idx, t_idx, i_idx, vals, grad, partial):  # pragma: no cover - compiled
     """``g_w[i, :] += vals * grad[b, t, :]`` over the nonzero inputs (sorted by sample ``b``); returns ``g_w``.
 
@@ -111,7 +113,7 @@ def sparse_rows_weight_grad(b_idx, t_idx, i_idx, vals, grad, partial):  # pragma
     return out
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def axonal_input_grad(G, lo, w0, w1, out):  # pragma: no cover - compiled
     """``out[b, t, i] = w0[i] * G[b, t + lo[i], i] + w1[i] * G[b, t + lo[i] + 1, i]`` (zero past the end):
     the input gradient of axonal interpolated delays, ``G = grad @ W^T`` ``[B, T, N_pre]``."""

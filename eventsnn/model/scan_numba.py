@@ -10,12 +10,14 @@ Same per-step arithmetic, in the same order, as :func:`eventsnn.model.scan._scan
   call per step for its group, and the elementwise work follows it.
 """
 import numba
+
+from eventsnn.util.jit import njit
 import numpy as np
 
 from eventsnn.model.surrogates import ATAN, FAST_SIGMOID, MULTI_GAUSSIAN_H, MULTI_GAUSSIAN_S
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def scan_forward(F, a, b, k, theta, R, rec_w, rec_d, spiking, subtract, use_ref, keep_I,
                  out, v_pre, held, I_hist):  # pragma: no cover - compiled; tested through eventsnn.model.scan
     """``out`` (spikes, or the trace of a readout), ``v_pre``, ``held`` and ``I_hist`` ``[B, T, N]`` are written."""
@@ -79,7 +81,7 @@ def scan_forward(F, a, b, k, theta, R, rec_w, rec_d, spiking, subtract, use_ref,
 
 
 
-@numba.njit(cache=True, inline="always")
+@njit(inline="always")
 def _surrogate(x, kind, slope):  # pragma: no cover - compiled
     """:func:`eventsnn.model.scan.surrogate_derivative` for one value; ``kind``: an id of
     :mod:`eventsnn.model.surrogates`."""
@@ -97,7 +99,7 @@ def _surrogate(x, kind, slope):  # pragma: no cover - compiled
             - MULTI_GAUSSIAN_H * c / wide * np.exp(-(x + sigma) ** 2 / (2 * wide * wide)))
 
 
-@numba.njit(cache=True, inline="always")
+@njit(inline="always")
 def _adjoint_step(s_, n, lv, lI, gs, out, v_pre, theta, kind, slope, held, a, b, k, spiking, subtract, use_ref,
                   keep_lvp, dF, lvp_hist):  # pragma: no cover - compiled
     """One reverse step for one sample, given ``gs`` (``dL/ds_n`` for a spiking layer, ``dL/dout_n`` else)."""
@@ -119,7 +121,7 @@ def _adjoint_step(s_, n, lv, lI, gs, out, v_pre, theta, kind, slope, held, a, b,
             lI[j] = k[j] * lvp + b[j] * lI[j]
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def scan_backward(gout, out, v_pre, theta, kind, slope, held, a, b, k, spiking, subtract, use_ref, keep_lvp,
                   dF, lvp_hist):  # pragma: no cover - compiled
     """Reverse scan without recurrence: whole samples per thread; writes ``dF`` and (``keep_lvp``) ``lvp_hist``."""
@@ -134,7 +136,7 @@ def scan_backward(gout, out, v_pre, theta, kind, slope, held, a, b, k, spiking, 
                           subtract, use_ref, keep_lvp, dF, lvp_hist)
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def scan_backward_recurrent(gout, out, v_pre, theta, kind, slope, held, a, b, k, rec_wt, rec_d, subtract, use_ref,
                             n_chunks, keep_lvp, dF, lvp_hist):  # pragma: no cover - compiled
     """Reverse scan of a recurrent spiking layer. Samples are independent, so the batch is cut into ``n_chunks``

@@ -4,10 +4,12 @@ Same per-step arithmetic, in the same order, as :func:`eventsnn.srm_layer._srm_a
 independent, so each thread runs whole samples through time.
 """
 import numba
+
+from eventsnn.util.jit import njit
 import numpy as np
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def srm_forward(F, a, k, ar, kr, jump, theta, out, u_hist):  # pragma: no cover - compiled; tested via srm_layer
     """``out`` (spikes) and ``u_hist`` (the potential before the threshold) ``[B, T, N]`` are written."""
     B, T, N = F.shape

@@ -1,0 +1,46 @@
+"""verify at test-set scale: the exact runs first on every sample, the clock-driven runs finer than the training dt
+on the first N samples only (named in the report), compared on those samples."""
+import json
+
+import numpy as np
+
+from eventsnn.bridge import save_network
+from eventsnn.data.events import save_events
+from eventsnn.bridge.runfile import load_run
+from eventsnn.data.transforms import parse_probes
+from eventsnn.validation.verify import plan_runs
+from tests.conftest import random_events, random_network, run_cli
+
+
+def test_plan_puts_the_exact_runs_first_and_fine_runs_on_a_subset():
+    specs = plan_runs(1.0, [1.0, 0.1], parse_probes("reverse"), "numpy", fine_samples=8)
+    assert [s.engine for s in specs[:3]] == ["event"] * 3 and all(s.engine != "event" for s in specs[3:])
+    for s in specs:
+        assert s.samples == (8 if s.dt_ms == 0.1 else None), s.name
+    assert specs[-1].n(100) == 8 and specs[-1].n(5) == 5 and specs[0].n(100) == 100
+
+
+def test_verify_fine_dt_runs_on_the_first_samples_only(tmp_path):
+    net, ev = random_network(11), random_events(11, n_samples=6)
+    save_network(net, tmp_path / "net.h5")
+    save_events(ev, tmp_path / "ev.h5")
+    out = tmp_path / "rep"
+    p = run_cli("verify", tmp_path / "net.h5", "--data", tmp_path / "ev.h5", "--dt", "1,0.25", "--probes", "",
+                "--fine-samples", "2", "--workers", "2", "--out", out, "--json")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(p.stdout)
+    runs = {r["name"]: r for r in rep["runs"]}
+    assert {n: r["samples"] for n, r in runs.items()} == {
+        "event-none": 6, "torch-dt1-none": 6, "brian2-dt1-none": 6, "torch-dt0.25-none": 2, "brian2-dt0.25-none": 2}
+    assert load_run(out / runs["torch-dt0.25-none"]["file"]).sample_index.tolist() == [0, 1]
+    # compared with the exact run on those two samples only
+    exact = load_run(out / runs["event-none"]["file"])
+    for li, L in enumerate(runs["brian2-dt0.25-none"]["vs_exact"]["layers"]):
+        assert L["n_exact"] == int(np.sum(exact.layers[li].sample < 2)) > 0
+    assert runs["brian2-dt1-none"]["spike_mismatch"] == 0
+    assert "first 2 samples only" in (out / "report.md").read_text()
+    # 0: every sample
+    p = run_cli("verify", tmp_path / "net.h5", "--data", tmp_path / "ev.h5", "--dt", "1,0.25", "--probes", "",
+                "--fine-samples", "0", "--out", tmp_path / "all", "--json")
+    assert p.returncode == 0, p.stderr
+    assert {r["samples"] for r in json.loads(p.stdout)["runs"]} == {6}
