@@ -83,11 +83,9 @@ def _grid(ev: Events, what: str, need_bins: bool) -> tuple[float, int]:
     return w, n_steps(ev.duration_ms, w)
 
 
-def _on_grid(ev: Events, w: float, T: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each spike's slot (0..T-1) and its position inside the slot (ms), which a moved spike keeps."""
-    t_ms = ev.times * 1e3
-    slot = np.clip(time_to_step(t_ms, w), 0, T - 1)
-    return slot, t_ms - slot * w
+def _on_grid(ev: Events, w: float, T: int) -> np.ndarray:
+    """Each spike's slot (0..T-1)."""
+    return np.clip(time_to_step(ev.times * 1e3, w), 0, T - 1)
 
 
 def _groups(ev: Events) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -114,9 +112,12 @@ def _chunks(gid: np.ndarray, order: np.ndarray, T: int):
         yield a, min(C, G - a), order[lo:hi]
 
 
-def _from_grid(ev: Events, slot, phase, w: float, keep=None) -> Events:
-    """Events with spikes at ``slot * w + phase`` ms (kept inside the sample), dropping ``~keep``."""
-    t = np.minimum((slot * w + phase) * 1e-3, np.nextafter(ev.duration_s, 0))
+def _from_grid(ev: Events, slot, new, w: float, keep=None) -> Events:
+    """Events with each spike moved from ``slot`` to ``new`` (keeping its position inside the slot; kept inside
+    the sample), dropping ``~keep``."""
+    moved = new != slot
+    t = ev.times.copy()
+    t[moved] = np.minimum(t[moved] + (new[moved] - slot[moved]) * w * 1e-3, np.nextafter(ev.duration_s, 0))
     s, u = ev.sample_index(), ev.units
     if keep is not None:
         s, t, u = s[keep], t[keep], u[keep]
@@ -180,7 +181,7 @@ class Jitter:
                 dt = rng.normal(0, self.sigma, (len(ev), ev.n_units))[s, ev.units]
             return _rebuild(ev, s, ev.times + (dt + self.offset) * 1e-3, ev.units.copy())
         w, T = _grid(ev, "jitter", need_bins=True)
-        slot, phase = _on_grid(ev, w, T)
+        slot = _on_grid(ev, w, T)
         gid, rank, order = _groups(ev)
         keep = np.ones(len(slot), bool)
         new = slot.copy()
@@ -216,7 +217,7 @@ class Jitter:
                         free = ~occ[g, slot[pending]]
                         occ[g[free], slot[pending][free]] = True
                         keep[pending[~free]] = False
-        out = _from_grid(ev, new, phase, w, keep)
+        out = _from_grid(ev, slot, new, w, keep)
         out.meta["jitter_merged_spikes"] = int(out.meta.get("jitter_merged_spikes", 0)) + int((~keep).sum())
         return out
 
@@ -252,8 +253,9 @@ class RandomizeTiming:
     padded raster) or 1 ms (the synthetic tasks); a moved spike keeps its position inside its slot.
 
     * ``rule="floor"`` (their synthetic tasks, ``partial_randomize_spike_train`` of ``isi_delay.py``): in every
-      sample, each unit moves floor(f * n) of its n spikes, chosen at random without replacement, to slots free of
-      its other spikes, uniformly (their rejection draws; at most 50 draws per spike, then the spike is lost).
+      sample, each unit moves k = floor(f * n) of its n spikes, chosen at random without replacement: they leave
+      their slots, then uniform draws fill slots free of the unit's spikes until it has n again (at most 50 k draws
+      per unit, after which the rest are lost).
     * ``rule="each"`` (their speech scripts, ``shd_train.py`` and the SSC ``data_*_pre.py``): each spike, in time
       order within its unit, moves with probability f: its slot is freed and up to 50 uniform draws look for a
       slot free of the unit's spikes; a spike that finds none is lost.
@@ -275,7 +277,7 @@ class RandomizeTiming:
     def __call__(self, ev: Events) -> Events:
         rng = np.random.default_rng(self.seed)
         w, T = _grid(ev, "randomize", need_bins=False)
-        slot, phase = _on_grid(ev, w, T)
+        slot = _on_grid(ev, w, T)
         gid, rank, order = _groups(ev)
         if self.rule == "floor":
             n = np.bincount(gid)[gid] if len(gid) else np.zeros(0, np.int64)
@@ -295,13 +297,21 @@ class RandomizeTiming:
                 bounds = np.searchsorted(rank[idx], np.arange(int(rank[idx].max()) + 2))
                 rounds = [idx[bounds[j]:bounds[j + 1]] for j in range(len(bounds) - 1)]
             for pending in rounds:
-                if self.rule == "each":
+                if self.rule == "each":  # up to 50 draws for each spike
                     pending = pending[move[pending]]
                     np.add.at(occ, (gid[pending] - a, slot[pending]), -1)
-                for _ in range(self.TRIES):
+                    budget = np.zeros(c, np.int64)
+                    budget[gid[pending] - a] = self.TRIES
+                else:  # 50 draws per moved spike, shared by the unit's moved spikes (their loop)
+                    budget = np.bincount(gid[pending] - a, minlength=c) * self.TRIES
+                while len(pending):
+                    g = gid[pending] - a
+                    has = budget[g] > 0
+                    keep[pending[~has]] = False  # no draw left: the spike is lost
+                    pending, g = pending[has], g[has]
                     if not len(pending):
                         break
-                    g = gid[pending] - a
+                    np.subtract.at(budget, g, 1)
                     cand = rng.integers(0, T, len(pending))
                     ok = np.flatnonzero(occ[g, cand] == 0)
                     ok = ok[np.unique(g[ok] * T + cand[ok], return_index=True)[1]]  # one spike per free slot
@@ -310,8 +320,7 @@ class RandomizeTiming:
                     left = np.ones(len(pending), bool)
                     left[ok] = False
                     pending = pending[left]
-                keep[pending] = False
-        out = _from_grid(ev, new, phase, w, keep)
+        out = _from_grid(ev, slot, new, w, keep)
         out.meta["randomize_lost_spikes"] = int(out.meta.get("randomize_lost_spikes", 0)) + int((~keep).sum())
         return out
 
