@@ -134,10 +134,12 @@ def load_config(path, quick: bool = False) -> SweepConfig:
         if not v:
             raise fail(path, f"transforms.{k}: empty list")
         try:
-            for level in v:
-                _transform(k, level, 0)
+            ts = [_transform(k, level, 0) for level in v]
         except EventsnnError as e:
             raise fail(path, f"transforms.{k}: {e}") from None
+        if d.task is not None and getattr(ts[0], "unit", "ms") == "bins":
+            raise fail(path, f"transforms.{k}: in bins, but data.task {d.task} makes events on a 1 ms grid without "
+                             "bins; give it in ms, or use data.prepared (eventsnn data prepare)")
     if not cfg.models:
         raise fail(path, "models: at least one model")
     for name, m in cfg.models.items():

@@ -227,13 +227,15 @@ def test_paper_synthetic_configs_run_quick(config, tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)["ran"] == 0
 
 
-@pytest.mark.parametrize("variant", ["whole", "part", "norm"])
-def test_paper_speech_configs_run_quick(variant, official, tmp_path):
+@pytest.mark.parametrize("config", ["shd_whole", "shd_part", "shd_norm", "shd_part_jitter", "shd_part_jitter_neuron",
+                                    "shd_part_delete"])
+def test_paper_speech_configs_run_quick(config, official, tmp_path):
     tr, te = official
+    variant = config.split("_")[1]
     data = tmp_path / f"shd_{variant}"
     assert run_cli("data", "prepare", "shd", "--train", tr, "--test", te, "--variant", variant,
                    "--out", data).returncode == 0
-    cfg = yaml.safe_load((PAPER / f"shd_{variant}.yaml").read_text())
+    cfg = yaml.safe_load((PAPER / f"{config}.yaml").read_text())
     cfg["data"]["prepared"] = str(data)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "sweep"
@@ -246,6 +248,8 @@ def test_paper_speech_configs_run_quick(variant, official, tmp_path):
         assert v["brian2-dt14.1414-none"]["agreement_with_torch"] == 1.0
         assert v["brian2-dt14.1414-none"]["spike_mismatch"] == 0
         assert "event-none" in v and "brian2-dt14.1414-reverse-window" in v
+    levels = {tuple(x["cell"]["transforms"].items()) for x in rows}  # each level retrained, both models
+    assert len(rows) == 2 * len(levels) == 2 * max(1, len(cfg["quick"].get("transforms", {None: [0]}).popitem()[1]))
 
 
 def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
@@ -278,7 +282,7 @@ def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
     r = run_cli("sweep", tmp_path / "c.yaml", "--out", out, "--quick", "--json")  # nothing left to do
     assert json.loads(r.stdout)["verified"] == 0 and json.loads(r.stdout)["ran"] == 0
     # a seed added and a grid value dropped: only the new seed's cells train; the table shows the config's grid
-    cfg["seeds"] = [0, 1]
+    cfg["quick"]["seeds"] = [0, 1]
     cfg["quick"]["data"]["grid"]["overlap"] = [0.0]
     del cfg["verify"]
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
@@ -313,6 +317,11 @@ def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
     (lambda c: c.update(probes=["wobble"]), "probes: unknown probe 'wobble'"),
     (lambda c: c["figure"].update(x="nothing"), "figure.x: 'nothing' is not swept"),
     (lambda c: c.update(extra=1), "extra: Extra inputs are not permitted"),
+    (lambda c: c.update(transforms={"jitter:bins": [1]}), "transforms.jitter:bins: transform 'jitter:bins': write "
+                                                            "it as a probe with * where the level goes"),
+    (lambda c: c.update(transforms={"randomize": [2]}), "transforms.randomize: randomised fraction must be in [0, 1]"),
+    (lambda c: c.update(transforms={"jitter:*bins": [1]}), "transforms.jitter:*bins: in bins, but data.task "
+                                                             "paper-coincidence makes events on a 1 ms grid"),
 ])
 def test_sweep_config_errors_are_one_line_and_write_nothing(mutate, message, tmp_path):
     cfg = yaml.safe_load((PAPER / "coincidence_overlap.yaml").read_text())
