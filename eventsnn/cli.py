@@ -484,7 +484,7 @@ class _VersionAction(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
     from eventsnn.bridge.engines import ENGINES, TARGETS
-    from eventsnn.data.datasets import TASK_NAMES
+    from eventsnn.data.datasets import DEFAULTS, TASK_NAMES
 
     p = _Parser(prog="eventsnn", description="Train timing-based spiking networks and verify them in Brian2 at "
                 "fine time resolution.")
@@ -508,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--task-seed", type=SEED, default=0, help="seed of the class structure (keep equal across splits)")
     m.add_argument("--units", type=POS_INT, help="input units (default: isi 10, polychrony 20, coincidence 30)")
     m.add_argument("--classes", type=POS_INT, help="classes (default: isi 4, polychrony 4, coincidence 3)")
-    m.add_argument("--duration-ms", type=POS_FLOAT, help="sample duration in ms (default: 100)")
+    m.add_argument("--duration-ms", type=POS_FLOAT, help="sample duration in ms (default: " + ", ".join(
+        f"{t} {DEFAULTS[t]['duration_ms']:g}" for t in TASK_NAMES) + ")")
     m.add_argument("--jitter-ms", type=NONNEG_FLOAT, default=0.0, help="Gaussian jitter added to every spike (ms)")
     m.add_argument("--overlap", type=PROB, help="coincidence tasks only: 0 (easy) .. 1 (chance) (default: 0); for "
                                                 "paper-coincidence the overlap of the on/off count distributions")

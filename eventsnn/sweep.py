@@ -31,17 +31,12 @@ from eventsnn.bridge.engines import TARGETS
 from eventsnn.util import jsonio
 
 def _transform(name: str, level: float, seed: int):
-    """A retrain-at-each-level transform: ``randomize`` (fraction f of each unit's spikes moved, counts kept),
-    ``jitter`` / ``jitter_neuron`` (Gaussian, ms, per spike / per unit) or ``delete`` (probability p)."""
-    from eventsnn.data.transforms import Delete, Jitter, RandomizeTiming
+    """A retrain-at-each-level transform: ``name`` is a transform spelling with ``*`` for the level
+    (:func:`eventsnn.transforms.level_transform`: ``randomize``, ``randomize-each:*``, ``jitter:*bins``,
+    ``jitter-neuron:*bins+20bins``, ``delete``, ...)."""
+    from eventsnn.data.transforms import level_transform
 
-    if name == "randomize":
-        return RandomizeTiming(level, seed=seed)
-    if name == "jitter":
-        return Jitter(level, seed=seed)
-    if name == "jitter_neuron":
-        return Jitter(level, per="neuron", seed=seed)
-    return Delete(level, seed=seed)
+    return level_transform(name, level, seed)
 
 
 class DataSpec(BaseModel):
@@ -76,8 +71,9 @@ class SweepConfig(BaseModel):
     name: str
     description: str = ""
     data: DataSpec
-    transforms: dict[Literal["randomize", "jitter", "jitter_neuron", "delete"], list[float]] = Field(
-        default_factory=dict, description="applied to train, validation and test (retrain at each level)")
+    transforms: dict[str, list[float]] = Field(
+        default_factory=dict, description="applied to train, validation and test (retrain at each level); keys: a "
+                                          "transform with * for the level, e.g. jitter:*bins, randomize-each:*")
     models: dict[str, dict] = Field(default_factory=lambda: {"none": {"delays": "none"},
                                                              "axonal": {"delays": "axonal"}})
     train: dict = Field(default_factory=dict, description="training settings shared by all cells (TrainConfig)")
@@ -140,6 +136,13 @@ def load_config(path, quick: bool = False) -> SweepConfig:
     for k, v in cfg.transforms.items():
         if not v:
             raise fail(path, f"transforms.{k}: empty list")
+        try:
+            ts = [_transform(k, level, 0) for level in v]
+        except EventsnnError as e:
+            raise fail(path, f"transforms.{k}: {e}") from None
+        if d.task is not None and getattr(ts[0], "unit", "ms") == "bins":
+            raise fail(path, f"transforms.{k}: in bins, but data.task {d.task} makes events on a 1 ms grid without "
+                             "bins; give it in ms, or use data.prepared (eventsnn data prepare)")
     if not cfg.models:
         raise fail(path, "models: at least one model")
     for name, m in cfg.models.items():
@@ -285,7 +288,9 @@ def _run_cell(job: dict) -> dict:
            "best_epoch": model.summary.get("best_epoch"), "epochs_run": model.summary.get("epochs_run"),
            "n_train": model.summary.get("n_train"), "n_val": model.summary.get("n_val"), "n_test": len(test_ev),
            "n_classes": int(test_ev.n_classes), "chance": float(np.bincount(test_ev.labels).max() / len(test_ev)),
-           "train_seconds": model.summary.get("seconds")}
+           "train_seconds": model.summary.get("seconds"),
+           # the epoch cap reached while validation still improved (the warning says so too): train longer
+           "still_improving": bool(model.summary.get("still_improving", False))}
     dt = model.config.dt_ms
     probes = {}
     net = model.model.eval()
@@ -453,12 +458,20 @@ def _sd(v) -> float:
     return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
 
 
-def _probe_order(name: str):
-    kind, _, level = name.rpartition("-")
+def _probe_level(name: str) -> tuple[str, float] | None:
+    """(kind, level) of a probe's name (``jitter-5ms`` -> ("jitter", 5.0), ``jitter-5bins`` -> ("jitter", 5.0)), or
+    None for a probe without a level."""
+    import re
+    m = re.fullmatch(r"(.+)-([0-9.e+-]+?)(ms|bins)?(\+.*)?", name)
     try:
-        return (kind, float(level.removesuffix("ms")), "")
+        return (m.group(1), float(m.group(2))) if m else None
     except ValueError:
-        return (name, 0.0, name)
+        return None
+
+
+def _probe_order(name: str):
+    got = _probe_level(name)
+    return (got[0], got[1], "") if got else (name, 0.0, name)
 
 
 def summarize(cfg: SweepConfig, results: list[dict], out: Path) -> dict:
@@ -518,8 +531,8 @@ def _figure(cfg: SweepConfig, results: list[dict], out: Path) -> Path:
             label = model + "".join(f", {a}={p[a]:g}" for a in others if a in p)
             if x.startswith("probe:"):
                 kind = x.split(":", 1)[1]
-                pts = [(float(k.split("-")[-1].rstrip("ms")), v) for k, v in r.get("probes", {}).items()
-                       if k.rsplit("-", 1)[0] == kind]
+                pts = [(_probe_level(k)[1], v) for k, v in r.get("probes", {}).items()
+                       if _probe_level(k) and _probe_level(k)[0] == kind]
                 pts.append((0.0, r["test_acc"]))
             else:
                 pts = [(float(p[x]), r["test_acc"])]

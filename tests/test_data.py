@@ -162,16 +162,24 @@ def test_norm_readers_mat_and_h5(tmp_path):
     Y = np.array([0, 1, 1])
     savemat(tmp_path / "shd_norm.mat", {"X": X, "Y": Y})
     ev = load_norm(tmp_path / "shd_norm.mat")
-    assert ev.n_units == 4 and len(ev) == 3 and ev.duration_s == pytest.approx(1.4)
+    # both released files are the authors' raster: np.digitize on 100 edges over 1.4 s, bins of 1400/99 ms
+    w = 1400 / 99
+    assert ev.n_units == 4 and len(ev) == 3 and ev.duration_s == pytest.approx(100 * w * 1e-3)
+    assert ev.meta["bin_ms"] == pytest.approx(w)
     t, u = ev.sample(0)
-    # one spike at the centre of bin 10 (14 ms bins): 147 ms; two spread in bin 99: 99*14 + 3.5 and + 10.5
-    assert np.allclose(t * 1e3, [147.0, 1389.5, 1396.5]) and u.tolist() == [1, 2, 2]
+    # one spike at the centre of bin 10; two spread evenly in bin 99 (at 1/4 and 3/4 of it)
+    assert np.allclose(t * 1e3, [10.5 * w, 99.25 * w, 99.75 * w]) and u.tolist() == [1, 2, 2]
     np.testing.assert_array_equal(ev.counts().sum(1), X.sum((1, 2)))
     with h5py.File(tmp_path / "ssc_norm.h5", "w") as f:
         f["X"] = X
         f["Y"] = Y
-    ev2 = load_norm(tmp_path / "ssc_norm.h5")
-    assert ev2.duration_s == pytest.approx(1.0)
+    ev2 = load_norm(tmp_path / "ssc_norm.h5")  # SSC-norm: the same 1.4 s in 100 bins (not 1 s)
+    assert ev2.duration_s == pytest.approx(ev.duration_s) and ev2.meta["bin_ms"] == pytest.approx(w)
+    np.testing.assert_array_equal(ev2.times, ev.times)
+    with h5py.File(tmp_path / "fifty.h5", "w") as f:  # the width follows the file's number of bins
+        f["X"] = X[:, :, :50]
+        f["Y"] = Y
+    assert load_norm(tmp_path / "fifty.h5").meta["bin_ms"] == pytest.approx(1400 / 49)
     p = run_cli("data", "info", tmp_path / "ssc_norm.h5", "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["samples"] == 3

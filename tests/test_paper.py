@@ -226,13 +226,15 @@ def test_paper_synthetic_configs_run_quick(config, tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)["ran"] == 0
 
 
-@pytest.mark.parametrize("variant", ["whole", "part", "norm"])
-def test_paper_speech_configs_run_quick(variant, official, tmp_path):
+@pytest.mark.parametrize("config", ["shd_whole", "shd_part", "shd_norm", "shd_part_jitter", "shd_part_jitter_neuron",
+                                    "shd_part_delete"])
+def test_paper_speech_configs_run_quick(config, official, tmp_path):
     tr, te = official
+    variant = config.split("_")[1]
     data = tmp_path / f"shd_{variant}"
     assert run_cli("data", "prepare", "shd", "--train", tr, "--test", te, "--variant", variant,
                    "--out", data).returncode == 0
-    cfg = yaml.safe_load((PAPER / f"shd_{variant}.yaml").read_text())
+    cfg = yaml.safe_load((PAPER / f"{config}.yaml").read_text())
     cfg["data"]["prepared"] = str(data)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "sweep"
@@ -245,6 +247,8 @@ def test_paper_speech_configs_run_quick(variant, official, tmp_path):
         assert v["brian2-dt14.1414-none"]["agreement_with_torch"] == 1.0
         assert v["brian2-dt14.1414-none"]["spike_mismatch"] == 0
         assert "event-none" in v and "brian2-dt14.1414-reverse-window" in v
+    levels = {tuple(x["cell"]["transforms"].items()) for x in rows}  # each level retrained, both models
+    assert len(rows) == 2 * len(levels) == 2 * max(1, len(cfg["quick"].get("transforms", {None: [0]}).popitem()[1]))
 
 
 def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
@@ -277,7 +281,7 @@ def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
     r = run_cli("sweep", tmp_path / "c.yaml", "--out", out, "--quick", "--json")  # nothing left to do
     assert json.loads(r.stdout)["verified"] == 0 and json.loads(r.stdout)["ran"] == 0
     # a seed added and a grid value dropped: only the new seed's cells train; the table shows the config's grid
-    cfg["seeds"] = [0, 1]
+    cfg["quick"]["seeds"] = [0, 1]
     cfg["quick"]["data"]["grid"]["overlap"] = [0.0]
     del cfg["verify"]
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
@@ -312,6 +316,11 @@ def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
     (lambda c: c.update(probes=["wobble"]), "probes: unknown probe 'wobble'"),
     (lambda c: c["figure"].update(x="nothing"), "figure.x: 'nothing' is not swept"),
     (lambda c: c.update(extra=1), "extra: Extra inputs are not permitted"),
+    (lambda c: c.update(transforms={"jitter:bins": [1]}), "transforms.jitter:bins: transform 'jitter:bins': write "
+                                                            "it as a probe with * where the level goes"),
+    (lambda c: c.update(transforms={"randomize": [2]}), "transforms.randomize: randomised fraction must be in [0, 1]"),
+    (lambda c: c.update(transforms={"jitter:*bins": [1]}), "transforms.jitter:*bins: in bins, but data.task "
+                                                             "paper-coincidence makes events on a 1 ms grid"),
 ])
 def test_sweep_config_errors_are_one_line_and_write_nothing(mutate, message, tmp_path):
     cfg = yaml.safe_load((PAPER / "coincidence_overlap.yaml").read_text())
@@ -337,3 +346,201 @@ def test_prepare_reads_files_in_chunks_like_events(official):
     k1 = _bin_like_authors(tr, chunk=100)[0]
     k2 = _bin_like_authors(load_any(tr), chunk=7)[0]
     np.testing.assert_array_equal(k1, k2)
+
+
+# ----------------------------------------------------------------------------- the authors' rules, one by one
+
+def _on_slots(samples, n_units, T, bin_ms=None, labels=None):
+    """Events whose spikes sit in given slots (``samples``: one {unit: [slots]} per sample), at the slot's start
+    on a 1 ms grid or at the bin centre on a bin grid (``bin_ms``, recorded in meta as data prepare does)."""
+    from eventsnn.data.events import Events
+
+    w, phase = (1.0, 0.0) if bin_ms is None else (bin_ms, 0.5 * bin_ms)
+    tl = [[(s * w + phase) * 1e-3 for u, ss in d.items() for s in ss] for d in samples]
+    ul = [[u for u, ss in d.items() for _ in ss] for d in samples]
+    ev = Events.from_lists(tl, ul, np.zeros(len(samples)) if labels is None else labels, n_units, T * w * 1e-3,
+                           1 if labels is None else int(max(labels)) + 1).validate()
+    if bin_ms is not None:
+        ev.meta["bin_ms"] = bin_ms
+    return ev
+
+
+def _slots_of(ev, w=1.0):
+    """{(sample, unit): sorted slots} and the in-slot positions (ms) of all spikes."""
+    t_ms = ev.times * 1e3
+    slot = np.floor(t_ms / w + 1e-3).astype(int)
+    out = {}
+    for s, u, b in zip(ev.sample_index(), ev.units, slot):
+        out.setdefault((int(s), int(u)), []).append(int(b))
+    return {k: sorted(v) for k, v in out.items()}, t_ms - slot * w
+
+
+BIN_MS = 1400 / 99
+
+
+def test_randomize_moves_floor_fn_spikes_to_free_1ms_slots():
+    """The authors' rule for the synthetic tasks (``isi_delay.py``, ``partial_randomize_spike_train``): for each
+    neuron, ``num = int(len(spikes) * f)`` spikes chosen without replacement are removed, then uniform draws over
+    the T 1-ms slots place a spike wherever the neuron has none, until it has its original count: exactly
+    floor(f n) spikes move (f n in floating point: int(100 * 0.29) = 28), none merges, the count is kept."""
+    from eventsnn.data.transforms import RandomizeTiming
+
+    sparse = _on_slots([{0: list(range(0, 1000, 10))}], 1, 100_000)  # 100 spikes in 100 s
+    out = RandomizeTiming(0.29, seed=3)(sparse)
+    before, after = _slots_of(sparse)[0][(0, 0)], _slots_of(out)[0][(0, 0)]
+    assert len(after) == 100 and len(set(after)) == 100
+    assert len(set(before) - set(after)) == 28  # int(28.999999999999996): floor, not round (29)
+    # dense: 18 spikes in 20 slots, half move: only the free slots can take them, so none merges
+    rng = np.random.default_rng(0)
+    dense = _on_slots([{0: sorted(rng.choice(20, 18, replace=False).tolist())} for _ in range(100)], 1, 20)
+    out = RandomizeTiming(0.5, seed=1)(dense)
+    got, phase = _slots_of(out)
+    assert all(len(v) == 18 == len(set(v)) for v in got.values()) and len(got) == 100
+    assert out.meta["randomize_lost_spikes"] == 0 and np.allclose(phase, 0)  # still on the 1 ms grid
+    # 9 leave, and 9 of the 11 free slots (the 9 just freed and the 2 empty ones) are drawn uniformly: the
+    # number of the 2 empty slots taken is hypergeometric, mean 9 * 2 / 11
+    moved = [len(set(_slots_of(dense)[0][k]) - set(v)) for k, v in got.items()]
+    assert max(moved) <= 2 and abs(np.mean(moved) - 18 / 11) < 0.2
+    isi = make_paper_isi(30, duration_ms=2000, seed=4)
+    r = RandomizeTiming(1.0, seed=2)(isi)
+    np.testing.assert_array_equal(r.counts(), isi.counts())
+    assert np.allclose(r.times * 1e3, np.round(r.times * 1e3))
+
+
+def test_randomize_each_moves_every_spike_with_probability_f_on_the_padded_bins():
+    """The authors' speech rule (``shd_train.py`` and the SSC ``data_*_pre.py``): on the binary raster padded to
+    T = 200 bins, each neuron's spikes in time order move with probability f: the bin is emptied, then up to 50
+    uniform draws over the 200 bins look for one free of the neuron's spikes; a spike that finds none is lost."""
+    from eventsnn.data.transforms import RandomizeTiming
+
+    rng = np.random.default_rng(1)
+    ev = _on_slots([{u: sorted(rng.choice(100, 4, replace=False).tolist()) for u in range(5)} for _ in range(300)],
+                   5, 200, bin_ms=BIN_MS)
+    before = _slots_of(ev, BIN_MS)[0]
+    for f, lo, hi in ((0.0, 0.0, 0.0), (0.5, 0.45, 0.53), (1.0, 0.97, 1.0)):
+        out = RandomizeTiming(f, seed=5, rule="each")(ev)
+        after, phase = _slots_of(out, BIN_MS)
+        assert np.allclose(phase, BIN_MS / 2)  # still at the bin centres
+        np.testing.assert_array_equal(out.counts(), ev.counts())  # sparse: a free bin is always found
+        changed = sum(len(set(before[k]) - set(v)) for k, v in after.items()) / len(ev.times)
+        assert lo <= changed <= hi, (f, changed)
+    allb = np.concatenate([v for v in after.values()])
+    assert allb.max() >= 150 and allb.max() <= 199  # into the padded bins 100..199, as their raster
+    # a neuron firing in all 200 bins: each spike finds only its own bin free, often not within 50 draws: lost
+    full = _on_slots([{0: list(range(200))}], 1, 200, bin_ms=BIN_MS)
+    out = RandomizeTiming(1.0, seed=0, rule="each")(full)
+    assert 0 < out.meta["randomize_lost_spikes"] == 200 - len(out.times)
+    assert len(set(_slots_of(out, BIN_MS)[0][(0, 0)])) == len(out.times)
+
+
+def test_jitter_in_bins_per_spike_is_the_authors_rule():
+    """The authors' ``jitter_per_spike`` (``pertubation/utils.py``), on the binned raster (speech: 200 bins of
+    1.4 s / 99 = 14.14 ms): each neuron's spikes, in time order, go to clip(round(b + N(0, sigma)), 0, T - 1),
+    redrawn (at most 500 times) while the bin already holds one of the neuron's placed spikes; sigma is in bins."""
+    from eventsnn.data.transforms import Jitter, parse_probes
+
+    rng = np.random.default_rng(2)
+    ev = _on_slots([{u: sorted(rng.choice(np.arange(20, 80), 5, replace=False).tolist()) for u in range(4)}
+                    for _ in range(200)], 4, 200, bin_ms=BIN_MS)
+    (j,) = parse_probes("jitter:5bins", seed=3)
+    assert j == Jitter(5.0, unit="bins", seed=3) and j.name == "jitter-5bins"
+    np.testing.assert_array_equal(Jitter(0, unit="bins")(ev).times, ev.times)
+    out = j(ev)
+    np.testing.assert_array_equal(out.counts(), ev.counts())
+    got, phase = _slots_of(out, BIN_MS)
+    assert np.allclose(phase, BIN_MS / 2) and all(len(v) == len(set(v)) for v in got.values())
+    before = _slots_of(ev, BIN_MS)[0]
+    shift = np.concatenate([np.array(got[k]) - np.array(before[k]) for k in before])  # sorted: a lower bound
+    assert 2.5 < np.abs(shift).mean() < 4.5  # E|round(N(0, 5))| ~ 4 bins (sorting pairs them up closer)
+    edge = _on_slots([{0: [0, 1, 198, 199]}] * 50, 1, 200, bin_ms=BIN_MS)
+    out = Jitter(30, unit="bins", seed=1)(edge)
+    assert len(out.times) == len(edge.times) and out.times.max() < edge.duration_s  # clipped, never dropped
+    with pytest.raises(EventsnnError, match="needs binned events"):
+        j(make_paper_isi(5, duration_ms=500))
+
+
+def test_jitter_per_neuron_in_bins_shifts_each_neuron_by_20_plus_a_rounded_gaussian():
+    """The authors' ``jitter_per_neuron`` (``pertubation/utils.py``): per sample and neuron one
+    d = round(N(0, sigma)) bins; every spike of the neuron goes to clip(b + 20 + d, 0, T - 1), and spikes landing
+    in one bin merge (``np.unique``)."""
+    from eventsnn.data.transforms import parse_probes, transform_by_name
+
+    (j,) = parse_probes("jitter-neuron:0bins+20bins")
+    assert j.name == "jitter-neuron-0bins+20bins" and transform_by_name(j.name) == j
+    ev = _on_slots([{0: [10, 50], 1: [185, 190, 195]}], 2, 200, bin_ms=BIN_MS)
+    got = _slots_of(j(ev), BIN_MS)[0]
+    assert got == {(0, 0): [30, 70], (0, 1): [199]}  # +20 exactly; the three past the end merge into bin 199
+    rng = np.random.default_rng(3)
+    ev = _on_slots([{u: sorted(rng.choice(np.arange(40, 120), 4, replace=False).tolist()) for u in range(6)}
+                    for _ in range(200)], 6, 200, bin_ms=BIN_MS)
+    out = parse_probes("jitter-neuron:5bins+20bins", seed=4)[0](ev)
+    before, after = _slots_of(ev, BIN_MS)[0], _slots_of(out, BIN_MS)[0]
+    d = []
+    for k in before:
+        s = np.array(after[k]) - np.array(before[k])
+        assert np.all(s == s[0])  # one shift for all spikes of a neuron in a sample
+        d.append(s[0] - 20)
+    assert abs(np.mean(d)) < 0.6 and 4.3 < np.std(d) < 5.7 and np.all(np.array(d) == np.round(d))
+
+
+def test_remove_rate_is_the_authors_norm_rule():
+    """The authors' ``create_min_count_dataset_return_mask`` and ``do_min_count`` (``shd_data_gen.py``): a neuron
+    whose minimum count is below 2 is bad; its samples with fewer than 2 spikes are marked when they are at most
+    1% of all samples (SHD); the marked samples go only if 0 < their number < 2000; N_f is the minimum over the
+    kept samples; every kept sample keeps N_f random spikes of each neuron, so a bad neuron left at N_f = 1 stays
+    with one spike (only neurons at N_f = 0 are empty and dropped); then class balance."""
+    from eventsnn.data.paper import norm_selection
+    from eventsnn.data.transforms import RemoveRate
+
+    rng = np.random.default_rng(0)
+    N = 200
+    counts = np.stack([rng.integers(3, 6, N),                        # fine: N_f = 3
+                       np.where(np.arange(N) % 2, 1, 3),              # 1 spike in half the samples: bad, kept, N_f 1
+                       np.where(np.arange(N) == 7, 0, 4),             # silent in 1 sample (0.5%): that sample goes
+                       np.where(np.arange(N) % 30 == 0, 0, 2)], 1)    # silent in 3.5%: not removable, N_f 0
+    keep, Nf = norm_selection(counts, 0.01, 2000)
+    np.testing.assert_array_equal(keep, np.delete(np.arange(N), 7))
+    np.testing.assert_array_equal(Nf, [3, 1, 4, 0])
+    keep, Nf = norm_selection(counts, 0.01, 1)  # the cap: 1 sample marked, not fewer than 1: nothing removed
+    assert len(keep) == N and Nf[2] == 0
+    labels = np.arange(N) % 4
+    tl, ul = [], []
+    for i in range(N):
+        u = np.repeat(np.arange(4), counts[i])
+        ul.append(u)
+        tl.append(rng.uniform(0, 0.1, len(u)))
+    from eventsnn.data.events import Events
+    ev = Events.from_lists(tl, ul, labels, 4, 0.1, 4).validate()
+    out = RemoveRate(seed=1)(ev)
+    assert out.n_units == 3 and out.meta["remove_rate_samples_removed"] == 1
+    assert (out.counts() == [3, 1, 4]).all()  # the N_f = 1 neuron is kept, as theirs
+    assert np.ptp(np.bincount(out.labels)) == 0 and len(out) == 4 * 49  # class 3 lost sample 7
+
+
+def test_ssc_split_is_shuffled_with_seed_42_like_the_authors(tmp_path):
+    """The authors' SSC scripts (``data_whole_pre.py``, ``data_part_pre.py``, ``data_norm_pre.py``):
+    ``np.random.seed(42); np.random.shuffle(arange(N))``, then n_train = int(0.6 N), n_val = int((0.75 - 0.6) N),
+    n_test = int((0.9 - 0.75) N) of the shuffled indices; the files joined in the order train, test, valid."""
+    files = [_mini_official(tmp_path / f"ssc_{n}.h5", k, s) for n, k, s in
+             (("train", 260, 1), ("test", 300, 2), ("valid", 256, 3))]
+    evs = [load_any(f) for f in files]
+    train, val, test, summary = prepare_speech(evs, "ssc", "whole")
+    rasters = [_authors_raster(e) for e in evs]
+    X, Y = np.concatenate([r[0] for r in rasters]), np.concatenate([r[1] for r in rasters])
+    N = len(Y)
+    np.random.seed(42)
+    perm = np.arange(N)
+    np.random.shuffle(perm)
+    n_tr, n_va, n_te = int(0.6 * N), int((0.75 - 0.6) * N), int((0.9 - 0.75) * N)
+    assert (len(train), len(val), len(test)) == (n_tr, n_va, n_te) == (460, 115, 115)
+    for ev, idx in ((train, perm[:n_tr]), (test, perm[n_tr + n_va:n_tr + n_va + n_te])):
+        np.testing.assert_array_equal(ev.labels, Y[idx])
+        np.testing.assert_array_equal(_dense(ev), X[idx])
+    assert train.meta["bin_ms"] == pytest.approx(BIN_MS)
+
+
+def test_data_make_help_shows_each_tasks_duration():
+    r = run_cli("data", "make", "--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())
+    assert "isi 100," in text and "paper-isi 10000" in text and "paper-coincidence 4000" in text

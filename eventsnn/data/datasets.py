@@ -26,6 +26,7 @@ DEFAULTS = {"isi": dict(units=10, classes=4, duration_ms=100.0),
             "paper-isi": dict(units=10, classes=2, duration_ms=10_000.0),
             "paper-ccisi": dict(units=20, classes=2, duration_ms=10_000.0),
             "paper-coincidence": dict(units=60, classes=3, duration_ms=4000.0)}
+SPEECH_SPAN_MS = 1400.0  # the authors bin SHD/SSC with np.digitize on linspace(0, 1.4 s, bins)
 
 
 def make_task(task: str, *, samples=None, seed=0, task_seed=0, units=None, classes=None, duration_ms=None,
@@ -215,11 +216,12 @@ def make_coincidence(samples=600, group_size=10, windows=5, window_ms=20.0, over
 def load_norm(path, bin_ms: float | None = None) -> Events:
     """Read a released rate-removed file (``shd_norm.mat`` / ``ssc_norm.h5``) into events.
 
-    Both hold ``X`` [samples, units, bins] (spike counts per 1/100 of the
-    sample) and ``Y`` (labels). A count ``c`` in bin ``b`` becomes ``c`` spikes
-    spread evenly inside the bin, at ``(b + (j + 0.5)/c) * bin_ms`` for
-    j = 0..c-1 (a single spike sits at the bin centre). ``bin_ms`` defaults to
-    14 ms (SHD: 1.4 s / 100 bins) for ``.mat`` and 10 ms (SSC: 1 s / 100) otherwise.
+    Both hold ``X`` [samples, units, bins] (spike counts per bin) and ``Y``
+    (labels). A count ``c`` in bin ``b`` becomes ``c`` spikes spread evenly
+    inside the bin, at ``(b + (j + 0.5)/c) * bin_ms`` for j = 0..c-1 (a single
+    spike sits at the bin centre). Both released files are the authors' raster
+    of 1.4 s (``np.digitize`` on ``B`` = 100 edges over 0..1.4 s), so ``bin_ms``
+    defaults to 1400 / (B - 1) ms, read from the file's shape: 14.14 ms for both.
     """
     p = Path(path)
     if not p.exists():
@@ -251,9 +253,11 @@ def load_norm(path, bin_ms: float | None = None) -> Events:
         raise fail(path, f"X has {X.shape[0]} samples but Y has {len(Y)} labels")
     if np.any(X < 0) or not np.all(np.isfinite(X)):
         raise fail(path, "X must hold finite non-negative counts")
-    if bin_ms is None:
-        bin_ms = 14.0 if p.suffix == ".mat" else 10.0
     S, U, B = X.shape
+    if B < 2:
+        raise fail(path, f"X must have at least 2 bins (the authors' raster has 100), got {B}")
+    if bin_ms is None:
+        bin_ms = SPEECH_SPAN_MS / (B - 1)
     if Y.min() < 0:
         raise fail(path, f"negative label {Y.min()}")
     Xi = np.rint(X).astype(np.int64)
@@ -274,8 +278,10 @@ def binned_to_events(sample, unit, bin_, count, labels, n_units, n_classes, bin_
     o = np.lexsort((rep_u, t, rep_s))  # by sample, then time, then unit
     labels = np.asarray(labels, np.int64)
     offsets = np.concatenate([[0], np.cumsum(np.bincount(rep_s, minlength=len(labels)))]).astype(np.int64)
-    return Events(t[o], rep_u[o], offsets, labels, int(n_units), duration_bins * bin_ms * 1e-3, int(n_classes),
-                  list(class_names) if class_names is not None else None, source).validate(path)
+    ev = Events(t[o], rep_u[o], offsets, labels, int(n_units), duration_bins * bin_ms * 1e-3, int(n_classes),
+                list(class_names) if class_names is not None else None, source)
+    ev.meta["bin_ms"] = float(bin_ms)  # the grid the authors' perturbations work on (jitter in bins, randomisation)
+    return ev.validate(path)
 
 
 def load_any(path) -> Events:

@@ -18,7 +18,8 @@ Synthetic (``eventsnn data make paper-isi | paper-ccisi | paper-coincidence``):
 
 Speech (``eventsnn data prepare {shd,ssc}``): the authors' "whole", "part" and "norm" variants, from the union of the
 official files, binned as they bin (``np.digitize`` on 100 edges over 0..1.4 s, binary), with their per-file
-truncation to whole batches of 256, their count floor and caps, class balancing and 60/15/15 split.
+truncation to whole batches of 256, their count floor and caps, class balancing and 60/15/15 split (SSC
+shuffled with seed 42 first, as theirs).
 """
 from __future__ import annotations
 
@@ -191,6 +192,7 @@ def make_paper_coincidence(samples: int = 1500, *, overlap: float = 0.0, group_s
 
 MAX_TIME_S, N_BINS, BATCH = 1.4, 100, 256
 SPEECH_CAPS = {"shd": dict(max_frac=0.01, max_remove=2000), "ssc": dict(max_frac=0.02, max_remove=20000)}
+SSC_SPLIT_SEED = 42  # the authors' SSC scripts: np.random.seed(42); np.random.shuffle(indices) before the split
 
 
 def _keys(times_list, units_list, first: int, U: int) -> np.ndarray:
@@ -253,8 +255,10 @@ def prepare_speech(files: list, dataset: str, variant: str, seed: int = 0, durat
     SSC: train, test, valid).
     ``variant``: ``whole`` (all 700 channels, all kept samples, unbalanced), ``part`` (the samples and channels
     "norm" keeps, original spikes, class-balanced), ``norm`` (every channel fires its minimum count in every
-    sample, class-balanced). Split: the first 60% / next 15% / next 15% of the (shuffled, for part and norm)
-    samples, as the authors; the last 10% are unused. Times are bin centres at 1.4 s / 99 per bin; the sample
+    sample, class-balanced). Split as the authors: SHD the first 60% / next 15% / next 15% of the samples (in
+    order; part and norm are shuffled by their balancing), SSC the same sizes of a permutation drawn with
+    ``np.random.seed(42)`` (``int(0.6 N)``, ``int((0.75 - 0.6) N)``, ``int((0.9 - 0.75) N)`` samples); the rest is
+    unused. Times are bin centres at 1.4 s / 99 per bin; the sample
     lasts ``duration_bins`` bins (the authors pad to 200 steps in training).
     """
     if dataset not in SPEECH_CAPS:
@@ -286,17 +290,7 @@ def prepare_speech(files: list, dataset: str, variant: str, seed: int = 0, durat
         u_of = rest // N_BINS
         counts = np.zeros((N, U), np.int64)
         np.add.at(counts, (s_of, u_of), 1)
-        bad = np.flatnonzero(counts.min(0) < 2)
-        remove = set()
-        caps = SPEECH_CAPS[dataset]
-        for u in bad:
-            i_bad = np.flatnonzero(counts[:, u] < 2)
-            if len(i_bad) / N <= caps["max_frac"]:
-                remove.update(i_bad.tolist())
-        keep = np.arange(N)
-        if 0 < len(remove) < caps["max_remove"]:
-            keep = np.setdiff1d(keep, np.fromiter(remove, np.int64))
-        Nf = counts[keep].min(0)
+        keep, Nf = norm_selection(counts, **SPEECH_CAPS[dataset])
         channels = np.flatnonzero(Nf > 0)
         if len(channels) == 0:
             raise EventsnnError(f"{dataset} {variant}: no channel fires in every kept sample, so nothing is left "
@@ -329,18 +323,44 @@ def prepare_speech(files: list, dataset: str, variant: str, seed: int = 0, durat
             sel = part_sel
         keys, Y, U = _select(part_keys, sel, C), Y2[sel], C
     N = len(Y)
-    cut = [int(N * 0.6), int(N * 0.75), int(N * 0.9)]
+    if dataset == "ssc":  # theirs (data_{whole,part,norm}_pre.py): shuffled with seed 42, then 60% / 15% / 15%
+        order = np.random.RandomState(SSC_SPLIT_SEED).permutation(N)
+        n_tr, n_va, n_te = int(0.6 * N), int((0.75 - 0.6) * N), int((0.9 - 0.75) * N)
+        parts = (order[:n_tr], order[n_tr:n_tr + n_va], order[n_tr + n_va:n_tr + n_va + n_te])
+    else:  # SHD (shd_train.py): in order, [0.6 N) / [0.6 N, 0.75 N) / [0.75 N, 0.9 N)
+        cut = [int(N * 0.6), int(N * 0.75), int(N * 0.9)]
+        parts = (np.arange(cut[0]), np.arange(cut[0], cut[1]), np.arange(cut[1], cut[2]))
     bin_ms = MAX_TIME_S / (N_BINS - 1) * 1e3
     out = []
-    for name, lo, hi in (("train", 0, cut[0]), ("val", cut[0], cut[1]), ("test", cut[1], cut[2])):
-        k = _select(keys, np.arange(lo, hi), U)
+    for name, idx in zip(("train", "val", "test"), parts):
+        k = _select(keys, idx, U)
         s, rest = np.divmod(k, U * N_BINS)
         u, b = np.divmod(rest, N_BINS)
-        out.append(binned_to_events(s, u, b, np.ones(len(k), np.int64), Y[lo:hi], U, n_classes, bin_ms,
+        out.append(binned_to_events(s, u, b, np.ones(len(k), np.int64), Y[idx], U, n_classes, bin_ms,
                                     duration_bins, names, f"{dataset}-{variant}:{name}"))
     summary.update({"samples": int(N), "units": int(U), "bin_ms": bin_ms,
                     "train": len(out[0]), "val": len(out[1]), "test": len(out[2])})
     return (*out, summary)
+
+
+def norm_selection(counts: np.ndarray, max_frac: float, max_remove: int, floor: int = 2):
+    """The authors' sample removal and N_f (``create_min_count_dataset_return_mask``): (kept sample indices,
+    each unit's minimum count over them).
+
+    ``counts``: spikes per [sample, unit]. A unit is bad when its minimum count is below ``floor``; its samples
+    with fewer than ``floor`` spikes are marked when they are at most ``max_frac`` of all samples (each bad unit on
+    its own); the marked samples of all bad units are removed only when there are more than 0 and fewer than
+    ``max_remove`` of them. Units stay whatever their N_f (a unit at N_f = 0 is silent in some kept sample).
+    """
+    N = len(counts)
+    low = counts < floor
+    bad = low.any(0)
+    marks = bad & (low.sum(0) / max(N, 1) <= max_frac)
+    remove = low[:, marks].any(1)
+    keep = np.arange(N)
+    if 0 < remove.sum() < max_remove:
+        keep = keep[~remove]
+    return keep, (counts[keep].min(0) if len(keep) else np.zeros(counts.shape[1], np.int64))
 
 
 def _balance(Y, rng) -> np.ndarray:
