@@ -294,7 +294,9 @@ def to_brian2(net: Network, events, sample: int = 0, *, dt_ms: float | None = No
     ``layer<i>_integrate`` (their update), ``ff<i>`` / ``rec<i>`` (Synapses, ``I_post += w``, delays in ms),
     ``spikes<i>`` (SpikeMonitors) and ``readout_trace`` (StateMonitor of the readout ``v`` -- ``count`` for a count readout -- on the training grid).
     Run it for ``network.eventsnn_duration`` (a Brian2 time): ``network.run(network.eventsnn_duration)``. Its
-    spikes are the ones :func:`simulate_brian2` gives for that sample with the same settings.
+    spikes are the ones :func:`simulate_brian2` gives for that sample with the same settings; its readout
+    trace (``readout_trace``, recorded at the start of every training step) holds the run's trace in records
+    ``1 .. network.eventsnn_trace_steps``.
     """
     import logging
 
@@ -314,6 +316,7 @@ def to_brian2(net: Network, events, sample: int = 0, *, dt_ms: float | None = No
     objs, _, _ = _build(b2, net, netq, binned, 1, W, 1, dt_ms, Dff, Drec)
     network = b2.Network(*objs)
     network.eventsnn_duration = W * dt_ms * b2.ms
+    network.eventsnn_trace_steps = binned.n_steps // ratio  # training steps in the readout trace
     return network
 
 
@@ -475,7 +478,9 @@ Brian2's default schedule is the contract's step order. A unit with several inpu
 several stacked copies ("lanes") of the input group. Spikes at or after {duration_ms:g} ms (the last, extra step,
 which records the final readout sample) are outside the sample.
 
-Run: python {script}   (writes {out_npz}: spike times and units per layer, the readout trace)
+Run: python {script}   (prints the prediction; writes {out_npz}: spike times and units per layer, the
+readout trace [training steps, outputs] -- the trace `eventsnn simulate` gives for this sample --, the class
+scores and the prediction)
 """
 from pathlib import Path
 
@@ -520,7 +525,7 @@ def write_brian2_script(net: Network, events, sample: int, path, *, dt_ms: float
                                  out_npz=path.stem + "_result.npz", n_gen=obj["inputs"].N)]
     monitors = []
     pre = "inputs"
-    var = "count" if net.readout in SPIKING_READOUTS else "v"
+    readout_var = "count" if net.readout in SPIKING_READOUTS else "v"
     for li, L in enumerate(net.layers):
         G = obj[f"layer{li}"]
         last = li == len(net.layers) - 1
@@ -549,17 +554,27 @@ def write_brian2_script(net: Network, events, sample: int, path, *, dt_ms: float
             lines.append(f"spikes{li} = b2.SpikeMonitor(layer{li}, name='spikes{li}')")
             monitors.append(li)
         else:
-            lines.append(f"readout_trace = b2.StateMonitor(layer{li}, {var!r}, record=True, dt={net.dt_ms!r} * b2.ms, "
-                         "when='start', name='readout_trace')")
+            lines.append(f"readout_trace = b2.StateMonitor(layer{li}, {readout_var!r}, record=True, "
+                         f"dt={net.dt_ms!r} * b2.ms, when='start', name='readout_trace')")
         pre = f"layer{li}"
     dur = float(network.eventsnn_duration / b2.ms)
+    n_train_steps = network.eventsnn_trace_steps  # the readout trace: one value per training step
+    score = {"max": "trace.max(axis=0)", "mean": "trace.mean(axis=0)", "last": "trace[-1]", "count": "trace[-1]",
+             "softmax-sum": "(np.exp(trace - trace.max(axis=1, keepdims=True))"
+                            " / np.exp(trace - trace.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True))"
+                            ".sum(axis=0)"}[net.readout]
     lines += ["", "net = b2.Network(b2.collect())", f"net.run({dur!r} * b2.ms)",
-              f"result = {{'trace': readout_trace.{var}[:].T}}"]
+              "# the readout at the end of training steps 1..K: recorded at the start of the next training step",
+              f"trace = np.asarray(readout_trace.{readout_var}[:, 1:{n_train_steps + 1}]).T  # [steps, outputs]",
+              f"scores = {score}  # readout {net.readout!r}",
+              "result = {'trace': trace, 'scores': scores, 'prediction': int(np.argmax(scores))}"]
     for li in monitors:
         lines += [f"result['layer{li}_time_ms'] = np.asarray(spikes{li}.t / b2.ms)",
                   f"result['layer{li}_unit'] = np.asarray(spikes{li}.i[:])"]
     lines += [f"np.savez(here / '{path.stem}_result.npz', **result)",
-              "print({k: len(v) for k, v in result.items()})", ""]
+              *(f"print('layer {li}: ' + str(len(result['layer{li}_unit'])) + ' spikes')" for li in monitors),
+              f"print('prediction: class ' + str(result['prediction']) + ' (label {int(events.labels[sample])}); "
+              "scores ' + np.array2string(scores, precision=4))", ""]
     _reset_device()
     with atomic_path(npz_path) as tmp:
         with open(tmp, "wb") as f:
