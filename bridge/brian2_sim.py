@@ -50,13 +50,36 @@ def plan_copies(net: Network, n_samples: int, max_synapses: int = DEFAULT_MAX_SY
     return C, n_windows
 
 
+def import_brian2():
+    """``brian2``, with its Ctrl-C handler taken out again.
+
+    Importing Brian2 installs a SIGINT handler that turns Ctrl-C during ``Network.run`` into "finish this step
+    and stop": the run returns early as if it had finished, with its monitors cut short. eventsnn's runs must
+    either finish or raise ``KeyboardInterrupt`` (the CLI then prints how to resume and exits 130), so the
+    handler Brian2 replaced is put back (in the main thread, the only one that may set handlers) and Brian2's
+    ``core.stop_on_keyboard_interrupt`` preference is switched off."""
+    import signal
+    import threading
+
+    import brian2
+
+    brian2.prefs.core.stop_on_keyboard_interrupt = False
+    handler = signal.getsignal(signal.SIGINT)
+    if isinstance(handler, getattr(brian2, "_InterruptHandler", ())) and \
+            threading.current_thread() is threading.main_thread():
+        previous = handler.previous_handler
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    return brian2
+
+
 def _configure(target: str, build_dir: Path, exact: bool):
     """Select the Brian2 device/target with per-run build directories; returns the device module."""
-    import brian2
+    brian2 = import_brian2()
     from brian2 import prefs, set_device
 
     _reset_device()
     prefs.reset_to_defaults()
+    prefs.core.stop_on_keyboard_interrupt = False  # Ctrl-C raises KeyboardInterrupt (see import_brian2)
     prefs.core.default_float_dtype = np.float64
     prefs.logging.console_log_level = "WARNING"
     prefs.codegen.cpp.extra_compile_args_gcc = list(EXACT_GCC_FLAGS) if exact else ["-w", "-O3", "-ffast-math",
@@ -168,7 +191,7 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
     """
     import logging
 
-    import brian2 as b2
+    b2 = import_brian2()
 
     logging.captureWarnings(False)  # brian2 routes Python warnings into its log on import; give them back
     if target not in TARGETS:
@@ -218,21 +241,14 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
     b2.start_scope()
     dt = dt_ms * b2.ms
     b2.defaultclock.dt = dt
-    objs, hidden_mons, trace_mon = _build(b2, net, netq, binned, C, W, n_windows, dt_ms, Dff, Drec)
-    network = b2.Network(*objs)
-    t0 = time.perf_counter()
-    duration = total_steps * dt
-    if target in ("numpy", "cython") and progress:
-        from eventsnn.progress import progress_bar
-        bar = progress_bar(total=100, desc=f"brian2 {target} dt={dt_ms:g}ms")
-
-        def report(elapsed, completed, start, dur):
-            bar.n = int(round(completed * 100))
-            bar.refresh()
-        network.run(duration, report=report, report_period=2 * b2.second, namespace={})
-        bar.close()
-    else:
-        network.run(duration, namespace={})
+    try:
+        objs, hidden_mons, trace_mon = _build(b2, net, netq, binned, C, W, n_windows, dt_ms, Dff, Drec)
+        network = b2.Network(*objs)
+        t0 = time.perf_counter()
+        _run(b2, network, total_steps * dt, target, dt_ms, progress)
+    except BaseException:  # interrupted (or failed) half-way: the objects built are not "unused" by mistake
+        b2.prefs.logging.warn_for_unused_objects = False
+        raise
     if target in ("cpp_standalone", "cuda_standalone"):
         try:
             dev.build(directory=str(build_dir / target), compile=True, run=not compile_only, clean=False)
@@ -269,6 +285,23 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
                      events.labels[indices].copy(), indices, attrs)
 
 
+def _run(b2, network, duration, target: str, dt_ms: float, progress: bool) -> None:
+    """``network.run(duration)``, with a progress bar on the runtime targets when asked."""
+    if target in ("numpy", "cython") and progress:
+        from eventsnn.progress import progress_bar
+        bar = progress_bar(total=100, desc=f"brian2 {target} dt={dt_ms:g}ms")
+
+        def report(elapsed, completed, start, dur):
+            bar.n = int(round(completed * 100))
+            bar.refresh()
+        network.run(duration, report=report, report_period=2 * b2.second, namespace={})
+        bar.close()
+    else:
+        network.run(duration, namespace={})
+    if b2.Network._globally_stopped:  # stopped by a Brian2 handler installed behind our back: never a result
+        raise KeyboardInterrupt
+
+
 def _steps(netq, T: int, dt_ms: float, ratio: int, n_windows: int):
     """Integer delays at ``dt_ms`` per layer (``T`` steps or more deliver after the sample: the same as exactly
     ``T``) and the window length ``W`` in steps (padding that covers the longest chain of delays when samples
@@ -300,7 +333,7 @@ def to_brian2(net: Network, events, sample: int = 0, *, dt_ms: float | None = No
     """
     import logging
 
-    import brian2 as b2
+    b2 = import_brian2()
 
     logging.captureWarnings(False)
     dt_ms = net.dt_ms if dt_ms is None else float(dt_ms)
