@@ -209,7 +209,13 @@ def cmd_train(a):
             if getattr(cfg, key):
                 check_input(getattr(cfg, key), _train_flag(key) if source.get(key) == "flag" else f"{a.config}: {key}")
         check_output(a.out, inputs=[cfg.data, cfg.test_data, cfg.val_data, a.config], kind="dir")
-        a.resume_hint = f"eventsnn train --resume {shlex.quote(str(a.out))}"
+        again = shlex.join(["eventsnn", *sys.argv[1:]])
+
+        def hint():  # before its first checkpoint a run is not resumable, and train leaves nothing behind
+            if (Path(a.out) / "checkpoint.pt").exists():
+                return f"eventsnn train --resume {shlex.quote(str(a.out))}"
+            return f"the same command again ({again}): no epoch had finished"
+        a.resume_hint = hint
         summary = train(cfg, a.out, progress=not a.json)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 reports
@@ -341,6 +347,8 @@ def cmd_verify(a):
     from eventsnn.data.transforms import parse_probes
     from eventsnn.validation.verify import verify
 
+    a.resume_hint = "the same command again (" + shlex.join(["eventsnn", *sys.argv[1:]]) + \
+        "): finished runs are reused"
     check_input(a.network, "NETWORK")
     check_input(a.data, "--data")
     check_output(a.out, inputs=[a.network, a.data], kind="dir")
@@ -348,8 +356,6 @@ def cmd_verify(a):
         parse_probes(a.probes)  # every probe checked before the first run
     except EventsnnError as e:
         raise EventsnnError(f"--probes: {e}") from None
-    a.resume_hint = "the same command again (" + shlex.join(["eventsnn", *sys.argv[1:]]) + \
-        "): finished runs are reused"
     if a.scheduler:
         check_scheduler(a.scheduler)
     report = verify(a.network, a.data, a.out, dts=a.dt, probes=a.probes, target=a.target, first=a.first,
@@ -686,10 +692,76 @@ def _wants(flag: str, argv) -> bool:
     return any(x == flag for x in argv)
 
 
+def _interrupt_handling() -> dict:
+    """Ctrl-C always ends a command with exit code 130 and the resume hint.
+
+    SIGINT raises ``KeyboardInterrupt`` in the main thread wherever it happens to be -- and Python swallows it
+    when that is a weakref callback or a ``__del__`` (printing a traceback and going on, to exit 0 at the end).
+    Such a swallowed interrupt is raised again at once in the main flow; ``state["hit"]`` also records it, so
+    that ``main`` never reports success after an interrupt."""
+    import _thread
+    import signal
+    import threading
+
+    state = {"hit": False, "timers": []}
+
+    def on_sigint(signum, frame):
+        state["hit"] = True
+        raise KeyboardInterrupt
+
+    previous_hook = sys.unraisablehook
+
+    def unraisable(u):
+        if u.exc_type is not None and issubclass(u.exc_type, KeyboardInterrupt):
+            # swallowed where it landed: raise it again in the main flow (from another thread, a moment later,
+            # so that the handler does not run at once, inside this hook, where it would be swallowed again)
+            t = threading.Timer(0.02, _thread.interrupt_main)
+            t.daemon = True
+            state["timers"].append(t)
+            t.start()
+            return
+        previous_hook(u)
+
+    try:
+        previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread (main() called from a thread): leave the handlers alone
+        return state
+    sys.unraisablehook = unraisable
+
+    def restore():
+        signal.signal(signal.SIGINT, previous_handler)
+        sys.unraisablehook = previous_hook
+    state["restore"] = restore
+    return state
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json, debug = _wants("--json", argv), _wants("--debug", argv)
+    interrupt = _interrupt_handling()
+    try:
+        return _main(argv, as_json, debug, interrupt)
+    finally:
+        if "restore" in interrupt:  # main() called from Python: give the caller its handlers back
+            interrupt["restore"]()
+
+
+def _main(argv, as_json: bool, debug: bool, interrupt: dict) -> int:
     args = None
+
+    def interrupted() -> int:
+        import signal
+        try:  # a second Ctrl-C (or a re-raised swallowed one) must not cut the message or the exit short
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:
+            pass
+        for t in interrupt.get("timers", ()):
+            t.cancel()
+        hint = getattr(args, "resume_hint", None)
+        hint = hint() if callable(hint) else hint
+        msg = f"interrupted; resume with: {hint}" if hint else "interrupted; no output was written"
+        print(f"eventsnn: {msg}", file=sys.stderr)
+        return 130
 
     def report(msg: str, prefix: str = "eventsnn: error: ") -> None:
         line = _one_line(msg)
@@ -717,10 +789,7 @@ def main(argv=None) -> int:
         report(str(e))
         return 2
     except KeyboardInterrupt:
-        hint = getattr(args, "resume_hint", None)
-        msg = f"interrupted; resume with: {hint}" if hint else "interrupted; no output was written"
-        print(f"eventsnn: {msg}", file=sys.stderr)
-        return 130
+        return interrupted()
     except BrokenPipeError:
         return _quiet_broken_pipe()
     except MemoryError:
@@ -733,6 +802,8 @@ def main(argv=None) -> int:
             raise
         report(f"internal error {type(e).__name__}: {e} (please report it; --debug shows the traceback)")
         return 1
+    if interrupt["hit"]:  # an interrupt swallowed past every re-raise: never report success
+        return interrupted()
     try:
         sys.stdout.flush()
     except BrokenPipeError:

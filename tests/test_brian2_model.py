@@ -56,8 +56,30 @@ def test_exported_brian2_script_reproduces_the_run_spike_for_spike(tmp_path):
     t, u = _sorted_spikes(res["layer0_time_ms"], res["layer0_unit"], ev.duration_ms)
     np.testing.assert_allclose(t, ref.layers[0].time_ms, atol=1e-9)
     np.testing.assert_array_equal(u, ref.layers[0].unit)
+    np.testing.assert_allclose(res["trace"], ref.trace[0], rtol=1e-9, atol=1e-12)  # the readout, at dt 0.1 ms
+    assert int(res["prediction"]) == int(ref.prediction[0]) and "prediction: class" in q.stdout
     # errors: --format brian2 needs --data; --data without it is refused; nothing written
     p = run_cli("export", tmp_path / "run", "--format", "brian2", "--out", tmp_path / "x.py")
     assert p.returncode == 2 and "--data" in p.stderr and not (tmp_path / "x.py").exists()
     p = run_cli("export", tmp_path / "run", "--data", tr, "--out", tmp_path / "x.h5")
     assert p.returncode == 2 and "--format brian2" in p.stderr
+
+
+def test_exported_script_readout_trace_and_prediction_equal_simulate(tmp_path):
+    """The script records the readout ``v`` (not a propagator) on the training grid: its trace is the trace
+    ``simulate`` gives (torch at the training dt, rounded delays, binned inputs), its prediction the same, and it
+    prints the prediction."""
+    from eventsnn.bridge.engines.brian2 import write_brian2_script
+    from eventsnn.bridge.engines.torch import simulate_torch
+
+    net, ev = random_network(3), random_events(3, n_samples=4)
+    ref = simulate_torch(net, ev, [1])
+    assert np.ptp(ref.trace[0]) > 0.1, "test network's readout too flat to be a test"
+    script, _ = write_brian2_script(net, ev, 1, tmp_path / "s" / "run.py")
+    q = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert q.returncode == 0, q.stderr
+    res = np.load(script.parent / "run_result.npz")
+    assert res["trace"].shape == ref.trace[0].shape
+    np.testing.assert_allclose(res["trace"], ref.trace[0], rtol=1e-9, atol=1e-12)
+    assert int(res["prediction"]) == int(ref.prediction[0])
+    assert f"prediction: class {int(ref.prediction[0])} (label {int(ev.labels[1])})" in q.stdout

@@ -56,13 +56,36 @@ def plan_copies(net: Network, n_samples: int, max_synapses: int = DEFAULT_MAX_SY
     return C, n_windows
 
 
+def import_brian2():
+    """``brian2``, with its Ctrl-C handler taken out again.
+
+    Importing Brian2 installs a SIGINT handler that turns Ctrl-C during ``Network.run`` into "finish this step
+    and stop": the run returns early as if it had finished, with its monitors cut short. eventsnn's runs must
+    either finish or raise ``KeyboardInterrupt`` (the CLI then prints how to resume and exits 130), so the
+    handler Brian2 replaced is put back (in the main thread, the only one that may set handlers) and Brian2's
+    ``core.stop_on_keyboard_interrupt`` preference is switched off."""
+    import signal
+    import threading
+
+    import brian2
+
+    brian2.prefs.core.stop_on_keyboard_interrupt = False
+    handler = signal.getsignal(signal.SIGINT)
+    if isinstance(handler, getattr(brian2, "_InterruptHandler", ())) and \
+            threading.current_thread() is threading.main_thread():
+        previous = handler.previous_handler
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    return brian2
+
+
 def _configure(target: str, build_dir: Path, exact: bool):
     """Select the Brian2 device/target with per-run build directories; returns the device module."""
-    import brian2
+    brian2 = import_brian2()
     from brian2 import prefs, set_device
 
     _reset_device()
     prefs.reset_to_defaults()
+    prefs.core.stop_on_keyboard_interrupt = False  # Ctrl-C raises KeyboardInterrupt (see import_brian2)
     prefs.core.default_float_dtype = np.float64
     prefs.logging.console_log_level = "WARNING"
     prefs.codegen.cpp.extra_compile_args_gcc = list(EXACT_GCC_FLAGS) if exact else ["-w", "-O3", "-ffast-math",
@@ -174,7 +197,7 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
     """
     import logging
 
-    import brian2 as b2
+    b2 = import_brian2()
 
     logging.captureWarnings(False)  # brian2 routes Python warnings into its log on import; give them back
     if target not in TARGETS:
@@ -220,21 +243,14 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
     b2.start_scope()
     dt = dt_ms * b2.ms
     b2.defaultclock.dt = dt
-    objs, hidden_mons, trace_mon = _build(b2, net, netq, binned, C, W, n_windows, dt_ms, Dff, Drec)
-    network = b2.Network(*objs)
-    t0 = time.perf_counter()
-    duration = total_steps * dt
-    if target in ("numpy", "cython") and progress:
-        from eventsnn.util.progress import progress_bar
-        bar = progress_bar(total=100, desc=f"brian2 {target} dt={dt_ms:g}ms")
-
-        def report(elapsed, completed, start, dur):
-            bar.n = int(round(completed * 100))
-            bar.refresh()
-        network.run(duration, report=report, report_period=2 * b2.second, namespace={})
-        bar.close()
-    else:
-        network.run(duration, namespace={})
+    try:
+        objs, hidden_mons, trace_mon = _build(b2, net, netq, binned, C, W, n_windows, dt_ms, Dff, Drec)
+        network = b2.Network(*objs)
+        t0 = time.perf_counter()
+        _run(b2, network, total_steps * dt, target, dt_ms, progress)
+    except BaseException:  # interrupted (or failed) half-way: the objects built are not "unused" by mistake
+        b2.prefs.logging.warn_for_unused_objects = False
+        raise
     if target in ("cpp_standalone", "cuda_standalone"):
         try:
             dev.build(directory=str(build_dir / target), compile=True, run=not compile_only, clean=False)
@@ -271,6 +287,23 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
                      events.labels[indices].copy(), indices, attrs)
 
 
+def _run(b2, network, duration, target: str, dt_ms: float, progress: bool) -> None:
+    """``network.run(duration)``, with a progress bar on the runtime targets when asked."""
+    if target in ("numpy", "cython") and progress:
+        from eventsnn.util.progress import progress_bar
+        bar = progress_bar(total=100, desc=f"brian2 {target} dt={dt_ms:g}ms")
+
+        def report(elapsed, completed, start, dur):
+            bar.n = int(round(completed * 100))
+            bar.refresh()
+        network.run(duration, report=report, report_period=2 * b2.second, namespace={})
+        bar.close()
+    else:
+        network.run(duration, namespace={})
+    if b2.Network._globally_stopped:  # stopped by a Brian2 handler installed behind our back: never a result
+        raise KeyboardInterrupt
+
+
 def _steps(netq, T: int, dt_ms: float, ratio: int, n_windows: int):
     """Integer delays at ``dt_ms`` per layer (``T`` steps or more deliver after the sample: the same as exactly
     ``T``) and the window length ``W`` in steps (padding that covers the longest chain of delays when samples
@@ -296,11 +329,13 @@ def to_brian2(net: Network, events, sample: int = 0, *, dt_ms: float | None = No
     ``layer<i>_integrate`` (their update), ``ff<i>`` / ``rec<i>`` (Synapses, ``I_post += w``, delays in ms),
     ``spikes<i>`` (SpikeMonitors) and ``readout_trace`` (StateMonitor of the readout ``v`` -- ``count`` for a count readout -- on the training grid).
     Run it for ``network.eventsnn_duration`` (a Brian2 time): ``network.run(network.eventsnn_duration)``. Its
-    spikes are the ones :func:`simulate_brian2` gives for that sample with the same settings.
+    spikes are the ones :func:`simulate_brian2` gives for that sample with the same settings; its readout
+    trace (``readout_trace``, recorded at the start of every training step) holds the run's trace in records
+    ``1 .. network.eventsnn_trace_steps``.
     """
     import logging
 
-    import brian2 as b2
+    b2 = import_brian2()
 
     logging.captureWarnings(False)
     dt_ms = net.dt_ms if dt_ms is None else float(dt_ms)
@@ -316,6 +351,7 @@ def to_brian2(net: Network, events, sample: int = 0, *, dt_ms: float | None = No
     objs, _, _ = _build(b2, net, netq, binned, 1, W, 1, dt_ms, Dff, Drec)
     network = b2.Network(*objs)
     network.eventsnn_duration = W * dt_ms * b2.ms
+    network.eventsnn_trace_steps = binned.n_steps // ratio  # training steps in the readout trace
     return network
 
 
@@ -506,7 +542,9 @@ Brian2's default schedule is the contract's step order. A unit with several inpu
 several stacked copies ("lanes") of the input group. Spikes at or after {duration_ms:g} ms (the last, extra step,
 which records the final readout sample) are outside the sample.{srm_note}
 
-Run: python {script}   (writes {out_npz}: spike times and units per layer, the readout trace)
+Run: python {script}   (prints the prediction; writes {out_npz}: spike times and units per layer, the
+readout trace [training steps, outputs] -- the trace `eventsnn simulate` gives for this sample --, the class
+scores and the prediction)
 """
 from pathlib import Path
 
@@ -560,7 +598,7 @@ def write_brian2_script(net: Network, events, sample: int, path, *, dt_ms: float
                                  srm_note=_SCRIPT_SRM if net.has_srm else "")]
     monitors = []
     pre = "inputs"
-    var = "count" if net.readout in SPIKING_READOUTS else "v"
+    readout_var = "count" if net.readout in SPIKING_READOUTS else "v"
     for li, L in enumerate(net.layers):
         G = obj[f"layer{li}"]
         last = li == len(net.layers) - 1
@@ -591,17 +629,27 @@ def write_brian2_script(net: Network, events, sample: int, path, *, dt_ms: float
             lines.append(f"spikes{li} = b2.SpikeMonitor(layer{li}, name='spikes{li}')")
             monitors.append(li)
         else:
-            lines.append(f"readout_trace = b2.StateMonitor(layer{li}, {var!r}, record=True, dt={net.dt_ms!r} * b2.ms, "
-                         "when='start', name='readout_trace')")
+            lines.append(f"readout_trace = b2.StateMonitor(layer{li}, {readout_var!r}, record=True, "
+                         f"dt={net.dt_ms!r} * b2.ms, when='start', name='readout_trace')")
         pre = f"layer{li}"
     dur = float(network.eventsnn_duration / b2.ms)
+    n_train_steps = network.eventsnn_trace_steps  # the readout trace: one value per training step
+    score = {"max": "trace.max(axis=0)", "mean": "trace.mean(axis=0)", "last": "trace[-1]", "count": "trace[-1]",
+             "softmax-sum": "(np.exp(trace - trace.max(axis=1, keepdims=True))"
+                            " / np.exp(trace - trace.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True))"
+                            ".sum(axis=0)"}[net.readout]
     lines += ["", "net = b2.Network(b2.collect())", f"net.run({dur!r} * b2.ms)",
-              f"result = {{'trace': readout_trace.{var}[:].T}}"]
+              "# the readout at the end of training steps 1..K: recorded at the start of the next training step",
+              f"trace = np.asarray(readout_trace.{readout_var}[:, 1:{n_train_steps + 1}]).T  # [steps, outputs]",
+              f"scores = {score}  # readout {net.readout!r}",
+              "result = {'trace': trace, 'scores': scores, 'prediction': int(np.argmax(scores))}"]
     for li in monitors:
         lines += [f"result['layer{li}_time_ms'] = np.asarray(spikes{li}.t / b2.ms)",
                   f"result['layer{li}_unit'] = np.asarray(spikes{li}.i[:])"]
     lines += [f"np.savez(here / '{path.stem}_result.npz', **result)",
-              "print({k: len(v) for k, v in result.items()})", ""]
+              *(f"print('layer {li}: ' + str(len(result['layer{li}_unit'])) + ' spikes')" for li in monitors),
+              f"print('prediction: class ' + str(result['prediction']) + ' (label {int(events.labels[sample])}); "
+              "scores ' + np.array2string(scores, precision=4))", ""]
     _reset_device()
     with atomic_path(npz_path) as tmp:
         with open(tmp, "wb") as f:

@@ -321,6 +321,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         except (KeyError, RuntimeError, ValueError) as e:
             raise fail(ckpt_path, f"checkpoint does not match its config ({str(e).splitlines()[0]})") from None
     prov = provenance(seed=cfg.seed, world_size=dist.world)
+    created = not rundir.exists()
     if dist.main:  # rank 0 writes every file
         rundir.mkdir(parents=True, exist_ok=True)
         if ckpt is None:
@@ -329,7 +330,26 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         seconds = _logged_seconds(rundir / "metrics.jsonl")
         with atomic_path(rundir / "metrics.jsonl") as tmp:  # exactly the checkpoint's history (no duplicates)
             tmp.write_text("".join(jsonio.dumps({**h, "seconds": seconds.get(h["epoch"])}) + "\n" for h in history))
+    try:
+        return _train_epochs(cfg, rundir, ckpt_path, dist, dev, events, tr_idx, val_idx, test, model, opt,
+                             loss_spec, history, best, start_epoch, bad_epochs, prov, progress, max_epochs_this_call,
+                             seconds)
+    except KeyboardInterrupt:
+        if dist.main and ckpt is None and not ckpt_path.exists():
+            # interrupted before the first checkpoint: nothing to resume, so leave no half-started run behind
+            for name in ("config.json", "metrics.jsonl"):
+                (rundir / name).unlink(missing_ok=True)
+            if created:
+                try:
+                    rundir.rmdir()
+                except OSError:
+                    pass
+        raise
 
+
+def _train_epochs(cfg, rundir, ckpt_path, dist, dev, events, tr_idx, val_idx, test, model, opt, loss_spec, history,
+                  best, start_epoch, bad_epochs, prov, progress, max_epochs_this_call, seconds) -> dict:
+    """The epochs of :func:`train` from ``start_epoch``, then the summary (and the test set, once)."""
     batcher = Batcher(events, cfg.dt_ms, dev)
     stop_at = cfg.epochs if max_epochs_this_call is None else min(cfg.epochs, start_epoch + max_epochs_this_call)
     stopped_early = bad_epochs >= cfg.patience
