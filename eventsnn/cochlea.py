@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import types
 from functools import lru_cache
 from pathlib import Path
 
@@ -476,3 +478,14 @@ def cochlea(audio, sample_rate=None, *, channels: int = DEFAULT_CHANNELS, seed: 
     return Events.from_lists([r[0] for r in results], [r[1] for r in results], labels, channels, duration,
                              n_classes, class_names, source=f"cochlea(lauscher-1.0.1 chain, {channels} channels)",
                              sort=False).validate()
+
+
+class _CallableModule(types.ModuleType):
+    """``eventsnn.cochlea(...)`` calls :func:`cochlea` even after this module was imported: importing a submodule
+    makes it the package's attribute of the same name, so the module itself forwards calls to the function."""
+
+    def __call__(self, *args, **kwargs):
+        return cochlea(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
