@@ -8,6 +8,7 @@ The Python API (in-memory objects in and out; paths work too), as the command li
 * ``eventsnn.simulate(network, events, engine="torch" | "brian2" | "event", dt=...) -> RunResult``;
 * ``eventsnn.compare(run_a, run_b) -> dict`` -- predictions, traces, spike-by-spike timing;
 * ``eventsnn.verify(network, events, out=...) -> dict`` -- every engine, dt and probe, against the exact run;
+* ``eventsnn.cochlea(audio, ...) -> Events`` -- audio through the SHD cochlea model (lauscher 1.0.1's chain);
 * ``eventsnn.load_events / load_network / load_run`` and ``save_events / save_network / save_run``.
 
 Packages: ``eventsnn`` (core: events, the discrete-time contract, the torch engine, training, the CLI),
@@ -29,10 +30,11 @@ except _metadata.PackageNotFoundError:  # a source tree that was not installed
     __version__ = "0+unknown"
 
 _API = {"train": "api", "export": "api", "simulate": "api", "compare": "api", "verify": "api",
-        "TrainedModel": "api", "TrainConfig": "training.loop", "Events": "data.events", "load_events": "data.events",
-        "save_events": "data.events", "load_run": "bridge.runfile", "save_run": "bridge.runfile",
-        "RunResult": "bridge.runfile", "EventsnnError": "util.errors", "Network": "bridge.network",
-        "load_network": "bridge.network", "save_network": "bridge.network"}
+        "TrainedModel": "api", "TrainConfig": "training.config", "Events": "data.events",
+        "load_events": "data.events", "save_events": "data.events", "load_run": "bridge.runfile",
+        "save_run": "bridge.runfile", "RunResult": "bridge.runfile", "EventsnnError": "util.errors",
+        "Network": "bridge.network", "load_network": "bridge.network", "save_network": "bridge.network",
+        "cochlea": "data.cochlea"}
 
 __all__ = sorted(_API) + ["__version__"]
 

@@ -110,6 +110,9 @@ def cmd_data_info(a):
             "chance": float(np.bincount(ev.labels).max() / len(ev))}
     if a.rate_baseline:
         info["count_only_accuracy"] = count_baseline(ev)
+    from eventsnn.data.speech import SOURCE, speech_statistics
+    if ev.source == SOURCE:
+        info.update(speech_statistics(ev, a.file))
     text = "\n".join(f"{k}: {v}" for k, v in info.items())
     _emit(info, a.json, text)
 
@@ -166,6 +169,33 @@ def cmd_data_prepare(a):
         tmp.write_text(jsonio.dumps(summary, indent=2))
     _emit(summary, a.json, f"wrote {out}/train.h5, val.h5, test.h5: {summary['train']}/{summary['val']}/"
                            f"{summary['test']} samples, {summary['units']} units ({a.dataset} {a.variant})")
+
+
+def cmd_data_cochlea(a):
+    from eventsnn.data.cochlea import cochlea
+    from eventsnn.data.events import save_events
+
+    check_output(a.out, inputs=a.audio)
+    if a.labels is not None and len(a.labels) != len(a.audio):
+        raise EventsnnError(f"--labels: {len(a.labels)} labels for {len(a.audio)} audio files (give one per file)")
+    ev = cochlea([str(p) for p in a.audio], channels=a.channels, seed=a.seed, labels=a.labels, workers=a.workers,
+                 progress=True)
+    save_events(ev, a.out)
+    n = int(ev.offsets[-1])
+    _emit({"out": str(a.out), "samples": len(ev), "channels": ev.n_units, "spikes": n, "duration_s": ev.duration_s},
+          a.json, f"wrote {a.out}: {len(ev)} samples, {ev.n_units} channels, {n} spikes")
+
+
+def cmd_data_speak(a):
+    from eventsnn.data.speech import make_speech
+
+    out = check_output(a.out, kind="dir")
+    s = make_speech(out, languages=a.languages, size=a.size, seed=a.seed, noise_db=a.noise_snr, channels=a.channels,
+                    workers=a.workers, progress=True)
+    _emit({k: v for k, v in s.items() if k != "speakers"}, a.json,
+          f"wrote {out}/train.h5, test.h5, speakers.json: {s['train']['samples']}/{s['test']['samples']} samples "
+          f"({len(s['train']['speakers'])}/{len(s['test']['speakers'])} voices), {s['channels']} channels "
+          f"({s['source']})")
 
 
 # ----------------------------------------------------------------------------- train / export
@@ -541,6 +571,34 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, type=Path, help="output directory")
     _common(pr)
     pr.set_defaults(func=cmd_data_prepare)
+    co = dsub.add_parser("cochlea", help="audio files through the SHD cochlea model (lauscher 1.0.1's chain) to spikes",
+                         description="WAV/FLAC/... files (stereo averaged to mono) through the cochlea model that made "
+                                     "SHD, compiled: spike for spike equal to lauscher 1.0.1 (file i draws from "
+                                     "numpy.random.RandomState([SEED, i])). Writes one events file in SHD layout.")
+    co.add_argument("audio", nargs="+", type=Path, metavar="AUDIO", help="audio files (anything libsndfile reads)")
+    co.add_argument("--out", required=True, type=Path, help="events file to write")
+    co.add_argument("--channels", type=_number(int, 1, 10_000), default=700, help="cochlea channels (default: 700)")
+    co.add_argument("--labels", type=_int_list, help="one class label per file, comma-separated (default: 0 for all)")
+    co.add_argument("--seed", type=SEED, default=0, help="seed of the release draws")
+    co.add_argument("--workers", type=POS_INT, default=1, help="files in parallel (processes)")
+    _common(co)
+    co.set_defaults(func=cmd_data_cochlea)
+    sp = dsub.add_parser("speak", help="spoken digits: synthetic voices (espeak-ng) through the SHD cochlea model",
+                         description="Digits 0-9 in English and German (classes en-0..de-9) said by synthetic voices "
+                                     "(variant, pitch, range, rate), test voices never in training, through the SHD "
+                                     "cochlea model. Not SHD. Writes OUT/train.h5, test.h5 (SHD layout with "
+                                     "extra/speaker, extra/keys) and speakers.json. Sizes (voices train/test x "
+                                     "repeats): tiny 2/1x1, small 4/2x1, default 40/10x2, large 80/20x3.")
+    sp.add_argument("--out", required=True, type=Path, help="output directory")
+    sp.add_argument("--languages", default="en,de", help="comma-separated subset of en,de (default: en,de)")
+    sp.add_argument("--size", default="default", choices=["tiny", "small", "default", "large"],
+                    help="how many voices and repetitions (default: default)")
+    sp.add_argument("--noise-snr", type=_number(float), metavar="DB", help="add white noise at this SNR in dB")
+    sp.add_argument("--channels", type=_number(int, 1, 10_000), default=700, help="cochlea channels (default: 700)")
+    sp.add_argument("--seed", type=SEED, default=0, help="seed of voices, placement, noise and release draws")
+    sp.add_argument("--workers", type=POS_INT, default=1, help="samples in parallel (processes)")
+    _common(sp)
+    sp.set_defaults(func=cmd_data_speak)
     i = dsub.add_parser("info", help="sizes, rates, classes (and a count-only baseline)")
     i.add_argument("file", type=Path, metavar="FILE", help="events file (ours, official SHD/SSC, or *_norm)")
     i.add_argument("--rate-baseline", action="store_true", help="held-out accuracy of logistic regression on counts")

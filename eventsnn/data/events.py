@@ -255,11 +255,17 @@ def bin_events(events: Events, dt_ms: float, indices=None) -> Binned:
 
 # ----------------------------------------------------------------------------- I/O
 
-def save_events(events: Events, path) -> None:
-    """Write ``events`` in the SHD layout with ``format="eventsnn.events"`` (atomically)."""
+def save_events(events: Events, path, speakers=None) -> None:
+    """Write ``events`` in the SHD layout with ``format="eventsnn.events"`` (atomically).
+
+    ``speakers``: one id per sample for ``extra/speaker`` (default 0 for all).
+    """
     import h5py
 
     events.validate(path)
+    speakers = np.zeros(len(events), np.int64) if speakers is None else np.asarray(speakers, np.int64)
+    if speakers.shape != (len(events),):
+        raise ValueError(f"speakers: expected {len(events)} ids, got shape {speakers.shape}")
     vt = h5py.vlen_dtype(np.float64)
     vu = h5py.vlen_dtype(np.int32)
     with atomic_path(path) as tmp:
@@ -282,10 +288,10 @@ def save_events(events: Events, path) -> None:
                 dt_[i] = t
                 du[i] = u.astype(np.int32)
             f.create_dataset("labels", data=events.labels.astype(np.int64))
-            # what tonic's SHD reader also expects (class names, one speaker id per sample; no speakers here)
+            # what tonic's SHD reader also expects (class names, one speaker id per sample)
             names = events.class_names or [str(c) for c in range(events.n_classes)]
             f.create_dataset("extra/keys", data=np.array(names, dtype=h5py.string_dtype()))
-            f.create_dataset("extra/speaker", data=np.zeros(n, np.int64))
+            f.create_dataset("extra/speaker", data=speakers)
 
 
 def load_events(path) -> Events:

@@ -1,0 +1,139 @@
+"""The SHD cochlea model (eventsnn.cochlea) against lauscher 1.0.1, its files and errors; spoken digits (speech)."""
+import h5py
+import numpy as np
+import pytest
+import soundfile
+
+import eventsnn
+from eventsnn.data import cochlea as C
+from eventsnn.data.events import load_events
+
+from conftest import run_cli
+
+lauscher = pytest.importorskip("lauscher")
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    """Transfer matrices go to a per-test cache directory (never the user's, never the package's)."""
+    monkeypatch.setenv("EVENTSNN_CACHE_DIR", str(tmp_path / "cache"))
+    C._transfer_cached.cache_clear()
+    yield tmp_path / "cache"
+    C._transfer_cached.cache_clear()
+
+
+def lauscher_spikes(samples=None, rate=None, path=None, channels=6):
+    from lauscher.audiowaves import FileMonoAudioWave, MonoAudioWave
+    from lauscher.helpers import CommandLineArguments
+    from lauscher.transformations.wave2spike import Wave2Spike
+
+    CommandLineArguments().num_concurrent_jobs = 1
+    wave = FileMonoAudioWave(str(path)) if path is not None else MonoAudioWave(np.array(samples, float), rate)
+    sp = wave.transform(Wave2Spike(num_channels=channels))
+    return sp.spike_times, sp.spike_labels
+
+
+def chirp(rate, n, seed=0):
+    t = np.arange(n) / rate
+    rng = np.random.default_rng(seed)
+    return np.sin(2 * np.pi * 300 * t * (1 + 4 * t)) * np.exp(-((t - t[-1] / 2) / 0.04) ** 2) \
+        + 0.02 * rng.standard_normal(n)
+
+
+def word(text="sieben", lang="de"):
+    from eventsnn.data.speech import Espeak, trim
+    return trim(Espeak.get().say(text, lang, "f2", 60, 50, 200)).astype(float) / 32768
+
+
+@pytest.mark.parametrize("clip", ["chirp-16k-odd", "espeak-22k"])
+def test_spike_for_spike_equal_to_lauscher(clip):
+    """Same numpy seed -> the same spikes as lauscher 1.0.1, and numpy's generator left where lauscher leaves it."""
+    x, rate = (chirp(16000, 3201), 16000) if clip == "chirp-16k-odd" else (word(), 22050)
+    np.random.seed(11)
+    t_ref, u_ref = lauscher_spikes(x, rate, channels=6)
+    after_ref = np.random.rand(3)
+    np.random.seed(11)
+    t, u = C.clip_spikes(x, rate, 6)
+    assert len(t_ref) > 20, "clip too quiet to be a test"
+    np.testing.assert_array_equal(t, t_ref)
+    np.testing.assert_array_equal(u, u_ref)
+    np.testing.assert_array_equal(np.random.rand(3), after_ref)
+
+
+def test_api_files_equal_lauscher_per_file_seed(tmp_path):
+    """eventsnn.cochlea on WAV and FLAC files: file i equals lauscher after numpy.random.seed([seed, i])."""
+    wav, flac = tmp_path / "a.wav", tmp_path / "b.flac"
+    soundfile.write(wav, chirp(16000, 2400, 1) * 0.5, 16000, subtype="PCM_16")
+    soundfile.write(flac, word("three", "en") * 0.8, 22050)
+    ev = eventsnn.cochlea([wav, flac], channels=5, seed=3, labels=[1, 0])
+    assert (ev.n_units, len(ev), ev.labels.tolist(), ev.n_classes) == (5, 2, [1, 0], 2)
+    for i, f in enumerate([wav, flac]):
+        np.random.seed([3, i])
+        t_ref, u_ref = lauscher_spikes(path=f, channels=5)
+        t, u = ev.sample(i)
+        assert len(t) > 10
+        np.testing.assert_array_equal(t, t_ref)
+        np.testing.assert_array_equal(u, u_ref)
+
+
+def test_transfer_matrix_cached_on_disk_in_user_dir(cache_dir):
+    v = C.transfer_matrix(801, 8000, 4)
+    files = list(cache_dir.rglob("bm_*.npy"))
+    assert len(files) == 1 and files[0].parent == cache_dir / "cochlea" == C.cache_dir()
+    C._transfer_cached.cache_clear()
+    np.testing.assert_array_equal(np.load(files[0]), v)
+    np.testing.assert_array_equal(C.transfer_matrix(801, 8000, 4), v)   # read back, not recomputed
+    from lauscher.transformations.basilar_membrane import BasilarMembrane
+    bm = BasilarMembrane(channels=4)
+    ref = np.array([bm._v(C.frequencies(801, 8000), c) for c in bm.ch])
+    np.testing.assert_allclose(v, ref, rtol=1e-12, atol=0)
+
+
+def test_cli_cochlea_file_and_bad_inputs(tmp_path):
+    wav = tmp_path / "a.wav"
+    soundfile.write(wav, chirp(16000, 2400, 2) * 0.5, 16000)
+    out = tmp_path / "out.h5"
+    r = run_cli("data", "cochlea", wav, "--out", out, "--channels", "4", "--seed", "2", "--labels", "3")
+    assert r.returncode == 0, r.stderr
+    ev = load_events(out)
+    ref = eventsnn.cochlea(wav, channels=4, seed=2, labels=[3])
+    np.testing.assert_array_equal(ev.times, ref.times)
+    np.testing.assert_array_equal(ev.units, ref.units)
+    assert ev.labels.tolist() == [3] and ev.n_units == 4
+    silent, text = tmp_path / "silent.wav", tmp_path / "text.wav"
+    soundfile.write(silent, np.zeros(1000), 16000)
+    text.write_text("not audio")
+    bad = tmp_path / "bad.h5"
+    cases = [([tmp_path / "missing.wav"], [], "no such file"),
+             ([text], [], "cannot read audio"),
+             ([wav, silent], [], "silent"),
+             ([wav], ["--channels", "0"], "--channels"),
+             ([wav, wav], ["--labels", "1"], "--labels")]
+    for files, extra, msg in cases:
+        r = run_cli("data", "cochlea", *files, "--out", bad, *extra)
+        assert r.returncode == 2, (files, extra, r.stderr)
+        assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not bad.exists()
+
+
+def test_speak_tiny_reproducible_held_out_voices(tmp_path):
+    """data speak: same seed -> same bytes; test voices never in training; 20 class names; data info beside SHD."""
+    args = ["data", "speak", "--size", "tiny", "--languages", "en", "--channels", "3", "--seed", "4"]
+    for d in ("a", "b"):
+        r = run_cli(*args, "--out", tmp_path / d)
+        assert r.returncode == 0, r.stderr
+    for f in ("train.h5", "test.h5", "speakers.json"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    with h5py.File(tmp_path / "a" / "train.h5") as tr, h5py.File(tmp_path / "a" / "test.h5") as te:
+        train_spk, test_spk = set(tr["extra/speaker"][()]), set(te["extra/speaker"][()])
+        assert len(train_spk) == 2 and len(test_spk) == 1 and not train_spk & test_spk
+        keys = [k.decode() for k in tr["extra/keys"][()]]
+        assert keys[0] == "en-0" and keys[19] == "de-9" and len(keys) == 20
+    train = load_events(tmp_path / "a" / "train.h5")
+    assert len(train) == 20 and sorted(set(train.labels.tolist())) == list(range(10))
+    assert np.diff(train.offsets).min() > 0 and train.n_units == 3
+    r = run_cli("data", "info", tmp_path / "a" / "train.h5", "--json")
+    assert r.returncode == 0, r.stderr
+    import json
+    info = json.loads(r.stdout)
+    assert "not SHD" in info["made_by"] and info["speakers"] == 2 and info["shd_published"]["train_samples"] == 8156
