@@ -141,10 +141,10 @@ def cmd_data_transform(a):
         raise EventsnnError("data transform needs at least one of --reverse, --jitter, --jitter-neuron, --delete, "
                             "--randomize, --remove-rate")
     ev = Compose(ts)(load_any(a.file))
-    ev.source = f"{ev.source}|{Compose(ts).name}"
+    ev.source = f"{ev.source}|{Compose(ts).spec}"
     save_events(ev, a.out)
-    _emit({"out": str(a.out), "transform": Compose(ts).name, "samples": len(ev), "units": ev.n_units},
-          a.json, f"wrote {a.out} ({Compose(ts).name}): {len(ev)} samples, {ev.n_units} units")
+    _emit({"out": str(a.out), "transform": Compose(ts).spec, "samples": len(ev), "units": ev.n_units},
+          a.json, f"wrote {a.out} ({Compose(ts).spec}): {len(ev)} samples, {ev.n_units} units")
 
 
 def cmd_data_prepare(a):

@@ -285,3 +285,20 @@ def test_tonic_shd_reader_opens_our_file_and_trains_with_its_transforms(tmp_path
     m = eventsnn.train(DatasetSource(jittered, ev.n_units, ev.n_classes, ev.duration_s), epochs=1, hidden=[8],
                        val_fraction=0.25, seed=1)
     assert len(m.history) == 1 and 0.0 <= m.history[0]["train_acc"] <= 1.0
+
+
+def test_transform_specs_have_one_spelling_that_reads_back():
+    """Every transform prints its spec (name:value), the spelling --probes and sweep configs take; its file-safe
+    name (':' as '-') reads back to the same transform."""
+    from eventsnn.data.transforms import transform_by_name
+    cases = {"reverse:window": Reverse("window"), "reverse:full": Reverse("full"), "reverse:max": Reverse("max"),
+             "jitter:5ms": Jitter(5.0), "jitter-neuron:2bins+20bins": Jitter(2.0, per="neuron", unit="bins",
+                                                                             offset=20.0),
+             "delete:0.1": Delete(0.1), "randomize:0.5": RandomizeTiming(0.5)}
+    for spec, t in cases.items():
+        assert t.spec == spec
+        (back,) = parse_probes(spec)
+        assert back == t and back.spec == spec
+        assert transform_by_name(t.name) == t and ":" not in t.name
+    assert RemoveRate().spec == "remove-rate"
+    assert Compose([Reverse("window"), Delete(0.1)]).spec == "reverse:window+delete:0.1"

@@ -403,6 +403,23 @@ def test_renamed_flags_still_work_with_one_warning(world, tmp_path, capsys):
     assert "--samples" not in capsys.readouterr().out
 
 
+def test_brian2_leftovers_of_a_killed_process_are_removed(tmp_path):
+    """Brian2 writes brian_debug_*.log and brian_script_*.py into the temporary directory on import and removes
+    them only at a normal exit: a killed eventsnn process's files sit in its own .eventsnn_build_PID directory,
+    which the next eventsnn process removes."""
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    kill = ("from eventsnn.bridge.engines.brian2 import import_brian2; import os; import_brian2(); "
+            "os.kill(os.getpid(), 9)")
+    p = subprocess.run([sys.executable, "-c", kill], env=env, capture_output=True, timeout=300)
+    assert p.returncode == -9
+    left = list(tmp_path.glob(".eventsnn_build_*/brian_*"))
+    assert left and not list(tmp_path.glob("brian_*")), list(tmp_path.iterdir())
+    ok = "from eventsnn.bridge.engines.brian2 import import_brian2; import_brian2()"
+    assert subprocess.run([sys.executable, "-c", ok], env=env, timeout=300).returncode == 0
+    assert not list(tmp_path.rglob("brian_*")) and not list(tmp_path.glob(".eventsnn_build_*")), \
+        list(tmp_path.rglob("*"))
+
+
 def test_same_seed_same_bytes(world, tmp_path):
     """Run files, checkpoints and exported networks hold no wall-clock time: the same inputs and seed give
     byte-identical files (timings go to the log, metrics.jsonl, and to the command's output)."""

@@ -65,8 +65,13 @@ def import_brian2():
     handler Brian2 replaced is put back (in the main thread, the only one that may set handlers) and Brian2's
     ``core.stop_on_keyboard_interrupt`` preference is switched off."""
     import signal
+    import sys
     import threading
 
+    if "brian2" not in sys.modules:
+        from eventsnn.util.files import process_tempdir
+        with process_tempdir():  # Brian2's debug log and script copy: in this process's own directory
+            import brian2
     import brian2
 
     brian2.prefs.core.stop_on_keyboard_interrupt = False

@@ -66,8 +66,10 @@ class Reverse:
         return _rebuild(ev, s, new, ev.units.copy())
 
     @property
-    def name(self):
-        return f"reverse-{self.mode}"
+    def spec(self):
+        return f"reverse:{self.mode}"
+
+    name = property(lambda self: _slug(self.spec))
 
 
 def _grid(ev: Events, what: str, need_bins: bool) -> tuple[float, int]:
@@ -222,10 +224,12 @@ class Jitter:
         return out
 
     @property
-    def name(self):
+    def spec(self):
         unit = "ms" if self.unit == "ms" else "bins"
         shift = f"+{self.offset:g}{unit}" if self.offset else ""
-        return f"jitter{'-neuron' if self.per == 'neuron' else ''}-{self.sigma:g}{unit}{shift}"
+        return f"jitter{'-neuron' if self.per == 'neuron' else ''}:{self.sigma:g}{unit}{shift}"
+
+    name = property(lambda self: _slug(self.spec))
 
 @dataclass(frozen=True)
 class Delete:
@@ -242,8 +246,10 @@ class Delete:
         return _rebuild(ev, ev.sample_index()[keep], ev.times[keep], ev.units[keep])
 
     @property
-    def name(self):
-        return f"delete-{self.p:g}"
+    def spec(self):
+        return f"delete:{self.p:g}"
+
+    name = property(lambda self: _slug(self.spec))
 
 
 @dataclass(frozen=True)
@@ -325,8 +331,10 @@ class RandomizeTiming:
         return out
 
     @property
-    def name(self):
-        return f"randomize{'-each' if self.rule == 'each' else ''}-{self.f:g}"
+    def spec(self):
+        return f"randomize{'-each' if self.rule == 'each' else ''}:{self.f:g}"
+
+    name = property(lambda self: _slug(self.spec))
 
 
 @dataclass(frozen=True)
@@ -376,8 +384,10 @@ class RemoveRate:
         return out
 
     @property
-    def name(self):
+    def spec(self):
         return "remove-rate"
+
+    name = property(lambda self: _slug(self.spec))
 
 class Compose:
     """Apply transforms in order."""
@@ -391,8 +401,16 @@ class Compose:
         return ev
 
     @property
-    def name(self):
-        return "+".join(t.name for t in self.transforms) or "none"
+    def spec(self):
+        return "+".join(t.spec for t in self.transforms) or "none"
+
+    name = property(lambda self: _slug(self.spec))
+
+
+def _slug(spec: str) -> str:
+    """A transform's name in file and run names: its spec (``jitter:5ms``, the one spelling users write and
+    :func:`parse_probes` reads) with ``:`` as ``-`` (``jitter-5ms``); :func:`transform_by_name` reads it back."""
+    return spec.replace(":", "-")
 
 
 PROBES = ("reverse", "reverse-window", "reverse-full", "reverse-max", "jitter", "jitter-neuron", "delete",
@@ -419,8 +437,9 @@ def _amount(item: str, arg: str, default: float, units: bool):
 
 
 def parse_probes(spec: str, seed: int = 0) -> list:
-    """Transforms named on the command line (each transform's ``name`` reads back here, ``-`` before the level
-    or ``:``): ``reverse`` (window and full), ``reverse-window``, ``reverse-full``, ``reverse-max`` (tonic's
+    """Transforms named on the command line, in the one spelling each transform prints as its ``spec``
+    (``name:value``; its file-safe ``name`` with ``-`` for ``:`` reads back too): ``reverse`` (window and full),
+    ``reverse:window``, ``reverse:full``, ``reverse:max`` (tonic's
     t -> max(t) - t), ``jitter[:SIGMA]`` and ``jitter-neuron[:SIGMA]`` (SIGMA in ms, or ``5bins`` in the events'
     bins, with an optional shift ``+20bins``), ``delete[:P]``, ``randomize[:F]`` (floor(F n) spikes of each unit
     moved, the authors' synthetic rule) and ``randomize-each[:F]`` (each spike with probability F, their speech
@@ -428,6 +447,8 @@ def parse_probes(spec: str, seed: int = 0) -> list:
     out = []
     for item in [s.strip() for s in spec.split(",") if s.strip()]:
         name, _, arg = item.partition(":")
+        if name == "reverse" and arg:  # the spec spelling, reverse:window
+            name, arg = f"reverse-{arg}", ""
         if name in ("reverse", "reverse-window", "reverse-full", "reverse-max"):
             if arg:
                 raise EventsnnError(f"probe {item!r}: {name} takes no argument")
@@ -474,6 +495,10 @@ def level_transform(key: str, level: float, seed: int = 0):
     goes (``jitter:*bins``, ``jitter-neuron:*bins+20bins``, ``randomize-each:*``, ``delete:*``; ``randomize``,
     ``jitter``, ``jitter_neuron`` and ``delete`` alone stand for ``randomize:*``, ``jitter:*`` (ms),
     ``jitter-neuron:*`` (ms) and ``delete:*``)."""
+    if key == "jitter_neuron":
+        import warnings
+        warnings.warn("transform key 'jitter_neuron' is deprecated; write jitter-neuron:* (the probe spelling)",
+                      FutureWarning, stacklevel=2)
     spec = _LEVEL_KEYS.get(key, key)
     if spec.count("*") != 1 or "," in spec:
         raise EventsnnError(f"transform {key!r}: write it as a probe with * where the level goes, e.g. jitter:*bins, "

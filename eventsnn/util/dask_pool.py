@@ -48,8 +48,10 @@ def _import_brian2_off_main_thread():
         return
     install = signal.signal
     signal.signal = lambda *args, **kwargs: None
+    from eventsnn.util.files import process_tempdir
     try:
-        import brian2  # noqa: F401
+        with process_tempdir():  # Brian2's debug log and script copy: in this process's own directory
+            import brian2  # noqa: F401
     finally:
         signal.signal = install
 

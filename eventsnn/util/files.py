@@ -74,6 +74,34 @@ def build_dir_for(parent) -> Path:
     return parent / f".eventsnn_build_{os.getpid()}"
 
 
+@contextlib.contextmanager
+def process_tempdir():
+    """Point :mod:`tempfile` at this process's own directory (``.eventsnn_build_PID`` in the system temporary
+    directory) for the block. Brian2 writes ``brian_debug_*.log`` and ``brian_script_*.py`` there when it is
+    imported and deletes them when the process ends normally; a killed process leaves them behind, and the next
+    eventsnn process removes the directory of the dead one (:func:`remove_stale`). An empty directory is removed
+    at exit."""
+    import atexit
+
+    real = tempfile.gettempdir()
+    d = build_dir_for(real)
+    d.mkdir(exist_ok=True)
+    atexit.register(_rmdir_quietly, d)
+    before = tempfile.tempdir
+    tempfile.tempdir = str(d)
+    try:
+        yield d
+    finally:
+        tempfile.tempdir = before
+
+
+def _rmdir_quietly(d: Path) -> None:
+    try:
+        d.rmdir()
+    except OSError:
+        pass
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
