@@ -2,7 +2,7 @@
 
 A network is ``n_inputs`` input units feeding a stack of layers; every layer
 but the last is a spiking layer -- LIF (``kind="lif"``) or SRM-alpha (``kind="srm"``,
-:mod:`eventsnn.srm`) -- the last a leaky integrator readout (``kind="li"``), or a
+:mod:`eventsnn.model.srm`) -- the last a leaky integrator readout (``kind="li"``), or a
 spiking layer whose spikes are counted (``readout="count"``). All arrays are
 float64; delays are real numbers in ms (``ff_delay_ms`` ``[N_pre]`` = axonal,
 ``[N_pre, N]`` = synaptic).

@@ -8,7 +8,7 @@ The Python API (in-memory objects in and out; paths work too), as the command li
 * ``eventsnn.simulate(network, events, engine="torch" | "brian2" | "event", dt=...) -> RunResult``;
 * ``eventsnn.compare(run_a, run_b) -> dict`` -- predictions, traces, spike-by-spike timing;
 * ``eventsnn.verify(network, events, out=...) -> dict`` -- every engine, dt and probe, against the exact run;
-* ``eventsnn.cochlea(audio, ...) -> Events`` -- audio through the SHD cochlea model (lauscher 1.0.1's chain);
+* ``eventsnn.data.cochlea(audio, ...) -> Events`` -- audio through the SHD cochlea model (lauscher 1.0.1's chain);
 * ``eventsnn.load_events / load_network / load_run`` and ``save_events / save_network / save_run``.
 
 Packages: ``eventsnn`` (core: events, the discrete-time contract, the torch engine, training, the CLI),

@@ -86,7 +86,7 @@ def train(events, config=None, *, test=None, val=None, rundir=None, progress: bo
         :class:`eventsnn.data.datasets.DatasetSource` wraps a torch ``Dataset`` (e.g. ``tonic.datasets.SHD`` with its
         transforms): read batch by batch, its transforms run again every epoch.
     config : TrainConfig, dict or path, optional
-        Settings (:class:`eventsnn.training.config.TrainConfig`); a path is read as YAML/TOML/JSON. Keyword arguments
+        Settings (:class:`eventsnn.training.loop.config.TrainConfig`); a path is read as YAML/TOML/JSON. Keyword arguments
         override it (``eventsnn.train(ev, delays="synaptic", epochs=10)``).
     test : Events or path, optional
         Held-out samples evaluated once, with the selected model, at the end.

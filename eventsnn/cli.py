@@ -464,7 +464,7 @@ def _common(q):
 
 
 def _add_train_flags(tr):
-    """The training flags, generated from the one schema (:class:`eventsnn.training.config.TrainConfig`)."""
+    """The training flags, generated from the one schema (:class:`eventsnn.training.loop.config.TrainConfig`)."""
     import typing
 
     from eventsnn.training.config import RENAMED_FLAGS, TrainConfig

@@ -32,7 +32,7 @@ from eventsnn.util import jsonio
 
 def _transform(name: str, level: float, seed: int):
     """A retrain-at-each-level transform: ``name`` is a transform spelling with ``*`` for the level
-    (:func:`eventsnn.transforms.level_transform`: ``randomize``, ``randomize-each:*``, ``jitter:*bins``,
+    (:func:`eventsnn.data.transforms.level_transform`: ``randomize``, ``randomize-each:*``, ``jitter:*bins``,
     ``jitter-neuron:*bins+20bins``, ``delete``, ...)."""
     from eventsnn.data.transforms import level_transform
 

@@ -6,7 +6,7 @@ explicit per-neuron propagators (``a``, ``b``, ``k`` from
 ``groups`` slot -- not ``method='exact'``, which is NaN for equal taus. Brian2's
 default schedule (groups, thresholds, synapses, resets) gives the step order.
 
-SRM-alpha layers (``kind="srm"``, :mod:`eventsnn.srm`) are two such pairs with equal taus -- ``v, I``
+SRM-alpha layers (``kind="srm"``, :mod:`eventsnn.model.srm`) are two such pairs with equal taus -- ``v, I``
 (``tau_sr``) and ``vr, Ir`` (``tau_ref``) -- integrated by their explicit propagators in the same slot; the
 threshold is on ``v + vr``; the reset slot adds the refractory jump to ``Ir`` (no reset of ``v``); an arrival
 does ``I_post += e*w``.
@@ -397,7 +397,7 @@ def neuron_equations(L, dt_ms: float, windowed: bool, count: bool = False):
     refractory), run in the ``groups`` slot; threshold and reset are Brian2's own slots, so the default schedule
     gives the contract's step order. ``windowed``: no spikes in the padding of a time window. ``count``: the
     layer counts its spikes in ``count`` (a spiking readout, ``readout="count"``). SRM layers: ``v, I, vr, Ir``,
-    threshold on ``v + vr``, the reset slot adds ``jump`` to ``Ir`` (:mod:`eventsnn.srm`).
+    threshold on ``v + vr``, the reset slot adds ``jump`` to ``Ir`` (:mod:`eventsnn.model.srm`).
     """
     if L.kind == "srm":
         return _srm_equations(windowed, count)

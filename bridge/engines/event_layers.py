@@ -10,7 +10,7 @@ recurrent deliveries need a queue, and that queue is the layer's alone. Within a
   neuron; neurons last touched at the same time advance by the same interval, and when the layer's neurons share
   ``tau_mem`` and ``tau_syn`` (every trained model) the three factors of the closed form (``exp``, ``expm1``,
   ``exp``) are computed once for the whole fan-out, not once per neuron. They are the same float operations as
-  :func:`eventsnn.contract.evolve_rates`, so the state is bit for bit the one the per-neuron form gives.
+  :func:`eventsnn.model.contract.evolve_rates`, so the state is bit for bit the one the per-neuron form gives.
   Per-neuron time constants take the per-neuron closed form (slower, as exact).
 * **Bound before root.** ``tm dv/dt = I - v`` and ``I`` decays towards 0, so while ``I0 > 0``,
   ``v(t) <= I0 + (v0 - I0) e^{-t/tm} <= v0 + (I0 - v0) t / tm``. When that is below ``theta`` at the next event
@@ -51,7 +51,7 @@ _jit = njit(nogil=True)
 @_jit
 def _factors(dt, inv_tm, inv_ts, c):
     """The closed form's factors over ``dt`` into ``c = [dt, e^{-dt/tm}, k(dt), e^{-dt/ts}]``: exactly the
-    operations of :func:`eventsnn.contract.evolve_rates` (``v = v e + I k``, ``I = I b``)."""
+    operations of :func:`eventsnn.model.contract.evolve_rates` (``v = v e + I k``, ``I = I b``)."""
     em = math.exp(-dt * inv_tm)
     d = inv_tm - inv_ts
     x = dt * d

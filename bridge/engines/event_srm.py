@@ -1,9 +1,9 @@
-"""The exact, event-driven engine for SRM-alpha networks (``kind="srm"``; :mod:`eventsnn.srm`).
+"""The exact, event-driven engine for SRM-alpha networks (``kind="srm"``; :mod:`eventsnn.model.srm`).
 
 The same continuous-time network the clocked engines approximate, with no time step. Between events each SRM
-neuron follows the closed form of :func:`eventsnn.srm.evolve`; an arrival of weight ``w`` does ``I += e*w`` at
+neuron follows the closed form of :func:`eventsnn.model.srm.evolve`; an arrival of weight ``w`` does ``I += e*w`` at
 exactly ``t + d`` (delays real-valued, input times unbinned); an own spike does ``Ir += -e*scale_ref*theta``.
-Readout (``li``) neurons follow :func:`eventsnn.contract.evolve` and are sampled at ``(n + 1) train_dt``;
+Readout (``li``) neurons follow :func:`eventsnn.model.contract.evolve` and are sampled at ``(n + 1) train_dt``;
 a counted ``srm`` output layer gives the cumulative count per training step, as in the other engines.
 
 When a neuron fires. ``u = v + vr`` is continuous (arrivals move ``I`` and ``Ir``), and between events
@@ -318,12 +318,12 @@ def _flatten(net: Network):
 def simulate_event_srm(net: Network, events, indices=None, *, progress: bool = False, workers: int = 1,
                        max_rate_hz: float = 1000.0) -> RunResult:
     """Simulate ``events[indices]`` through an SRM network exactly (the arguments and result of
-    :func:`eventsnn.bridge.event_engine.simulate_event`, which calls this for networks with ``srm`` layers).
+    :func:`eventsnn.bridge.engines.event.simulate_event`, which calls this for networks with ``srm`` layers).
 
     ``attrs["srm_steep_crossings"]`` counts the threshold crossings (the first spike of each) where ``u`` rose
     faster than half the refractory kernel's initial slope, ``e*scale_ref*theta/(2*tau_ref)``: there a clocked run
     fires a burst in consecutive steps whose size depends on where in its step the crossing falls, so clocked runs
-    agree with this one spike for spike only where this count is 0 (:mod:`eventsnn.srm`). Single-process runs
+    agree with this one spike for spike only where this count is 0 (:mod:`eventsnn.model.srm`). Single-process runs
     only (``workers=1``)."""
     from eventsnn.util.progress import progress_bar
 

@@ -436,7 +436,7 @@ def cochlea(audio, sample_rate=None, *, channels: int = DEFAULT_CHANNELS, seed: 
     ``audio``: a path (WAV, FLAC, ... through soundfile), an array (needs ``sample_rate``), or a list of either.
     Stereo files are averaged to mono. ``labels``: one per clip (default 0); ``class_names`` optional. Clip ``i``
     draws its release events from ``numpy.random.RandomState([seed, i])``; results do not depend on ``workers``
-    (processes, see :class:`eventsnn.parallel.Pool`). Every clip is checked before any work: a missing or
+    (processes, see :class:`eventsnn.util.dask_pool.Pool`). Every clip is checked before any work: a missing or
     unreadable file, a silent clip or a bad ``channels`` raises :class:`EventsnnError`.
     """
     from eventsnn.data.events import Events

@@ -2,7 +2,7 @@
 
 Not SHD: SHD is recordings of 12 people; this is digits 0-9 in English and German spoken by synthetic voices
 (``espeakng-loader`` ships libespeak-ng 1.52 and its voice data), put through the same cochlea model that made SHD
-(:mod:`eventsnn.cochlea`, equal to lauscher 1.0.1) and written in SHD's layout, 20 classes ``en-0 .. de-9``.
+(:mod:`eventsnn.data.cochlea`, equal to lauscher 1.0.1) and written in SHD's layout, 20 classes ``en-0 .. de-9``.
 
 A *speaker* is a voice: an espeak variant (``!v/...``: m1, f3, klatt2, ...), a base pitch, a pitch range and a
 speaking rate, drawn from the seed. Every speaker says every digit of every language ``repeats`` times, each time
@@ -183,7 +183,7 @@ def place(raw: np.ndarray, seed: int, ident, snr_db=None) -> np.ndarray:
 
 
 def _sample_job(job):
-    """One sample's clip through the cochlea (importable for :class:`eventsnn.parallel.Pool`)."""
+    """One sample's clip through the cochlea (importable for :class:`eventsnn.util.dask_pool.Pool`)."""
     from eventsnn.data.cochlea import clip_spikes
 
     raw, seed, ident, snr_db, channels = job

@@ -340,7 +340,7 @@ class RandomizeTiming:
 @dataclass(frozen=True)
 class RemoveRate:
     """The paper's rate-removal ("norm") construction on events, by the authors' rule
-    (:func:`eventsnn.paper.norm_selection`, their ``create_min_count_dataset_return_mask`` and ``do_min_count``):
+    (:func:`eventsnn.data.paper.norm_selection`, their ``create_min_count_dataset_return_mask`` and ``do_min_count``):
 
     1. Count spikes per (sample, unit). A unit whose minimum count over samples is below ``floor`` (2) is "bad";
        the samples where a bad unit fires fewer than ``floor`` spikes are marked for removal when they are at most

@@ -76,7 +76,7 @@ class LIFLayer(nn.Module):
     @property
     def kind(self) -> str:
         """The network file's layer kind: ``lif`` (spiking) or ``li`` (readout); ``srm`` for
-        :class:`eventsnn.srm_layer.SRMLayer`."""
+        :class:`eventsnn.model.srm_layer.SRMLayer`."""
         return "lif" if self.spiking else "li"
 
     @staticmethod
@@ -142,7 +142,7 @@ class LIFLayer(nn.Module):
 
 
 class SNN(nn.Module):
-    """Feed-forward stack of spiking layers (LIF, or SRM-alpha: :class:`eventsnn.srm_layer.SRMLayer`) and a
+    """Feed-forward stack of spiking layers (LIF, or SRM-alpha: :class:`eventsnn.model.srm_layer.SRMLayer`) and a
     readout layer; ``readout`` reduces its trace.
 
     The readout layer is a leaky integrator (its membrane potential is the trace), or for ``readout="count"``

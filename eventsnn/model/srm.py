@@ -7,7 +7,7 @@ Model (dimensionless; ``theta`` the threshold)::
     nu(s)  = -scale_ref * theta * (s/tau_ref) e^(1 - s/tau_ref)
 
 Both kernels are the impulse response of two cascaded first-order filters with one time constant, so the neuron
-is linear ODEs -- two pairs of the LIF contract's filters (:mod:`eventsnn.contract`) with equal taus::
+is linear ODEs -- two pairs of the LIF contract's filters (:mod:`eventsnn.model.contract`) with equal taus::
 
     tau_sr  dv/dt  = I  - v      tau_sr  dI/dt  = -I       an arriving spike of weight w:  I     += e*w
     tau_ref dvr/dt = Ir - vr     tau_ref dIr/dt = -Ir      an own spike:                   Ir    += -e*scale_ref*theta
@@ -21,10 +21,10 @@ is linear ODEs -- two pairs of the LIF contract's filters (:mod:`eventsnn.contra
 3. deliver     ``I += e * sum_j w_ji x_j[n - D_ji]`` and ``Ir += -e*scale_ref*theta * s[n]``
 4. no reset    (the refractory kernel takes its place)
 
-``a = exp(-dt/tau_sr)``, ``k = dt/tau_sr * a`` (the equal-tau case of :func:`eventsnn.contract.propagators`),
+``a = exp(-dt/tau_sr)``, ``k = dt/tau_sr * a`` (the equal-tau case of :func:`eventsnn.model.contract.propagators`),
 and likewise ``ar``, ``kr`` with ``tau_ref``. A spike delivered at step m adds ``w*eps(j*dt)`` to ``u`` at step
 m + j: exactly SLAYER's sampled kernel -- which SLAYER truncates where it falls below 1% of its peak; we do not
-truncate. Delays round half-up as for LIF (:func:`eventsnn.contract.delay_steps`).
+truncate. Delays round half-up as for LIF (:func:`eventsnn.model.contract.delay_steps`).
 
 In continuous time (the event engine) ``u`` is continuous (arrivals move ``I`` and ``Ir``, not ``v``), so a
 spike happens when ``u`` reaches ``theta`` from below, and as the refractory kernel starts at 0, ``u`` is still
@@ -64,7 +64,7 @@ def nu(s, tau_ref, scale_ref, theta):
 
 def propagators(tau_sr_ms, tau_ref_ms, dt_ms: float):
     """Exact one-step propagators ``(a, k, ar, kr)`` as float64 arrays: the PSP pair (``tau_sr``) and the
-    refractory pair (``tau_ref``), each the equal-tau case of :func:`eventsnn.contract.propagators`."""
+    refractory pair (``tau_ref``), each the equal-tau case of :func:`eventsnn.model.contract.propagators`."""
     a, _, k = _lif_propagators(tau_sr_ms, tau_sr_ms, dt_ms)
     ar, _, kr = _lif_propagators(tau_ref_ms, tau_ref_ms, dt_ms)
     return a, k, ar, kr

@@ -1,8 +1,8 @@
-"""The torch engine's SRM-alpha layer (``kind="srm"``, :mod:`eventsnn.srm`): training and evaluation.
+"""The torch engine's SRM-alpha layer (``kind="srm"``, :mod:`eventsnn.model.srm`): training and evaluation.
 
-:class:`SRMLayer` is a spiking layer with the same interface as :class:`~eventsnn.snn.LIFLayer` (feed-forward
+:class:`SRMLayer` is a spiking layer with the same interface as :class:`~eventsnn.model.layers.LIFLayer` (feed-forward
 weights ``ff_weight[N_pre, N]``, optional axonal or synaptic delays acting on its input, ``clamp_``), so
-:class:`~eventsnn.snn.SNN` stacks either. Its time scan is :func:`srm_scan`, per step (:mod:`eventsnn.srm`)::
+:class:`~eventsnn.model.layers.SNN` stacks either. Its time scan is :func:`srm_scan`, per step (:mod:`eventsnn.model.srm`)::
 
     v = a v + k I ;  I = a I ;  vr = ar vr + kr Ir ;  Ir = ar Ir
     s = H(v + vr - theta)
@@ -10,7 +10,7 @@ weights ``ff_weight[N_pre, N]``, optional axonal or synaptic delays acting on it
 
 Gradients: the surrogate derivative at ``u - theta``; the refractory path is not differentiated (``s`` is
 detached where it feeds ``Ir``, as LIF detaches its reset and as SLAYER's spike function does). The rest is the
-LIF adjoint with equal taus and no reset, so the fused backward *is* :func:`eventsnn.scan._scan_backward` (or its
+LIF adjoint with equal taus and no reset, so the fused backward *is* :func:`eventsnn.model.scan._scan_backward` (or its
 numba twin) with ``v_pre = u``.
 """
 from __future__ import annotations
@@ -71,7 +71,7 @@ class SRMLayer(LIFLayer):
 
     def constants(self, dt_ms: float):
         """``(a, k, ar, kr, jump)`` as tensors of this layer's dtype and device (float64 maths in
-        :mod:`eventsnn.srm`, the numbers Brian2 gets)."""
+        :mod:`eventsnn.model.srm`, the numbers Brian2 gets)."""
         a, k, ar, kr = srm.propagators(self.tau_sr_ms.detach().cpu().numpy(), self.tau_ref_ms.detach().cpu().numpy(),
                                        dt_ms)
         jump = srm.refractory_jump(self.scale_ref.detach().cpu().numpy(), self.threshold.detach().cpu().numpy())

@@ -1,6 +1,6 @@
-"""numba kernel of the SRM scan's forward on the CPU (:mod:`eventsnn.srm_layer`; imported on first use).
+"""numba kernel of the SRM scan's forward on the CPU (:mod:`eventsnn.model.srm_layer`; imported on first use).
 
-Same per-step arithmetic, in the same order, as :func:`eventsnn.srm_layer._srm_autograd`; samples are
+Same per-step arithmetic, in the same order, as :func:`eventsnn.model.srm_layer._srm_autograd`; samples are
 independent, so each thread runs whole samples through time.
 """
 import numba
