@@ -495,7 +495,7 @@ def _simulate_part(args):
 
 def _simulate_in_workers(net, events, indices, workers, build_dir, progress, kw) -> RunResult:
     """``simulate_brian2`` over consecutive sample chunks in ``workers`` spawned processes (own build dirs)."""
-    from eventsnn.util.dask_pool import run_sample_chunks
+    from eventsnn.bridge.runfile import run_sample_chunks
 
     t0 = time.perf_counter()
     run = run_sample_chunks(_simulate_part, lambda i, ev: (net, ev, build_dir / f"part{i}", kw), events, indices,

@@ -485,6 +485,6 @@ def _part(args):
 
 
 def _in_workers(net, events, indices, workers, progress, max_rate_hz) -> RunResult:
-    from eventsnn.util.dask_pool import run_sample_chunks
+    from eventsnn.bridge.runfile import run_sample_chunks
     return run_sample_chunks(_part, lambda i, ev: (net, ev, max_rate_hz), events, indices, workers, "event engine parts",
                              progress)

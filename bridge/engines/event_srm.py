@@ -338,7 +338,7 @@ def simulate_event_srm(net: Network, events, indices=None, *, progress: bool = F
     workers = max(1, min(int(workers), len(indices)))
     t0 = time.perf_counter()
     if workers > 1:
-        from eventsnn.util.dask_pool import run_sample_chunks
+        from eventsnn.bridge.runfile import run_sample_chunks
         run = run_sample_chunks(_part, lambda i, ev: (net, ev, max_rate_hz), events, indices, workers,
                                 "event engine parts", progress)
         run.attrs["wall_s"] = time.perf_counter() - t0

@@ -14,7 +14,6 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 
-import numpy as np
 
 
 _SCHEDULER = re.compile(r"^(tcp|tls)://[^\s/:]+:\d{1,5}$")
@@ -119,23 +118,3 @@ class Pool:
             if progress is not None:
                 progress.update(1)
         return out
-
-
-def run_sample_chunks(fn, make_job, events, indices, workers: int, desc: str, progress: bool = False,
-                      scheduler: str | None = None):
-    """Cut ``indices`` into ``workers`` consecutive chunks, run ``fn(make_job(i, events.subset(chunk)))`` for each
-    on the :class:`Pool`, and join the resulting runs in order (identical to one process: samples never
-    interact). ``fn`` must be importable (it travels to the workers by name)."""
-    from eventsnn.util.progress import progress_bar
-    from eventsnn.bridge.runfile import concat_runs
-
-    chunks = [c for c in np.array_split(np.asarray(indices), workers) if len(c)]
-    jobs = [make_job(i, events.subset(c)) for i, c in enumerate(chunks)]
-    with Pool(len(jobs), scheduler) as pool, \
-            progress_bar(total=len(jobs), desc=desc, disable=not progress) as bar:
-        parts = pool.map(fn, jobs, bar)
-    run = concat_runs(parts)
-    run.sample_index = np.asarray(indices).copy()
-    run.labels = events.labels[indices].copy()
-    run.attrs["workers"] = len(jobs)
-    return run
