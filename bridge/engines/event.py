@@ -418,58 +418,75 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
         run.attrs["wall_s"] = time.perf_counter() - t0
         return run
     flat = _flatten(net)
-    n_hidden_units = sum(L.size for L in net.layers[:-1])
-    cap = max(SPIKE_CAP_FLOOR, int(max_rate_hz * events.duration_ms * 1e-3 * n_hidden_units))
-    K = n_steps(events.duration_ms, net.dt_ms)
-    sample_t = (np.arange(K) + 1) * net.dt_ms
-    T_end = events.duration_ms
-    n_hidden = len(net.layers) - 1
-    counted = net.readout in SPIKING_READOUTS
-    spikes = [[] for _ in range(n_hidden)]
-    trace = np.zeros((len(indices), K, net.n_outputs))
+    run = ExactRun(net, events, indices, max_rate_hz)
+
     def done(pos, result):
-        lay, unit, tt, tr = result[:4]
-        if len(tt) >= cap:
-            raise EventsnnError(
-                f"sample {int(indices[pos])}: the exact run reached {cap} spikes by t = {tt.max():.1f} ms (more than "
-                f"{max_rate_hz:g} Hz per hidden neuron over the sample) and was stopped: without a clock "
-                "to cap it at one spike per step, this network fires without bound and an exact run would "
-                "take hours. Verify with --no-event, or give the network a refractory period; "
-                "max_rate_hz raises the cap")
-        if counted:  # count readout: the trace is the output layer's cumulative spike count per training step
-            m = lay == n_hidden
-            trace[pos] = cumulative_counts(time_to_step(tt[m], net.dt_ms), unit[m], K, net.n_outputs)
-        else:
-            trace[pos] = tr
-        for li in range(n_hidden):
-            m = lay == li
-            spikes[li].append((np.full(int(m.sum()), pos), unit[m], tt[m]))
+        run.add(pos, *result[:4])
         bar.update(1)
 
     with progress_bar(total=len(indices), desc="event engine", disable=not progress) as bar:
         if method == "layers":
             from eventsnn.bridge.engines.event_layers import run_samples
-            run_samples(net, events, indices, flat, T_end, sample_t, cap, workers, done)
+            run_samples(net, events, indices, flat, run.T_end, run.sample_t, run.cap, workers, done)
         else:
             for pos, s in enumerate(indices):
                 t, u = events.sample(int(s))
-                arrivals = input_arrivals(net, np.asarray(t, np.float64) * 1e3, np.asarray(u, np.int64), T_end)
-                done(pos, _simulate_sample(*arrivals, T_end, sample_t, *flat, cap))
-    layers = []
-    for li in range(n_hidden):
-        parts = spikes[li]
-        smp = np.concatenate([p[0] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
-        un = np.concatenate([p[1] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
-        tt = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
-        order = np.lexsort((un, tt, smp))
-        smp, un, tt = smp[order], un[order], tt[order]
-        layers.append(LayerSpikes(smp, un, time_to_step(tt, net.dt_ms), tt))
-    pred = readout_scores(trace, net.readout).argmax(axis=1)
+                arrivals = input_arrivals(net, np.asarray(t, np.float64) * 1e3, np.asarray(u, np.int64), run.T_end)
+                done(pos, _simulate_sample(*arrivals, run.T_end, run.sample_t, *flat, run.cap))
     attrs = {"wall_s": time.perf_counter() - t0}
     if workers > 1:
         attrs["workers"] = workers  # threads over the samples
-    return RunResult("event", 0.0, net.dt_ms, "exact", "exact", "cpu", net.readout, layers, trace, pred,
-                     events.labels[indices].copy(), indices, attrs)
+    return run.result(attrs)
+
+
+class ExactRun:
+    """The samples of one exact run gathered into a :class:`RunResult` (shared by the LIF and the SRM engines):
+    the spike cap that stops a runaway sample, the readout trace (sampled, or a count readout's cumulative counts)
+    and the hidden spikes, sorted by sample, time and unit."""
+
+    def __init__(self, net: Network, events, indices, max_rate_hz: float):
+        self.net, self.events, self.indices, self.max_rate_hz = net, events, indices, max_rate_hz
+        n_hidden_units = sum(L.size for L in net.layers[:-1])
+        self.cap = max(SPIKE_CAP_FLOOR, int(max_rate_hz * events.duration_ms * 1e-3 * max(1, n_hidden_units)))
+        self.K = n_steps(events.duration_ms, net.dt_ms)
+        self.sample_t = (np.arange(self.K) + 1) * net.dt_ms
+        self.T_end = events.duration_ms
+        self.n_hidden = len(net.layers) - 1
+        self.counted = net.readout in SPIKING_READOUTS
+        self.spikes = [[] for _ in range(self.n_hidden)]
+        self.trace = np.zeros((len(indices), self.K, net.n_outputs))
+
+    def add(self, pos: int, lay, unit, tt, tr) -> None:
+        """One sample's spikes (layer, unit, time in ms) and readout trace; the error if it hit the cap."""
+        net = self.net
+        if len(tt) >= self.cap:
+            raise EventsnnError(
+                f"sample {int(self.indices[pos])}: the exact run reached {self.cap} spikes by t = {tt.max():.1f} ms "
+                f"(more than {self.max_rate_hz:g} Hz per hidden neuron over the sample) and was stopped: without a "
+                "clock to cap it at one spike per step, this network fires without bound and an exact run would "
+                "take hours. Verify with --no-event, or give the network a refractory period; "
+                "max_rate_hz raises the cap")
+        if self.counted:  # count readout: the trace is the output layer's cumulative spike count per training step
+            m = lay == self.n_hidden
+            self.trace[pos] = cumulative_counts(time_to_step(tt[m], net.dt_ms), unit[m], self.K, net.n_outputs)
+        else:
+            self.trace[pos] = tr
+        for li in range(self.n_hidden):
+            m = lay == li
+            self.spikes[li].append((np.full(int(m.sum()), pos), unit[m], tt[m]))
+
+    def result(self, attrs: dict) -> RunResult:
+        net, layers = self.net, []
+        for parts in self.spikes:
+            smp = np.concatenate([p[0] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
+            un = np.concatenate([p[1] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
+            tt = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
+            order = np.lexsort((un, tt, smp))
+            smp, un, tt = smp[order], un[order], tt[order]
+            layers.append(LayerSpikes(smp, un, time_to_step(tt, net.dt_ms), tt))
+        pred = readout_scores(self.trace, net.readout).argmax(axis=1)
+        return RunResult("event", 0.0, net.dt_ms, "exact", "exact", "cpu", net.readout, layers, self.trace, pred,
+                         self.events.labels[self.indices].copy(), self.indices, attrs)
 
 
 def cumulative_counts(step: np.ndarray, unit: np.ndarray, K: int, n: int) -> np.ndarray:

@@ -31,10 +31,9 @@ import time
 
 import numpy as np
 
-from eventsnn.model.contract import SPIKING_READOUTS, evolve_rates, readout_scores
+from eventsnn.model.contract import evolve_rates
 from eventsnn.util.errors import EventsnnError
-from eventsnn.data.events import n_steps, time_to_step
-from eventsnn.bridge.runfile import LayerSpikes, RunResult
+from eventsnn.bridge.runfile import RunResult
 from eventsnn.model.srm import E, evolve, refractory_jump, u_slope
 
 from eventsnn.bridge.network import Network
@@ -327,14 +326,14 @@ def simulate_event_srm(net: Network, events, indices=None, *, progress: bool = F
     only (``workers=1``)."""
     from eventsnn.util.progress import progress_bar
 
-    from eventsnn.bridge.engines.event import SPIKE_CAP_FLOOR, cumulative_counts
+    from eventsnn.bridge.engines import check_compatible
+    from eventsnn.bridge.engines.event import ExactRun
 
     check_network(net)
     if indices is None:
         indices = np.arange(len(events))
     indices = np.asarray(indices, dtype=np.int64)
-    if events.n_units != net.n_inputs:
-        raise EventsnnError(f"events have {events.n_units} units but the network has {net.n_inputs} inputs")
+    check_compatible(net, events)
     workers = max(1, min(int(workers), len(indices)))
     t0 = time.perf_counter()
     if workers > 1:
@@ -345,15 +344,7 @@ def simulate_event_srm(net: Network, events, indices=None, *, progress: bool = F
         run.attrs.pop("srm_steep_crossings", None)  # the joined run holds the first part's attrs only
         return run
     flat = _flatten(net)
-    n_hidden_units = sum(L.size for L in net.layers[:-1])
-    cap = max(SPIKE_CAP_FLOOR, int(max_rate_hz * events.duration_ms * 1e-3 * max(1, n_hidden_units)))
-    K = n_steps(events.duration_ms, net.dt_ms)
-    sample_t = (np.arange(K) + 1) * net.dt_ms
-    T_end = events.duration_ms
-    n_hidden = len(net.layers) - 1
-    counted = net.readout in SPIKING_READOUTS
-    spikes = [[] for _ in range(n_hidden)]
-    trace = np.zeros((len(indices), K, net.n_outputs))
+    run = ExactRun(net, events, indices, max_rate_hz)
     steep = 0
     with progress_bar(total=len(indices), desc="event engine (srm)", disable=not progress) as bar:
         for pos, s in enumerate(indices):
@@ -361,33 +352,11 @@ def simulate_event_srm(net: Network, events, indices=None, *, progress: bool = F
             t = np.asarray(t, np.float64) * 1e3
             u = np.asarray(u, np.int64)
             o = np.lexsort((u, t))
-            lay, unit, tt, tr, n_steep = _simulate_sample(t[o], u[o], T_end, sample_t, *flat, cap)
+            lay, unit, tt, tr, n_steep = _simulate_sample(t[o], u[o], run.T_end, run.sample_t, *flat, run.cap)
             steep += n_steep
-            if len(tt) >= cap:
-                raise EventsnnError(f"sample {int(s)}: the exact run reached {cap} spikes by t = {tt.max():.1f} ms "
-                                    f"(more than {max_rate_hz:g} Hz per hidden neuron) and was stopped")
-            if counted:
-                m = lay == n_hidden
-                trace[pos] = cumulative_counts(time_to_step(tt[m], net.dt_ms), unit[m], K, net.n_outputs)
-            else:
-                trace[pos] = tr
-            for li in range(n_hidden):
-                m = lay == li
-                spikes[li].append((np.full(int(m.sum()), pos), unit[m], tt[m]))
+            run.add(pos, lay, unit, tt, tr)
             bar.update(1)
-    layers = []
-    for li in range(n_hidden):
-        parts = spikes[li]
-        smp = np.concatenate([p[0] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
-        un = np.concatenate([p[1] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
-        tt = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
-        order = np.lexsort((un, tt, smp))
-        smp, un, tt = smp[order], un[order], tt[order]
-        layers.append(LayerSpikes(smp, un, time_to_step(tt, net.dt_ms), tt))
-    pred = readout_scores(trace, net.readout).argmax(axis=1)
-    return RunResult("event", 0.0, net.dt_ms, "exact", "exact", "cpu", net.readout, layers, trace, pred,
-                     events.labels[indices].copy(), indices,
-                     {"wall_s": time.perf_counter() - t0, "srm_steep_crossings": int(steep)})
+    return run.result({"wall_s": time.perf_counter() - t0, "srm_steep_crossings": int(steep)})
 
 
 def _part(args):
