@@ -39,6 +39,12 @@ def test_api_train_export_simulate_compare_verify(tmp_path):
         eventsnn.train(tr, epochs=0)
     with pytest.raises(eventsnn.EventsnnError, match="no time step"):
         eventsnn.simulate(net, te, engine="event", dt=0.1)
+    with pytest.raises(eventsnn.EventsnnError, match="must divide the training dt"):
+        eventsnn.simulate(net, te, engine="torch", dt=0.3)
+    four = make_polychrony(samples=8, seed=3)
+    four.labels[:] = 4  # a fifth class the 4-output network never saw
+    with pytest.raises(eventsnn.EventsnnError, match="labels go up to 4 but the network has 4 outputs"):
+        eventsnn.simulate(net, four, engine="torch")
 
 
 def test_import_is_light_and_help_lists_the_api():

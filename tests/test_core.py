@@ -38,6 +38,43 @@ def test_propagators_equal_tau_limit_is_continuous():
     assert k[1] == pytest.approx(k[0], rel=1e-5)
 
 
+def test_propagators_are_the_closed_form_at_dt_for_every_pair_of_taus():
+    """One expression (expm1 form, no "nearly equal" tolerance) for the clocked engines' propagators and the exact
+    engine's evolution: equal at t = dt bit for bit; smooth through equal taus; the torch form differentiable
+    there and equal to the numpy one."""
+    from eventsnn.model.contract import evolve
+    tm = np.array([10.0, 20.0, 10.0, 10.0, 5.0, 1.0])
+    ts = np.array([5.0, 20.0, 10.0 * (1 + 1e-12), 10.0 * (1 + 1e-7), 40.0, 1e-3])
+    a, b, k = propagators(tm, ts, 1.0)
+    for i in range(len(tm)):
+        v, cur = evolve(0.0, 1.0, 1.0, tm[i], ts[i])
+        assert k[i] == v and b[i] == cur
+    assert k[2] == pytest.approx(0.1 * math.exp(-0.1), rel=1e-11)
+    assert k[3] == pytest.approx(0.1 * math.exp(-0.1), rel=1e-7)
+    tmt = torch.tensor(tm, requires_grad=True)
+    tst = torch.tensor(ts, requires_grad=True)
+    at, bt, kt = propagators(tmt, tst, 1.0, xp=torch)
+    np.testing.assert_allclose(kt.detach().numpy(), k, rtol=1e-14)
+    kt.sum().backward()
+    assert torch.isfinite(tmt.grad).all() and torch.isfinite(tst.grad).all()
+
+
+def test_surrogate_ids_are_one_table_for_every_backend():
+    from eventsnn.model import scan_numba, scan_triton
+    from eventsnn.model.surrogates import SURROGATE_IDS, SURROGATES, surrogate_id
+    from eventsnn.util.errors import EventsnnError
+    assert list(SURROGATE_IDS) == list(SURROGATES) and sorted(SURROGATE_IDS.values()) == [0, 1, 2]
+    assert scan_triton.surrogate_id is surrogate_id
+    x = np.linspace(-2, 2, 9)
+    from eventsnn.model.scan import surrogate_derivative
+    for name in SURROGATES:
+        ref = surrogate_derivative(torch.tensor(x), name, 5.0).numpy()
+        got = np.array([scan_numba._surrogate(xi, surrogate_id(name), 5.0) for xi in x])
+        np.testing.assert_allclose(got, ref, rtol=1e-12)
+    with pytest.raises(EventsnnError, match="choose one of fast-sigmoid, atan, multi-gaussian"):
+        surrogate_id("relu")
+
+
 def _one_neuron_net(threshold, reset="zero", w=0.8, tm=10.0, ts=5.0):
     return Network(1.0, 1, [
         Layer("lif", 1, [tm], [ts], [[w]], reset=reset, threshold=[threshold]),
