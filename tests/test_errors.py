@@ -420,6 +420,32 @@ def test_brian2_leftovers_of_a_killed_process_are_removed(tmp_path):
         list(tmp_path.rglob("*"))
 
 
+def test_warnings_from_worker_processes_are_one_line_with_the_totals(world, tmp_path):
+    """With --workers the samples run in Dask worker processes: what they warn comes back to the command and is
+    printed once, as one eventsnn line, with the merged-spike counts summed over the workers (not each worker's
+    share, not a raw Python warning with a source line)."""
+    assert main(["export", str(world["run"]), "--out", str(tmp_path / "poly_net.h5")]) == 0
+
+    def warned(workers):
+        p = run_cli("simulate", tmp_path / "poly_net.h5", "--data", world["poly_test"], "--engine", "brian2", "--out",
+                    tmp_path / f"w{workers}.h5", "--workers", str(workers))
+        assert p.returncode == 0, p.stderr
+        return [line for line in p.stderr.splitlines() if "warning" in line.lower()]
+    from eventsnn.util.dask_pool import relay_warnings
+    from eventsnn.util.errors import MergedSpikesWarning
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        relay_warnings([MergedSpikesWarning(2, 100, 1.0), UserWarning("x"), MergedSpikesWarning(3, 50, 1.0),
+                        UserWarning("x"), MergedSpikesWarning(0, 70, 0.5)])
+    texts = sorted(str(w.message) for w in caught)
+    assert texts == sorted(["x", str(MergedSpikesWarning(5, 150, 1.0))])
+    one, two = warned(1), warned(2)
+    merged = [line for line in two if "merged" in line]
+    assert len(merged) == 1 and merged == [line for line in one if "merged" in line]
+    assert all(line.startswith("eventsnn: warning: ") for line in two)
+
+
 def test_same_seed_same_bytes(world, tmp_path):
     """Run files, checkpoints and exported networks hold no wall-clock time: the same inputs and seed give
     byte-identical files (timings go to the log, metrics.jsonl, and to the command's output)."""

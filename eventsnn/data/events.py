@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from eventsnn.util.errors import EventsnnWarning, fail
+from eventsnn.util.errors import MergedSpikesWarning, fail
 from eventsnn.util.files import atomic_path, open_h5
 
 EVENTS_FORMAT = "eventsnn.events"
@@ -218,11 +218,10 @@ class Binned:
 
 def warn_merged(merged: int, n_spikes: int, dt_ms: float, what: str = "input") -> None:
     """Warn (:class:`EventsnnWarning`) that a binary raster merged spikes, with count and fraction."""
-    if merged:
+    import os
+    if merged or os.environ.get("EVENTSNN_WORKER"):  # a worker reports even 0 merges: its share of the total
         import warnings
-        warnings.warn(f"binning {what} spikes at dt = {dt_ms:g} ms merged {merged} of {n_spikes} spikes "
-                      f"({100 * merged / max(n_spikes, 1):.2f}%) that share a unit and a step; the binary raster "
-                      "keeps one of each", EventsnnWarning, stacklevel=2)
+        warnings.warn(MergedSpikesWarning(merged, n_spikes, dt_ms, what), stacklevel=2)
 
 
 def bin_events(events: Events, dt_ms: float, indices=None) -> Binned:

@@ -30,11 +30,38 @@ def check_scheduler(address: str) -> str:
 
 
 def _in_worker(fn: Callable, job):
-    """Runs on a Dask worker: mark the process as a worker (its address, recorded in verification runs)."""
+    """Runs on a Dask worker: mark the process as a worker (its address, recorded in verification runs); the
+    warnings the job raises travel back with its result (a worker's own stderr would print them raw)."""
+    import warnings
+
     from distributed import get_worker
     os.environ["EVENTSNN_WORKER"] = get_worker().address
     _import_brian2_off_main_thread()
-    return fn(job)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fn(job)
+    return result, [w.message if isinstance(w.message, Warning) else UserWarning(str(w.message)) for w in caught
+                    if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
+
+
+def relay_warnings(messages) -> None:
+    """Warn, in this process, what the workers' jobs warned: merged-spike warnings of the same binning summed
+    into one (each worker saw only its share of the samples), every other message once."""
+    import warnings
+
+    from eventsnn.util.errors import MergedSpikesWarning
+    merged, seen = {}, set()
+    for m in messages:
+        if isinstance(m, MergedSpikesWarning):
+            key = (m.what, m.dt_ms)
+            a, n = merged.get(key, (0, 0))
+            merged[key] = (a + m.merged, n + m.n_spikes)
+        elif (type(m), str(m)) not in seen:
+            seen.add((type(m), str(m)))
+            warnings.warn(m, stacklevel=3)
+    for (what, dt), (a, n) in merged.items():
+        if a:
+            warnings.warn(MergedSpikesWarning(a, n, dt, what), stacklevel=3)
 
 
 def _import_brian2_off_main_thread():
@@ -102,12 +129,16 @@ class Pool:
         from distributed import as_completed
         futures = [self.client.submit(_in_worker, fn, j, pure=False) for j in jobs]
         index = {f.key: i for i, f in enumerate(futures)}
+        relayed = []
         try:
             for fut in as_completed(futures):
-                yield index[fut.key], fut.result()
+                result, warned = fut.result()
+                relayed += warned
+                yield index[fut.key], result
         finally:
             for f in futures:
                 f.cancel()
+            relay_warnings(relayed)
 
     def map(self, fn: Callable, jobs: Iterable, progress=None) -> list:
         """Results of ``fn(job)`` in the order of ``jobs``; ``progress`` (a tqdm bar) advances per job."""

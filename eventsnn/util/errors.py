@@ -17,6 +17,20 @@ class EventsnnWarning(UserWarning):
     """Something the user should know about their data or run (merged spikes, unfinished training, ...)."""
 
 
+class MergedSpikesWarning(EventsnnWarning):
+    """Binning to a binary raster merged spikes of one unit in one step; carries the counts, so that the parts of
+    a run computed in several processes can be reported as one warning with the totals."""
+
+    def __init__(self, merged: int, n_spikes: int, dt_ms: float, what: str = "input"):
+        self.merged, self.n_spikes, self.dt_ms, self.what = int(merged), int(n_spikes), float(dt_ms), what
+        super().__init__(f"binning {what} spikes at dt = {dt_ms:g} ms merged {merged} of {n_spikes} spikes "
+                         f"({100 * merged / max(n_spikes, 1):.2f}%) that share a unit and a step; the binary raster "
+                         "keeps one of each")
+
+    def __reduce__(self):  # pickles (it travels back from Dask workers)
+        return type(self), (self.merged, self.n_spikes, self.dt_ms, self.what)
+
+
 def fail(path, problem: str) -> EventsnnError:
     """Build an error that names the file or flag (if any) and the problem."""
     if path is None:
