@@ -30,8 +30,8 @@ SAMPLE_RATE = 22050
 # 22048 samples (1.0 s): the membrane stage's FFTs have n//2+1 = 11025 = 3^2 5^2 7^2 bins, a fast length
 CLIP_SAMPLES = 22048
 SIZES = {  # speakers (train, test), repetitions of each word per speaker
-    "tiny": dict(train=2, test=1, repeats=1),
-    "small": dict(train=4, test=2, repeats=1),
+    "tiny": dict(train=1, test=1, repeats=1),
+    "small": dict(train=2, test=1, repeats=1),
     "default": dict(train=40, test=10, repeats=2),
     "large": dict(train=80, test=20, repeats=3),
 }
@@ -155,12 +155,32 @@ def synthesise_all(settings) -> list[np.ndarray]:
 
 
 def synthesise_fresh(settings) -> list[np.ndarray]:
-    """:func:`synthesise_all` in a fresh process (what a new process says does not depend on what this one said)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    """:func:`synthesise_all` in a fresh Python process (what a new process says does not depend on what this one
+    said before); settings go in as JSON on stdin, the samples come back in a temporary ``.npz`` file."""
+    import subprocess
+    import sys
+    import tempfile
 
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
-        return ex.submit(synthesise_all, list(settings)).result()
+    settings = [list(s) for s in settings]
+    with tempfile.TemporaryDirectory(prefix="eventsnn_speak_") as tmp:
+        out = Path(tmp) / "utterances.npz"
+        code = "import sys; from eventsnn.speech import _synthesise_main; _synthesise_main(sys.argv[1])"
+        p = subprocess.run([sys.executable, "-c", code, str(out)], input=json.dumps(settings), text=True,
+                           capture_output=True)
+        if p.returncode != 0:
+            lines = p.stderr.strip().splitlines()
+            raise EventsnnError(f"speech synthesis failed: {lines[-1] if lines else 'exit code ' + str(p.returncode)}")
+        with np.load(out) as z:
+            samples, offsets = z["samples"], z["offsets"]
+    return [samples[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def _synthesise_main(out: str) -> None:
+    import sys
+
+    raws = synthesise_all([tuple(s) for s in json.loads(sys.stdin.read())])
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in raws])]).astype(np.int64)
+    np.savez(out, samples=np.concatenate(raws) if raws else np.zeros(0, np.int16), offsets=offsets)
 
 
 def place(raw: np.ndarray, seed: int, ident, snr_db=None) -> np.ndarray:
@@ -212,7 +232,7 @@ def make_speech(out, *, languages=LANGUAGES, size: str = "default", seed: int = 
                 channels: int = 700, workers: int = 1, progress: bool = False) -> dict:
     """Write ``out/train.h5`` and ``out/test.h5`` (SHD layout, ``extra/speaker``, ``extra/keys``) and
     ``out/speakers.json``; return a summary. Classes ``"{lang}-{digit}"``: ``en-0`` is 0, ``de-9`` is 19."""
-    from .cochlea import check_channels, clip_duration_s, transfer_matrix
+    from .cochlea import _transfer_source, check_channels, clip_duration_s
     from .errors import atomic_path
     from .events import Events, save_events
     from .parallel import Pool
@@ -230,7 +250,7 @@ def make_speech(out, *, languages=LANGUAGES, size: str = "default", seed: int = 
     idents = [(si, LANGUAGES.index(lang), d, r) for lang, d, si, r in order]
     raws = synthesise_fresh([voice_settings(lang, d, speakers[si], r, seed, ident)
                              for (lang, d, si, r), ident in zip(order, idents)])
-    transfer_matrix(CLIP_SAMPLES, SAMPLE_RATE, channels)   # once here; the workers read it from the disk cache
+    _transfer_source(CLIP_SAMPLES, SAMPLE_RATE, channels, True)   # computed once here, workers read the disk cache
     jobs = [(raw, seed, ident, noise_db, channels) for raw, ident in zip(raws, idents)]
     with Pool(min(int(workers), len(jobs))) as pool, \
             progress_bar(total=len(jobs), desc="speech", disable=not progress) as bar:
