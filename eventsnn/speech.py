@@ -32,8 +32,8 @@ CLIP_SAMPLES = 22048
 SIZES = {  # speakers (train, test), repetitions of each word per speaker
     "tiny": dict(train=1, test=1, repeats=1),
     "small": dict(train=2, test=1, repeats=1),
-    "default": dict(train=40, test=10, repeats=2),
-    "large": dict(train=80, test=20, repeats=3),
+    "default": dict(train=80, test=20, repeats=3),
+    "large": dict(train=160, test=40, repeats=3),
 }
 SOURCE = "synthetic voices (espeak-ng) through the SHD cochlea model"
 # SHD as published (Cramer et al. 2020, IEEE TNNLS): samples, channels, classes; the rest from the official files
@@ -118,17 +118,17 @@ class Speaker:
         return f"{self.variant}/p{self.pitch}/r{self.pitch_range}/w{self.rate}"
 
 
-def make_speakers(n: int, seed: int, variants) -> list[Speaker]:
-    """``n`` distinct speakers drawn from ``seed``: variants without repetition while they last."""
+def make_speakers(n_train: int, n_test: int, seed: int, variants) -> list[Speaker]:
+    """``n_train`` then ``n_test`` speakers drawn from ``seed``. The test speakers' variants are never used in
+    training (training speakers reuse their own variants, with other pitches and rates, once those run out)."""
+    if n_test >= len(variants):
+        raise EventsnnError(f"{n_test} test voices need more than the {len(variants)} espeak variants")
     rng = np.random.default_rng([seed, 0xD161])
-    order = list(rng.permutation(len(variants)))
-    while len(order) < n:
-        order += list(rng.permutation(len(variants)))
-    out = []
-    for i in range(n):
-        out.append(Speaker(variants[order[i]], int(rng.integers(25, 76)), int(rng.integers(20, 81)),
-                           int(rng.integers(130, 231))))
-    return out
+    order = [variants[i] for i in rng.permutation(len(variants))]
+    test_v, train_v = order[:n_test], order[n_test:]
+    chosen = [train_v[i % len(train_v)] for i in range(n_train)] + test_v
+    return [Speaker(v, int(rng.integers(25, 76)), int(rng.integers(20, 81)), int(rng.integers(130, 231)))
+            for v in chosen]
 
 
 def trim(x: np.ndarray, threshold: float = 0.02) -> np.ndarray:
@@ -214,7 +214,7 @@ def _sample_job(job):
 def plan(languages, size: str, seed: int):
     """Speakers and the samples of each file: ``{"train": [(lang, digit, speaker_id, repeat), ...], "test": ...}``."""
     sz = SIZES[size]
-    speakers = make_speakers(sz["train"] + sz["test"], seed, Espeak.get().variants)
+    speakers = make_speakers(sz["train"], sz["test"], seed, Espeak.get().variants)
     parts = {"train": range(sz["train"]), "test": range(sz["train"], sz["train"] + sz["test"])}
     return {part: [(lang, d, si, r) for si in ids for lang in languages for d in range(10)
                    for r in range(sz["repeats"])] for part, ids in parts.items()}, speakers
