@@ -139,3 +139,24 @@ def test_speak_tiny_reproducible_held_out_voices(tmp_path, capsys):
     import json
     info = json.loads(capsys.readouterr().out)
     assert "not SHD" in info["made_by"] and info["speakers"] == 1 and info["shd_published"]["train_samples"] == 8156
+
+
+def test_prepare_reads_spoken_digit_files_only_among_ours(tmp_path):
+    """data prepare (the authors' whole/part/norm) takes the files data speak writes; other events files stay refused."""
+    from conftest import random_events
+    from eventsnn.events import save_events
+    from eventsnn.speech import SOURCE
+
+    for name, n in (("train", 512), ("test", 256)):
+        ev = random_events(seed=len(name), n_samples=n, n_units=8, duration_s=1.0, spikes=80, n_classes=20)
+        ev.source = SOURCE
+        save_events(ev, tmp_path / f"{name}.h5")
+    out = tmp_path / "whole"
+    assert main(["data", "prepare", "shd", "--train", str(tmp_path / "train.h5"), "--test",
+                 str(tmp_path / "test.h5"), "--variant", "whole", "--out", str(out)]) == 0
+    train = load_events(out / "train.h5")
+    assert train.n_units == 8 and len(train) == int(0.6 * 768)
+    other = random_events(seed=3, n_samples=256, n_units=8, duration_s=1.0)
+    save_events(other, tmp_path / "other.h5")
+    assert main(["data", "prepare", "shd", "--train", str(tmp_path / "other.h5"), "--test",
+                 str(tmp_path / "test.h5"), "--variant", "whole", "--out", str(tmp_path / "o")]) == 2
