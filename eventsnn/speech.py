@@ -6,8 +6,8 @@ Not SHD: SHD is recordings of 12 people; this is digits 0-9 in English and Germa
 
 A *speaker* is a voice: an espeak variant (``!v/...``: m1, f3, klatt2, ...), a base pitch, a pitch range and a
 speaking rate, drawn from the seed. Every speaker says every digit of every language ``repeats`` times, each time
-with a small change of pitch and rate. Speakers are split: the test file holds speakers never heard in training
-(as SHD holds out speakers). Every utterance is trimmed of silence and centred (with a small random shift) in a
+with a small change of pitch and rate. Speakers are split: the test file's voices use espeak variants that no
+training voice uses (as SHD holds two speakers out of training). Every utterance is trimmed of silence and centred (with a small random shift) in a
 clip of :data:`CLIP_SAMPLES` samples at 22050 Hz, so that all clips share one basilar-membrane transfer matrix;
 optional white noise at a given SNR. Same seed -> byte-identical files, whatever ``workers`` is.
 """
@@ -36,9 +36,9 @@ SIZES = {  # speakers (train, test), repetitions of each word per speaker
     "large": dict(train=160, test=40, repeats=3),
 }
 SOURCE = "synthetic voices (espeak-ng) through the SHD cochlea model"
-# SHD as published (Cramer et al. 2020, IEEE TNNLS): samples, channels, classes; the rest from the official files
+# SHD as published (Cramer et al. 2020, IEEE TNNLS, and the data set's page); spikes per sample are not published
 SHD_PUBLISHED = {"train_samples": 8156, "test_samples": 2264, "channels": 700, "classes": 20, "speakers": 12,
-                 "test_only_speakers": 2, "duration_s": "about 1 (up to 1.4)"}
+                 "test_only_speakers": 2}
 
 
 # ----------------------------------------------------------------------------- espeak-ng through ctypes
@@ -90,7 +90,7 @@ class Espeak:
 
     def say(self, text: str, language: str, variant: str, pitch: int, pitch_range: int, rate: int) -> np.ndarray:
         """One utterance as int16 samples at 22050 Hz. The library's noise seed is reset, but its wave generator
-        carries phase from the previous utterance: the same sequence of calls in a fresh process gives the same samples."""
+        carries phase from the previous utterance: the same calls in a fresh process give the same samples."""
         if self.lib.espeak_SetVoiceByName(f"{language}+{variant}".encode()) != 0:
             raise EventsnnError(f"espeak-ng has no voice {language}+{variant}")
         for param, value in ((_RATE, rate), (_VOLUME, 100), (_PITCH, pitch), (_RANGE, pitch_range)):

@@ -142,7 +142,7 @@ def test_speak_tiny_reproducible_held_out_voices(tmp_path, capsys):
 
 
 def test_prepare_reads_spoken_digit_files_only_among_ours(tmp_path):
-    """data prepare (the authors' whole/part/norm) takes the files data speak writes; other events files stay refused."""
+    """data prepare (the authors' whole/part/norm) takes the files data speak writes; our other files stay refused."""
     from conftest import random_events
     from eventsnn.events import save_events
     from eventsnn.speech import SOURCE
