@@ -4,11 +4,15 @@ The clip: "seven" said by espeak-ng (en+m1) placed in the middle of ``--seconds`
 measurement runs in its own process (peak memory is that process's resident-set high-water mark, VmHWM; lauscher's
 multiprocessing workers are reported beside it):
 
-* ``eventsnn``: numba compilation, then the clip with the transfer matrix computed (cold: a fresh cache
-  directory), then the same clip again (warm: the matrix in memory, the usual case inside a data set);
+* ``eventsnn``: numba compilation, then the clip with the transfer matrix computed and written to a fresh cache
+  directory (cold), then the same clip again (warm: the matrix read from the disk cache block by block, the
+  usual case inside a data set);
 * ``eventsnn_disk``: a new process whose matrix is on disk (the first clip of a data-set worker);
 * ``lauscher``: ``Wave2Spike`` as its command line runs it (a worker pool over all cores) with
   ``numpy.random.seed([0, 0])``; its spikes are compared with eventsnn's (same seed -> equal).
+
+Wall time on a shared machine depends on the load; the CPU time (user + system, of lauscher's workers too) is
+reported beside it, and the speed-ups are given for both.
 
 ``--lauscher-channels C`` / ``--lauscher-seconds S`` run lauscher smaller and scale its time linearly in channels
 and length (reported as ``lauscher.scaled_s``; the spikes are then not compared).
@@ -55,19 +59,23 @@ def vmhwm_mb() -> float:
 
 def child(mode: str, channels: int, seconds: float, out: str) -> dict:
     x = clip(seconds)
+    res = {}
     if mode.startswith("eventsnn"):
         from eventsnn.data import cochlea as C
 
-        t0 = time.perf_counter()
-        C.clip_spikes(x[len(x) // 2 - 1000:len(x) // 2 + 1000], RATE, 2, np.random.RandomState(1), disk_cache=False)   # compile
-        res = {"compile_s": time.perf_counter() - t0}
-        t0 = time.perf_counter()
-        t, u = C.clip_spikes(x, RATE, channels, np.random.RandomState([0, 0]))
-        res["first_clip_s" if mode == "eventsnn_disk" else "cold_s"] = time.perf_counter() - t0
+        def timed(fn, *args):
+            w, c = time.perf_counter(), time.process_time()
+            r = fn(*args)
+            return r, time.perf_counter() - w, time.process_time() - c
+
+        mid = x[len(x) // 2 - 1000:len(x) // 2 + 1000]
+        _, res["compile_s"], _ = timed(C.clip_spikes, mid, RATE, 2, np.random.RandomState(1), False)
+        (t, u), wall, cpu = timed(C.clip_spikes, x, RATE, channels, np.random.RandomState([0, 0]))
+        key = "first_clip" if mode == "eventsnn_disk" else "cold"
+        res[f"{key}_s"], res[f"{key}_cpu_s"] = wall, cpu
         if mode == "eventsnn":
-            t0 = time.perf_counter()
-            C.clip_spikes(x, RATE, channels, np.random.RandomState([0, 1]))
-            res["warm_s"] = time.perf_counter() - t0
+            _, res["warm_s"], res["warm_cpu_s"] = timed(C.clip_spikes, x, RATE, channels,
+                                                        np.random.RandomState([0, 1]))
         res["spikes"] = len(t)
     else:
         import resource
@@ -75,11 +83,15 @@ def child(mode: str, channels: int, seconds: float, out: str) -> dict:
         from lauscher.audiowaves import MonoAudioWave
         from lauscher.transformations.wave2spike import Wave2Spike
 
+        def cpu():
+            return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                       for f in ("ru_utime", "ru_stime"))
+
         np.random.seed([0, 0])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu()
         sp = MonoAudioWave(x.copy(), RATE).transform(Wave2Spike(num_channels=channels))
-        res = {"seconds": time.perf_counter() - t0, "workers": os.cpu_count(),
-               "workers_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+        res.update({"seconds": time.perf_counter() - t0, "cpu_s": cpu() - c0, "workers": os.cpu_count(),
+                    "workers_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024})
         t, u = sp.spike_times, sp.spike_labels
         res["spikes"] = len(t)
     np.savez(out, t=t, u=u)
@@ -129,16 +141,17 @@ def main():
         res["lauscher"] = run_child("lauscher", lc, ls, f"{tmp}/l.npz", env)
         res["lauscher"].update(channels=lc, clip_s=ls)
         scale = (a.channels / lc) * (a.seconds / ls)
+        lau = res["lauscher"]
         if scale != 1:
-            res["lauscher"]["scaled_s"] = res["lauscher"]["seconds"] * scale
+            lau["scaled_s"], lau["scaled_cpu_s"] = lau["seconds"] * scale, lau["cpu_s"] * scale
             res["spikes_equal"] = None
         else:
             e, la = np.load(f"{tmp}/e.npz"), np.load(f"{tmp}/l.npz")
             res["spikes_equal"] = bool(np.array_equal(e["t"], la["t"]) and np.array_equal(e["u"], la["u"]))
-        base = res["lauscher"].get("scaled_s", res["lauscher"]["seconds"])
-        res["speedup_warm"] = base / res["eventsnn"]["warm_s"]
-        res["speedup_matrix_on_disk"] = base / res["eventsnn_disk"]["first_clip_s"]
-        res["speedup_cold"] = base / res["eventsnn"]["cold_s"]
+        wall, cpu = lau.get("scaled_s", lau["seconds"]), lau.get("scaled_cpu_s", lau["cpu_s"])
+        ev = res["eventsnn"]
+        res["speedup"] = {"warm_wall": wall / ev["warm_s"], "warm_cpu": cpu / ev["warm_cpu_s"],
+                          "cold_wall": wall / ev["cold_s"], "cold_cpu": cpu / ev["cold_cpu_s"]}
         res["load_average_at_end"] = os.getloadavg()
     print(json.dumps(res, indent=1))
 

@@ -588,7 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(variant, pitch, range, rate), test voices never in training, through the SHD "
                                      "cochlea model. Not SHD. Writes OUT/train.h5, test.h5 (SHD layout with "
                                      "extra/speaker, extra/keys) and speakers.json. Sizes (voices train/test x "
-                                     "repeats): tiny 2/1x1, small 4/2x1, default 40/10x2, large 80/20x3.")
+                                     "repeats; samples with both languages): tiny 1/1x1 (40), small 2/1x1 (60, about "
+                                     "a minute), default 80/20x3 (6000, about an hour on 2 cores), large 160/40x3 "
+                                     "(12000).")
     sp.add_argument("--out", required=True, type=Path, help="output directory")
     sp.add_argument("--languages", default="en,de", help="comma-separated subset of en,de (default: en,de)")
     sp.add_argument("--size", default="default", choices=["tiny", "small", "default", "large"],

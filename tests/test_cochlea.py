@@ -7,6 +7,7 @@ import soundfile
 import eventsnn
 from eventsnn.data import cochlea as C
 from eventsnn.data.events import load_events
+from eventsnn.cli import main
 
 from conftest import run_cli
 
@@ -17,9 +18,9 @@ lauscher = pytest.importorskip("lauscher")
 def cache_dir(tmp_path, monkeypatch):
     """Transfer matrices go to a per-test cache directory (never the user's, never the package's)."""
     monkeypatch.setenv("EVENTSNN_CACHE_DIR", str(tmp_path / "cache"))
-    C._transfer_cached.cache_clear()
+    C._transfer_source.cache_clear()
     yield tmp_path / "cache"
-    C._transfer_cached.cache_clear()
+    C._transfer_source.cache_clear()
 
 
 def lauscher_spikes(samples=None, rate=None, path=None, channels=6):
@@ -80,7 +81,7 @@ def test_transfer_matrix_cached_on_disk_in_user_dir(cache_dir):
     v = C.transfer_matrix(801, 8000, 4)
     files = list(cache_dir.rglob("bm_*.npy"))
     assert len(files) == 1 and files[0].parent == cache_dir / "cochlea" == C.cache_dir()
-    C._transfer_cached.cache_clear()
+    C._transfer_source.cache_clear()
     np.testing.assert_array_equal(np.load(files[0]), v)
     np.testing.assert_array_equal(C.transfer_matrix(801, 8000, 4), v)   # read back, not recomputed
     from lauscher.transformations.basilar_membrane import BasilarMembrane
@@ -89,7 +90,7 @@ def test_transfer_matrix_cached_on_disk_in_user_dir(cache_dir):
     np.testing.assert_allclose(v, ref, rtol=1e-12, atol=0)
 
 
-def test_cli_cochlea_file_and_bad_inputs(tmp_path):
+def test_cli_cochlea_file_and_bad_inputs(tmp_path, capsys):
     wav = tmp_path / "a.wav"
     soundfile.write(wav, chirp(16000, 2400, 2) * 0.5, 16000)
     out = tmp_path / "out.h5"
@@ -110,30 +111,52 @@ def test_cli_cochlea_file_and_bad_inputs(tmp_path):
              ([wav], ["--channels", "0"], "--channels"),
              ([wav, wav], ["--labels", "1"], "--labels")]
     for files, extra, msg in cases:
-        r = run_cli("data", "cochlea", *files, "--out", bad, *extra)
-        assert r.returncode == 2, (files, extra, r.stderr)
-        assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        rc = main(["data", "cochlea", *map(str, files), "--out", str(bad), *extra])
+        err = capsys.readouterr().err
+        assert rc == 2, (files, extra, err)
+        assert msg in err and len(err.strip().splitlines()) == 1, err
         assert not bad.exists()
 
 
-def test_speak_tiny_reproducible_held_out_voices(tmp_path):
+def test_speak_tiny_reproducible_held_out_voices(tmp_path, capsys):
     """data speak: same seed -> same bytes; test voices never in training; 20 class names; data info beside SHD."""
-    args = ["data", "speak", "--size", "tiny", "--languages", "en", "--channels", "3", "--seed", "4"]
-    for d in ("a", "b"):
-        r = run_cli(*args, "--out", tmp_path / d)
-        assert r.returncode == 0, r.stderr
+    from eventsnn.data.speech import make_speech
+    make_speech(tmp_path / "a", languages="en", size="tiny", channels=3, seed=4)
+    r = run_cli("data", "speak", "--size", "tiny", "--languages", "en", "--channels", "3", "--seed", "4",
+                "--out", tmp_path / "b")
+    assert r.returncode == 0, r.stderr
     for f in ("train.h5", "test.h5", "speakers.json"):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
     with h5py.File(tmp_path / "a" / "train.h5") as tr, h5py.File(tmp_path / "a" / "test.h5") as te:
         train_spk, test_spk = set(tr["extra/speaker"][()]), set(te["extra/speaker"][()])
-        assert len(train_spk) == 2 and len(test_spk) == 1 and not train_spk & test_spk
+        assert len(train_spk) == 1 and len(test_spk) == 1 and not train_spk & test_spk
         keys = [k.decode() for k in tr["extra/keys"][()]]
         assert keys[0] == "en-0" and keys[19] == "de-9" and len(keys) == 20
     train = load_events(tmp_path / "a" / "train.h5")
-    assert len(train) == 20 and sorted(set(train.labels.tolist())) == list(range(10))
+    assert len(train) == 10 and sorted(set(train.labels.tolist())) == list(range(10))
     assert np.diff(train.offsets).min() > 0 and train.n_units == 3
-    r = run_cli("data", "info", tmp_path / "a" / "train.h5", "--json")
-    assert r.returncode == 0, r.stderr
+    assert main(["data", "info", str(tmp_path / "a" / "train.h5"), "--json"]) == 0
     import json
-    info = json.loads(r.stdout)
-    assert "not SHD" in info["made_by"] and info["speakers"] == 2 and info["shd_published"]["train_samples"] == 8156
+    info = json.loads(capsys.readouterr().out)
+    assert "not SHD" in info["made_by"] and info["speakers"] == 1 and info["shd_published"]["train_samples"] == 8156
+
+
+def test_prepare_reads_spoken_digit_files_only_among_ours(tmp_path):
+    """data prepare (the authors' whole/part/norm) takes the files data speak writes; our other files stay refused."""
+    from conftest import random_events
+    from eventsnn.data.events import save_events
+    from eventsnn.data.speech import SOURCE
+
+    for name, n in (("train", 512), ("test", 256)):
+        ev = random_events(seed=len(name), n_samples=n, n_units=8, duration_s=1.0, spikes=80, n_classes=20)
+        ev.source = SOURCE
+        save_events(ev, tmp_path / f"{name}.h5")
+    out = tmp_path / "whole"
+    assert main(["data", "prepare", "shd", "--train", str(tmp_path / "train.h5"), "--test",
+                 str(tmp_path / "test.h5"), "--variant", "whole", "--out", str(out)]) == 0
+    train = load_events(out / "train.h5")
+    assert train.n_units == 8 and len(train) == int(0.6 * 768)
+    other = random_events(seed=3, n_samples=256, n_units=8, duration_s=1.0)
+    save_events(other, tmp_path / "other.h5")
+    assert main(["data", "prepare", "shd", "--train", str(tmp_path / "other.h5"), "--test",
+                 str(tmp_path / "test.h5"), "--variant", "whole", "--out", str(tmp_path / "o")]) == 2

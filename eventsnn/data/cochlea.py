@@ -115,13 +115,12 @@ def cache_dir() -> Path:
     return Path(base) / "cochlea"
 
 
-def _compute_transfer(n_samples: int, sample_rate: int, channels: int) -> np.ndarray:
+def _transfer_blocks(n_samples: int, sample_rate: int, channels: int):
+    """Yield ``(first_channel, block)`` of the transfer matrix, :data:`_BLOCK` channels at a time."""
     omega = frequencies(n_samples, sample_rate)
     places = np.linspace(0, BM["c_max"], channels)
-    out = np.empty((channels, len(omega)), np.complex128)
     for s in range(0, channels, _BLOCK):
-        out[s:s + _BLOCK] = _transfer_block(omega, places[s:s + _BLOCK])
-    return out
+        yield s, _transfer_block(omega, places[s:s + _BLOCK])
 
 
 def _prune(folder: Path, keep: Path) -> None:
@@ -133,39 +132,76 @@ def _prune(folder: Path, keep: Path) -> None:
             f.unlink(missing_ok=True)
 
 
-@lru_cache(maxsize=1)
-def _transfer_cached(n_samples: int, sample_rate: int, channels: int, disk: bool) -> np.ndarray:
-    if not disk:
-        return _compute_transfer(n_samples, sample_rate, channels)
-    folder = cache_dir()
-    path = folder / f"bm_v{_CACHE_VERSION}_{n_samples}_{sample_rate}_{channels}.npy"
+class _DiskTransfer:
+    """A transfer matrix in the disk cache (a ``.npy`` file), read a block of channels at a time: a process never
+    holds the whole matrix (123 MB at 700 channels and 1 s of 22 kHz audio), the OS page cache keeps it warm."""
+
+    def __init__(self, path: Path, shape):
+        self.path, self.shape = path, shape
+        with open(path, "rb") as f:
+            fmt = np.lib.format
+            read = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
+            shp, fortran, dtype = read(f)
+            if shp != shape or fortran or dtype != np.complex128:
+                raise ValueError(f"{path}: shape {shp}, dtype {dtype}; expected {shape} complex128")
+            self.offset = f.tell()
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(self.shape[0])
+        width = self.shape[1]
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + start * width * 16)
+            block = np.fromfile(f, np.complex128, (stop - start) * width)
+        if len(block) != (stop - start) * width:
+            raise ValueError(f"{self.path}: truncated")
+        return block.reshape(stop - start, width)
+
+
+def _disk_transfer(n_samples: int, sample_rate: int, channels: int) -> _DiskTransfer | None:
+    """The cached matrix on disk, computed and written block by block if missing (None if it cannot be written)."""
+    shape = (channels, n_samples // 2 + 1)
+    path = cache_dir() / f"bm_v{_CACHE_VERSION}_{n_samples}_{sample_rate}_{channels}.npy"
     try:
-        v = np.load(path)
-        if v.shape == (channels, n_samples // 2 + 1) and v.dtype == np.complex128:
-            os.utime(path)
-            return v
+        t = _DiskTransfer(path, shape)
+        os.utime(path)
+        return t
     except (OSError, ValueError):
         pass
-    v = _compute_transfer(n_samples, sample_rate, channels)
     try:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.save(f, v)
-        _prune(folder, path)
-    except OSError:   # a read-only or full cache only costs the recomputation next time
-        pass
-    return v
+                np.lib.format.write_array_header_1_0(f, {"descr": "<c16", "fortran_order": False, "shape": shape})
+                for _, block in _transfer_blocks(n_samples, sample_rate, channels):
+                    f.write(np.ascontiguousarray(block, "<c16").tobytes())
+        _prune(path.parent, path)
+        return _DiskTransfer(path, shape)
+    except OSError:   # a read-only or full cache: compute in memory instead
+        return None
+
+
+@lru_cache(maxsize=1)
+def _transfer_source(n_samples: int, sample_rate: int, channels: int, disk: bool):
+    """Where a clip's transfer blocks come from: the disk cache, else one matrix kept in memory."""
+    if disk:
+        t = _disk_transfer(n_samples, sample_rate, channels)
+        if t is not None:
+            return t
+    out = np.empty((channels, n_samples // 2 + 1), np.complex128)
+    for s, block in _transfer_blocks(n_samples, sample_rate, channels):
+        out[s:s + len(block)] = block
+    out.flags.writeable = False
+    return out
 
 
 def transfer_matrix(n_samples: int, sample_rate: int, channels: int = DEFAULT_CHANNELS, disk_cache: bool = True):
-    """The membrane transfer functions, shape ``[channels, n_samples//2+1]`` (complex128, read-only).
+    """The membrane transfer functions, shape ``[channels, n_samples//2+1]`` (complex128).
 
-    Computed once per ``(n_samples, sample_rate, channels)``: the last one is kept in memory, and on disk under
-    :func:`cache_dir` (newest first, up to 2 GiB) unless ``disk_cache=False``.
+    Computed once per ``(n_samples, sample_rate, channels)`` and kept on disk under :func:`cache_dir` (newest
+    first, up to 2 GiB; the chain reads it a block of channels at a time), or in memory with
+    ``disk_cache=False`` (the last one).
     """
-    v = _transfer_cached(int(n_samples), int(sample_rate), int(channels), bool(disk_cache))
-    v.flags.writeable = False
-    return v
+    src = _transfer_source(int(n_samples), int(sample_rate), int(channels), bool(disk_cache))
+    return np.array(src[0:channels])
 
 
 # ----------------------------------------------------------------------------- stages 3-4: compiled
@@ -365,7 +401,7 @@ def clip_spikes(samples, sample_rate: int, channels: int = DEFAULT_CHANNELS, ran
     fs = int(sample_rate)
     rs = np.random.mtrand._rand if random_state is None else random_state
     x = normalise_and_window(x)
-    v = transfer_matrix(len(x), fs, channels, disk_cache)
+    v = _transfer_source(len(x), fs, channels, bool(disk_cache))
     n_bins = len(x) // 2 + 1
     spectrum = np.fft.fft(x)[:n_bins]
     fs2 = fs // 2

@@ -222,6 +222,12 @@ def _bin_like_authors(src, first: int = 0, chunk: int = 1024) -> tuple[np.ndarra
                 for a in range(0, n, chunk)]
         return (np.concatenate(keys) if keys else np.zeros(0, np.int64)), src.labels[:n].copy(), src.n_units, \
             src.class_names
+    from eventsnn.data.speech import SOURCE as SPOKEN_DIGITS
+    with open_h5(src) as f:
+        spoken = f.attrs.get("format") is not None and str(f.attrs.get("source", "")) == SPOKEN_DIGITS
+    if spoken:   # made by `eventsnn data speak` (SHD's layout and cochlea, synthetic voices): read as events
+        from eventsnn.data.events import load_events
+        return _bin_like_authors(load_events(src), first, chunk)
     U = 700
     with open_h5(src) as f:
         if f.attrs.get("format") is not None:

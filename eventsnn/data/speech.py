@@ -6,8 +6,8 @@ Not SHD: SHD is recordings of 12 people; this is digits 0-9 in English and Germa
 
 A *speaker* is a voice: an espeak variant (``!v/...``: m1, f3, klatt2, ...), a base pitch, a pitch range and a
 speaking rate, drawn from the seed. Every speaker says every digit of every language ``repeats`` times, each time
-with a small change of pitch and rate. Speakers are split: the test file holds speakers never heard in training
-(as SHD holds out speakers). Every utterance is trimmed of silence and centred (with a small random shift) in a
+with a small change of pitch and rate. Speakers are split: the test file's voices use espeak variants that no
+training voice uses (as SHD holds two speakers out of training). Every utterance is trimmed of silence and centred (with a small random shift) in a
 clip of :data:`CLIP_SAMPLES` samples at 22050 Hz, so that all clips share one basilar-membrane transfer matrix;
 optional white noise at a given SNR. Same seed -> byte-identical files, whatever ``workers`` is.
 """
@@ -30,15 +30,15 @@ SAMPLE_RATE = 22050
 # 22048 samples (1.0 s): the membrane stage's FFTs have n//2+1 = 11025 = 3^2 5^2 7^2 bins, a fast length
 CLIP_SAMPLES = 22048
 SIZES = {  # speakers (train, test), repetitions of each word per speaker
-    "tiny": dict(train=2, test=1, repeats=1),
-    "small": dict(train=4, test=2, repeats=1),
-    "default": dict(train=40, test=10, repeats=2),
-    "large": dict(train=80, test=20, repeats=3),
+    "tiny": dict(train=1, test=1, repeats=1),
+    "small": dict(train=2, test=1, repeats=1),
+    "default": dict(train=80, test=20, repeats=3),
+    "large": dict(train=160, test=40, repeats=3),
 }
 SOURCE = "synthetic voices (espeak-ng) through the SHD cochlea model"
-# SHD as published (Cramer et al. 2020, IEEE TNNLS): samples, channels, classes; the rest from the official files
+# SHD as published (Cramer et al. 2020, IEEE TNNLS, and the data set's page); spikes per sample are not published
 SHD_PUBLISHED = {"train_samples": 8156, "test_samples": 2264, "channels": 700, "classes": 20, "speakers": 12,
-                 "test_only_speakers": 2, "duration_s": "about 1 (up to 1.4)"}
+                 "test_only_speakers": 2}
 
 
 # ----------------------------------------------------------------------------- espeak-ng through ctypes
@@ -90,7 +90,7 @@ class Espeak:
 
     def say(self, text: str, language: str, variant: str, pitch: int, pitch_range: int, rate: int) -> np.ndarray:
         """One utterance as int16 samples at 22050 Hz. The library's noise seed is reset, but its wave generator
-        carries phase from the previous utterance: the same sequence of calls in a fresh process gives the same samples."""
+        carries phase from the previous utterance: the same calls in a fresh process give the same samples."""
         if self.lib.espeak_SetVoiceByName(f"{language}+{variant}".encode()) != 0:
             raise EventsnnError(f"espeak-ng has no voice {language}+{variant}")
         for param, value in ((_RATE, rate), (_VOLUME, 100), (_PITCH, pitch), (_RANGE, pitch_range)):
@@ -118,17 +118,17 @@ class Speaker:
         return f"{self.variant}/p{self.pitch}/r{self.pitch_range}/w{self.rate}"
 
 
-def make_speakers(n: int, seed: int, variants) -> list[Speaker]:
-    """``n`` distinct speakers drawn from ``seed``: variants without repetition while they last."""
+def make_speakers(n_train: int, n_test: int, seed: int, variants) -> list[Speaker]:
+    """``n_train`` then ``n_test`` speakers drawn from ``seed``. The test speakers' variants are never used in
+    training (training speakers reuse their own variants, with other pitches and rates, once those run out)."""
+    if n_test >= len(variants):
+        raise EventsnnError(f"{n_test} test voices need more than the {len(variants)} espeak variants")
     rng = np.random.default_rng([seed, 0xD161])
-    order = list(rng.permutation(len(variants)))
-    while len(order) < n:
-        order += list(rng.permutation(len(variants)))
-    out = []
-    for i in range(n):
-        out.append(Speaker(variants[order[i]], int(rng.integers(25, 76)), int(rng.integers(20, 81)),
-                           int(rng.integers(130, 231))))
-    return out
+    order = [variants[i] for i in rng.permutation(len(variants))]
+    test_v, train_v = order[:n_test], order[n_test:]
+    chosen = [train_v[i % len(train_v)] for i in range(n_train)] + test_v
+    return [Speaker(v, int(rng.integers(25, 76)), int(rng.integers(20, 81)), int(rng.integers(130, 231)))
+            for v in chosen]
 
 
 def trim(x: np.ndarray, threshold: float = 0.02) -> np.ndarray:
@@ -155,12 +155,32 @@ def synthesise_all(settings) -> list[np.ndarray]:
 
 
 def synthesise_fresh(settings) -> list[np.ndarray]:
-    """:func:`synthesise_all` in a fresh process (what a new process says does not depend on what this one said)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    """:func:`synthesise_all` in a fresh Python process (what a new process says does not depend on what this one
+    said before); settings go in as JSON on stdin, the samples come back in a temporary ``.npz`` file."""
+    import subprocess
+    import sys
+    import tempfile
 
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
-        return ex.submit(synthesise_all, list(settings)).result()
+    settings = [list(s) for s in settings]
+    with tempfile.TemporaryDirectory(prefix="eventsnn_speak_") as tmp:
+        out = Path(tmp) / "utterances.npz"
+        code = "import sys; from eventsnn.data.speech import _synthesise_main; _synthesise_main(sys.argv[1])"
+        p = subprocess.run([sys.executable, "-c", code, str(out)], input=json.dumps(settings), text=True,
+                           capture_output=True)
+        if p.returncode != 0:
+            lines = p.stderr.strip().splitlines()
+            raise EventsnnError(f"speech synthesis failed: {lines[-1] if lines else 'exit code ' + str(p.returncode)}")
+        with np.load(out) as z:
+            samples, offsets = z["samples"], z["offsets"]
+    return [samples[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def _synthesise_main(out: str) -> None:
+    import sys
+
+    raws = synthesise_all([tuple(s) for s in json.loads(sys.stdin.read())])
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in raws])]).astype(np.int64)
+    np.savez(out, samples=np.concatenate(raws) if raws else np.zeros(0, np.int16), offsets=offsets)
 
 
 def place(raw: np.ndarray, seed: int, ident, snr_db=None) -> np.ndarray:
@@ -194,7 +214,7 @@ def _sample_job(job):
 def plan(languages, size: str, seed: int):
     """Speakers and the samples of each file: ``{"train": [(lang, digit, speaker_id, repeat), ...], "test": ...}``."""
     sz = SIZES[size]
-    speakers = make_speakers(sz["train"] + sz["test"], seed, Espeak.get().variants)
+    speakers = make_speakers(sz["train"], sz["test"], seed, Espeak.get().variants)
     parts = {"train": range(sz["train"]), "test": range(sz["train"], sz["train"] + sz["test"])}
     return {part: [(lang, d, si, r) for si in ids for lang in languages for d in range(10)
                    for r in range(sz["repeats"])] for part, ids in parts.items()}, speakers
@@ -212,11 +232,11 @@ def make_speech(out, *, languages=LANGUAGES, size: str = "default", seed: int = 
                 channels: int = 700, workers: int = 1, progress: bool = False) -> dict:
     """Write ``out/train.h5`` and ``out/test.h5`` (SHD layout, ``extra/speaker``, ``extra/keys``) and
     ``out/speakers.json``; return a summary. Classes ``"{lang}-{digit}"``: ``en-0`` is 0, ``de-9`` is 19."""
-    from eventsnn.data.cochlea import check_channels, clip_duration_s, transfer_matrix
     from eventsnn.util.files import atomic_path
     from eventsnn.data.events import Events, save_events
     from eventsnn.util.dask_pool import Pool
     from eventsnn.util.progress import progress_bar
+    from eventsnn.data.cochlea import _transfer_source, check_channels, clip_duration_s
 
     if size not in SIZES:
         raise EventsnnError(f"--size: expected one of {', '.join(SIZES)}, got {size!r}")
@@ -230,7 +250,7 @@ def make_speech(out, *, languages=LANGUAGES, size: str = "default", seed: int = 
     idents = [(si, LANGUAGES.index(lang), d, r) for lang, d, si, r in order]
     raws = synthesise_fresh([voice_settings(lang, d, speakers[si], r, seed, ident)
                              for (lang, d, si, r), ident in zip(order, idents)])
-    transfer_matrix(CLIP_SAMPLES, SAMPLE_RATE, channels)   # once here; the workers read it from the disk cache
+    _transfer_source(CLIP_SAMPLES, SAMPLE_RATE, channels, True)   # computed once here, workers read the disk cache
     jobs = [(raw, seed, ident, noise_db, channels) for raw, ident in zip(raws, idents)]
     with Pool(min(int(workers), len(jobs))) as pool, \
             progress_bar(total=len(jobs), desc="speech", disable=not progress) as bar:
