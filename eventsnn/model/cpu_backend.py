@@ -19,17 +19,29 @@ def applies(*tensors: torch.Tensor) -> bool:
     return dt in (torch.float32, torch.float64) and all(t.device.type == "cpu" and t.dtype == dt for t in tensors)
 
 
+# Partial sums (and sample groups) a parallel kernel splits its work into: a constant, never the number of threads,
+# so that results are the same bits on a laptop and on a 64-core node, at any torch.set_num_threads.
+WORK_CHUNKS = 8
+
+
 class numba_threads:
-    """numba's threads for one kernel call: as many as torch uses (``torch.set_num_threads``)."""
+    """numba's threads for one kernel call: as many as torch uses (``torch.set_num_threads``).
+
+    numba's OpenMP threading layer shares the OpenMP runtime with torch: its first use, and every
+    ``numba.set_num_threads``, also sets torch's thread count (measured: torch at 1 thread, numba started with 8
+    cores -> torch at 8). torch's count is read first and put back on exit."""
 
     def __enter__(self):
         import numba
+        self.torch_threads = torch.get_num_threads()
         self.before = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(max(1, min(self.torch_threads, numba.config.NUMBA_NUM_THREADS)))
 
     def __exit__(self, *exc):
         import numba
         numba.set_num_threads(self.before)
+        if torch.get_num_threads() != self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
 
 
 class blas_threads:

@@ -116,12 +116,11 @@ class _SparseInputMatmul(torch.autograd.Function):
 
 def _rows_weight_grad(b, t, i, vals, grad: torch.Tensor, n_pre: int) -> torch.Tensor:
     """``g[i, :] = sum vals * grad[b, t, :]`` over the listed nonzero inputs ``(b, t, i)``, sorted by sample
-    ``b`` (CPU kernel; one partial sum per thread)."""
-    import numba
-
+    ``b`` (CPU kernel; partial sums over a fixed number of sample groups, whatever the number of threads)."""
+    from eventsnn.model.cpu_backend import WORK_CHUNKS
     from eventsnn.model.delays_numba import sparse_rows_weight_grad
     with numba_threads():
-        chunks = max(1, min(numba.get_num_threads(), grad.shape[0]))
+        chunks = max(1, min(WORK_CHUNKS, grad.shape[0]))
         partial = np.empty((chunks, n_pre, grad.shape[2]), dtype=grad.numpy().dtype)
         return torch.from_numpy(sparse_rows_weight_grad(b.numpy(), t.numpy(), i.numpy(), vals.numpy(),
                                                         grad.numpy(), partial))

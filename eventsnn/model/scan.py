@@ -266,8 +266,7 @@ def _scan_backward_cpu(gout, out, v_pre, held, a, b, k, theta, ws, spiking, rese
     with numba_threads():
         if ws:
             rec_wt = torch.stack([w.detach().t() for w in ws]).contiguous()
-            import numba
-            chunks = max(1, min(numba.get_num_threads(), gout.shape[0]))
+            chunks = max(1, min(cpu_backend.WORK_CHUNKS, gout.shape[0]))  # not the thread count: same bits anywhere
             with cpu_backend.blas_threads(1):  # BLAS inside numba's parallel region: one thread per call
                 scan_backward_recurrent(*args, _np(rec_wt), np.asarray(delays, dtype=np.int64), reset == "subtract",
                                         held is not None, chunks, keep_lvp, dF.numpy(), lvp.numpy())
