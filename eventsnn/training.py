@@ -90,6 +90,16 @@ class TrainConfig(BaseModel):
     tau_ref_ms: Positive = Field(2.0, description="srm: time constant of the refractory kernel (ms)")
     scale_ref: float = Field(2.0, ge=0, allow_inf_nan=False,
                              description="srm: depth of the refractory kernel, in units of the threshold")
+    weight_norm: bool = Field(False, description="weight-normalised feed-forward weights (w = g v/|v| per neuron, "
+                                                 "as the authors' SLAYER dense layers)")
+    optimizer: Literal["adam", "nadam"] = Field("adam", description="adam or nadam (Adam with Nesterov momentum, "
+                                                                    "the authors' choice)")
+    lr_milestones: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, description="epochs at which every learning rate is multiplied by --lr-gamma "
+                                          "(MultiStepLR), comma-separated; none by default")
+    lr_gamma: Positive = Field(0.1, description="learning-rate factor at each of --lr-milestones")
+    delay_init_ms: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                        description="delays start uniform in [0, this] ms (default: --max-delay-ms)")
 
     @field_validator("loss")
     @classmethod
@@ -105,6 +115,21 @@ class TrainConfig(BaseModel):
             raise ValueError("srm layers are feed-forward: drop --recurrent")
         if v == "srm" and info.data.get("learn_taus"):
             raise ValueError("srm time constants are fixed: drop --learn-taus")
+        return v
+
+    @field_validator("delay_init_ms")
+    @classmethod
+    def _init_within_cap(cls, v, info):
+        cap = info.data.get("max_delay_ms")
+        if v is not None and cap is not None and v > cap:
+            raise ValueError(f"delays are clamped to --max-delay-ms {cap:g}: initialise them within it")
+        return v
+
+    @field_validator("lr_milestones")
+    @classmethod
+    def _increasing(cls, v):
+        if any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError("milestones must increase")
         return v
 
     @field_validator("device")
@@ -209,9 +234,19 @@ def check_fits(cfg: "TrainConfig", events: Events, source=None) -> None:
 
 def build_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device) -> SNN:
     g = torch.Generator().manual_seed(cfg.seed)
+    build = _build_srm_model if cfg.neuron == "srm" else _build_lif_model
+    model = build(cfg, n_inputs, n_classes, device, g)
+    for layer in model.layers:
+        if cfg.delay_init_ms is not None and layer.ff_delay_ms is not None and cfg.max_delay_ms > 0:
+            with torch.no_grad():  # U(0, max) -> U(0, init): the same draws, scaled
+                layer.ff_delay_ms.mul_(cfg.delay_init_ms / cfg.max_delay_ms)
+        if cfg.weight_norm:  # per neuron: the norm over its inputs (column of ff_weight [N_pre, N])
+            torch.nn.utils.parametrizations.weight_norm(layer, "ff_weight", dim=1)
+    return model
+
+
+def _build_lif_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device, g) -> SNN:
     layers, n_pre = [], n_inputs
-    if cfg.neuron == "srm":
-        return _build_srm_model(cfg, n_inputs, n_classes, device, g)
     for i, h in enumerate(cfg.hidden):
         layers.append(LIFLayer(n_pre, h, reset=cfg.reset, tau_mem_ms=cfg.tau_mem_ms, tau_syn_ms=cfg.tau_syn_ms,
                                threshold=cfg.threshold, delays=cfg.delays, max_delay_ms=cfg.max_delay_ms,
@@ -257,7 +292,14 @@ def make_optimizer(model: SNN, cfg: TrainConfig) -> torch.optim.Optimizer:
         groups.append({"params": delays, "lr": cfg.lr_delay})
     if taus:
         groups.append({"params": taus, "lr": cfg.lr_tau})
-    return torch.optim.Adam(groups)
+    return torch.optim.NAdam(groups) if cfg.optimizer == "nadam" else torch.optim.Adam(groups)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+    """MultiStepLR over epochs when ``lr_milestones`` are given (else None)."""
+    if not cfg.lr_milestones:
+        return None
+    return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma)
 
 
 class Batcher:
@@ -428,12 +470,15 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
     events, tr_idx, val_idx, test = _load_data(cfg, events, test_events, val_events)
     model = build_model(cfg, events.n_units, events.n_classes, dev)
     opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg)
     loss_spec = (cfg.loss, cfg.rate_true, cfg.rate_false)
     history, best, start_epoch, bad_epochs = [], None, 0, 0
     if ckpt is not None:
         try:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
+            if sched is not None:
+                sched.load_state_dict(ckpt["scheduler"])
             history, best, start_epoch, bad_epochs = (ckpt["history"], ckpt["best"], ckpt["epoch"] + 1,
                                                       ckpt["bad_epochs"])
         except (KeyError, RuntimeError, ValueError) as e:
@@ -478,6 +523,8 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
             dist.sum_grads(model.parameters())
             opt.step()
             model.clamp_()
+        if sched is not None:
+            sched.step()
         loss_sum, correct, rate_sum = dist.sum_floats(loss_sum, correct, rate_sum)
         # -- evaluate on the validation split; keep the best model (selection never sees the test set)
         model.eval()
@@ -499,6 +546,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         if dist.main:
             _save_checkpoint(ckpt_path, {"config": cfg.model_dump(), "model": model.state_dict(),
                                          "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
+                                         "scheduler": None if sched is None else sched.state_dict(),
                                          "best": best, "bad_epochs": bad_epochs, "n_inputs": events.n_units,
                                          "n_classes": events.n_classes, "provenance": prov})
             with open(rundir / "metrics.jsonl", "a") as f:
