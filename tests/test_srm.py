@@ -456,3 +456,58 @@ def test_event_engine_counts_the_crossings_where_clocked_runs_burst():
     assert calm.attrs["srm_steep_crossings"] == 0
     steep = simulate_event(srm_network(1), ev)  # strong drive: many crossings steeper than half the kernel's slope
     assert steep.attrs["srm_steep_crossings"] > 10
+
+
+@pytest.mark.compiled
+@pytest.mark.parametrize("target", ["cython", "cpp_standalone"])
+def test_torch_equals_brian2_compiled_targets(target, build_dir):
+    from eventsnn.bridge.engines.brian2 import simulate_brian2
+    from eventsnn.bridge.engines.torch import simulate_torch
+    from tests.conftest import assert_runs_identical, random_events
+
+    net = srm_network(4, readout="count")
+    ev = random_events(4, n_samples=3, n_units=6, spikes=50)
+    assert_runs_identical(simulate_torch(net, ev), simulate_brian2(net, ev, target=target, build_dir=build_dir))
+
+
+def test_cuda_standalone_srm_project_compiles(tmp_path):
+    from eventsnn.bridge.engines.brian2 import cuda_toolchain_problem, simulate_brian2
+    from tests.conftest import random_events
+
+    if why := cuda_toolchain_problem():
+        pytest.skip(f"cuda_standalone cannot be compiled here: {why}")
+    proj = simulate_brian2(srm_network(5), random_events(5, n_samples=2, n_units=6), target="cuda_standalone",
+                           build_dir=tmp_path, compile_only=True)
+    assert [p for p in proj.iterdir() if p.name == "main" and p.is_file()], f"no compiled binary in {proj}"
+
+
+# ----------------------------------------------------------------------------- the authors' recipe as options
+
+def test_recipe_options_weight_norm_nadam_milestones_delay_init(poly_train, tmp_path):
+    from eventsnn.bridge.engines.torch import network_from_model
+    from eventsnn.training.config import TrainConfig
+    from eventsnn.training.loop import build_model, load_checkpoint, load_trained_model, train
+
+    kw = dict(data=str(poly_train), neuron="srm", tau_sr_ms=5.0, tau_ref_ms=10.0, delays="axonal", hidden=[8],
+              batch_size=200, seed=1, weight_norm=True, optimizer="nadam", lr_milestones=[1, 2], lr_gamma=0.5,
+              max_delay_ms=10.0, delay_init_ms=1.0, readout="count", loss="rate")
+    model = build_model(TrainConfig(**kw, epochs=3), 12, 4, "cpu")
+    d = model.layers[0].ff_delay_ms.detach()
+    assert 0 <= float(d.min()) and float(d.max()) <= 1.0 and float(d.max()) > 0.5  # U(0, 1 ms), not U(0, 10)
+    w = model.layers[0].parametrizations.ff_weight
+    assert w.original0.shape == (1, 8)  # one gain per neuron
+    full = train(TrainConfig(**kw, epochs=3), tmp_path / "full", progress=False)
+    ck = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    assert [g["lr"] for g in ck["optimizer"]["param_groups"]] == pytest.approx([1e-2 * 0.25, 0.5 * 0.25])
+    assert "mu_product" in next(iter(ck["optimizer"]["state"].values()))  # NAdam's state
+    # resuming (the scheduler included) equals the uninterrupted run
+    train(TrainConfig(**kw, epochs=3), tmp_path / "part", progress=False, max_epochs_this_call=1)
+    resumed = train(TrainConfig(), tmp_path / "part", resume=True, progress=False)
+    assert resumed["val_acc"] == full["val_acc"] and resumed["best_epoch"] == full["best_epoch"]
+    # the exported weights are the normalised ones the trained model used
+    m = load_trained_model(tmp_path / "full", dtype=torch.float64)
+    net = network_from_model(m)
+    np.testing.assert_allclose(net.layers[0].ff_weight, m.layers[0].ff_weight.detach().numpy(), rtol=0, atol=0)
+    for bad, msg in (({"delay_init_ms": 20.0}, "--delay-init-ms"), ({"lr_milestones": [3, 2]}, "increase")):
+        with pytest.raises(Exception, match=msg):
+            TrainConfig.read({**kw, **bad})

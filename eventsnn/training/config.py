@@ -85,6 +85,16 @@ class TrainConfig(BaseModel):
     tau_ref_ms: Positive = Field(2.0, description="srm: time constant of the refractory kernel (ms)")
     scale_ref: float = Field(2.0, ge=0, allow_inf_nan=False,
                              description="srm: depth of the refractory kernel, in units of the threshold")
+    weight_norm: bool = Field(False, description="weight-normalised feed-forward weights (w = g v/|v| per neuron, "
+                                                 "as the authors' SLAYER dense layers)")
+    optimizer: Literal["adam", "nadam"] = Field("adam", description="adam or nadam (Adam with Nesterov momentum, "
+                                                                    "the authors' choice)")
+    lr_milestones: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, description="epochs at which every learning rate is multiplied by --lr-gamma "
+                                          "(MultiStepLR), comma-separated; none by default")
+    lr_gamma: Positive = Field(0.1, description="learning-rate factor at each of --lr-milestones")
+    delay_init_ms: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                        description="delays start uniform in [0, this] ms (default: --max-delay-ms)")
 
     @field_validator("loss")
     @classmethod
@@ -100,6 +110,21 @@ class TrainConfig(BaseModel):
             raise ValueError("srm layers are feed-forward: drop --recurrent")
         if v == "srm" and info.data.get("learn_taus"):
             raise ValueError("srm time constants are fixed: drop --learn-taus")
+        return v
+
+    @field_validator("delay_init_ms")
+    @classmethod
+    def _init_within_cap(cls, v, info):
+        cap = info.data.get("max_delay_ms")
+        if v is not None and cap is not None and v > cap:
+            raise ValueError(f"delays are clamped to --max-delay-ms {cap:g}: initialise them within it")
+        return v
+
+    @field_validator("lr_milestones")
+    @classmethod
+    def _increasing(cls, v):
+        if any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError("milestones must increase")
         return v
 
     @field_validator("device")

@@ -79,9 +79,19 @@ def check_fits(cfg: "TrainConfig", events: Events, source=None) -> None:
 
 def build_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device) -> SNN:
     g = torch.Generator().manual_seed(cfg.seed)
+    build = _build_srm_model if cfg.neuron == "srm" else _build_lif_model
+    model = build(cfg, n_inputs, n_classes, device, g)
+    for layer in model.layers:
+        if cfg.delay_init_ms is not None and layer.ff_delay_ms is not None and cfg.max_delay_ms > 0:
+            with torch.no_grad():  # U(0, max) -> U(0, init): the same draws, scaled
+                layer.ff_delay_ms.mul_(cfg.delay_init_ms / cfg.max_delay_ms)
+        if cfg.weight_norm:  # per neuron: the norm over its inputs (column of ff_weight [N_pre, N])
+            torch.nn.utils.parametrizations.weight_norm(layer, "ff_weight", dim=1)
+    return model
+
+
+def _build_lif_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device, g) -> SNN:
     layers, n_pre = [], n_inputs
-    if cfg.neuron == "srm":
-        return _build_srm_model(cfg, n_inputs, n_classes, device, g)
     for i, h in enumerate(cfg.hidden):
         layers.append(LIFLayer(n_pre, h, reset=cfg.reset, tau_mem_ms=cfg.tau_mem_ms, tau_syn_ms=cfg.tau_syn_ms,
                                threshold=cfg.threshold, delays=cfg.delays, max_delay_ms=cfg.max_delay_ms,
@@ -127,7 +137,14 @@ def make_optimizer(model: SNN, cfg: TrainConfig) -> torch.optim.Optimizer:
         groups.append({"params": delays, "lr": cfg.lr_delay})
     if taus:
         groups.append({"params": taus, "lr": cfg.lr_tau})
-    return torch.optim.Adam(groups)
+    return torch.optim.NAdam(groups) if cfg.optimizer == "nadam" else torch.optim.Adam(groups)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+    """MultiStepLR over epochs when ``lr_milestones`` are given (else None)."""
+    if not cfg.lr_milestones:
+        return None
+    return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma)
 
 
 class Batcher:
@@ -310,12 +327,15 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
     events, tr_idx, val_idx, test = _load_data(cfg, events, test_events, val_events)
     model = build_model(cfg, events.n_units, events.n_classes, dev)
     opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg)
     loss_spec = (cfg.loss, cfg.rate_true, cfg.rate_false)
     history, best, start_epoch, bad_epochs, seconds = [], None, 0, 0, {}
     if ckpt is not None:
         try:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
+            if sched is not None:
+                sched.load_state_dict(ckpt["scheduler"])
             history, best, start_epoch, bad_epochs = (ckpt["history"], ckpt["best"], ckpt["epoch"] + 1,
                                                       ckpt["bad_epochs"])
         except (KeyError, RuntimeError, ValueError) as e:
@@ -331,7 +351,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         with atomic_path(rundir / "metrics.jsonl") as tmp:  # exactly the checkpoint's history (no duplicates)
             tmp.write_text("".join(jsonio.dumps({**h, "seconds": seconds.get(h["epoch"])}) + "\n" for h in history))
     try:
-        return _train_epochs(cfg, rundir, ckpt_path, dist, dev, events, tr_idx, val_idx, test, model, opt,
+        return _train_epochs(cfg, rundir, ckpt_path, dist, dev, events, tr_idx, val_idx, test, model, opt, sched,
                              loss_spec, history, best, start_epoch, bad_epochs, prov, progress, max_epochs_this_call,
                              seconds)
     except KeyboardInterrupt:
@@ -347,8 +367,8 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         raise
 
 
-def _train_epochs(cfg, rundir, ckpt_path, dist, dev, events, tr_idx, val_idx, test, model, opt, loss_spec, history,
-                  best, start_epoch, bad_epochs, prov, progress, max_epochs_this_call, seconds) -> dict:
+def _train_epochs(cfg, rundir, ckpt_path, dist, dev, events, tr_idx, val_idx, test, model, opt, sched, loss_spec,
+                  history, best, start_epoch, bad_epochs, prov, progress, max_epochs_this_call, seconds) -> dict:
     """The epochs of :func:`train` from ``start_epoch``, then the summary (and the test set, once)."""
     batcher = Batcher(events, cfg.dt_ms, dev)
     stop_at = cfg.epochs if max_epochs_this_call is None else min(cfg.epochs, start_epoch + max_epochs_this_call)
@@ -381,6 +401,8 @@ def _train_epochs(cfg, rundir, ckpt_path, dist, dev, events, tr_idx, val_idx, te
             dist.sum_grads(model.parameters())
             opt.step()
             model.clamp_()
+        if sched is not None:
+            sched.step()
         loss_sum, correct, rate_sum = dist.sum_floats(loss_sum, correct, rate_sum)
         # -- evaluate on the validation split; keep the best model (selection never sees the test set)
         model.eval()
@@ -402,6 +424,7 @@ def _train_epochs(cfg, rundir, ckpt_path, dist, dev, events, tr_idx, val_idx, te
         if dist.main:
             _save_checkpoint(ckpt_path, {"config": cfg.model_dump(), "model": model.state_dict(),
                                          "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
+                                         "scheduler": None if sched is None else sched.state_dict(),
                                          "best": best, "bad_epochs": bad_epochs, "n_inputs": events.n_units,
                                          "n_classes": events.n_classes, "provenance": prov})
             with open(rundir / "metrics.jsonl", "a") as f:  # the log: with the epoch's wall time
