@@ -275,44 +275,69 @@ def _lif_layer(arr_t, arr_kind, arr_j, arr_i, W, N, tm, ts, theta, tref, spiking
             for q in range(n_odd):
                 i = odd[q]
                 saved[q, 0], saved[q, 1], saved[q, 2] = v[i], I[i], t_last[i]
+            # every neuron not refractory has changed: its queued look or crossing is void (version). Then, without
+            # branches, which neurons may cross before the next event (which looks at all of them again)
+            h = horizon * inv_tm[0] if horizon < math.inf else math.inf
+            n_maybe = 0
+            b = 1.0
             if t > tc:
                 if t - tc != c[0]:
                     _factors(t - tc, inv_tm[0], inv_ts[0], c)
-                e, k, b = c[1], c[2], c[3]
+                e, k, b = c[1], c[2], c[3]  # (kept: advancing an odd neuron below may refill c)
                 for i in range(N):
-                    v[i] = v[i] * e + I[i] * k
-                    I[i] = I[i] * b + Wm[base + i]
+                    vi = v[i] * e + I[i] * k
+                    Ii = I[i] * b + Wm[base + i]
+                    v[i] = vi
+                    I[i] = Ii
                     t_last[i] = t
+                    version[i] += 1
+                    th = theta[i]
+                    bound = vi + (Ii - vi) * h
+                    m = (vi >= th) | ((Ii > th) & (Ii > vi) & (bound + 1e-12 * (abs(bound) + abs(th)) >= th))
+                    maybe[i] = m
+                    n_maybe += m
             else:
                 for i in range(N):
                     I[i] += Wm[base + i]
+                    version[i] += 1
+                    vi, Ii, th = v[i], I[i], theta[i]
+                    bound = vi + (Ii - vi) * h
+                    m = (vi >= th) | ((Ii > th) & (Ii > vi) & (bound + 1e-12 * (abs(bound) + abs(th)) >= th))
+                    maybe[i] = m
+                    n_maybe += m
             for q in range(n_odd):
                 i = odd[q]
-                v[i], I[i], t_last[i] = saved[q, 0], saved[q, 1], saved[q, 2]
-                _advance(i, t, v, I, t_last, ref_until, inv_tm, inv_ts, shared, c)
+                sv, sI, st = saved[q, 0], saved[q, 1], saved[q, 2]
+                if st == tc and tc < t <= ref_until[i]:
+                    # refractory over the whole interval: v held, I decays by the interval's shared factor --
+                    # :func:`_advance`'s operations, without its exponential
+                    v[i] = sv
+                    I[i] = sI * b
+                    tl = st + (t - st)
+                    if t - tl > 0.0:
+                        t_last[i] = tl
+                        _advance(i, t, v, I, t_last, ref_until, inv_tm, inv_ts, shared, c)
+                    t_last[i] = t
+                else:
+                    v[i], I[i], t_last[i] = sv, sI, st
+                    _advance(i, t, v, I, t_last, ref_until, inv_tm, inv_ts, shared, c)
                 I[i] += Wm[base + i]
+                if t < ref_until[i]:
+                    version[i] -= 1  # refractory: v held, its end still due
+                    n_maybe -= maybe[i]
+                    maybe[i] = False
+                else:
+                    vi, Ii, th = v[i], I[i], theta[i]
+                    bound = vi + (Ii - vi) * h
+                    m = (vi >= th) | ((Ii > th) & (Ii > vi) & (bound + 1e-12 * (abs(bound) + abs(th)) >= th))
+                    n_maybe += m - maybe[i]
+                    maybe[i] = m
             tc = t
-            if spiking:
-                # every neuron not refractory has changed: its queued look or crossing is void. Then, without
-                # branches, which neurons may cross before the next event (which looks at all of them again)
-                h = horizon * inv_tm[0] if horizon < math.inf else math.inf
-                n_maybe = 0
+            if spiking and n_maybe > 0:
                 for i in range(N):
-                    version[i] += 1
-                    v0, I0, th = v[i], I[i], theta[i]
-                    bound = v0 + (I0 - v0) * h
-                    maybe[i] = (v0 >= th) | ((I0 > th) & (I0 > v0) & (bound + 1e-12 * (abs(bound) + abs(th)) >= th))
-                    n_maybe += maybe[i]
-                for q in range(n_odd):
-                    i = odd[q]
-                    if t < ref_until[i]:
-                        version[i] -= 1  # refractory: v held, its end still due
-                        maybe[i] = False
-                if n_maybe > 0:
-                    for i in range(N):
-                        if maybe[i]:
-                            _schedule(heap, i, t, v, I, tm, ts, theta, version, T_end, W, rec_w, N, t_next,
-                                      nxt_row, nxt_rec)
+                    if maybe[i]:
+                        _schedule(heap, i, t, v, I, tm, ts, theta, version, T_end, W, rec_w, N, t_next, nxt_row,
+                                  nxt_rec)
             # the odd neurons are in step again, but for those still refractory
             m = 0
             for q in range(n_odd):
