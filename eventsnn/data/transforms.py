@@ -103,7 +103,7 @@ def _groups(ev: Events) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _chunks(gid: np.ndarray, order: np.ndarray, T: int):
-    """(first group, number of groups, their spikes by rank then group) for blocks of groups whose occupancy
+    """(first group, number of groups, their spikes group by group) for blocks of groups whose occupancy
     matrix [groups, T] stays near 16 M cells."""
     if not len(gid):
         return
@@ -166,12 +166,6 @@ class Jitter:
             raise EventsnnError(f"jitter per {self.per!r}: choose 'spike' or 'neuron'")
         if self.unit == "bins" and self.offset != round(self.offset):
             raise EventsnnError(f"jitter offset in bins must be a whole number, got {self.offset:g}")
-
-    @property
-    def sigma_ms(self) -> float:  # the spelling of earlier versions (ms only)
-        if self.unit != "ms":
-            raise EventsnnError(f"{self.name}: sigma is in bins")
-        return self.sigma
 
     def __call__(self, ev: Events) -> Events:
         rng = np.random.default_rng(self.seed)
