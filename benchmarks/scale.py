@@ -141,7 +141,7 @@ def main():
             def verify(workers=workers, rep=rep):
                 shutil.rmtree(rep, ignore_errors=True)  # timed from scratch, not resumed
                 r = timed(exe + ["verify", str(net), "--data", str(d / "test.h5"), "--dt", vdt, "--probes",
-                                 "reverse", "--no-exact", "--target", target, "--samples", str(vs), "--workers", str(workers),
+                                 "reverse", "--no-event", "--target", target, "--first", str(vs), "--workers", str(workers),
                                  "--out", str(rep), "--json"])
                 report = json.loads((rep / "report.json").read_text())
                 shutil.rmtree(rep / "runs", ignore_errors=True)  # GBs at 0.01 ms; the numbers are kept

@@ -224,7 +224,7 @@ def test_fine_dt_exact_delays_and_inputs_via_cli(tmp_path):
     ev = random_events(3, n_samples=3)
     netf, evf = _save_inputs(tmp_path, net, ev)
     out = tmp_path / "fine.h5"
-    p = run_cli("simulate", netf, "--data", evf, "--engine", "brian2", "--dt", "0.01", "--delays", "exact",
+    p = run_cli("simulate", netf, "--data", evf, "--engine", "brian2", "--dt", "0.01", "--delay-mode", "exact",
                 "--inputs", "exact", "--out", out, "--json")
     assert p.returncode == 0, p.stderr
     r = load_run(out)

@@ -603,7 +603,7 @@ def test_kill9_verify_then_rerun_equals_uninterrupted(world, tmp_path):
 def test_kill9_simulate_leaves_nothing_and_rerun_works(world, tmp_path):
     out = tmp_path / "sim" / "run.h5"
     out.parent.mkdir()
-    args = ["simulate", world["net"], "--data", world["ev"], "--engine", "brian2", "--dt", "0.01", "--delays",
+    args = ["simulate", world["net"], "--data", world["ev"], "--engine", "brian2", "--dt", "0.01", "--delay-mode",
             "exact", "--inputs", "exact", "--out", out]
     _kill_when(args, lambda: any(out.parent.glob(".eventsnn_build_*")))
     p = run_cli(*args)  # the next run in the same place cleans up after the killed one

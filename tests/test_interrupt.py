@@ -73,7 +73,7 @@ def test_train_interrupted_before_its_first_epoch_leaves_nothing_and_after_one_r
 
 def test_verify_interrupted_anywhere_exits_130_with_the_resume_line_and_the_rerun_finishes(world, tmp_path):
     out = tmp_path / "v"
-    args = ["verify", world["net"], "--data", world["te"], "--dt", "1,0.1,0.01", "--samples", "20",
+    args = ["verify", world["net"], "--data", world["te"], "--dt", "1,0.1,0.01", "--first", "20",
             "--probes", "reverse", "--out", out]
     hint = "eventsnn: interrupted; resume with: the same command again ("
     runs = out / "runs"

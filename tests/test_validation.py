@@ -289,12 +289,12 @@ def test_demo_quick_end_to_end(tmp_path):
     assert "Brian2 = torch" in (tmp_path / "demo" / "demo.md").read_text()
 
 
-def test_verify_no_exact_skips_the_event_runs(verify_inputs, tmp_path):
-    """``--no-exact``: the clock-driven runs only (torch and Brian2 for each probe), the report and figures still
+def test_verify_no_event_skips_the_event_runs(verify_inputs, tmp_path):
+    """``--no-event``: the clock-driven runs only (torch and Brian2 for each probe), the report and figures still
     written; the exact engine is never called."""
     netf, evf = verify_inputs
     out = tmp_path / "rep"
-    p = run_cli("verify", netf, "--data", evf, "--dt", "1", "--probes", "reverse", "--no-exact", "--out", out,
+    p = run_cli("verify", netf, "--data", evf, "--dt", "1", "--probes", "reverse", "--no-event", "--out", out,
                 "--json")
     assert p.returncode == 0, p.stderr
     runs = {r["name"]: r for r in json.loads(p.stdout)["runs"]}
