@@ -252,7 +252,7 @@ def _verify_cell(cfg: "SweepConfig", network, dt: float, test_ev, celldir: Path)
     dts = sorted({dt, *[x for x in v.dt if x < dt]}, reverse=True)
     try:
         rep = api.verify(network, test_ev.subset(np.arange(n)), out=celldir / "verify", dt=dts, probes=v.probes,
-                         target=v.target)
+                         target=v.target, fine_samples=None)  # every one of the n samples at every dt
     except EventsnnError as e:  # e.g. a model that fires without bound in continuous time: say so in its record
         return {"verify_error": str(e), "verify_samples": n, "verify_spec": v.model_dump(mode="json")}
     return {"verify": {r["name"]: {"accuracy": r["accuracy"], "agreement_with_torch": r["agreement_with_torch"],
