@@ -16,13 +16,7 @@ Packages: ``eventsnn`` (core: events, the discrete-time contract, the torch engi
 ``eventsnn.validation`` (compare, verify, demo). Importing ``eventsnn`` is cheap: torch and Brian2 load when
 first used. See ``help(eventsnn.train)`` and the README.
 """
-import os as _os
 from importlib import metadata as _metadata
-
-# numba's compiled-kernel cache goes to the user's cache directory, never into the (possibly read-only) package
-# folders; set NUMBA_CACHE_DIR to choose another place.
-_os.environ.setdefault("NUMBA_CACHE_DIR", _os.path.join(
-    _os.environ.get("XDG_CACHE_HOME") or _os.path.join(_os.path.expanduser("~"), ".cache"), "eventsnn", "numba"))
 
 try:
     __version__ = _metadata.version("eventsnn")
