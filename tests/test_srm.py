@@ -153,8 +153,9 @@ def test_torch_scan_is_the_sampled_kernel_sum():
         for n in range(80):
             m = arr_n < n  # delivered at step m (after the threshold), felt from step m + 1
             o = own < n
-            want = srm.potential(steps[n], steps[arr_n[m]], layer.ff_weight[arr_j[m], i].detach().numpy(), steps[own[o]],
-                                 float(layer.tau_sr_ms[i]), float(layer.tau_ref_ms[i]), 2.0, theta)
+            w = layer.ff_weight[arr_j[m], i].detach().numpy()
+            want = srm.potential(steps[n], steps[arr_n[m]], w, steps[own[o]], float(layer.tau_sr_ms[i]),
+                                 float(layer.tau_ref_ms[i]), 2.0, theta)
             assert float(u[0, n, i]) == pytest.approx(float(want), abs=1e-12)
         np.testing.assert_array_equal(s[0, :, i].numpy(), (u[0, :, i].numpy() >= theta).astype(float))
     # the layer's forward (with e*w weighting inside) gives the same spikes
@@ -216,6 +217,10 @@ def test_torch_equals_brian2_numpy_every_spike(readout, dt_ms, build_dir):
     assert_runs_identical(rt, rb)
     if readout == "count":
         assert rt.trace[:, -1].sum() > 0
+    # samples one after another in time windows of one copy (all state, the refractory pair too, zeroed at each)
+    rw = simulate_brian2(net, ev, target="numpy", build_dir=build_dir / "windows", max_copies=1)
+    assert rw.attrs["windows"] == 3
+    assert_runs_identical(rt, rw)
     # at a finer dt with exact delays and inputs too (the contract at any dt)
     rt2 = simulate_torch(net, ev, dt_ms=dt_ms / 4, delays="exact", inputs="exact")
     rb2 = simulate_brian2(net, ev, dt_ms=dt_ms / 4, delays="exact", inputs="exact", target="numpy",
