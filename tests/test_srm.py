@@ -153,8 +153,9 @@ def test_torch_scan_is_the_sampled_kernel_sum():
         for n in range(80):
             m = arr_n < n  # delivered at step m (after the threshold), felt from step m + 1
             o = own < n
-            want = srm.potential(steps[n], steps[arr_n[m]], layer.ff_weight[arr_j[m], i].detach().numpy(), steps[own[o]],
-                                 float(layer.tau_sr_ms[i]), float(layer.tau_ref_ms[i]), 2.0, theta)
+            w = layer.ff_weight[arr_j[m], i].detach().numpy()
+            want = srm.potential(steps[n], steps[arr_n[m]], w, steps[own[o]], float(layer.tau_sr_ms[i]),
+                                 float(layer.tau_ref_ms[i]), 2.0, theta)
             assert float(u[0, n, i]) == pytest.approx(float(want), abs=1e-12)
         np.testing.assert_array_equal(s[0, :, i].numpy(), (u[0, :, i].numpy() >= theta).astype(float))
     # the layer's forward (with e*w weighting inside) gives the same spikes
@@ -216,6 +217,10 @@ def test_torch_equals_brian2_numpy_every_spike(readout, dt_ms, build_dir):
     assert_runs_identical(rt, rb)
     if readout == "count":
         assert rt.trace[:, -1].sum() > 0
+    # samples one after another in time windows of one copy (all state, the refractory pair too, zeroed at each)
+    rw = simulate_brian2(net, ev, target="numpy", build_dir=build_dir / "windows", max_copies=1)
+    assert rw.attrs["windows"] == 3
+    assert_runs_identical(rt, rw)
     # at a finer dt with exact delays and inputs too (the contract at any dt)
     rt2 = simulate_torch(net, ev, dt_ms=dt_ms / 4, delays="exact", inputs="exact")
     rb2 = simulate_brian2(net, ev, dt_ms=dt_ms / 4, delays="exact", inputs="exact", target="numpy",
@@ -404,7 +409,7 @@ def test_brian2_converges_to_the_event_engine_at_first_order(tmp_path):
     ev = random_events(0, n_samples=6, n_units=6, duration_s=0.05, spikes=40)
     exact = simulate_event(net, ev)
     assert [len(L.time_ms) for L in exact.layers] == [132, 53]
-    mean_shift = []
+    mean_shift, trace_err = [], []
     for dt in (0.1, 0.05, 0.025):
         rb = simulate_brian2(net, ev, dt_ms=dt, delays="exact", inputs="exact", target="numpy",
                              build_dir=tmp_path / f"b{dt}")
@@ -422,8 +427,10 @@ def test_brian2_converges_to_the_event_engine_at_first_order(tmp_path):
             row.append(d.mean())
         mean_shift.append(row)
         assert max(row) <= 2 * dt, (dt, row)
+        trace_err.append(np.abs(rb.trace - exact.trace).max() / np.abs(exact.trace).max())
     mean_shift = np.array(mean_shift)
     assert np.all(mean_shift[0] / mean_shift[2] > 2.0), mean_shift  # 4x smaller dt
+    assert trace_err[2] < 0.05 and trace_err[0] / trace_err[2] > 2.0, trace_err  # the leaky readout too
 
 
 def test_event_engine_refuses_what_it_cannot_run_exactly():
@@ -456,6 +463,22 @@ def test_event_engine_counts_the_crossings_where_clocked_runs_burst():
     assert calm.attrs["srm_steep_crossings"] == 0
     steep = simulate_event(srm_network(1), ev)  # strong drive: many crossings steeper than half the kernel's slope
     assert steep.attrs["srm_steep_crossings"] > 10
+
+
+def test_event_engine_counted_srm_output_converges(build_dir):
+    """A counted srm output layer (readout count): the exact run's counts are what fine clocked runs count."""
+    from eventsnn.bridge.brian2_sim import simulate_brian2
+    from eventsnn.bridge.event_engine import simulate_event
+    from tests.conftest import random_events
+
+    net = srm_network(2, readout="count", w_mean=3.0, w_sd=2.0, scale_ref=6.0, tau_ref=(1.0, 2.0))
+    net.layers[-1].ff_weight *= 3.0
+    ev = random_events(0, n_samples=4, n_units=6, duration_s=0.05, spikes=40)
+    exact = simulate_event(net, ev)
+    assert exact.attrs["srm_steep_crossings"] == 0 and exact.trace[:, -1].sum() >= 20
+    rb = simulate_brian2(net, ev, dt_ms=0.01, delays="exact", inputs="exact", target="numpy", build_dir=build_dir)
+    np.testing.assert_array_equal(rb.trace[:, -1], exact.trace[:, -1])  # total output spikes per unit
+    assert np.abs(rb.trace - exact.trace).sum() <= 0.02 * exact.trace.sum()  # counts per step: a few shifted
 
 
 @pytest.mark.compiled

@@ -465,7 +465,8 @@ def _build(b2, net, netq, binned, C, W, n_windows, dt_ms, Dff, Drec):
             G.R = np.tile(R.astype(np.float64), C)
         G.run_regularly(update, when="groups", name=f"layer{li}_integrate")
         if n_windows > 1:
-            zero = "v = 0\nI = 0" + ("\nvr = 0\nIr = 0" if L.kind == "srm" else "") + ("\nrefcount = 0" if use_ref else "") + ("\ncount = 0" if counted and spiking else "")
+            zero = ("v = 0\nI = 0" + ("\nvr = 0\nIr = 0" if L.kind == "srm" else "")
+                    + ("\nrefcount = 0" if use_ref else "") + ("\ncount = 0" if counted and spiking else ""))
             G.run_regularly(zero, dt=W * dt, when="before_groups", name=f"layer{li}_window_reset")
         objs.append(G)
 
