@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from eventsnn.snn import SNN, rate_loss
-from eventsnn.srm_layer import SRMLayer
+from eventsnn.model.layers import SNN, rate_loss
+from eventsnn.model.srm_layer import SRMLayer
 
 
 def step_time(model, opt, x, y, backend, iters):

@@ -467,8 +467,8 @@ def test_event_engine_counts_the_crossings_where_clocked_runs_burst():
 
 def test_event_engine_counted_srm_output_converges(build_dir):
     """A counted srm output layer (readout count): the exact run's counts are what fine clocked runs count."""
-    from eventsnn.bridge.brian2_sim import simulate_brian2
-    from eventsnn.bridge.event_engine import simulate_event
+    from eventsnn.bridge.engines.brian2 import simulate_brian2
+    from eventsnn.bridge.engines.event import simulate_event
     from tests.conftest import random_events
 
     net = srm_network(2, readout="count", w_mean=3.0, w_sd=2.0, scale_ref=6.0, tau_ref=(1.0, 2.0))
