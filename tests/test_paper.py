@@ -321,7 +321,9 @@ def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
     (lambda c: c.update(extra=1), "extra: Extra inputs are not permitted"),
     (lambda c: c.update(transforms={"jitter:bins": [1]}), "transforms.jitter:bins: transform 'jitter:bins': write "
                                                             "it as a probe with * where the level goes"),
-    (lambda c: c.update(transforms={"randomize": [2]}), "transforms.randomize: randomised fraction must be in [0, 1]"),
+    (lambda c: c.update(transforms={"randomize:*": [2]}), "transforms.randomize:*: randomised fraction must be in [0, 1]"),
+    (lambda c: c.update(transforms={"randomize": [0.5]}), "transforms.randomize: 'randomize' alone was the rule of "
+                                                           "earlier versions"),
     (lambda c: c.update(transforms={"jitter:*bins": [1]}), "transforms.jitter:*bins: in bins, but data.task "
                                                              "paper-coincidence makes events on a 1 ms grid"),
 ])
