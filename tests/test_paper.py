@@ -217,6 +217,7 @@ def test_paper_synthetic_configs_run_quick(config, tmp_path):
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == res["cells"]
     assert all(0 <= x["test_acc"] <= 1 and "reverse-window" in x["probes"] for x in rows)
+    assert not any(x["still_improving"] for x in rows)  # one epoch: nothing to compare with
     assert {x["cell"]["model"] for x in rows} == {"none", "axonal"}
     assert (out / "figure.png").stat().st_size > 1000
     table = (out / "table.md").read_text()
@@ -319,7 +320,9 @@ def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
     (lambda c: c.update(extra=1), "extra: Extra inputs are not permitted"),
     (lambda c: c.update(transforms={"jitter:bins": [1]}), "transforms.jitter:bins: transform 'jitter:bins': write "
                                                             "it as a probe with * where the level goes"),
-    (lambda c: c.update(transforms={"randomize": [2]}), "transforms.randomize: randomised fraction must be in [0, 1]"),
+    (lambda c: c.update(transforms={"randomize:*": [2]}), "transforms.randomize:*: randomised fraction must be in [0, 1]"),
+    (lambda c: c.update(transforms={"randomize": [0.5]}), "transforms.randomize: 'randomize' alone was the rule of "
+                                                           "earlier versions"),
     (lambda c: c.update(transforms={"jitter:*bins": [1]}), "transforms.jitter:*bins: in bins, but data.task "
                                                              "paper-coincidence makes events on a 1 ms grid"),
 ])
@@ -545,3 +548,20 @@ def test_data_make_help_shows_each_tasks_duration():
     assert r.returncode == 0
     text = " ".join(r.stdout.split())
     assert "isi 100," in text and "paper-isi 10000" in text and "paper-coincidence 4000" in text
+
+
+def test_sweep_record_says_when_a_cell_hit_its_cap_while_improving(tmp_path):
+    """A cell whose best validation epoch is among its last two when the epoch cap ends it is marked
+    ``still_improving`` in results.jsonl (with the warning that says how to resume it); the configs' caps are the
+    authors' budgets and no cell of a finished sweep should carry the mark."""
+    cfg = yaml.safe_load((PAPER / "coincidence_overlap.yaml").read_text())
+    cfg["models"] = {"none": {"delays": "none"}}
+    cfg["quick"]["data"]["grid"]["overlap"] = [0.0]
+    cfg["quick"]["train"]["epochs"] = 2
+    cfg["quick"]["train"]["patience"] = 5
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = run_cli("sweep", tmp_path / "c.yaml", "--out", tmp_path / "s", "--quick", "--json")
+    assert r.returncode == 0, r.stderr
+    (rec,) = [json.loads(x) for x in (tmp_path / "s" / "results.jsonl").read_text().splitlines()]
+    assert rec["epochs_run"] == 2 and rec["still_improving"] is True
+    assert any("while validation was still improving" in w for w in rec["warnings"])

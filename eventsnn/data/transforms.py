@@ -479,16 +479,20 @@ def transform_by_name(name: str | None, seed: int = 0):
     raise EventsnnError(f"unknown transform {name!r}")
 
 
-# the sweep's transform keys of earlier versions, and what they spell now
-_LEVEL_KEYS = {"randomize": "randomize:*", "jitter": "jitter:*", "jitter_neuron": "jitter-neuron:*",
-               "delete": "delete:*"}
+# the sweep's transform keys of earlier versions whose meaning is unchanged, and what they spell now
+_LEVEL_KEYS = {"jitter": "jitter:*", "jitter_neuron": "jitter-neuron:*", "delete": "delete:*"}
 
 
 def level_transform(key: str, level: float, seed: int = 0):
     """The retrain-at-each-level transform of a sweep: ``key`` is a probe spelling with ``*`` where the swept level
-    goes (``jitter:*bins``, ``jitter-neuron:*bins+20bins``, ``randomize-each:*``, ``delete:*``; ``randomize``,
-    ``jitter``, ``jitter_neuron`` and ``delete`` alone stand for ``randomize:*``, ``jitter:*`` (ms),
-    ``jitter-neuron:*`` (ms) and ``delete:*``)."""
+    goes (``randomize:*``, ``randomize-each:*``, ``jitter:*bins``, ``jitter-neuron:*bins+20bins``, ``delete:*``;
+    ``jitter``, ``jitter_neuron`` and ``delete`` alone stand for ``jitter:*`` (ms), ``jitter-neuron:*`` (ms) and
+    ``delete:*``). The bare key ``randomize`` of earlier versions meant another rule (round(f n) spikes moved to
+    continuous times) and is refused, so that a sweep made with it is never extended with the authors' rule."""
+    if key == "randomize":
+        raise EventsnnError("'randomize' alone was the rule of earlier versions (round(f n) spikes to continuous "
+                            "times); write randomize:* (the authors' synthetic rule: floor(f n) spikes to free 1-ms "
+                            "slots) or randomize-each:* (their speech rule)")
     if key == "jitter_neuron":
         import warnings
         warnings.warn("transform key 'jitter_neuron' is deprecated; write jitter-neuron:* (the probe spelling)",
@@ -496,7 +500,7 @@ def level_transform(key: str, level: float, seed: int = 0):
     spec = _LEVEL_KEYS.get(key, key)
     if spec.count("*") != 1 or "," in spec:
         raise EventsnnError(f"transform {key!r}: write it as a probe with * where the level goes, e.g. jitter:*bins, "
-                            "jitter-neuron:*bins+20bins, randomize-each:*, delete:* (or randomize, jitter, "
+                            "jitter-neuron:*bins+20bins, randomize:*, randomize-each:*, delete:* (or jitter, "
                             "jitter_neuron, delete)")
     got = parse_probes(spec.replace("*", repr(float(level))), seed)
     if len(got) != 1 or isinstance(got[0], Reverse):
