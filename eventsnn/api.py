@@ -200,7 +200,8 @@ def simulate(network, events, engine: str = "torch", dt=None, *, delays=None, in
 
 def compare(a, b, tolerance=None) -> dict:
     """Compare two runs (RunResult objects or run files): accuracy, prediction agreement, trace correlation,
-    per-layer optimal spike matching within ``tolerance`` ms (default: the coarser dt)."""
+    per-layer optimal spike matching within ``tolerance`` ms (default: the coarser dt, at least 0.1 ms; see
+    :func:`eventsnn.validation.compare.default_tolerance`)."""
     from .runfile import RunResult, load_run
     from .validation.compare import compare_files, compare_runs
 
@@ -228,7 +229,8 @@ def verify(network, events, out=None, *, dt=(1.0, 0.1, 0.01), probes="reverse", 
         if not isinstance(events, (str, Path)):
             save_events(_events(events), ev_f)
         return _verify(net_f, ev_f, d, dts=dt, probes=probes, target=target, samples=samples, workers=workers,
-                       progress=progress)
+                       progress=progress,
+                       network_name=None if isinstance(network, (str, Path)) else "network (in memory)")
 
     if out is not None:
         return go(Path(out))

@@ -623,7 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("run_a", type=Path, metavar="RUN_A", help="run file")
     c.add_argument("run_b", type=Path, metavar="RUN_B", help="run file")
     c.add_argument("--tolerance", type=NONNEG_FLOAT,
-                   help="spike matching tolerance in ms (default: the coarser dt of the two runs)")
+                   help="spike matching tolerance in ms (default: the coarser dt of the two runs, at least 0.1 ms: "
+                        "a clock-driven run is off continuous time by about a step per layer)")
     _common(c)
     c.set_defaults(func=cmd_compare)
 
@@ -762,8 +763,13 @@ def _main(argv, as_json: bool, debug: bool, interrupt: dict) -> int:
             print(json.dumps({"error": line}))
         print(prefix + line, file=sys.stderr)
 
+    shown = set()
+
     def show_warning(message, category, filename, lineno, file=None, line=None):
-        print(f"eventsnn: warning: {_one_line(message)}", file=sys.stderr)
+        text = _one_line(message)
+        if text not in shown:  # the same warning from several places (training, torch, Brian2): once
+            shown.add(text)
+            print(f"eventsnn: warning: {text}", file=sys.stderr)
 
     warnings.showwarning = show_warning
     try:
