@@ -48,6 +48,18 @@ ENGINES = {
 }
 
 
+def check_labels(net, events, source="the events") -> None:
+    """Refuse events whose labels the network cannot output: their accuracy would be computed against classes
+    it has no output for (``train`` refuses the mismatch too)."""
+    import numpy as np
+
+    labels = np.asarray(events.labels)
+    if len(labels) and int(labels.max()) >= net.n_outputs:
+        from eventsnn.errors import fail
+        raise fail(source, f"labels go up to {int(labels.max())} but the network has {net.n_outputs} outputs "
+                           f"(classes 0..{net.n_outputs - 1}); is this the data it was trained on?")
+
+
 def simulate(engine: str, net, events, indices=None, *, dt_ms=None, delays=None, inputs=None, **options):
     """Run ``engine`` on ``events[indices]``; options an engine does not support are an error.
 
@@ -56,6 +68,7 @@ def simulate(engine: str, net, events, indices=None, *, dt_ms=None, delays=None,
     """
     if engine not in ENGINES:
         raise EventsnnError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    check_labels(net, events)
     e = ENGINES[engine]
     unknown = set(options) - e.options
     if unknown:

@@ -312,6 +312,8 @@ def cmd_simulate(a):
     events = load_any(a.data)
     if events.n_units != net.n_inputs:
         raise fail(a.data, f"{events.n_units} units but the network {a.network} has {net.n_inputs} inputs")
+    from .bridge.engines import check_labels
+    check_labels(net, events, a.data)
     if a.engine == "event":
         given = [f for f, v in (("--dt", a.dt), ("--delays", a.delays), ("--inputs", a.inputs),
                                 ("--target", a.target), ("--build-dir", a.build_dir)) if v is not None]

@@ -377,6 +377,19 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
     ckpt = load_checkpoint(ckpt_path) if resume else None
     if ckpt is not None:
         cfg = _resume_config(ckpt, ckpt_path, epochs, device)
+        done = int(ckpt.get("epoch", -1)) + 1
+        if epochs is not None and done >= cfg.epochs:
+            raise EventsnnError(f"--epochs {epochs}: the run in {rundir} has already run {done} epochs; give a "
+                                f"larger --epochs to train it further")
+        if ckpt.get("bad_epochs", 0) >= cfg.patience or done >= cfg.epochs:
+            import warnings
+
+            from .events import EventsnnWarning
+            why = (f"stopped early after {done} epochs (validation not improving for {cfg.patience})"
+                   if ckpt.get("bad_epochs", 0) >= cfg.patience else f"ran all its {done} epochs")
+            warnings.warn(f"the run in {rundir} is finished ({why}); nothing to train"
+                          + ("" if ckpt.get("bad_epochs", 0) >= cfg.patience else
+                             f" (continue it with --epochs {2 * cfg.epochs})"), EventsnnWarning, stacklevel=2)
     elif ckpt_path.exists():
         raise fail(rundir, "already holds a training run; use --resume to continue it or choose another --out")
     torch.manual_seed(cfg.seed)

@@ -169,8 +169,13 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
     n = len(events) if samples is None else min(samples, len(events))
     from eventsnn.events import bin_events, warn_merged
     merged = bin_events(events, net.dt_ms, np.arange(n)).binary()
+    from eventsnn.bridge.engines import check_labels
+    check_labels(net, events, data_path)
     outdir = Path(outdir)
+    settings = {"network_sha256": sha256_file(net_path), "events_sha256": sha256_file(data_path), "dts_ms": dts,
+                "probes": [t.name for t in transforms], "target": target, "samples": n, "exact": bool(exact)}
     with dir_lock(outdir, "this verify directory"):
+        _claim(outdir, settings)
         # leftovers of a killed earlier verify: temporary run files and build directories
         warn_merged(merged.merged, merged.n_spikes, net.dt_ms, "input")
         remove_stale(outdir / "runs")
@@ -178,6 +183,29 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
         (outdir / "runs").mkdir(parents=True, exist_ok=True)
         return _verify_locked(net, net_path, data_path, outdir, dts, transforms, target, n, workers, progress,
                               merged.merged, scheduler, exact, network_name)
+
+
+SETTINGS_FILE = "verify_settings.json"
+
+
+def _claim(outdir: Path, settings: dict) -> None:
+    """Record this verification's settings in ``outdir``, or refuse a directory that holds another one: a
+    rerun with the same settings resumes it, one with other settings would silently replace its report."""
+    f = outdir / SETTINGS_FILE
+    if f.exists():
+        try:
+            old = json.loads(f.read_text())
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict) and old != settings:
+            names = {"network_sha256": "the network file", "events_sha256": "the events file", "dts_ms": "--dt",
+                     "probes": "--probes", "target": "--target", "samples": "--samples", "exact": "--no-exact"}
+            diff = [f"{names.get(k, k)} ({old.get(k)} there, {settings.get(k)} now)" if not k.endswith("sha256")
+                    else f"{names[k]} (its contents differ)" for k in settings if old.get(k) != settings.get(k)]
+            raise EventsnnError(f"--out {outdir}: holds a verification with other settings: {'; '.join(diff)}; "
+                                "choose another --out (or delete it); the same settings resume it")
+    with atomic_path(f) as tmp:
+        tmp.write_text(json.dumps(settings, indent=2))
 
 
 def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, target, n, workers, progress,

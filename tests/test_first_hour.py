@@ -1,0 +1,90 @@
+"""What a new user meets in their first hour: defaults that do not alarm, and no silent acceptance of data or
+settings that do not fit (a one-line error or notice instead)."""
+import json
+
+import numpy as np
+
+from eventsnn.bridge import save_network
+from eventsnn.events import Events, save_events
+from eventsnn.runfile import LayerSpikes, RunResult
+from eventsnn.validation.compare import compare_runs, format_comparison
+from eventsnn.validation.verify import convergence_orders
+from tests.conftest import random_events, random_network, run_cli
+
+
+def _run(engine, dt, times):
+    layer = LayerSpikes(np.zeros(len(times), np.int64), np.zeros(len(times), np.int64),
+                        np.zeros(len(times), np.int64), np.asarray(times, float))
+    return RunResult(engine, dt, 1.0, "exact", "exact", "cpu", "max", [layer], np.ones((1, 2, 2)),
+                     np.array([0]), np.array([0]), np.arange(1))
+
+
+def test_compare_default_tolerance_is_the_coarser_dt_but_at_least_a_tenth_of_a_ms():
+    """Against the exact run (dt 0) a 0.01 ms run is matched within 0.1 ms, not 0.01 ms (spikes one or two
+    steps apart are not "missing" and "extra"); the tolerance is printed."""
+    exact, fine = _run("event", 0.0, [10.0, 20.0, 30.0]), _run("brian2", 0.01, [10.03, 20.0, 30.08])
+    c = compare_runs(exact, fine)
+    assert c["tolerance_ms"] == 0.1 and c["tolerance_default"]
+    assert c["layers"][0]["matched"] == 3 and c["layers"][0]["missing"] == 0
+    assert "spike matching tolerance: 0.1 ms (default" in format_comparison(c)
+    assert compare_runs(_run("torch", 1.0, [10.0]), _run("brian2", 1.0, [10.0]))["tolerance_ms"] == 1.0
+    c = compare_runs(exact, fine, 0.01)  # an explicit tolerance is used as given
+    assert c["tolerance_ms"] == 0.01 and not c["tolerance_default"] and c["layers"][0]["matched"] == 1
+
+
+def _conv_run(dt, median):
+    return {"engine": "brian2", "transform": None, "dt_ms": dt,
+            "vs_exact": {"layers": [{"median_abs_shift_ms": median}]}}
+
+
+def test_convergence_order_is_fitted_only_over_two_dts_finer_than_the_training_dt():
+    one_fine = convergence_orders([_conv_run(1.0, 0.9), _conv_run(0.1, 0.05)], 1.0)
+    assert one_fine[0]["order"] is None and not one_fine[0]["fitted"]  # no two-point line through the train dt
+    assert len(one_fine[0]["points"]) == 2  # still plotted
+    two_fine = convergence_orders([_conv_run(1.0, 5.0), _conv_run(0.1, 0.1), _conv_run(0.01, 0.01)], 1.0)
+    assert two_fine[0]["fitted"] and two_fine[0]["fit_dts_ms"] == [0.01, 0.1]
+    assert abs(two_fine[0]["order"] - 1.0) < 1e-9  # the training-dt point (far off the line) is left out
+
+
+def _four_class_events(n=5):
+    ev = random_events(5, n_samples=n)
+    labels = np.array([0, 1, 2, 3, 3][:n])
+    return Events(ev.times, ev.units, ev.offsets, labels, ev.n_units, ev.duration_s, 4).validate()
+
+
+def test_simulate_and_verify_refuse_labels_the_network_cannot_output(tmp_path):
+    net = random_network(5)  # 3 outputs
+    save_network(net, tmp_path / "net.h5")
+    save_events(_four_class_events(), tmp_path / "ev4.h5")
+    p = run_cli("simulate", tmp_path / "net.h5", "--data", tmp_path / "ev4.h5", "--engine", "torch", "--out",
+                tmp_path / "r.h5")
+    assert p.returncode == 2 and "ev4.h5: labels go up to 3 but the network has 3 outputs" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.h5").exists()
+    p = run_cli("verify", tmp_path / "net.h5", "--data", tmp_path / "ev4.h5", "--dt", "1", "--out", tmp_path / "v")
+    assert p.returncode == 2 and "labels go up to 3" in p.stderr and not (tmp_path / "v" / "runs").exists()
+
+
+def test_verify_into_a_directory_of_another_verification_is_refused(tmp_path):
+    net, ev = random_network(11), random_events(11, n_samples=4)
+    save_network(net, tmp_path / "net.h5")
+    save_events(ev, tmp_path / "ev.h5")
+    args = ["verify", tmp_path / "net.h5", "--data", tmp_path / "ev.h5", "--dt", "1", "--probes", "", "--no-exact",
+            "--out", tmp_path / "v"]
+    assert run_cli(*args, "--samples", "3").returncode == 0
+    report = (tmp_path / "v" / "report.json").read_text()
+    p = run_cli(*args, "--samples", "4")
+    assert p.returncode == 2 and "--samples (3 there, 4 now)" in p.stderr
+    assert (tmp_path / "v" / "report.json").read_text() == report  # untouched
+    p = run_cli(*args, "--samples", "3", "--json")  # the same settings: resumed (every run reused)
+    assert p.returncode == 0 and json.loads(p.stdout)["wall_s"]["runs_computed"] == 0
+
+
+def test_resume_with_fewer_epochs_than_already_run_says_so(tmp_path):
+    from eventsnn.datasets import make_polychrony
+    save_events(make_polychrony(samples=60, seed=1), tmp_path / "tr.h5")
+    assert run_cli("train", "--data", tmp_path / "tr.h5", "--epochs", "2", "--hidden", "4", "--out",
+                   tmp_path / "run").returncode == 0
+    p = run_cli("train", "--resume", tmp_path / "run", "--epochs", "2")
+    assert p.returncode == 2 and "already run 2 epochs; give a larger --epochs" in p.stderr
+    p = run_cli("train", "--resume", tmp_path / "run")
+    assert p.returncode == 0 and "is finished (ran all its 2 epochs); nothing to train" in p.stderr
