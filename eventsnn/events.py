@@ -180,7 +180,36 @@ class Events:
 
 
 class EventsnnWarning(UserWarning):
-    """Something the user should know about their data (the CLI prints it as one line)."""
+    """Something the user should know about their data (printed as one line, ``eventsnn: warning: ...``)."""
+
+
+_SHOWN_WARNINGS: set = set()
+
+
+def _format_warning(message, category, filename, lineno, line=None, _python_format=None):
+    """Python's warning format, except for :class:`EventsnnWarning`: one clean line, without the file and line
+    of the library code that raised it (which says nothing to a user of the Python API), and each message once
+    (training, torch and Brian2 each report the same binning of the same data)."""
+    if isinstance(category, type) and issubclass(category, EventsnnWarning):
+        text = " ".join(str(message).split())
+        if text in _SHOWN_WARNINGS:
+            return ""
+        _SHOWN_WARNINGS.add(text)
+        return f"eventsnn: warning: {text}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
+def _install_warning_format() -> None:
+    import functools
+    import warnings
+    if getattr(warnings.formatwarning, "_eventsnn", False):
+        return
+    fmt = functools.partial(_format_warning, _python_format=warnings.formatwarning)
+    fmt._eventsnn = True
+    warnings.formatwarning = fmt
+
+
+_install_warning_format()
 
 
 @dataclass

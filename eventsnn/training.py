@@ -346,7 +346,8 @@ def _resume_config(ckpt: dict, ckpt_path, epochs: int | None, device: str | None
 
 def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True, max_epochs_this_call=None,
           epochs: int | None = None, device: str | None = None, events: Events | None = None,
-          test_events: Events | None = None, val_events: Events | None = None) -> dict:
+          test_events: Events | None = None, val_events: Events | None = None,
+          rundir_is_temporary: bool = False) -> dict:
     """Train (or resume) into ``rundir``; return the summary dict.
 
     Parameters
@@ -363,6 +364,8 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         Stop after this many epochs in this call (the run stays resumable).
     events, test_events : Events, optional
         In-memory training / test samples, used instead of the config's ``data`` / ``test_data`` files.
+    rundir_is_temporary : bool
+        ``rundir`` is removed after this call (the Python API's default): messages then do not offer to resume it.
 
     Raises
     ------
@@ -424,7 +427,8 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
             tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
     try:
         return _train_epochs(cfg, rundir, ckpt_path, dist, dev, events, tr_idx, val_idx, test, model, opt,
-                             loss_spec, history, best, start_epoch, bad_epochs, prov, progress, max_epochs_this_call)
+                             loss_spec, history, best, start_epoch, bad_epochs, prov, progress, max_epochs_this_call,
+                             rundir_is_temporary)
     except KeyboardInterrupt:
         if dist.main and ckpt is None and not ckpt_path.exists():
             # interrupted before the first checkpoint: nothing to resume, so leave no half-started run behind
@@ -439,7 +443,8 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
 
 
 def _train_epochs(cfg, rundir, ckpt_path, dist, dev, events, tr_idx, val_idx, test, model, opt, loss_spec, history,
-                  best, start_epoch, bad_epochs, prov, progress, max_epochs_this_call) -> dict:
+                  best, start_epoch, bad_epochs, prov, progress, max_epochs_this_call,
+                  rundir_is_temporary=False) -> dict:
     """The epochs of :func:`train` from ``start_epoch``, then the summary (and the test set, once)."""
     batcher = Batcher(events, cfg.dt_ms, dev)
     stop_at = cfg.epochs if max_epochs_this_call is None else min(cfg.epochs, start_epoch + max_epochs_this_call)
@@ -512,9 +517,10 @@ def _train_epochs(cfg, rundir, ckpt_path, dist, dev, events, tr_idx, val_idx, te
         import warnings
 
         from .events import EventsnnWarning
+        more = (f"eventsnn train --resume {rundir} --epochs {2 * cfg.epochs}" if not rundir_is_temporary else
+                f"train again with epochs={2 * cfg.epochs} (and rundir=... to keep a run you can resume)")
         warnings.warn(f"training ended at its last epoch ({cfg.epochs}) while validation was still improving "
-                      f"(best epoch {best['epoch']}); more epochs may help: eventsnn train --resume {rundir} "
-                      f"--epochs {2 * cfg.epochs}", EventsnnWarning, stacklevel=2)
+                      f"(best epoch {best['epoch']}); more epochs may help: {more}", EventsnnWarning, stacklevel=2)
         summary["still_improving"] = True
     if test is not None and finished:
         best_model = build_model(cfg, events.n_units, events.n_classes, dev)

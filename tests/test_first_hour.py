@@ -88,3 +88,24 @@ def test_resume_with_fewer_epochs_than_already_run_says_so(tmp_path):
     assert p.returncode == 2 and "already run 2 epochs; give a larger --epochs" in p.stderr
     p = run_cli("train", "--resume", tmp_path / "run")
     assert p.returncode == 0 and "is finished (ran all its 2 epochs); nothing to train" in p.stderr
+
+
+def test_api_warnings_are_one_clean_line_each_and_never_point_at_a_deleted_directory():
+    """Through the Python API: warnings read ``eventsnn: warning: ...`` (no ``file:line: EventsnnWarning``),
+    each message once, and the "still improving" hint of a run in a temporary directory does not offer to resume
+    that directory (it is gone when train returns)."""
+    import subprocess
+    import sys
+    code = ("import eventsnn\n"
+            "from eventsnn.datasets import make_polychrony\n"
+            "m = eventsnn.train(make_polychrony(samples=80, seed=1), epochs=2, hidden=[4],\n"
+            "                   test=make_polychrony(samples=20, seed=2))\n"
+            "print('summary', m.summary['epochs_run'], m.summary.get('still_improving'))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert lines and all(x.startswith("eventsnn: warning: ") for x in lines), p.stderr
+    assert "EventsnnWarning" not in p.stderr and len(set(lines)) == len(lines)
+    assert "--resume" not in p.stderr
+    if "True" in p.stdout.split():  # the run ended while still improving: the hint says what to do instead
+        assert "train again with epochs=4" in p.stderr
