@@ -109,3 +109,26 @@ def test_api_warnings_are_one_clean_line_each_and_never_point_at_a_deleted_direc
     assert "--resume" not in p.stderr
     if "True" in p.stdout.split():  # the run ended while still improving: the hint says what to do instead
         assert "train again with epochs=4" in p.stderr
+
+
+def _sub(parser, *names):
+    for n in names:
+        parser = next(a for a in parser._actions if getattr(a, "choices", None) and n in a.choices).choices[n]
+    return parser
+
+
+def test_help_shows_defaults_of_zero_valued_flags_and_names_every_engine_and_format():
+    from eventsnn.cli import build_parser
+    p = build_parser()
+    flat = lambda *names: " ".join(_sub(p, *names).format_help().split())  # noqa: E731
+    make = flat("data", "make")
+    for flag, shown in (("--seed SEED", "(default: 0)"), ("--task-seed TASK_SEED", "(default: 0)"),
+                        ("--jitter-ms JITTER_MS", "(default: 0.0)")):
+        assert shown in make.rsplit(flag, 1)[1].split(" --")[0], flag
+    assert "(default: 0)" in flat("data", "transform").rsplit("--seed SEED", 1)[1].split(" --")[0]
+    assert "--format brian2: which sample (default: 0)" in flat("export")
+    prepare = flat("data", "prepare")
+    assert "(default: 0)" in prepare.rsplit("--seed SEED", 1)[1].split(" --")[0]
+    assert "1%/2000" in prepare and "%%" not in prepare
+    top = " ".join(p.format_help().split())
+    assert "event-driven engine" in top and "NIR" in top and "Brian2 script" in top
