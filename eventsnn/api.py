@@ -7,8 +7,12 @@
 >>> net = eventsnn.export(model)                         # the network file's contents, a Network
 >>> exact = eventsnn.simulate(net, test_ev, engine="event")          # continuous time, no dt
 >>> fine = eventsnn.simulate(net, test_ev, engine="brian2", dt=0.01, delays="exact", inputs="exact")
->>> eventsnn.compare(exact, fine)["layers"][0]["matched_fraction"]
+>>> c = eventsnn.compare(exact, fine)                            # spikes matched within 0.1 ms by default
+>>> print(f"{c['layers'][0]['matched_fraction']:.1%} of the exact run's spikes matched")
 >>> report = eventsnn.verify(net, test_ev, out="report_dir")   # every engine, dt and probe; figures
+
+Progress bars (on stderr) are on by default when stderr is a terminal (``progress=``); warnings are one line
+each (``eventsnn: warning: ...``). ``examples/api_tour.py`` is this tour as a script that prints every result.
 
 Every function also takes paths where it takes objects (events files, network files, run files, run
 directories) and raises :class:`~eventsnn.util.errors.EventsnnError` with a one-line message on bad input.
@@ -75,7 +79,13 @@ def _network(x):
     raise EventsnnError(f"network: expected a Network, a TrainedModel or a network file, got {type(x).__name__}")
 
 
-def train(events, config=None, *, test=None, val=None, rundir=None, progress: bool = False,
+def _progress(progress) -> bool:
+    """``progress=None``: bars when stderr is a terminal (a notebook or a shell), not in logs or pipes."""
+    import sys
+    return bool(sys.stderr.isatty()) if progress is None else bool(progress)
+
+
+def train(events, config=None, *, test=None, val=None, rundir=None, progress: bool | None = None,
           **settings) -> TrainedModel:
     """Train a spiking network on ``events`` with surrogate gradients; select it on a validation split.
 
@@ -95,6 +105,8 @@ def train(events, config=None, *, test=None, val=None, rundir=None, progress: bo
     rundir : path, optional
         Where to keep the checkpoint, metrics and summary (resumable with ``eventsnn train --resume``);
         by default a temporary directory that is removed afterwards.
+    progress : bool, optional
+        A progress bar per epoch on stderr; by default when stderr is a terminal.
 
     Returns
     -------
@@ -130,7 +142,8 @@ def train(events, config=None, *, test=None, val=None, rundir=None, progress: bo
     cfg = TrainConfig.read(values)
 
     def run(d: Path) -> TrainedModel:
-        summary = _train(cfg, d, progress=progress, events=ev, test_events=te, val_events=va)
+        summary = _train(cfg, d, progress=_progress(progress), events=ev, test_events=te, val_events=va,
+                         rundir_is_temporary=rundir is None)
         history = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line]
         return TrainedModel(load_trained_model(d), cfg, summary, history, d if rundir is not None else None)
 
@@ -213,7 +226,8 @@ def simulate(network, events, engine: str = "torch", dt=None, *, delay_mode=None
 
 def compare(a, b, tolerance=None) -> dict:
     """Compare two runs (RunResult objects or run files): accuracy, prediction agreement, trace correlation,
-    per-layer optimal spike matching within ``tolerance`` ms (default: the coarser dt)."""
+    per-layer optimal spike matching within ``tolerance`` ms (default: the coarser dt, at least 0.1 ms; see
+    :func:`eventsnn.validation.compare.default_tolerance`)."""
     from eventsnn.bridge.runfile import RunResult, load_run
     from eventsnn.validation.compare import compare_files, compare_runs
 
@@ -225,7 +239,7 @@ def compare(a, b, tolerance=None) -> dict:
 
 
 def verify(network, events, out=None, *, dt=(1.0, 0.1, 0.01), probes="reverse", target="numpy", first=None,
-           workers: int = 1, progress: bool = False, event: bool = True, fine_samples: int | None = 16,
+           workers: int = 1, progress: bool | None = None, event: bool = True, fine_samples: int | None = 16,
            samples=None) -> dict:
     """Verify a network: the exact run, and torch and Brian2 at the training dt and finer, for the original
     inputs and each probe. Returns the report (see ``report.md``); with ``out`` the run files, report and figures
@@ -243,7 +257,8 @@ def verify(network, events, out=None, *, dt=(1.0, 0.1, 0.01), probes="reverse", 
         if not isinstance(events, (str, Path)):
             save_events(_events(events), ev_f)
         return _verify(net_f, ev_f, d, dts=dt, probes=probes, target=target, first=first, workers=workers,
-                       progress=progress, event=event, fine_samples=fine_samples)
+                       progress=_progress(progress), event=event, fine_samples=fine_samples,
+                       network_name=None if isinstance(network, (str, Path)) else "network (in memory)")
 
     first = _renamed("samples", "first", samples, first, "verify")
 

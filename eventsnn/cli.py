@@ -438,8 +438,9 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         h = action.help or ""
-        if "%(default)" in h or "default:" in h or action.default in (None, False, argparse.SUPPRESS) \
-                or not action.option_strings:
+        # identity, not ==: a default of 0 or 0.0 (a seed, a jitter, a sample index) is a value worth showing
+        if "%(default)" in h or "default:" in h or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS or not action.option_strings:
             return h
         return h + " (default: %(default)s)"
 
@@ -522,8 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     from eventsnn.bridge.engines import ENGINES, TARGETS
     from eventsnn.data.datasets import DEFAULTS, TASK_NAMES
 
-    p = _Parser(prog="eventsnn", description="Train timing-based spiking networks and verify them in Brian2 at "
-                "fine time resolution.")
+    p = _Parser(prog="eventsnn", description="Train timing-based spiking networks (surrogate gradients, learnable "
+                "delays) and verify them: in Brian2 at fine time resolution and exactly, with the event-driven "
+                "engine (no time step). Export to a network file, NIR or a readable Brian2 script.")
     p.add_argument("--version", action=_VersionAction, nargs=0,
                    help="show the versions of eventsnn, torch, brian2, numpy ... and exit")
     _common(p)
@@ -556,8 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = dsub.add_parser("prepare", help="the paper's SHD/SSC variants (whole, part, norm) from the official files",
                          description="Builds the authors' 'whole', 'part' or 'norm' dataset from the union of the "
                                      "official files: binary 100-bin raster over 1.4 s, whole batches of 256 per file, "
-                                     "count floor 2, caps (SHD 1%%/2000 samples, SSC 2%%/20000), class balancing, "
-                                     "and their 60/15/15 split (the last 10%% unused). Writes OUT/train.h5, val.h5, "
+                                     "count floor 2, caps (SHD 1%/2000 samples, SSC 2%/20000), class balancing, "
+                                     "and their 60/15/15 split (the last 10% unused). Writes OUT/train.h5, val.h5, "
                                      "test.h5 and summary.json.")
     pr.add_argument("dataset", choices=["shd", "ssc"], help="which dataset")
     pr.add_argument("--train", required=True, type=Path, help="official training file (shd_train.h5 / ssc_train.h5)")
@@ -630,7 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(tr)
     tr.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("export", help="write the trained (validation-selected) network file")
+    e = sub.add_parser("export", help="write the trained (validation-selected) network: a network file, a NIR graph "
+                                      "or a standalone Brian2 script")
     e.add_argument("rundir", type=Path, metavar="RUNDIR", help="run directory of eventsnn train")
     e.add_argument("--out", required=True, type=Path, help="network file to write (outside RUNDIR)")
     e.add_argument("--format", choices=["h5", "nir", "brian2"], default="h5",
@@ -655,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(n)
     n.set_defaults(func=cmd_import_nir)
 
-    s = sub.add_parser("simulate", help="run a network file on events: torch or Brian2 at a time step, or the exact "
+    s = sub.add_parser("simulate", help="run a network file on events: torch or Brian2 at a dt, or the exact "
                                         "event-driven engine")
     s.add_argument("network", type=Path, metavar="NETWORK", help="network file")
     s.add_argument("--data", required=True, type=Path, help="events file")
@@ -686,7 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("run_a", type=Path, metavar="RUN_A", help="run file")
     c.add_argument("run_b", type=Path, metavar="RUN_B", help="run file")
     c.add_argument("--tolerance", type=NONNEG_FLOAT,
-                   help="spike matching tolerance in ms (default: the coarser dt of the two runs)")
+                   help="spike matching tolerance in ms (default: the coarser dt of the two runs, at least 0.1 ms: "
+                        "a clock-driven run is off continuous time by about a step per layer)")
     _common(c)
     c.set_defaults(func=cmd_compare)
 
@@ -829,8 +833,13 @@ def _main(argv, as_json: bool, debug: bool, interrupt: dict) -> int:
             print(json.dumps({"error": line}))
         print(prefix + line, file=sys.stderr)
 
+    shown = set()
+
     def show_warning(message, category, filename, lineno, file=None, line=None):
-        print(f"eventsnn: warning: {_one_line(message)}", file=sys.stderr)
+        text = _one_line(message)
+        if text not in shown:  # the same warning from several places (training, torch, Brian2): once
+            shown.add(text)
+            print(f"eventsnn: warning: {text}", file=sys.stderr)
 
     warnings.showwarning = show_warning
     try:

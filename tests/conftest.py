@@ -87,3 +87,50 @@ def build_dir(tmp_path):
     d = tmp_path / "brian2_build"
     d.mkdir()
     return d
+
+
+# The quick tier: `pytest -m quick` -- every command touched at least once (data make/info/transform/prepare,
+# train, export h5/nir/brian2, import-nir, simulate torch/brian2/event, compare, verify, demo, sweep), the
+# bridge's spike-for-spike proof, Ctrl-C, reproducibility across threads; minutes on 2 cores. The full suite
+# (`pytest`) stays the reference. Listed here by name so that the test files keep their own markers.
+QUICK = {
+    "test_data.py::test_cli_data_make_and_info[polychrony]",
+    "test_data.py::test_cli_transform_reverse_roundtrip",
+    "test_data.py::test_reverse_window_and_full_hand_computed",
+    "test_paper.py::test_data_prepare_cli_writes_three_files_and_refuses_bad_input",
+    "test_paper.py::test_sweep_config_errors_are_one_line_and_write_nothing[<lambda>-data.task",
+    "test_core.py::test_hand_computed_single_neuron",
+    "test_core.py::test_binning_rule_floor_shift_dedup_and_duration",
+    "test_core.py::test_torch_equals_brian2_numpy_every_spike",
+    "test_core.py::test_fine_dt_exact_delays_and_inputs_via_cli",
+    "test_event.py::test_one_spike_hand_computed",
+    "test_event.py::test_cli_simulate_event_and_its_errors",
+    "test_nir.py::test_cli_export_nir_and_import_nir",
+    "test_brian2_model.py::test_exported_script_readout_trace_and_prediction_equal_simulate",
+    "test_train.py::test_train_bad_inputs",
+    "test_train.py::test_delay_gradient_matches_finite_differences",
+    "test_validation.py::test_cli_compare_json",
+    "test_validation.py::test_match_spikes_hand_made",
+    "test_validation.py::test_verify_report_schema_and_accuracy_recomputed",
+    "test_errors.py::test_subprocess_errors_one_line_and_flags_anywhere",
+    "test_api.py::test_import_is_light_and_help_lists_the_api",
+    "test_first_hour.py::*",
+    "test_reproducible.py::*",
+    "test_interrupt.py::test_an_interrupt_swallowed_by_a_finaliser_still_ends_the_command_with_130",
+    "test_interrupt.py::test_importing_brian2_through_eventsnn_leaves_ctrl_c_to_python",
+}
+# (an entry with "[" is a prefix of parametrized test ids: only those cases)
+# cases of the in-process bad-input matrix in the quick tier: the ones whose command line starts with these
+QUICK_MATRIX_COMMANDS = ("demo", "sweep", "export")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        file_, _, name = item.nodeid.rpartition("/")[2].partition("::")
+        base = name.split("[")[0]
+        if f"{file_}::{base}" in QUICK or f"{file_}::*" in QUICK or \
+                any("[" in q and f"{file_}::{name}".startswith(q) for q in QUICK):
+            item.add_marker(pytest.mark.quick)
+        elif base == "test_bad_input_matrix" and "[" in name and \
+                name.split("[", 1)[1].startswith(QUICK_MATRIX_COMMANDS):
+            item.add_marker(pytest.mark.quick)

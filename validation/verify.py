@@ -121,7 +121,7 @@ def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> st
 
 def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", target="numpy",
            first: int | None = None, workers: int = 1, progress: bool = True, scheduler: str | None = None,
-           event: bool = True, fine_samples: int | None = FINE_SAMPLES) -> dict:
+           event: bool = True, fine_samples: int | None = FINE_SAMPLES, network_name: str | None = None) -> dict:
     """Run every (engine, dt, probe) combination, write the run files, the report and the figures.
 
     Parameters
@@ -148,6 +148,8 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
         The clock-driven runs finer than the training dt simulate the first this many samples (default
         :data:`FINE_SAMPLES`; the report names the number per run); None: every sample. The exact runs and the
         runs at the training dt always take every sample.
+    network_name : str, optional
+        What the report and figure titles call the network (default: the network file's name).
 
     Returns
     -------
@@ -178,19 +180,47 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
     from eventsnn.data.events import bin_events, warn_merged
     merged = bin_events(events, net.dt_ms, np.arange(n)).binary()
     outdir = Path(outdir)
+    settings = {"network_sha256": sha256_file(net_path), "events_sha256": sha256_file(data_path), "dts_ms": dts,
+                "probes": [t.name for t in transforms], "target": target, "samples": n, "event": bool(event),
+                "fine_samples": fine_samples}
     with dir_lock(outdir, "this verify directory"):
+        _claim(outdir, settings)
         # leftovers of a killed earlier verify: temporary run files and build directories
         warn_merged(merged.merged, merged.n_spikes, net.dt_ms, "input")
         remove_stale(outdir / "runs")
         shutil.rmtree(outdir / "build", ignore_errors=True)
         (outdir / "runs").mkdir(parents=True, exist_ok=True)
         return _verify_locked(net, net_path, data_path, outdir, dts, transforms, target, n, workers, progress,
-                              merged.merged, scheduler, event, fine_samples)
+                              merged.merged, scheduler, event, fine_samples, network_name)
+
+
+SETTINGS_FILE = "verify_settings.json"
+
+
+def _claim(outdir: Path, settings: dict) -> None:
+    """Record this verification's settings in ``outdir``, or refuse a directory that holds another one: a
+    rerun with the same settings resumes it, one with other settings would silently replace its report."""
+    f = outdir / SETTINGS_FILE
+    if f.exists():
+        try:
+            old = json.loads(f.read_text())
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict) and old != settings:
+            names = {"network_sha256": "the network file", "events_sha256": "the events file", "dts_ms": "--dt",
+                     "probes": "--probes", "target": "--target", "samples": "--first", "event": "--no-event",
+                     "fine_samples": "--fine-samples"}
+            diff = [f"{names.get(k, k)} ({old.get(k)} there, {settings.get(k)} now)" if not k.endswith("sha256")
+                    else f"{names[k]} (its contents differ)" for k in settings if old.get(k) != settings.get(k)]
+            raise EventsnnError(f"--out {outdir}: holds a verification with other settings: {'; '.join(diff)}; "
+                                "choose another --out (or delete it); the same settings resume it")
+    with atomic_path(f) as tmp:
+        tmp.write_text(jsonio.dumps(settings, indent=2))
 
 
 def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, target, n, workers, progress,
                    merged_at_train_dt: int, scheduler: str | None = None, event: bool = True,
-                   fine_samples: int | None = None) -> dict:
+                   fine_samples: int | None = None, network_name: str | None = None) -> dict:
     from eventsnn.util.progress import progress_bar
 
     net_sha, ev_sha = sha256_file(net_path), sha256_file(data_path)
@@ -229,7 +259,7 @@ def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, targ
                         "runs_computed": len(todo)}
     report["provenance"] = provenance()
     report["network_sha256"], report["events_sha256"] = net_sha, ev_sha
-    report["network"] = Path(net_path).name
+    report["network"] = network_name or Path(net_path).name
     report["input_spikes_merged_at_train_dt"] = int(merged_at_train_dt)
     write_report(outdir, report)
     return report
@@ -261,25 +291,27 @@ def _vs_exact(comparisons) -> dict:
 
 def convergence_orders(runs: list[dict], train_dt: float) -> list[dict]:
     """Least-squares slope of log(median shift from the exact run) against log(dt), per engine, input
-    condition and layer (first order: slope 1), over the runs finer than the training dt -- those share the
-    exact run's configuration (real-valued delays, every input spike); the training-dt run rounds delays and
-    bins inputs, and is used only when fewer than two finer dts exist. Needs two dts with a positive median."""
+    condition and layer (first order: slope 1), over the runs finer than the training dt only -- those share
+    the exact run's configuration (real-valued delays, every input spike); the training-dt run rounds delays
+    and bins inputs, so a line through it measures that change, not convergence. With fewer than two finer dts
+    (with a positive median shift) the order is not fitted (``None``, ``"fitted": False``); ``points`` holds
+    every dt's median shift, the training dt's too, for the figure."""
     out = []
     keys = sorted({(r["engine"], r["transform"] or "none") for r in runs if "vs_exact" in r})
     for eng, tr in keys:
         rs = sorted((r for r in runs if r["engine"] == eng and (r["transform"] or "none") == tr and "vs_exact" in r),
                     key=lambda r: r["dt_ms"])
-        finer = [r for r in rs if r["dt_ms"] < train_dt - 1e-12]
-        rs = finer if len(finer) >= 2 else rs
         n_layers = len(rs[0]["vs_exact"]["layers"]) if rs else 0
         for li in range(n_layers):
             pts = [(r["dt_ms"], r["vs_exact"]["layers"][li]["median_abs_shift_ms"]) for r in rs]
             pts = [(d, m) for d, m in pts if m is not None and m > 0]
+            fit = [(d, m) for d, m in pts if d < train_dt - 1e-12]
             order = None
-            if len({d for d, _ in pts}) >= 2:
-                x, y = np.log([d for d, _ in pts]), np.log([m for _, m in pts])
+            if len({d for d, _ in fit}) >= 2:
+                x, y = np.log([d for d, _ in fit]), np.log([m for _, m in fit])
                 order = float(np.polyfit(x, y, 1)[0])
-            out.append({"engine": eng, "transform": tr, "layer": li, "order": order,
+            out.append({"engine": eng, "transform": tr, "layer": li, "order": order, "fitted": order is not None,
+                        "fit_dts_ms": [d for d, _ in fit] if order is not None else [],
                         "points": [{"dt_ms": d, "median_abs_shift_ms": m} for d, m in pts]})
     return out
 
@@ -377,11 +409,12 @@ def write_report(outdir: Path, report: dict) -> None:
                 lines.append(f"| {r['name']} | {r['accuracy']:.3f} | {r['vs_exact']['prediction_agreement']:.3f} | "
                              f"{L['layer']} | {L['matched_0.1ms']:.3f} | {L['matched_1dt']:.3f} | "
                              f"{fmt(L['median_abs_shift_ms'])} | {fmt(L['p95_abs_shift_ms'])} |")
-        lines += ["", "Convergence order (slope of log median shift against log dt over the dts finer than the training "
-                  "dt; 1 = first order):", "",
+        lines += ["", "Convergence order (slope of log median shift against log dt, fitted over the dts finer than "
+                  "the training dt only, and only when there are at least two; 1 = first order):", "",
                   "| engine | transform | layer | order |", "|---|---|---|---|"]
         for c in report["convergence"]:
-            order = "n/a" if c["order"] is None else f"{c['order']:.2f}"
+            order = "not fitted (needs two dts finer than the training dt)" if c["order"] is None \
+                else f"{c['order']:.2f}"
             lines.append(f"| {c['engine']} | {c['transform']} | {c['layer']} | {order} |")
     lines += ["", "Figures: `accuracy_vs_dt.png`, `error_vs_dt.png`, `raster.png`, `spike_shifts.png`."]
     with atomic_path(outdir / "report.md") as tmp:
@@ -400,7 +433,7 @@ def _figures(outdir: Path, report: dict) -> None:
     import matplotlib.pyplot as plt
 
     runs = report["runs"]
-    name = report.get("network", "network")
+    name = report.get("network") or "network (in memory)"
     n_out = report.get("n_outputs")
 
     def save(fig, fname):
@@ -411,19 +444,23 @@ def _figures(outdir: Path, report: dict) -> None:
 
     # 1. accuracy against dt: one colour per input condition; torch filled, Brian2 hollow and larger (the two
     #    coincide when the bridge is exact), the exact run as a dotted horizontal line, chance as a grey line
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
     transforms = sorted({r["transform"] or "none" for r in runs}, key=lambda t: (t != "none", t))
     colours = {t: f"C{i}" for i, t in enumerate(transforms)}
-    for tr in transforms:
-        for eng, style in (("torch", dict(marker="s", ls="--", ms=5)),
-                           ("brian2", dict(marker="o", ls="-", ms=10, mfc="none"))):
-            pts = sorted((r["dt_ms"], r["accuracy"]) for r in runs
+    # equal accuracies are common (the bridge is exact; probes can tie): each condition is drawn slightly apart
+    # in dt (a few % on the log axis), with its own marker size, so that no legend entry hides under another
+    spread = {t: 1.0 + 0.06 * (i - (len(transforms) - 1) / 2) for i, t in enumerate(transforms)}
+    for ti, tr in enumerate(transforms):
+        for eng, style in (("torch", dict(marker="s", ls="--", ms=4 + ti, lw=1)),
+                           ("brian2", dict(marker="o", ls="-", ms=9 + 2 * ti, mfc="none", lw=1.5))):
+            pts = sorted((r["dt_ms"] * spread[tr], r["accuracy"]) for r in runs
                          if r["engine"] == eng and (r["transform"] or "none") == tr)
             if pts:
-                ax.plot(*zip(*pts), color=colours[tr], label=f"{eng}, {tr}", **style)
+                ax.plot(*zip(*pts), color=colours[tr], label=f"{eng}, {tr}", zorder=3 if eng == "torch" else 2,
+                        **style)
         ex = [r for r in runs if r["engine"] == "event" and (r["transform"] or "none") == tr]
         if ex:
-            ax.axhline(ex[0]["accuracy"], color=colours[tr], ls=":", lw=1.5, label=f"exact (event), {tr}")
+            ax.axhline(ex[0]["accuracy"], color=colours[tr], ls=(ti, (1, 2)), lw=1.5, label=f"exact (event), {tr}")
     if n_out:
         ax.axhline(1.0 / n_out, color="grey", lw=1, label=f"chance (1/{n_out})")
     ax.set_xscale("log")
@@ -431,7 +468,8 @@ def _figures(outdir: Path, report: dict) -> None:
     ax.set_ylabel("test accuracy")
     ax.set_ylim(-0.03, 1.03)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
-    ax.set_title(f"{name}: accuracy vs dt, {report['n_samples']} samples")
+    ax.set_title(f"{name}: accuracy vs dt, {report['n_samples']} samples\n(conditions drawn slightly apart in dt "
+                 "so that equal values stay visible)", fontsize=9)
     save(fig, "accuracy_vs_dt.png")
 
     # 2. distance from the exact run against dt, log-log, with a first-order reference
@@ -475,21 +513,33 @@ def _figures(outdir: Path, report: dict) -> None:
     r0 = loaded[0][0]
     ax.set_xlabel("time (ms)")
     ax.set_ylabel("hidden neuron (layer 0)")
-    ax.set_title(f"{name}, sample 0 (label {r0.labels[0]}): layer-0 spikes, engines overlaid on the same rows")
-    ax.legend(fontsize=7)
+    ax.set_title(f"{name}, sample 0 (label {r0.labels[0]}):\nlayer-0 spikes, engines overlaid on the same rows",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=len(loaded))  # below, off the spikes
     save(fig, "raster.png")
 
     # 4. spike-time shifts of the finest clock-driven run against the exact run (or torch at train dt)
     base = loaded[-1][0] if exact else loaded[0][0]
     other = loaded[1][0]
     from eventsnn.validation.compare import spike_shift_values
-    tol = max(other.dt_ms, EXACT_TOL_MS)
+    # the wide tolerance of the report (max(train dt, 10 dt)): the whole range of shifts, not only those within
+    # 0.1 ms; the 0.1 ms band is marked
+    tol = max(report["train_dt_ms"], 10 * other.dt_ms)
     shifts, n_a, n_matched = spike_shift_values(base.layers[0], other.layers[0], tol) if base.layers else ([], 0, 0)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.hist(shifts, bins=50)
-    ax.set_xlabel(f"Brian2 dt={other.dt_ms:g} ms minus {'exact' if exact else 'torch'} spike time (ms)")
-    ax.set_ylabel("matched spikes")
+    shifts = np.asarray(shifts)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    if len(shifts):
+        lim = max(float(np.abs(shifts).max()), EXACT_TOL_MS) * 1.05
+        ax.hist(shifts, bins=np.linspace(-lim, lim, 81))
+        ax.set_xlim(-lim, lim)
+        ax.set_yscale("log")
+    for x in (-EXACT_TOL_MS, EXACT_TOL_MS):
+        ax.axvline(x, color="grey", ls=":", lw=1)
+    ax.set_xlabel(f"Brian2 dt={other.dt_ms:g} ms minus {'exact' if exact else 'torch'} spike time (ms); "
+                  f"dotted: ±{EXACT_TOL_MS:g} ms")
+    ax.set_ylabel("matched spikes (log)")
+    within = int(np.sum(np.abs(shifts) <= EXACT_TOL_MS + 1e-12))
     unmatched = (n_a - n_matched) / n_a if n_a else 0.0
-    ax.set_title(f"{name}: layer-0 shifts, {hi} samples; {n_matched}/{n_a} matched within {tol:g} ms, "
-                 f"{100 * unmatched:.1f}% unmatched (not shown)", fontsize=9)
+    ax.set_title(f"{name}: layer-0 spike shifts, {hi} samples\n{n_matched}/{n_a} matched within {tol:g} ms "
+                 f"({within} within {EXACT_TOL_MS:g} ms); {100 * unmatched:.1f}% unmatched", fontsize=9)
     save(fig, "spike_shifts.png")

@@ -283,7 +283,8 @@ def _resume_config(ckpt: dict, ckpt_path, epochs: int | None, device: str | None
 
 def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True, max_epochs_this_call=None,
           epochs: int | None = None, device: str | None = None, events: Events | None = None,
-          test_events: Events | None = None, val_events: Events | None = None) -> dict:
+          test_events: Events | None = None, val_events: Events | None = None,
+          rundir_is_temporary: bool = False) -> dict:
     """Train (or resume) into ``rundir``; return the summary dict.
 
     Parameters
@@ -300,6 +301,8 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
         Stop after this many epochs in this call (the run stays resumable).
     events, test_events : Events, optional
         In-memory training / test samples, used instead of the config's ``data`` / ``test_data`` files.
+    rundir_is_temporary : bool
+        ``rundir`` is removed after this call (the Python API's default): messages then do not offer to resume it.
 
     Raises
     ------
@@ -314,6 +317,19 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
     ckpt = load_checkpoint(ckpt_path) if resume else None
     if ckpt is not None:
         cfg = _resume_config(ckpt, ckpt_path, epochs, device)
+        done = int(ckpt.get("epoch", -1)) + 1
+        if epochs is not None and done >= cfg.epochs:
+            raise EventsnnError(f"--epochs {epochs}: the run in {rundir} has already run {done} epochs; give a "
+                                f"larger --epochs to train it further")
+        if ckpt.get("bad_epochs", 0) >= cfg.patience or done >= cfg.epochs:
+            import warnings
+
+            from eventsnn.util.errors import EventsnnWarning
+            why = (f"stopped early after {done} epochs (validation not improving for {cfg.patience})"
+                   if ckpt.get("bad_epochs", 0) >= cfg.patience else f"ran all its {done} epochs")
+            warnings.warn(f"the run in {rundir} is finished ({why}); nothing to train"
+                          + ("" if ckpt.get("bad_epochs", 0) >= cfg.patience else
+                             f" (continue it with --epochs {2 * cfg.epochs})"), EventsnnWarning, stacklevel=2)
     elif ckpt_path.exists():
         raise fail(rundir, "already holds a training run; use --resume to continue it or choose another --out")
     torch.manual_seed(cfg.seed)
@@ -353,7 +369,7 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
     try:
         return _train_epochs(cfg, rundir, ckpt_path, dist, dev, events, tr_idx, val_idx, test, model, opt, sched,
                              loss_spec, history, best, start_epoch, bad_epochs, prov, progress, max_epochs_this_call,
-                             seconds)
+                             seconds, rundir_is_temporary)
     except KeyboardInterrupt:
         if dist.main and ckpt is None and not ckpt_path.exists():
             # interrupted before the first checkpoint: nothing to resume, so leave no half-started run behind
@@ -368,7 +384,8 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
 
 
 def _train_epochs(cfg, rundir, ckpt_path, dist, dev, events, tr_idx, val_idx, test, model, opt, sched, loss_spec,
-                  history, best, start_epoch, bad_epochs, prov, progress, max_epochs_this_call, seconds) -> dict:
+                  history, best, start_epoch, bad_epochs, prov, progress, max_epochs_this_call, seconds,
+                  rundir_is_temporary=False) -> dict:
     """The epochs of :func:`train` from ``start_epoch``, then the summary (and the test set, once)."""
     batcher = Batcher(events, cfg.dt_ms, dev)
     stop_at = cfg.epochs if max_epochs_this_call is None else min(cfg.epochs, start_epoch + max_epochs_this_call)
@@ -444,9 +461,11 @@ def _train_epochs(cfg, rundir, ckpt_path, dist, dev, events, tr_idx, val_idx, te
         import warnings
 
         from eventsnn.util.errors import EventsnnWarning
+        more = (f"eventsnn train --resume {rundir} --epochs {2 * cfg.epochs}" if not rundir_is_temporary else
+                f"train again with epochs={2 * cfg.epochs} (and rundir=... to keep a run you can resume)")
         warnings.warn(f"training reached its cap of {cfg.epochs} epochs while validation was still improving (the "
-                      f"best model is from the last epoch); more epochs may help: eventsnn train --resume {rundir} "
-                      f"--epochs {2 * cfg.epochs}", EventsnnWarning, stacklevel=2)
+                      f"best model is from the last epoch); more epochs may help: {more}", EventsnnWarning,
+                      stacklevel=2)
         summary["still_improving"] = True
     if test is not None and finished:
         best_model = build_model(cfg, events.n_units, events.n_classes, dev)

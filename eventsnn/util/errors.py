@@ -17,6 +17,35 @@ class EventsnnWarning(UserWarning):
     """Something the user should know about their data or run (merged spikes, unfinished training, ...)."""
 
 
+_SHOWN_WARNINGS: set = set()
+
+
+def _format_warning(message, category, filename, lineno, line=None, _python_format=None):
+    """Python's warning format, except for :class:`EventsnnWarning`: one clean line, without the file and line
+    of the library code that raised it (which says nothing to a user of the Python API), and each message once
+    (training, torch and Brian2 each report the same binning of the same data)."""
+    if isinstance(category, type) and issubclass(category, EventsnnWarning):
+        text = " ".join(str(message).split())
+        if text in _SHOWN_WARNINGS:
+            return ""
+        _SHOWN_WARNINGS.add(text)
+        return f"eventsnn: warning: {text}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
+def _install_warning_format() -> None:
+    import functools
+    import warnings
+    if getattr(warnings.formatwarning, "_eventsnn", False):
+        return
+    fmt = functools.partial(_format_warning, _python_format=warnings.formatwarning)
+    fmt._eventsnn = True
+    warnings.formatwarning = fmt
+
+
+_install_warning_format()
+
+
 class MergedSpikesWarning(EventsnnWarning):
     """Binning to a binary raster merged spikes of one unit in one step; carries the counts, so that the parts of
     a run computed in several processes can be reported as one warning with the totals."""
