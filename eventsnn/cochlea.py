@@ -9,8 +9,8 @@ The chain (Cramer et al. 2020; ``lauscher`` 1.0.1 on PyPI is the reference imple
    function ``v(omega, c)`` (hydrodynamic shallow-water model, Sieroka et al. 2006) at ``omega = 2 pi *
    linspace(1, fs//2, n//2+1)`` and places ``c = linspace(0, 3.5, channels)``, then the real part of the inverse
    FFT of those ``n//2+1`` bins: the membrane velocity, from here on at the rate ``fs//2``. The transfer matrix
-   depends only on ``(n, fs, channels)``: it is computed once and cached (in memory, and on disk under the user
-   cache directory, see :func:`cache_dir`).
+   depends only on ``(n, fs, channels)``: it is computed once and cached on disk under the user cache directory
+   (:func:`cache_dir`), read back a block of channels at a time (in memory instead with ``disk_cache=False``).
 3. Meddis inner hair cell: a per-sample transmitter-pool recursion (free pool q, cleft c, reprocessing store w);
    its output ``c * h / fs`` is a release probability per sample.
 4. Bushy cells: 40 fibres per channel, each releases with that probability per sample (one uniform draw per
@@ -19,7 +19,8 @@ The chain (Cramer et al. 2020; ``lauscher`` 1.0.1 on PyPI is the reference imple
    sums them; its spikes are the output, at ``step / (fs//2)`` seconds.
 
 Stages 3-4 run as one compiled (numba) loop per channel; the random draws come from a compiled MT19937 that
-continues numpy's legacy generator state and hands it back, so with the same numpy seed the spikes are those of
+continues numpy's legacy generator state and hands it back, and the fibres' currents are summed in numpy's
+pairwise order, so with the same numpy seed the spikes are those of
 ``lauscher`` 1.0.1, spike for spike (the test suite checks it). Clip ``i`` of :func:`cochlea` draws from
 ``numpy.random.RandomState([seed, i])``: ``numpy.random.seed([seed, i])`` before lauscher gives its spikes.
 """
