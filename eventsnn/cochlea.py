@@ -20,9 +20,9 @@ The chain (Cramer et al. 2020; ``lauscher`` 1.0.1 on PyPI is the reference imple
 
 Stages 3-4 run as one compiled (numba) loop per channel; the random draws come from a compiled MT19937 that
 continues numpy's legacy generator state and hands it back, and the fibres' currents are summed in numpy's
-pairwise order, so with the same numpy seed the spikes are those of
-``lauscher`` 1.0.1, spike for spike (the test suite checks it). Clip ``i`` of :func:`cochlea` draws from
-``numpy.random.RandomState([seed, i])``: ``numpy.random.seed([seed, i])`` before lauscher gives its spikes.
+pairwise order, so with the same numpy seed the spikes are those of ``lauscher`` 1.0.1, spike for spike (the
+test suite checks it). Clip ``i`` of :func:`cochlea` draws from ``numpy.random.RandomState([seed, i])``:
+``numpy.random.seed([seed, i])`` before lauscher gives its spikes.
 """
 from __future__ import annotations
 
