@@ -160,3 +160,19 @@ def test_prepare_reads_spoken_digit_files_only_among_ours(tmp_path):
     save_events(other, tmp_path / "other.h5")
     assert main(["data", "prepare", "shd", "--train", str(tmp_path / "other.h5"), "--test",
                  str(tmp_path / "test.h5"), "--variant", "whole", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_speech_clip_placement_and_noise():
+    """An utterance lands whole in the 1.0 s clip near its middle; --noise-snr adds noise at that SNR, seeded."""
+    from eventsnn.speech import CLIP_SAMPLES, place
+
+    raw = np.where(np.arange(8000) % 10 < 5, 12000, -12000).astype(np.int16)   # no quiet edges to trim
+    clean = place(raw, 1, (0, 0, 3, 0))
+    loud = np.flatnonzero(clean)
+    assert len(clean) == CLIP_SAMPLES and loud[-1] - loud[0] + 1 == 8000
+    assert abs((loud[0] + loud[-1]) / 2 - CLIP_SAMPLES / 2) <= 22050 // 20 + 1
+    noisy = place(raw, 1, (0, 0, 3, 0), snr_db=10.0)
+    np.testing.assert_array_equal(noisy, place(raw, 1, (0, 0, 3, 0), snr_db=10.0))
+    noise = noisy - clean
+    snr = 10 * np.log10(np.mean((raw / 32768.0) ** 2) / np.mean(noise ** 2))
+    assert abs(snr - 10.0) < 0.2

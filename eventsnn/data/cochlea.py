@@ -9,8 +9,8 @@ The chain (Cramer et al. 2020; ``lauscher`` 1.0.1 on PyPI is the reference imple
    function ``v(omega, c)`` (hydrodynamic shallow-water model, Sieroka et al. 2006) at ``omega = 2 pi *
    linspace(1, fs//2, n//2+1)`` and places ``c = linspace(0, 3.5, channels)``, then the real part of the inverse
    FFT of those ``n//2+1`` bins: the membrane velocity, from here on at the rate ``fs//2``. The transfer matrix
-   depends only on ``(n, fs, channels)``: it is computed once and cached (in memory, and on disk under the user
-   cache directory, see :func:`cache_dir`).
+   depends only on ``(n, fs, channels)``: it is computed once and cached on disk under the user cache directory
+   (:func:`cache_dir`), read back a block of channels at a time (in memory instead with ``disk_cache=False``).
 3. Meddis inner hair cell: a per-sample transmitter-pool recursion (free pool q, cleft c, reprocessing store w);
    its output ``c * h / fs`` is a release probability per sample.
 4. Bushy cells: 40 fibres per channel, each releases with that probability per sample (one uniform draw per
@@ -19,9 +19,10 @@ The chain (Cramer et al. 2020; ``lauscher`` 1.0.1 on PyPI is the reference imple
    sums them; its spikes are the output, at ``step / (fs//2)`` seconds.
 
 Stages 3-4 run as one compiled (numba) loop per channel; the random draws come from a compiled MT19937 that
-continues numpy's legacy generator state and hands it back, so with the same numpy seed the spikes are those of
-``lauscher`` 1.0.1, spike for spike (the test suite checks it). Clip ``i`` of :func:`cochlea` draws from
-``numpy.random.RandomState([seed, i])``: ``numpy.random.seed([seed, i])`` before lauscher gives its spikes.
+continues numpy's legacy generator state and hands it back, and the fibres' currents are summed in numpy's
+pairwise order, so with the same numpy seed the spikes are those of ``lauscher`` 1.0.1, spike for spike (the
+test suite checks it). Clip ``i`` of :func:`cochlea` draws from ``numpy.random.RandomState([seed, i])``:
+``numpy.random.seed([seed, i])`` before lauscher gives its spikes.
 """
 from __future__ import annotations
 
@@ -232,36 +233,27 @@ def _kernel():
         key[623] = key[396] ^ (y >> one) ^ ((y & one) * A)
 
     @numba.njit(cache=False)
-    def draws(key, st, words):
-        """Fill ``words`` with the next tempered 32-bit outputs of MT19937 as numpy's legacy generator makes them
-        (``key``: the 624-word state, uint32, advanced in place; ``st[0]``: the position in it)."""
-        pos = st[0]
-        j = 0
-        n = words.shape[0]
-        while j < n:
-            if pos >= 624:
-                twist(key)
-                pos = 0
-            m = min(624 - pos, n - j)
-            for t in range(m):
-                y = key[pos + t]
-                y ^= y >> s11
-                y ^= (y << s7) & B
-                y ^= (y << s15) & C
-                y ^= y >> s18
-                words[j + t] = y
-            pos += m
-            j += m
-        st[0] = pos
+    def temper(key, out):
+        for i in range(624):
+            y = key[i]
+            y ^= y >> s11
+            y ^= (y << s7) & B
+            y ^= (y << s15) & C
+            y ^= y >> s18
+            out[i] = y
 
     @numba.njit(cache=False)
-    def channel(bm, key, st, words, meddis, n_fibres, refrac, dmem, dsyn, weight, dt, out):
+    def channel(bm, key, st, meddis, n_fibres, refrac, dmem, dsyn, weight, dt, out):
         """Hair cell (Meddis) then bushy cell on one channel's membrane velocity ``bm``. Returns the number of
-        output spike steps written to ``out``. ``key`` (a copy of the MT19937 key, uint32) and ``st`` advance;
-        ``words`` is scratch space for ``2 * n_fibres * len(bm)`` random words."""
+        output spike steps written to ``out``. ``key`` (a copy of numpy's MT19937 key, uint32) and ``st[0]`` (the
+        position in it) advance as numpy's legacy generator would advance them."""
         ymdt, xdt, ydt, rdt, gdt, hdt, lplusrdt, a, b, m, q, c, w = meddis
         n = bm.shape[0]
-        draws(key, st, words)
+        need = 2 * n_fibres            # 32-bit words per sample: two per uniform, one uniform per fibre
+        tempered = np.empty(624, np.uint32)
+        temper(key, tempered)          # the current block's outputs (those before st[0] are used up)
+        spill = np.empty(need, np.uint32)
+        pos = st[0]
         last = np.empty(n_fibres)
         isyn = np.zeros(n_fibres)
         for k in range(n_fibres):
@@ -301,12 +293,23 @@ def _kernel():
             # numpy's random_sample is (a * 2^26 + b) / 2^53 with a = w0 >> 5, b = w1 >> 6: u < prob exactly
             # when the integer a * 2^26 + b < prob * 2^53 (both scalings by powers of two are exact)
             limit = prob * 9007199254740992.0
-            base = 2 * j * n_fibres
-            least = np.int64(9007199254740992)
-            for k in range(n_fibres):
-                v = (np.int64(words[base + 2 * k]) >> 5) * 67108864 + (np.int64(words[base + 2 * k + 1]) >> 6)
-                least = min(least, v)
-            if least < limit:   # some fibre releases (unless refractory): isyn = isyn * decay + release
+            if pos + need <= 624:      # this sample's words lie in the current block
+                words, base = tempered, pos
+                pos += need
+            else:                      # they straddle a twist of the generator
+                for t in range(need):
+                    if pos >= 624:
+                        twist(key)
+                        temper(key, tempered)
+                        pos = 0
+                    spill[t] = tempered[pos]
+                    pos += 1
+                words, base = spill, 0
+            # a * 2^26 <= a * 2^26 + b: when even the least high word is too big, no fibre releases
+            least = words[base]
+            for k in range(1, n_fibres):
+                least = min(least, words[base + 2 * k])
+            if np.int64(least >> 5) * 67108864 < limit:   # maybe a release (unless refractory)
                 for k in range(n_fibres):
                     v = (np.int64(words[base + 2 * k]) >> 5) * 67108864 + (np.int64(words[base + 2 * k + 1]) >> 6)
                     s = 0.0
@@ -345,6 +348,7 @@ def _kernel():
             if vm > 1.0:
                 vm = 1.0
             counter -= 1
+        st[0] = pos
         return n_out
 
     _KERNEL = channel
@@ -415,13 +419,12 @@ def clip_spikes(samples, sample_rate: int, channels: int = DEFAULT_CHANNELS, ran
     key = key.copy()
     st = np.array([pos], np.int64)
     out = np.empty(n_bins, np.int64)
-    words = np.empty(2 * b["n_fibres"] * n_bins, np.uint32)
     steps, units = [], []
     try:
         for s in range(0, channels, _BLOCK):
             vel = np.fft.ifft(v[s:s + _BLOCK] * spectrum, axis=-1).real
             for i in range(vel.shape[0]):
-                k = kernel(np.ascontiguousarray(vel[i]), key, st, words, meddis, *consts, out)
+                k = kernel(np.ascontiguousarray(vel[i]), key, st, meddis, *consts, out)
                 steps.append(out[:k].copy())
                 units.append(np.full(k, s + i, np.int64))
     finally:
