@@ -164,7 +164,7 @@ def test_prepare_reads_spoken_digit_files_only_among_ours(tmp_path):
 
 def test_speech_clip_placement_and_noise():
     """An utterance lands whole in the 1.0 s clip near its middle; --noise-snr adds noise at that SNR, seeded."""
-    from eventsnn.speech import CLIP_SAMPLES, place
+    from eventsnn.data.speech import CLIP_SAMPLES, place
 
     raw = np.where(np.arange(8000) % 10 < 5, 12000, -12000).astype(np.int16)   # no quiet edges to trim
     clean = place(raw, 1, (0, 0, 3, 0))
