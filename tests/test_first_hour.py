@@ -68,14 +68,14 @@ def test_verify_into_a_directory_of_another_verification_is_refused(tmp_path):
     net, ev = random_network(11), random_events(11, n_samples=4)
     save_network(net, tmp_path / "net.h5")
     save_events(ev, tmp_path / "ev.h5")
-    args = ["verify", tmp_path / "net.h5", "--data", tmp_path / "ev.h5", "--dt", "1", "--probes", "", "--no-exact",
+    args = ["verify", tmp_path / "net.h5", "--data", tmp_path / "ev.h5", "--dt", "1", "--probes", "", "--no-event",
             "--out", tmp_path / "v"]
-    assert run_cli(*args, "--samples", "3").returncode == 0
+    assert run_cli(*args, "--first", "3").returncode == 0
     report = (tmp_path / "v" / "report.json").read_text()
-    p = run_cli(*args, "--samples", "4")
-    assert p.returncode == 2 and "--samples (3 there, 4 now)" in p.stderr
+    p = run_cli(*args, "--first", "4")
+    assert p.returncode == 2 and "--first (3 there, 4 now)" in p.stderr
     assert (tmp_path / "v" / "report.json").read_text() == report  # untouched
-    p = run_cli(*args, "--samples", "3", "--json")  # the same settings: resumed (every run reused)
+    p = run_cli(*args, "--first", "3", "--json")  # the same settings: resumed (every run reused)
     assert p.returncode == 0 and json.loads(p.stdout)["wall_s"]["runs_computed"] == 0
 
 
@@ -97,7 +97,7 @@ def test_api_warnings_are_one_clean_line_each_and_never_point_at_a_deleted_direc
     import subprocess
     import sys
     code = ("import eventsnn\n"
-            "from eventsnn.datasets import make_polychrony\n"
+            "from eventsnn.data.datasets import make_polychrony\n"
             "m = eventsnn.train(make_polychrony(samples=80, seed=1), epochs=2, hidden=[4],\n"
             "                   test=make_polychrony(samples=20, seed=2))\n"
             "print('summary', m.summary['epochs_run'], m.summary.get('still_improving'))\n")

@@ -120,7 +120,7 @@ def test_importing_brian2_through_eventsnn_leaves_ctrl_c_to_python():
     then looks finished); eventsnn takes it out again."""
     code = ("import signal, brian2\n"
             "assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler\n"
-            "from eventsnn.bridge.brian2_sim import import_brian2\n"
+            "from eventsnn.bridge.engines.brian2 import import_brian2\n"
             "b2 = import_brian2()\n"
             "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
             "assert b2.prefs.core.stop_on_keyboard_interrupt is False\n")

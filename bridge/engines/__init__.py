@@ -74,7 +74,7 @@ def check_compatible(net, events, dt_ms: float | None = None, *, data=None, netw
     if events.n_units != net.n_inputs:
         raise fail(data, f"events have {events.n_units} units but {net_name} has {net.n_inputs} inputs")
     if len(events) and int(events.labels.max()) >= net.n_outputs:
-        raise fail(data, f"labels go up to {int(events.labels.max())} but {net_name} has {net.n_outputs} outputs "
+        raise fail(data, f"labels go up to {int(events.labels.max())} but the network has {net.n_outputs} outputs "
                          f"(classes 0..{net.n_outputs - 1}): is this the data the network was trained on?")
     if dt_ms is not None:
         try:
