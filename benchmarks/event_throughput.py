@@ -115,7 +115,8 @@ def main():
                 first_event_run = False
             if n == n_max:
                 rev = Reverse("full")(sub)
-                _, pt["event_reversed_s"], pt["event_reversed_load"] = timed(lambda: simulate_event(net, rev, workers=w))
+                _, pt["event_reversed_s"], pt["event_reversed_load"] = timed(
+                    lambda: simulate_event(net, rev, workers=w))
                 pt["event_original_and_reversed_s"] = pt["event_s"] + pt["event_reversed_s"]
             if n <= a.brian2_max:
                 with tempfile.TemporaryDirectory() as d:
