@@ -23,19 +23,15 @@ Also reported: how close Brian2 at 0.01 ms is to the exact run at its largest co
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import sys
 import tempfile
+import time
+from pathlib import Path
 
 os.environ.setdefault("EVENTSNN_PROGRESS", "0")
-# an empty numba cache: the first event run pays the compilation, as on a fresh machine
-_CACHE = tempfile.TemporaryDirectory(prefix="eventsnn-bench-cache-")
-os.environ["EVENTSNN_CACHE_DIR"] = _CACHE.name
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -84,6 +80,9 @@ def main():
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    # an empty numba cache: the first event run pays the compilation, as on a fresh machine
+    cache = tempfile.TemporaryDirectory(prefix="eventsnn-bench-cache-")
+    os.environ["EVENTSNN_CACHE_DIR"] = cache.name
     from eventsnn.bridge.engines.brian2 import simulate_brian2
     from eventsnn.bridge.engines.event import simulate_event
     from eventsnn.data.transforms import Reverse
@@ -116,7 +115,8 @@ def main():
                 first_event_run = False
             if n == n_max:
                 rev = Reverse("full")(sub)
-                _, pt["event_reversed_s"], pt["event_reversed_load"] = timed(lambda: simulate_event(net, rev, workers=w))
+                _, pt["event_reversed_s"], pt["event_reversed_load"] = timed(
+                    lambda: simulate_event(net, rev, workers=w))
                 pt["event_original_and_reversed_s"] = pt["event_s"] + pt["event_reversed_s"]
             if n <= a.brian2_max:
                 with tempfile.TemporaryDirectory() as d:
@@ -155,6 +155,7 @@ def main():
                samples_per_s=top["samples"] / top["event_s"], baseline_samples_per_s=top["samples"] / top["brian2_s"],
                **{"brian2_matched_within_0.1ms": top["brian2_vs_exact"]["matched_within_0.1ms"][0]})
     print(json.dumps(res) if a.json else json.dumps(res, indent=2))
+    cache.cleanup()
 
 
 if __name__ == "__main__":

@@ -381,7 +381,8 @@ def write_report(outdir: Path, report: dict) -> None:
              f"{report['n_samples']} samples; training dt {report['train_dt_ms']:g} ms. Reference: torch at the "
              "training dt (rounded delays, binned inputs). Fine-dt runs use exact delays and unbinned inputs; "
              "`event` is the exact continuous-time run (no time step).", ""]
-    subset = sorted({r["samples"] for r in report["runs"] if r.get("samples", report["n_samples"]) < report["n_samples"]})
+    n = report["n_samples"]
+    subset = sorted({r["samples"] for r in report["runs"] if r.get("samples", n) < n})
     if subset:
         lines += [f"Runs finer than the training dt simulate the first {', '.join(map(str, subset))} samples only "
                   "(`--fine-samples`); their rows compare on those samples.", ""]
