@@ -520,9 +520,7 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from eventsnn.bridge.engines import ENGINES, TARGETS
-    from eventsnn.data.datasets import DEFAULTS, TASK_NAMES
-
+    """The whole command line: one group of subcommands per stage of the data flow."""
     p = _Parser(prog="eventsnn", description="Train timing-based spiking networks (surrogate gradients, learnable "
                 "delays) and verify them: in Brian2 at fine time resolution and exactly, with the event-driven "
                 "engine (no time step). Export to a network file, NIR or a readable Brian2 script.")
@@ -530,6 +528,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show the versions of eventsnn, torch, brian2, numpy ... and exit")
     _common(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    _data_parsers(sub)
+    _model_parsers(sub)
+    _run_parsers(sub)
+    _sweep_parser(sub)
+    return p
+
+
+def _data_parsers(sub) -> None:
+    """``eventsnn data make | prepare | cochlea | speak | info | transform``."""
+    from eventsnn.data.datasets import DEFAULTS, TASK_NAMES
 
     d = sub.add_parser("data", help="make, inspect and transform event datasets")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION", parser_class=_Parser)
@@ -623,6 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(t)
     t.set_defaults(func=cmd_data_transform)
 
+
+def _model_parsers(sub) -> None:
+    """``eventsnn train | export | import-nir``."""
     tr = sub.add_parser("train", help="surrogate-gradient training with learnable delays")
     tr.add_argument("--config", type=Path, help="YAML, TOML or JSON file of training settings (flags override it)")
     tr.add_argument("--out", type=Path, help="run directory to create")
@@ -657,6 +668,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--out", required=True, type=Path, help="network file to write")
     _common(n)
     n.set_defaults(func=cmd_import_nir)
+
+
+def _run_parsers(sub) -> None:
+    """``eventsnn simulate | compare | verify | demo``."""
+    from eventsnn.bridge.engines import ENGINES, TARGETS
 
     s = sub.add_parser("simulate", help="run a network file on events: torch or Brian2 at a dt, or the exact "
                                         "event-driven engine")
@@ -728,6 +744,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(dm)
     dm.set_defaults(func=cmd_demo)
 
+
+def _sweep_parser(sub) -> None:
+    """``eventsnn sweep``."""
     sw = sub.add_parser("sweep", help="a grid of datasets x transforms x models x seeds (the paper's figures)",
                         description="Runs every cell of CONFIG (YAML; see examples/paper/): data, transforms applied "
                                     "to train/val/test, validation-selected training, test accuracy, test-time "
@@ -745,7 +764,6 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda, cuda:1)")
     _common(sw)
     sw.set_defaults(func=cmd_sweep)
-    return p
 
 
 def _one_line(msg: str) -> str:
