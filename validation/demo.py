@@ -58,7 +58,7 @@ def run_demo(outdir, quick: bool = False, target: str = "numpy", workers: int = 
         net_f = out / f"net_{delays}.h5"
         save_network(export(rundir), net_f)  # the validation-selected model, with its provenance
         report = verify(net_f, test_f, out / f"verify_{delays}", dts=dts, probes="reverse", target=target,
-                        first=n_verify, workers=workers, progress=progress)
+                        first=n_verify, fine_samples=None, workers=workers, progress=progress)  # every dt, same samples
         results["models"][delays] = {"val_acc": summary["val_acc"], "test_acc": summary.get("test_acc"),
                                      "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
                                      "stopped_early": summary["stopped_early"],
