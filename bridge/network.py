@@ -12,11 +12,11 @@ networks (readable by every eventsnn), 2 when it has ``srm`` layers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from eventsnn.model.contract import READOUTS, RESETS, SPIKING_READOUTS
+from eventsnn.model.contract import READOUTS, RESETS, SPIKING_READOUTS, delay_steps
 from eventsnn.util.errors import fail
 from eventsnn.util.files import atomic_path, open_h5
 
@@ -269,9 +269,7 @@ def with_delay_mode(net: Network, delays: str) -> Network:
     the trained model saw in evaluation). ``exact``: the real-valued delays
     (the simulation rounds them to its own, finer, grid).
     """
-    from dataclasses import replace
 
-    from eventsnn.model.contract import delay_steps
 
     if delays == "exact":
         return net

@@ -42,11 +42,10 @@ import warnings
 
 import numpy as np
 
-from eventsnn.model.contract import SPIKING_READOUTS
-from eventsnn.util.errors import EventsnnError, fail
-from eventsnn.util.errors import EventsnnWarning
-
 from eventsnn.bridge.network import Layer, Network
+from eventsnn.model.contract import SPIKING_READOUTS, propagators
+from eventsnn.util.errors import EventsnnError, EventsnnWarning, fail
+from eventsnn.util.files import atomic_path, open_h5
 
 MS = 1e-3  # NIR times are in seconds
 
@@ -218,7 +217,6 @@ def _layer_from_nir(nodes, succ, step, n_pre, source, dt, where, lm, nir):
 def _neuron_constants(neuron, source: str, dt_ms: float, where, name):
     """``(tau_mem_ms, tau_syn_ms, scale)`` of a CubaLIF/CubaLI node: our taus and the factor on its input weights
     (see the module docstring for each source's convention)."""
-    from eventsnn.model.contract import propagators
     p = {k: np.asarray(getattr(neuron, k), float).ravel() for k in ("tau_syn", "tau_mem", "r", "w_in")}
     if np.any(p["tau_syn"] <= 0) or np.any(p["tau_mem"] <= 0):
         raise fail(where, f"node {name!r}: time constants must be positive")
@@ -279,7 +277,6 @@ def _recurrent(nodes, succ, neuron, N, scale, nir, where):
 
 def save_nir(net: Network, path) -> None:
     """Write the network as a NIR file (atomically)."""
-    from eventsnn.util.files import atomic_path
 
     nir = _nir()
     graph = to_nir(net)
@@ -289,7 +286,6 @@ def save_nir(net: Network, path) -> None:
 
 def load_nir(path, dt_ms: float | None = None, source: str = "generic") -> Network:
     """Read a NIR file into a network (errors name the file)."""
-    from eventsnn.util.files import open_h5
 
     nir = _nir()
     open_h5(path).close()  # exists, is HDF5

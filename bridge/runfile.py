@@ -19,6 +19,7 @@ import numpy as np
 
 from eventsnn.util.errors import fail
 from eventsnn.util.files import atomic_path, open_h5
+from eventsnn.util.progress import progress_bar
 
 RUN_FORMAT = "eventsnn.run"
 RUN_VERSION = 2          # 2: layers/<i>/sample_start; version 1 files (without it) are still read
@@ -341,7 +342,6 @@ def run_sample_chunks(fn, make_job, events, indices, workers: int, desc: str, pr
     on the :class:`Pool`, and join the resulting runs in order (identical to one process: samples never
     interact). ``fn`` must be importable (it travels to the workers by name)."""
     from eventsnn.util.dask_pool import Pool
-    from eventsnn.util.progress import progress_bar
 
     chunks = [c for c in np.array_split(np.asarray(indices), workers) if len(c)]
     jobs = [make_job(i, events.subset(c)) for i, c in enumerate(chunks)]

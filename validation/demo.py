@@ -14,8 +14,10 @@ import json
 import shutil
 from pathlib import Path
 
-from eventsnn.util.files import atomic_path
+from eventsnn.data.events import save_events
+from eventsnn.training.config import TrainConfig
 from eventsnn.util import jsonio
+from eventsnn.util.files import atomic_path
 
 # The demo's training: small enough for about three minutes on two cores in all, trained to convergence.
 # Early stopping ends it (validation has not improved for PATIENCE epochs); MAX_EPOCHS is a cap it should never
@@ -28,8 +30,6 @@ def run_demo(outdir, quick: bool = False, target: str = "numpy", workers: int = 
     from eventsnn.api import export
     from eventsnn.bridge import save_network
     from eventsnn.data.datasets import make_polychrony
-    from eventsnn.data.events import save_events
-    from eventsnn.training.config import TrainConfig
     from eventsnn.training.loop import train
     from eventsnn.validation.verify import verify
 

@@ -17,19 +17,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from eventsnn.util.errors import EventsnnError
-from eventsnn.util.files import atomic_path, dir_lock, remove_stale, sha256_file
-from eventsnn.util.dask_pool import Pool
-from eventsnn.util.provenance import provenance
 from eventsnn.bridge.runfile import RunReader, sample_chunks
-
-from eventsnn.validation.compare import CHUNK_SPIKES, RunComparison
+from eventsnn.data.events import bin_events, warn_merged
 from eventsnn.util import jsonio
+from eventsnn.util.dask_pool import Pool
+from eventsnn.util.errors import EventsnnError, EventsnnWarning
+from eventsnn.util.files import atomic_path, dir_lock, remove_stale, sha256_file
+from eventsnn.util.progress import progress_bar
+from eventsnn.util.provenance import provenance
+from eventsnn.validation.compare import CHUNK_SPIKES, RunComparison
 
 
 @dataclass
@@ -83,9 +86,7 @@ def plan_runs(train_dt: float, dts: list[float], transforms: list, target: str, 
 
 def _execute(args) -> str:
     """Run one spec (in this or a worker process) and write its run file; return the name."""
-    import warnings
 
-    from eventsnn.util.errors import EventsnnWarning
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EventsnnWarning)  # input merges are reported once, by verify itself
         return _execute_run(*args)
@@ -177,7 +178,6 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
     if fine_samples is not None and int(fine_samples) < 1:
         raise EventsnnError(f"--fine-samples must be at least 1, got {fine_samples}")
     n = len(events) if first is None else min(first, len(events))
-    from eventsnn.data.events import bin_events, warn_merged
     merged = bin_events(events, net.dt_ms, np.arange(n)).binary()
     outdir = Path(outdir)
     settings = {"network_sha256": sha256_file(net_path), "events_sha256": sha256_file(data_path), "dts_ms": dts,
@@ -221,7 +221,6 @@ def _claim(outdir: Path, settings: dict) -> None:
 def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, target, n, workers, progress,
                    merged_at_train_dt: int, scheduler: str | None = None, event: bool = True,
                    fine_samples: int | None = None, network_name: str | None = None) -> dict:
-    from eventsnn.util.progress import progress_bar
 
     net_sha, ev_sha = sha256_file(net_path), sha256_file(data_path)
     specs = plan_runs(net.dt_ms, dts, transforms, target, event, fine_samples)
@@ -243,7 +242,6 @@ def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, targ
     todo = [t for t in todo if not (t[0].engine == "event" and scheduler is None)]
     over_runs = scheduler is not None or (workers > 1 and len(todo) >= workers)
     todo = [(*t, 1 if over_runs else workers) for t in todo]
-    import time
     t0 = time.perf_counter()
     with progress_bar(total=len(specs), desc="verify runs", disable=not progress,
                       initial=len(specs) - len(todo) - len(here)) as bar:

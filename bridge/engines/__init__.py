@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eventsnn.util.errors import EventsnnError, fail
+import numpy as np
+
+from eventsnn.bridge.runfile import SPIKE_BYTES, RunWriter
+from eventsnn.data.events import n_steps
+from eventsnn.model.contract import grid_ratio
+from eventsnn.util.errors import EventsnnError, EventsnnWarning, fail
+from eventsnn.util.files import build_dir_for
+from eventsnn.util.progress import progress_bar
 
 TARGETS = ("numpy", "cython", "cpp_standalone", "cuda_standalone")  # Brian2's code generation targets
 
@@ -68,7 +76,6 @@ def check_compatible(net, events, dt_ms: float | None = None, *, data=None, netw
     """The one check that ``events`` can run through ``net`` (every engine, the CLI and verify call it before
     any work): the events' units are the network's inputs, their labels are among its outputs, and a step
     ``dt_ms`` divides the training dt. ``data``/``network`` name the files in the error, when there are files."""
-    from eventsnn.model.contract import grid_ratio
 
     net_name = f"the network {network}" if network else "the network"
     if events.n_units != net.n_inputs:
@@ -114,8 +121,6 @@ def first_chunk(net, events, dt_ms: float | None, budget_bytes: int) -> int:
     """Samples in the first chunk of a run written to a file: as many as fit in ``budget_bytes`` if every
     hidden neuron fired at every step (a clock-driven engine's cap; the exact engine, which has no such cap, is
     planned at 1/100 of the training dt) -- so a small network runs in one chunk and a large one starts small."""
-    from eventsnn.data.events import n_steps
-    from eventsnn.bridge.runfile import SPIKE_BYTES
     step = dt_ms if dt_ms is not None else net.dt_ms / 100
     T = n_steps(events.duration_ms, step)
     hidden = sum(L.size for L in net.layers[:-1])  # a count readout's spikes are not kept: only the trace
@@ -132,13 +137,8 @@ def simulate_to_file(engine: str, net, events, path, *, attrs: dict | None = Non
     one a single call on all samples would give (samples never interact); ``attrs`` are added to its
     attributes. Returns a summary: the run's header (engine, dt_ms, target, delays, ...), samples, chunks,
     accuracy, hidden spikes per layer."""
-    import warnings
 
-    import numpy as np
 
-    from eventsnn.util.errors import EventsnnWarning
-    from eventsnn.util.progress import progress_bar
-    from eventsnn.bridge.runfile import SPIKE_BYTES, RunWriter
 
     e = get_engine(engine)
     check_compatible(net, events, dt_ms)
@@ -175,7 +175,6 @@ def run_to_file(engine: str, net, events, path, *, scratch_parent=None, **option
     """:func:`simulate_to_file` with the engine's scratch directory (Brian2's build directory) made under
     ``scratch_parent`` (default: next to ``path``) when not given, and removed afterwards -- the one way the CLI
     and ``verify`` run any engine."""
-    from eventsnn.util.files import build_dir_for
 
     e = get_engine(engine)
     made = None

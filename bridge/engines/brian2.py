@@ -21,23 +21,36 @@ compilation for the compiled targets) therefore runs any number of samples.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from eventsnn.model.contract import (SPIKING_READOUTS, delay_steps, grid_ratio, propagators, readout_scores,
-                               refractory_steps, trace_sample_steps)
-from eventsnn.util.errors import EventsnnError
-from eventsnn.data.events import bin_for_run, warn_merged
-from eventsnn.bridge.runfile import LayerSpikes, RunResult
-from eventsnn.model.srm import E as SRM_E, propagators as srm_propagators, refractory_jump
-
 from eventsnn.bridge.engines import TARGETS, check_compatible
 from eventsnn.bridge.network import Network, with_delay_mode
+from eventsnn.bridge.runfile import LayerSpikes, RunResult, run_sample_chunks
+from eventsnn.data.events import bin_for_run, warn_merged
+from eventsnn.model.contract import (
+    SPIKING_READOUTS,
+    delay_steps,
+    grid_ratio,
+    propagators,
+    readout_scores,
+    refractory_steps,
+    trace_sample_steps,
+)
+from eventsnn.model.srm import E as SRM_E
+from eventsnn.model.srm import propagators as srm_propagators
+from eventsnn.model.srm import refractory_jump
+from eventsnn.util.errors import EventsnnError
+from eventsnn.util.files import atomic_path
 
 # Deterministic, contraction-free arithmetic for the compiled targets (no -ffast-math, no FMA).
 EXACT_GCC_FLAGS = ["-w", "-O3", "-ffp-contract=off", "-fno-fast-math"]
@@ -64,9 +77,6 @@ def import_brian2():
     either finish or raise ``KeyboardInterrupt`` (the CLI then prints how to resume and exits 130), so the
     handler Brian2 replaced is put back (in the main thread, the only one that may set handlers) and Brian2's
     ``core.stop_on_keyboard_interrupt`` preference is switched off."""
-    import signal
-    import sys
-    import threading
 
     if "brian2" not in sys.modules:
         from eventsnn.util.files import process_tempdir
@@ -200,7 +210,6 @@ def simulate_brian2(net: Network, events, indices=None, *, dt_ms: float | None =
     ``workers`` > 1: the samples are cut into that many consecutive chunks, each simulated by its own process
     with its own build directory, and the parts joined (identical to one process: samples never interact).
     """
-    import logging
 
     b2 = import_brian2()
 
@@ -338,7 +347,6 @@ def to_brian2(net: Network, events, sample: int = 0, *, dt_ms: float | None = No
     trace (``readout_trace``, recorded at the start of every training step) holds the run's trace in records
     ``1 .. network.eventsnn_trace_steps``.
     """
-    import logging
 
     b2 = import_brian2()
 
@@ -496,7 +504,6 @@ def _simulate_part(args):
 
 def _simulate_in_workers(net, events, indices, workers, build_dir, progress, kw) -> RunResult:
     """``simulate_brian2`` over consecutive sample chunks in ``workers`` spawned processes (own build dirs)."""
-    from eventsnn.bridge.runfile import run_sample_chunks
 
     t0 = time.perf_counter()
     run = run_sample_chunks(_simulate_part, lambda i, ev: (net, ev, build_dir / f"part{i}", kw), events, indices,
@@ -581,11 +588,9 @@ def write_brian2_script(net: Network, events, sample: int, path, *, dt_ms: float
     reproduce ``sample`` of ``events`` in ``net``: the objects of :func:`to_brian2`, spelled out. Returns the
     two paths. ``names``: the network and events file names to mention in the script's docstring."""
     import brian2 as b2
+    from brian2.utils.logger import BrianLogger
 
     from eventsnn import __version__
-    from eventsnn.util.files import atomic_path
-
-    from brian2.utils.logger import BrianLogger
 
     BrianLogger.suppress_name("unused_brian_object")  # the objects are read here, not run
     path = Path(path)

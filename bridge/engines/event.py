@@ -33,14 +33,14 @@ import time
 
 import numpy as np
 
-from eventsnn.model.contract import SPIKING_READOUTS, evolve_rates, readout_scores
-from eventsnn.util.errors import EventsnnError
-from eventsnn.data.events import n_steps, time_to_step
-from eventsnn.bridge.runfile import LayerSpikes, RunResult
-
 from eventsnn.bridge.engines import check_compatible
 from eventsnn.bridge.network import Network
+from eventsnn.bridge.runfile import LayerSpikes, RunResult, run_sample_chunks
+from eventsnn.data.events import n_steps, time_to_step
+from eventsnn.model.contract import SPIKING_READOUTS, evolve_rates, readout_scores
+from eventsnn.util.errors import EventsnnError
 from eventsnn.util.jit import jit as _jit
+from eventsnn.util.progress import progress_bar
 
 XTOL_MS = 1e-12
 
@@ -400,7 +400,6 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
     EventsnnError
         If the events do not fit the network, or a sample fires beyond ``max_rate_hz``.
     """
-    from eventsnn.util.progress import progress_bar
 
     if net.has_srm:  # SRM-alpha networks have their own exact event loop (bridge/event_srm.py)
         from eventsnn.bridge.engines.event_srm import simulate_event_srm
@@ -502,6 +501,5 @@ def _part(args):
 
 
 def _in_workers(net, events, indices, workers, progress, max_rate_hz) -> RunResult:
-    from eventsnn.bridge.runfile import run_sample_chunks
     return run_sample_chunks(_part, lambda i, ev: (net, ev, max_rate_hz), events, indices, workers, "event engine parts",
                              progress)

@@ -35,12 +35,21 @@ from __future__ import annotations
 
 import heapq
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from eventsnn.bridge.engines.event import (
+    _CHECK,
+    _CROSS,
+    _DELIVER_ALL,
+    _DELIVER_ONE,
+    _REF_END,
+    _evolve_rates,
+    crossing_within,
+)
+from eventsnn.util.errors import EventsnnError
 from eventsnn.util.jit import njit
-
-from eventsnn.bridge.engines.event import _CHECK, _CROSS, _DELIVER_ALL, _DELIVER_ONE, _REF_END, _evolve_rates, crossing_within
 
 # the neuron model of each layer kind, as the compiled driver knows it (li is lif without a threshold)
 KIND_LIF = 0
@@ -452,7 +461,6 @@ def _run_sample(t_in, u_in, T_end, sample_t, kind_code, offsets, tm, ts, theta, 
 
 def layer_kind_codes(net) -> np.ndarray:
     """The compiled driver's code of each layer's kind (:data:`KIND_CODES`)."""
-    from eventsnn.util.errors import EventsnnError
     try:
         return np.array([KIND_CODES[L.kind] for L in net.layers], np.int64)
     except KeyError as e:
@@ -462,7 +470,6 @@ def layer_kind_codes(net) -> np.ndarray:
 def run_samples(net, events, indices, flat, T_end, sample_t, cap, workers, on_done):
     """Simulate ``events[indices]`` in ``workers`` threads; ``on_done(position, (layer, unit, time, trace,
     stopped))`` is called for each sample, in the calling thread, in order of positions."""
-    from concurrent.futures import ThreadPoolExecutor
 
     codes = layer_kind_codes(net)
     times = np.ascontiguousarray(events.times, dtype=np.float64)

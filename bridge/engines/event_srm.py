@@ -31,12 +31,11 @@ import time
 
 import numpy as np
 
-from eventsnn.model.contract import evolve_rates
-from eventsnn.util.errors import EventsnnError
-from eventsnn.bridge.runfile import RunResult
-from eventsnn.model.srm import E, evolve, refractory_jump, u_slope
-
 from eventsnn.bridge.network import Network
+from eventsnn.bridge.runfile import RunResult
+from eventsnn.model.contract import evolve_rates
+from eventsnn.model.srm import E, evolve, refractory_jump, u_slope
+from eventsnn.util.errors import EventsnnError
 
 XTOL_MS = 1e-12
 _STACK = 512
@@ -44,6 +43,7 @@ _STACK = 512
 from numba.extending import register_jitable
 
 from eventsnn.util.jit import jit as _jit
+from eventsnn.util.progress import progress_bar
 
 register_jitable(evolve_rates)  # so that the compiled eventsnn.model.srm.evolve can call it
 
@@ -324,7 +324,6 @@ def simulate_event_srm(net: Network, events, indices=None, *, progress: bool = F
     fires a burst in consecutive steps whose size depends on where in its step the crossing falls, so clocked runs
     agree with this one spike for spike only where this count is 0 (:mod:`eventsnn.model.srm`). Single-process runs
     only (``workers=1``)."""
-    from eventsnn.util.progress import progress_bar
 
     from eventsnn.bridge.engines import check_compatible
     from eventsnn.bridge.engines.event import ExactRun

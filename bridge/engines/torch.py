@@ -6,9 +6,12 @@ import time
 import numpy as np
 import torch
 
+from eventsnn.bridge.network import Layer, Network, with_delay_mode
+from eventsnn.bridge.runfile import LayerSpikes, RunResult
+from eventsnn.data.events import bin_for_run, warn_merged
+from eventsnn.model.contract import grid_ratio, readout_scores, trace_sample_steps
 from eventsnn.model.layers import SNN, LIFLayer
-
-from eventsnn.bridge.network import Layer, Network
+from eventsnn.util.progress import progress_bar
 
 
 def _np(t):
@@ -129,17 +132,9 @@ def simulate_torch(net: Network, events, indices=None, *, dt_ms: float | None = 
     EventsnnError
         If ``dt_ms`` does not divide the training dt or a mode is unknown.
     """
-    import numpy as np
-
-    from eventsnn.model.contract import grid_ratio, readout_scores, trace_sample_steps
-    from eventsnn.data.events import bin_for_run, warn_merged
-    from eventsnn.util.progress import progress_bar
-    from eventsnn.bridge.runfile import LayerSpikes, RunResult
-    from eventsnn.model.layers import raster
-
-    from eventsnn.bridge.network import with_delay_mode
 
     from eventsnn.bridge.engines import check_compatible
+    from eventsnn.model.layers import raster
 
     dt_ms = net.dt_ms if dt_ms is None else dt_ms
     check_compatible(net, events, dt_ms)

@@ -33,8 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+from eventsnn.data.events import Events
 from eventsnn.util.errors import EventsnnError, fail
 from eventsnn.util.files import atomic_path
+from eventsnn.util.progress import progress_bar
 
 # lauscher 1.0.1's defaults (Wave2Spike): the parameters of every stage
 RMS_LEVEL = 0.3
@@ -478,9 +480,7 @@ def cochlea(audio, sample_rate=None, *, channels: int = DEFAULT_CHANNELS, seed: 
     (processes, see :class:`eventsnn.util.dask_pool.Pool`). Every clip is checked before any work: a missing or
     unreadable file, a silent clip or a bad ``channels`` raises :class:`EventsnnError`.
     """
-    from eventsnn.data.events import Events
     from eventsnn.util.dask_pool import Pool
-    from eventsnn.util.progress import progress_bar
 
     channels = check_channels(channels)
     if not isinstance(seed, (int, np.integer)) or seed < 0:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from eventsnn.data.events import Events, load_events
 from eventsnn.util.errors import EventsnnError, fail
-from eventsnn.data.events import Events
+from eventsnn.util.files import open_h5
 
 TASKS = ("isi", "polychrony", "coincidence")
 PAPER_TASK_NAMES = ("paper-isi", "paper-ccisi", "paper-coincidence")
@@ -286,9 +287,7 @@ def binned_to_events(sample, unit, bin_, count, labels, n_units, n_classes, bin_
 
 def load_any(path) -> Events:
     """Events from an events/SHD HDF5 file, or a rate-removed ``.mat``/``X,Y`` file."""
-    from eventsnn.data.events import load_events
 
-    from eventsnn.util.files import open_h5
 
     p = Path(path)
     if p.suffix == ".mat":

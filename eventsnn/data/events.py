@@ -10,10 +10,12 @@ warns when it merges spikes.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from eventsnn.model.contract import grid_ratio
 from eventsnn.util.errors import MergedSpikesWarning, fail
 from eventsnn.util.files import atomic_path, open_h5
 
@@ -218,7 +220,6 @@ class Binned:
 
 def warn_merged(merged: int, n_spikes: int, dt_ms: float, what: str = "input") -> None:
     """Warn (:class:`EventsnnWarning`) that a binary raster merged spikes, with count and fraction."""
-    import os
     if merged or os.environ.get("EVENTSNN_WORKER"):  # a worker reports even 0 merges: its share of the total
         import warnings
         warnings.warn(MergedSpikesWarning(merged, n_spikes, dt_ms, what), stacklevel=2)
@@ -373,7 +374,6 @@ def bin_for_run(events: Events, indices, dt_ms: float, train_dt_ms: float, input
     delivered; as close to the real times as the simulation grid allows). ``n_steps`` of the result is
     training steps * ratio.
     """
-    from eventsnn.model.contract import grid_ratio
 
     r = grid_ratio(train_dt_ms, dt_ms)
     if inputs == "binned":

@@ -28,8 +28,9 @@ import math
 import numpy as np
 
 from eventsnn.data.datasets import binned_to_events
-from eventsnn.util.errors import EventsnnError
 from eventsnn.data.events import Events
+from eventsnn.util.errors import EventsnnError, fail
+from eventsnn.util.files import open_h5
 
 # ----------------------------------------------------------------------------- ISI and cross-channel ISI
 
@@ -213,8 +214,6 @@ def _bin_like_authors(src, first: int = 0, chunk: int = 1024) -> tuple[np.ndarra
     to fit in memory as events). Only whole batches of 256 samples are kept (their generator drops the rest).
     Samples are numbered from ``first``.
     """
-    from eventsnn.util.errors import fail
-    from eventsnn.util.files import open_h5
 
     if isinstance(src, Events):
         n = (len(src) // BATCH) * BATCH

@@ -16,12 +16,18 @@ from __future__ import annotations
 import ctypes
 import json
 import math
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from eventsnn.data.events import Events, save_events
 from eventsnn.util.errors import EventsnnError
+from eventsnn.util.files import atomic_path
+from eventsnn.util.progress import progress_bar
 
 LANGUAGES = ("en", "de")
 WORDS = {"en": ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
@@ -157,9 +163,6 @@ def synthesise_all(settings) -> list[np.ndarray]:
 def synthesise_fresh(settings) -> list[np.ndarray]:
     """:func:`synthesise_all` in a fresh Python process (what a new process says does not depend on what this one
     said before); settings go in as JSON on stdin, the samples come back in a temporary ``.npz`` file."""
-    import subprocess
-    import sys
-    import tempfile
 
     settings = [list(s) for s in settings]
     with tempfile.TemporaryDirectory(prefix="eventsnn_speak_") as tmp:
@@ -176,7 +179,6 @@ def synthesise_fresh(settings) -> list[np.ndarray]:
 
 
 def _synthesise_main(out: str) -> None:
-    import sys
 
     raws = synthesise_all([tuple(s) for s in json.loads(sys.stdin.read())])
     offsets = np.concatenate([[0], np.cumsum([len(r) for r in raws])]).astype(np.int64)
@@ -232,11 +234,8 @@ def make_speech(out, *, languages=LANGUAGES, size: str = "default", seed: int = 
                 channels: int = 700, workers: int = 1, progress: bool = False) -> dict:
     """Write ``out/train.h5`` and ``out/test.h5`` (SHD layout, ``extra/speaker``, ``extra/keys``) and
     ``out/speakers.json``; return a summary. Classes ``"{lang}-{digit}"``: ``en-0`` is 0, ``de-9`` is 19."""
-    from eventsnn.util.files import atomic_path
-    from eventsnn.data.events import Events, save_events
-    from eventsnn.util.dask_pool import Pool
-    from eventsnn.util.progress import progress_bar
     from eventsnn.data.cochlea import _transfer_source, check_channels, clip_duration_s
+    from eventsnn.util.dask_pool import Pool
 
     if size not in SIZES:
         raise EventsnnError(f"--size: expected one of {', '.join(SIZES)}, got {size!r}")

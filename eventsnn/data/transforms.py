@@ -9,12 +9,13 @@ slots: their bins (``meta["bin_ms"]``) or 1 ms.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from eventsnn.util.errors import EventsnnError
 from eventsnn.data.events import Events, n_steps, time_to_step
+from eventsnn.util.errors import EventsnnError
 
 
 def _random_rank(key: np.ndarray, rng) -> np.ndarray:
@@ -414,7 +415,6 @@ PROBES = ("reverse", "reverse-window", "reverse-full", "reverse-max", "jitter", 
 def _amount(item: str, arg: str, default: float, units: bool):
     """(value, unit, offset) of a probe's argument: a number, for jitter with a unit (``5``, ``5ms``, ``5bins``) and
     an optional shift (``5bins+20bins``)."""
-    import re
 
     if not arg:
         return default, "ms", 0.0

@@ -18,15 +18,16 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
+from eventsnn.data.events import Events, bin_events, n_steps, warn_merged
 from eventsnn.model.contract import SPIKING_READOUTS
+from eventsnn.model.layers import SNN, LIFLayer, dense_input, raster, summed_loss
 from eventsnn.training.config import TrainConfig
 from eventsnn.training.ddp import Dist
+from eventsnn.util import jsonio
 from eventsnn.util.errors import EventsnnError, fail
 from eventsnn.util.files import atomic_path
-from eventsnn.data.events import Events
 from eventsnn.util.progress import progress_bar
-from eventsnn.model.layers import SNN, LIFLayer, dense_input, raster, summed_loss
-from eventsnn.util import jsonio
+from eventsnn.util.provenance import provenance
 
 
 def pick_device(name: str) -> torch.device:
@@ -59,7 +60,6 @@ def check_fits(cfg: "TrainConfig", events: Events, source=None) -> None:
     activations (inputs, currents, states and spikes of every layer, kept for the backward pass) exceed the
     machine's memory would fail after minutes.
     """
-    from eventsnn.data.events import n_steps
 
     if cfg.delays != "none" and cfg.max_delay_ms > events.duration_ms:
         raise EventsnnError(f"--max-delay-ms {cfg.max_delay_ms:g}: longer than the samples of {source or 'the data'} "
@@ -158,7 +158,6 @@ class Batcher:
 
     def __init__(self, events, dt_ms: float, device, limit: int = 50_000_000, what: str = "training"):
         from eventsnn.data.datasets import DatasetSource
-        from eventsnn.data.events import bin_events, warn_merged
         self.events, self.dt_ms, self.device, self.cache = events, dt_ms, device, None
         self.streaming = isinstance(events, DatasetSource)
         if self.streaming:
@@ -309,7 +308,6 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
     EventsnnError
         Bad data or settings, an existing run in ``rundir`` (without ``resume``), a corrupt checkpoint.
     """
-    from eventsnn.util.provenance import provenance
 
     # -- setup: configuration, data, model, optimiser (everything checked before anything is written)
     rundir = Path(rundir)

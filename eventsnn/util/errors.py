@@ -8,6 +8,9 @@ input/output checks) is in :mod:`eventsnn.util.files`.
 """
 from __future__ import annotations
 
+import functools
+import warnings
+
 
 class EventsnnError(ValueError):
     """A problem with user input; the message names the file or flag and the problem."""
@@ -34,8 +37,6 @@ def _format_warning(message, category, filename, lineno, line=None, _python_form
 
 
 def _install_warning_format() -> None:
-    import functools
-    import warnings
     if getattr(warnings.formatwarning, "_eventsnn", False):
         return
     fmt = functools.partial(_format_warning, _python_format=warnings.formatwarning)

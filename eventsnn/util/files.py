@@ -13,7 +13,9 @@ sharing one output directory.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -22,7 +24,6 @@ import tempfile
 from pathlib import Path
 
 from eventsnn.util.errors import EventsnnError, fail
-
 
 # ----------------------------------------------------------------------------- processes and stale leftovers
 
@@ -81,7 +82,6 @@ def process_tempdir():
     imported and deletes them when the process ends normally; a killed process leaves them behind, and the next
     eventsnn process removes the directory of the dead one (:func:`remove_stale`). An empty directory is removed
     at exit."""
-    import atexit
 
     real = tempfile.gettempdir()
     d = build_dir_for(real)
@@ -255,7 +255,6 @@ def dir_lock(directory, what: str = "this output directory"):
     A second process asking for the same directory fails at once with a clear error instead of
     interleaving its files with the first one's.
     """
-    import fcntl
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
