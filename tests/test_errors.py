@@ -539,7 +539,7 @@ def test_verify_directory_in_use_fails_cleanly(world, tmp_path):
     from eventsnn.util.errors import EventsnnError
     from eventsnn.util.files import dir_lock
     out = tmp_path / "rep"
-    code = "import sys, time; from eventsnn.util.errors import dir_lock\nwith dir_lock(sys.argv[1]):\n" \
+    code = "import sys, time; from eventsnn.util.files import dir_lock\nwith dir_lock(sys.argv[1]):\n" \
            "    print('locked', flush=True); time.sleep(30)\n"
     holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
