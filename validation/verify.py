@@ -94,7 +94,7 @@ def _execute(args) -> str:
 
 def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> str:
     from eventsnn.bridge import load_network
-    from eventsnn.bridge.engines import get_engine, run_to_file, worker_threads
+    from eventsnn.bridge.engines import get_engine, run_to_file
     from eventsnn.data.datasets import load_any
     from eventsnn.data.transforms import transform_by_name
 
@@ -113,7 +113,6 @@ def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> st
         opts["target"] = spec.target
     if "workers" in e.options:
         opts["workers"] = split
-    worker_threads()
     s = run_to_file(spec.engine, net, events, out, attrs=attrs, scratch_parent=Path(outdir) / "build", **opts)
     with atomic_path(out.with_suffix(".timing.json")) as tmp:  # wall time beside the run file, not in it
         tmp.write_text(jsonio.dumps({"wall_s": s["wall_s"]}))

@@ -7,7 +7,6 @@ place.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -95,10 +94,10 @@ def simulate(engine: str, net, events, indices=None, *, dt_ms=None, delays=None,
 
     Clock-driven engines take ``dt_ms`` (default: the training dt), ``delays`` (default ``round``) and
     ``inputs`` (default ``binned``); the exact engine takes neither a step nor modes (it is always exact).
-    Raises :class:`~eventsnn.util.errors.EventsnnError` for any incompatibility, before any work.
+    Raises :class:`~eventsnn.util.errors.EventsnnError` for any incompatibility, before any work (each engine
+    runs :func:`check_compatible` itself).
     """
     e = get_engine(engine)
-    check_compatible(net, events, dt_ms)
     unknown = set(options) - e.options
     if unknown:
         raise EventsnnError(f"engine {engine!r} does not take {', '.join(sorted(unknown))}")
@@ -189,9 +188,3 @@ def run_to_file(engine: str, net, events, path, *, scratch_parent=None, **option
             shutil.rmtree(made, ignore_errors=True)
 
 
-def worker_threads() -> None:
-    """In a verification worker process (``EVENTSNN_WORKER`` set) torch uses one thread: the workers share the
-    cores."""
-    if os.environ.get("EVENTSNN_WORKER"):
-        import torch
-        torch.set_num_threads(1)

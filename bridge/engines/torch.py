@@ -1,6 +1,7 @@
 """torch model <-> network file (the only bridge module that imports torch)."""
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -138,6 +139,8 @@ def simulate_torch(net: Network, events, indices=None, *, dt_ms: float | None = 
 
     dt_ms = net.dt_ms if dt_ms is None else dt_ms
     check_compatible(net, events, dt_ms)
+    if os.environ.get("EVENTSNN_WORKER"):  # a Dask worker process: the workers share the cores
+        torch.set_num_threads(1)
     ratio = grid_ratio(net.dt_ms, dt_ms)
     if indices is None:
         indices = np.arange(len(events))
