@@ -238,13 +238,14 @@ def compare(a, b, tolerance=None) -> dict:
     return compare_runs(ra, rb, tolerance)
 
 
-def verify(network, events, out=None, *, dt=(1.0, 0.1, 0.01), probes="reverse", target="numpy", first=None,
+def verify(network, events, out=None, *, dt=None, probes="reverse", target="numpy", first=None,
            workers: int = 1, progress: bool | None = None, event: bool = True, fine_samples: int | None = 16,
            samples=None) -> dict:
     """Verify a network: the exact run, and torch and Brian2 at the training dt and finer, for the original
     inputs and each probe. Returns the report (see ``report.md``); with ``out`` the run files, report and figures
-    are kept there (and an interrupted verify resumes), otherwise they go to a temporary directory. The runs
-    finer than the training dt take the first ``fine_samples`` samples (None: all)."""
+    are kept there (and an interrupted verify resumes), otherwise they go to a temporary directory. ``dt``: the
+    steps (ms) besides the training dt (None: a tenth and a hundredth of it). The runs finer than the training dt
+    take the first ``fine_samples`` samples (None: all)."""
     from eventsnn.bridge.network import save_network
     from eventsnn.data.events import save_events
     from eventsnn.validation.verify import verify as _verify

@@ -713,8 +713,9 @@ def _run_parsers(sub) -> None:
     v = sub.add_parser("verify", help="torch vs Brian2 at the training dt and finer, with probes")
     v.add_argument("network", type=Path, metavar="NETWORK", help="network file")
     v.add_argument("--data", required=True, type=Path, help="events file (test samples)")
-    v.add_argument("--dt", type=_dt_list, default=[1.0, 0.1, 0.01], metavar="MS[,MS...]",
-                   help="step sizes in ms, each dividing the training dt (default: 1,0.1,0.01)")
+    v.add_argument("--dt", type=_dt_list, metavar="MS[,MS...]",
+                   help="step sizes in ms, each dividing the training dt (default: the training dt, a tenth and a "
+                        "hundredth of it: 1,0.1,0.01 for a 1 ms model)")
     v.add_argument("--probes", default="reverse", help="comma list: reverse, jitter[:MS], jitter-neuron[:MS], "
                                                         "delete[:P], randomize[:F]; '' for none")
     v.add_argument("--target", default="numpy", choices=TARGETS, help="Brian2 code generation target")

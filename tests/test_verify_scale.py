@@ -44,3 +44,15 @@ def test_verify_fine_dt_runs_on_the_first_samples_only(tmp_path):
                 "--fine-samples", "0", "--out", tmp_path / "all", "--json")
     assert p.returncode == 0, p.stderr
     assert {r["samples"] for r in json.loads(p.stdout)["runs"]} == {6}
+
+
+def test_verify_default_steps_are_a_tenth_and_a_hundredth_of_the_training_step(tmp_path):
+    """A model trained at 2 ms (not 1) is verified with no --dt at 2, 0.2 and 0.02 ms (1 ms would not divide it)."""
+    net, ev = random_network(12, dt_ms=2.0), random_events(12, n_samples=2)
+    save_network(net, tmp_path / "net.h5")
+    save_events(ev, tmp_path / "ev.h5")
+    p = run_cli("verify", tmp_path / "net.h5", "--data", tmp_path / "ev.h5", "--probes", "", "--no-event",
+                "--out", tmp_path / "rep", "--json")
+    assert p.returncode == 0, p.stderr
+    names = {r["name"] for r in json.loads(p.stdout)["runs"]}
+    assert names == {f"{e}-dt{d}-none" for e in ("torch", "brian2") for d in ("2", "0.2", "0.02")}, names

@@ -119,7 +119,7 @@ def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> st
     return spec.name
 
 
-def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", target="numpy",
+def verify(net_path, data_path, outdir, dts=None, probes="reverse", target="numpy",
            first: int | None = None, workers: int = 1, progress: bool = True, scheduler: str | None = None,
            event: bool = True, fine_samples: int | None = FINE_SAMPLES, network_name: str | None = None) -> dict:
     """Run every (engine, dt, probe) combination, write the run files, the report and the figures.
@@ -168,6 +168,8 @@ def verify(net_path, data_path, outdir, dts=(1.0, 0.1, 0.01), probes="reverse", 
 
     net = load_network(net_path)
     events = load_any(data_path)
+    if dts is None:  # a tenth and a hundredth of the training step (1 ms training: 1, 0.1, 0.01)
+        dts = [net.dt_ms / 10, net.dt_ms / 100]
     dts = sorted({float(d) for d in dts} | {net.dt_ms}, reverse=True)
     for d in dts:
         if d > net.dt_ms:
