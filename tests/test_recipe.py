@@ -15,7 +15,7 @@ from eventsnn.bridge.engines.torch import network_from_model, simulate_torch
 from eventsnn.bridge.network import Layer, Network
 from eventsnn.data.events import Events
 from eventsnn.model.layers import prob_loss, summed_loss
-from eventsnn.training.config import TrainConfig
+from eventsnn.training.config import TrainConfig, preset_names
 from eventsnn.training.loop import build_model, layer_delays
 from tests.conftest import assert_runs_identical, random_events, run_cli
 
@@ -230,3 +230,42 @@ def test_prob_loss_needs_counts_and_trains(small_poly, tmp_path):
     hist = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert hist[-1]["train_loss"] < hist[0]["train_loss"], hist  # it learns
     assert np.isfinite(s["val_acc"])
+
+
+# ----------------------------------------------------------------------------- presets
+
+def test_presets_load_and_hold_the_authors_settings():
+    assert preset_names() == ["paper-coincidence", "paper-isi", "paper-shd"]
+    cfg = {n: TrainConfig.read(TrainConfig.from_preset(n), f"--preset {n}") for n in preset_names()}
+    shd = cfg["paper-shd"]
+    assert (shd.neuron, shd.threshold, shd.delay_placement, shd.delay_clamp_until, shd.loss) == \
+        ("srm", 10.0, "after", 250, "rate")
+    assert shd.tau_sr_ms == pytest.approx(shd.dt_ms) and shd.tau_ref_ms == pytest.approx(2 * shd.dt_ms)
+    assert shd.max_delay_ms == pytest.approx(64 * shd.dt_ms) and shd.lr_delay == pytest.approx(0.1 * shd.dt_ms)
+    assert shd.dt_ms == pytest.approx(1400 / 99, rel=1e-8)
+    assert (cfg["paper-isi"].delay_placement, cfg["paper-isi"].loss) == ("both", "prob")
+    co = cfg["paper-coincidence"]
+    assert (co.delay_placement, co.hidden, co.max_delay_ms, co.delay_clamp_until) == ("after", [3], 15.0, None)
+
+
+def test_cli_preset_config_and_flags_in_that_order(tmp_path):
+    (tmp_path / "c.yaml").write_text("epochs: 7\nbatch_size: 9\n")
+    p = run_cli("train", "--preset", "paper-shd", "--config", tmp_path / "c.yaml", "--batch-size", "5",
+                "--show-config", "--json")
+    assert p.returncode == 0, p.stderr
+    import json
+    got = json.loads(p.stdout)
+    assert (got["epochs"], got["batch_size"], got["neuron"], got["delay_placement"]) == (7, 5, "srm", "after")
+    assert got["patience"] == 300  # from the preset
+    p = run_cli("train", "--preset", "paper-isi", "--show-config")
+    assert p.returncode == 0 and "delay_placement: both" in p.stdout and "loss: prob" in p.stdout
+    assert not list(tmp_path.glob("*/checkpoint.pt"))
+    # an unknown name, and a bad value that came from the preset, are one-line errors that say where
+    p = run_cli("train", "--preset", "paper-nope", "--show-config")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert "--preset" in p.stderr and "paper-shd" in p.stderr and "paper-isi" in p.stderr, p.stderr
+    p = run_cli("train", "--preset", "paper-coincidence", "--max-delay-ms", "1", "--show-config")
+    assert p.returncode == 2 and "--preset paper-coincidence: delay_init_ms" in p.stderr, p.stderr
+    # --resume takes no preset
+    p = run_cli("train", "--resume", tmp_path, "--preset", "paper-shd")
+    assert p.returncode == 2 and "--preset" in p.stderr

@@ -26,6 +26,22 @@ def flag_for(key: str) -> str:
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
+PRESET_DIR = Path(__file__).with_name("presets")  # package data: one readable YAML file per named preset
+
+
+def preset_names() -> list[str]:
+    """The named presets shipped with eventsnn (``eventsnn train --preset NAME``)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    """The YAML file of preset ``name``; an unknown name is an error naming ``--preset`` and the choices."""
+    names = preset_names()
+    if name not in names:
+        raise EventsnnError(f"--preset: unknown preset {name!r} (choose from {', '.join(names)})")
+    return PRESET_DIR / f"{name}.yaml"
+
+
 class TrainConfig(BaseModel):
     """Every training setting, in one schema: it gives the ``eventsnn train`` flags (``--max-delay-ms``
     for ``max_delay_ms``), the keys of a YAML/TOML/JSON ``--config`` file, the defaults shown in
@@ -168,6 +184,11 @@ class TrainConfig(BaseModel):
                 label = flag_for(key)
                 raise EventsnnError(f"{label}: {err['msg']} (got {got!r})") from None
             raise fail(where, f"{key}: {err['msg']} (got {got!r})") from None
+
+    @classmethod
+    def from_preset(cls, name: str) -> dict:
+        """The settings of a named preset (a config file shipped with eventsnn; :func:`preset_names`)."""
+        return cls.from_file(preset_path(name))
 
     @classmethod
     def from_file(cls, path) -> dict:
