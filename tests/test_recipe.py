@@ -19,7 +19,6 @@ from eventsnn.training.config import TrainConfig, preset_names
 from eventsnn.training.loop import build_model, layer_delays
 from tests.conftest import assert_runs_identical, random_events, run_cli
 
-
 # ----------------------------------------------------------------------------- delay placement
 
 @pytest.mark.parametrize("neuron", ["lif", "srm"])
