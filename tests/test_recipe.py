@@ -109,16 +109,28 @@ def test_event_engine_delays_the_readout_input_hand_computed():
     net = Network(1.0, 1, [Layer("lif", 1, [10.0], [5.0], [[8.0]], threshold=[1.0]),
                            Layer("li", 1, [tm_o], [ts_o], [[w]], ff_delay_ms=[d])], "last").validate()
     ev = Events.from_lists([np.array([2.0e-3])], [np.zeros(1, int)], [0], 1, 0.02, 1)
-    r = simulate_event(net, ev)
-    s = r.layers[0].time_ms
-    assert len(s) >= 1
 
     def kernel(t):  # v of a leaky integrator after I += 1 at t = 0 (tau_mem != tau_syn)
         return 0.0 if t <= 0 else ts_o / (ts_o - tm_o) * (math.exp(-t / ts_o) - math.exp(-t / tm_o))
-    for n in range(20):
-        t = n + 1.0
-        assert r.trace[0, n, 0] == pytest.approx(sum(w * kernel(t - si - d) for si in s), abs=1e-12)
-    assert r.trace[0, int(s[0] + d) - 1, 0] == 0.0  # nothing before the delayed arrival
+    for method in ("layers", "reference"):  # the default path and the one-queue reference
+        r = simulate_event(net, ev, method=method)
+        s = r.layers[0].time_ms
+        assert len(s) >= 1
+        for n in range(20):
+            t = n + 1.0
+            assert r.trace[0, n, 0] == pytest.approx(sum(w * kernel(t - si - d) for si in s), abs=1e-12)
+        assert r.trace[0, int(s[0] + d) - 1, 0] == 0.0  # nothing before the delayed arrival
+
+
+def test_event_engine_after_network_layers_equal_the_reference():
+    net = after_network("lif", "max", seed=5)
+    ev = random_events(5, n_samples=2, n_units=8, spikes=80)
+    a, b = simulate_event(net, ev), simulate_event(net, ev, method="reference")
+    assert all(len(L.time_ms) > 5 for L in a.layers)
+    for La, Lb in zip(a.layers, b.layers):
+        np.testing.assert_array_equal(La.unit, Lb.unit)
+        np.testing.assert_allclose(La.time_ms, Lb.time_ms, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(a.trace, b.trace, rtol=1e-9, atol=1e-12)
 
 
 def test_event_engine_counted_srm_output_with_delays_converges(build_dir):
