@@ -97,7 +97,8 @@ def train(events, config=None, *, test=None, val=None, rundir=None, progress: bo
         transforms): read batch by batch, its transforms run again every epoch.
     config : TrainConfig, dict or path, optional
         Settings (:class:`eventsnn.training.loop.config.TrainConfig`); a path is read as YAML/TOML/JSON. Keyword arguments
-        override it (``eventsnn.train(ev, delays="synaptic", epochs=10)``).
+        override it (``eventsnn.train(ev, delays="synaptic", epochs=10)``). A named preset is a dict of settings:
+        ``eventsnn.train(ev, TrainConfig.from_preset("paper-isi"), epochs=20)``.
     test : Events or path, optional
         Held-out samples evaluated once, with the selected model, at the end.
     val : Events or path, optional

@@ -214,7 +214,8 @@ def cmd_train(a):
     if a.resume:
         check_input(a.resume, "--resume", kind="dir")
         extra = sorted(set(given) - {"epochs", "device"}) + (["--config"] if a.config else []) + \
-            (["--out"] if a.out else [])
+            (["--out"] if a.out else []) + (["--preset"] if a.preset else []) + \
+            (["--show-config"] if a.show_config else [])
         if extra:
             flags = ", ".join(e if e.startswith("--") else _train_flag(e) for e in extra)
             raise EventsnnError(f"--resume continues a run with its saved settings; only --epochs and --device may "
@@ -223,21 +224,35 @@ def cmd_train(a):
         summary = train(TrainConfig(), a.resume, resume=True, progress=not a.json, epochs=given.get("epochs"),
                         device=given.get("device"))
     else:
-        if not a.out:
-            raise EventsnnError("--out: required (the run directory), or --resume RUNDIR to continue a run")
+        # precedence: preset < --config file < flags; an error names where the bad value came from
         values, source = {}, {}
+        if a.preset:
+            values = TrainConfig.from_preset(a.preset)
+            source = {k: f"--preset {a.preset}" for k in values}
         if a.config:
-            values = TrainConfig.from_file(check_input(a.config, "--config"))
-            source = {k: str(a.config) for k in values}
+            from_file = TrainConfig.from_file(check_input(a.config, "--config"))
+            values.update(from_file)
+            source.update({k: str(a.config) for k in from_file})
         values.update(given)
         source.update({k: "flag" for k in given})
+        if a.show_config:  # the merged, validated settings as a config file; nothing is trained
+            import yaml
+
+            cfg = TrainConfig.read(values, source)
+            if a.json:
+                print(json.dumps(cfg.model_dump()))
+            else:
+                sys.stdout.write(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+            return
+        if not a.out:
+            raise EventsnnError("--out: required (the run directory), or --resume RUNDIR to continue a run")
         if not values.get("data"):
             raise EventsnnError("--data: required (the training events file), on the command line or in --config")
         cfg = TrainConfig.read(values, source)
-        check_input(cfg.data, "--data" if source.get("data") == "flag" else f"{a.config}: data")
+        check_input(cfg.data, "--data" if source.get("data") == "flag" else f"{source.get('data')}: data")
         for key in ("test_data", "val_data"):
             if getattr(cfg, key):
-                check_input(getattr(cfg, key), _train_flag(key) if source.get(key) == "flag" else f"{a.config}: {key}")
+                check_input(getattr(cfg, key), _train_flag(key) if source.get(key) == "flag" else f"{source[key]}: {key}")
         check_output(a.out, inputs=[cfg.data, cfg.test_data, cfg.val_data, a.config], kind="dir")
         again = shlex.join(["eventsnn", *sys.argv[1:]])
 
@@ -482,7 +497,7 @@ def _add_train_flags(tr):
             tr.add_argument(flag, dest=name, choices=list(typing.get_args(ann)), help=help_)
         elif typing.get_origin(ann) is list:
             tr.add_argument(flag, dest=name, type=_int_list, metavar="N[,N...]", help=help_)
-        elif ann is int:
+        elif ann is int or ann == int | None:
             tr.add_argument(flag, dest=name, type=_number(int), metavar="N", help=help_)
         elif ann is float or f.metadata:
             tr.add_argument(flag, dest=name, type=_number(float), metavar="X", help=help_)
@@ -635,7 +650,16 @@ def _data_parsers(sub) -> None:
 def _model_parsers(sub) -> None:
     """``eventsnn train | export | import-nir``."""
     tr = sub.add_parser("train", help="surrogate-gradient training with learnable delays")
-    tr.add_argument("--config", type=Path, help="YAML, TOML or JSON file of training settings (flags override it)")
+    from eventsnn.training.config import preset_names
+
+    tr.add_argument("--preset", metavar="NAME",
+                    help=f"start from a named set of settings shipped with eventsnn ({', '.join(preset_names())}: "
+                         "the authors' recipes; --config and flags override it)")
+    tr.add_argument("--config", type=Path, help="YAML, TOML or JSON file of training settings (overrides --preset; "
+                                                "flags override it)")
+    tr.add_argument("--show-config", action="store_true",
+                    help="print the merged settings (preset < --config < flags) as YAML (with --json: JSON) and "
+                         "exit without training")
     tr.add_argument("--out", type=Path, help="run directory to create")
     tr.add_argument("--resume", type=Path, metavar="RUNDIR",
                     help="continue an interrupted run exactly (only --epochs and --device may change)")

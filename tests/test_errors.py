@@ -241,6 +241,11 @@ CASES = [
     ("train --data {poly} --out {poly}", "--out"),
     ("train --data {poly} --out {poly}/run", "--out"),
     ("train --data {poly} --out {run}", "--resume"),
+    ("train --data {poly} --preset paper-nope --out {outdir}", "--preset"),
+    ("train --data {poly} --delay-placement sideways --out {outdir}", "--delay-placement"),
+    ("train --data {poly} --delay-clamp-until -1 --out {outdir}", "--delay-clamp-until"),
+    ("train --data {poly} --delay-clamp-until 2.5 --out {outdir}", "--delay-clamp-until"),
+    ("train --data {poly} --loss prob --out {outdir}", "--loss"),
     # --- train: config files
     ("train --config {ten.yaml} --data {poly} --out {outdir}", "{ten.yaml}"),
     ("train --config {abc.yaml} --data {poly} --out {outdir}", "{abc.yaml}"),

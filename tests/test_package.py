@@ -19,8 +19,10 @@ def test_wheel_installs_only_the_eventsnn_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert tops == {"eventsnn", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}, tops
-    for sub in ("eventsnn/bridge/network.py", "eventsnn/bridge/engines/event.py", "eventsnn/validation/verify.py"):
-        assert sub in names
+    for sub in ("eventsnn/bridge/network.py", "eventsnn/bridge/engines/event.py", "eventsnn/validation/verify.py",
+                "eventsnn/training/presets/paper-shd.yaml", "eventsnn/training/presets/paper-isi.yaml",
+                "eventsnn/training/presets/paper-coincidence.yaml"):
+        assert sub in names, sub
 
 
 def test_subpackages_import_under_eventsnn_and_no_top_level_bridge_or_validation_is_provided():

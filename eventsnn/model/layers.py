@@ -92,11 +92,12 @@ class LIFLayer(nn.Module):
             self.ff_delay_ms.requires_grad_(flag)
             self.delays_learned = flag
 
-    def clamp_(self) -> None:
-        """Project parameters back into their valid range after an optimiser step."""
+    def clamp_(self, cap_delays: bool = True) -> None:
+        """Project parameters back into their valid range after an optimiser step: delays into
+        ``[0, max_delay_ms]`` (only ``>= 0`` with ``cap_delays=False``), learned time constants ``>= 0.5`` ms."""
         with torch.no_grad():
             if self.ff_delay_ms is not None:
-                self.ff_delay_ms.clamp_(0.0, self.max_delay_ms)
+                self.ff_delay_ms.clamp_(0.0, self.max_delay_ms if cap_delays else None)
             if isinstance(self.tau_mem_ms, nn.Parameter):
                 self.tau_mem_ms.clamp_(min=0.5)
                 self.tau_syn_ms.clamp_(min=0.5)
@@ -184,9 +185,9 @@ class SNN(nn.Module):
             trace = trace.cumsum(dim=1)
         return readout_scores(trace, self.readout), trace, spikes
 
-    def clamp_(self):
+    def clamp_(self, cap_delays: bool = True):
         for l in self.layers:
-            l.clamp_()
+            l.clamp_(cap_delays)
 
 
 def readout_scores(trace: torch.Tensor, readout: str) -> torch.Tensor:
@@ -219,12 +220,32 @@ def rate_loss(scores: torch.Tensor, y: torch.Tensor, n_steps: int, rate_true: fl
     return 0.5 * n_steps * ((scores / n_steps - target) ** 2).sum()
 
 
+def prob_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """SLAYER's ``probSpikes`` loss (the global form, the one the authors' synthetic-task scripts call), summed
+    over the batch. With ``n_c`` the spike count of output neuron ``c`` taken as at least 1,
+    ``p_c = n_c / sum_k n_k`` and the label ``y``::
+
+        loss = -log p_y            d loss / d n_c = 1/sum_k n_k - [c == y]/n_c
+
+    The floor at one spike keeps the logarithm finite; as in SLAYER, the gradient passes through it unchanged
+    (SLAYER's backward is ``(p_c - [c == y]) / n_c`` with the floored counts: the same expression). Each output
+    spike of neuron c gets that gradient (a count is the sum of the spikes over time)."""
+    floored = scores + (scores.clamp(min=1.0) - scores).detach()  # the floor, with a straight-through gradient
+    logp = torch.log(floored) - torch.log(floored.sum(dim=1, keepdim=True))
+    return -logp.gather(1, y[:, None]).sum()
+
+
 def summed_loss(scores: torch.Tensor, trace: torch.Tensor, y: torch.Tensor, readout: str, loss: str = "ce",
                 rate_true: float = 0.2, rate_false: float = 0.02) -> torch.Tensor:
-    """The training loss summed over the batch: ``ce`` (cross-entropy of :func:`log_probs`) or ``rate``
-    (:func:`rate_loss` on the spike counts of a ``count`` readout)."""
+    """The training loss summed over the batch: ``ce`` (cross-entropy of :func:`log_probs`), ``rate``
+    (:func:`rate_loss`) or ``prob`` (:func:`prob_loss`), the last two on the spike counts of a ``count``
+    readout."""
     if loss == "rate":
         return rate_loss(scores, y, trace.shape[1], rate_true, rate_false)
+    if loss == "prob":
+        return prob_loss(scores, y)
+    if loss != "ce":
+        raise ValueError(f"unknown loss {loss!r}; choose ce, rate or prob")
     return torch.nn.functional.nll_loss(log_probs(scores, readout), y, reduction="sum")
 
 

@@ -61,10 +61,10 @@ class SRMLayer(LIFLayer):
     def kind(self) -> str:
         return "srm"
 
-    def clamp_(self) -> None:
+    def clamp_(self, cap_delays: bool = True) -> None:
         with torch.no_grad():
             if self.ff_delay_ms is not None:
-                self.ff_delay_ms.clamp_(0.0, self.max_delay_ms)
+                self.ff_delay_ms.clamp_(0.0, self.max_delay_ms if cap_delays else None)
 
     def _rec_terms(self, dt_ms: float, n_steps: int):
         return []

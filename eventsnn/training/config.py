@@ -26,6 +26,21 @@ def flag_for(key: str) -> str:
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
+PRESET_DIR = Path(__file__).with_name("presets")  # package data: one readable YAML file per named preset
+
+
+def preset_names() -> list[str]:
+    """The named presets shipped with eventsnn (``eventsnn train --preset NAME``)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    """The YAML file of preset ``name``; an unknown name is an error naming ``--preset`` and the choices."""
+    names = preset_names()
+    if name not in names:
+        raise EventsnnError(f"--preset: unknown preset {name!r} (choose from {', '.join(names)})")
+    return PRESET_DIR / f"{name}.yaml"
+
 
 class TrainConfig(BaseModel):
     """Every training setting, in one schema: it gives the ``eventsnn train`` flags (``--max-delay-ms``
@@ -45,7 +60,17 @@ class TrainConfig(BaseModel):
     delays: Literal["none", "axonal", "synaptic"] = Field(
         "axonal", description="learnable feed-forward delays: one per presynaptic neuron (axonal) or per synapse")
     max_delay_ms: float = Field(20.0, ge=0, allow_inf_nan=False,
-                                description="delays are initialised in and clamped to [0, this] ms")
+                                description="delays are initialised in and clamped to [0, this] ms (see "
+                                            "--delay-clamp-until)")
+    delay_placement: Literal["before", "after", "both"] = Field(
+        "before", description="which layers get learnable feed-forward delays (each on its input): before, every "
+                              "hidden layer (on the network input too); after, the output of every hidden layer "
+                              "(the inputs of hidden layers 2.. and of the readout; none on the network input: "
+                              "the authors' SHD and coincidence networks); both, the two (their ISI networks)")
+    delay_clamp_until: int | None = Field(
+        None, ge=0, description="delays are clamped to [0, --max-delay-ms] after every step up to and including "
+                                "this epoch (0-based; the authors' SHD: 250), afterwards only kept >= 0; default: "
+                                "clamped always")
     recurrent: bool = Field(False, description="recurrent weights in the last hidden layer")
     readout: Literal["max", "mean", "last", "softmax-sum", "count"] = Field(
         "max", description="class score from the readout trace; count: a spiking output layer's spike count "
@@ -54,9 +79,11 @@ class TrainConfig(BaseModel):
     tau_mem_ms: Positive = Field(20.0, description="membrane time constant of hidden neurons (ms)")
     tau_syn_ms: Positive = Field(5.0, description="synaptic time constant (ms)")
     tau_out_ms: Positive = Field(20.0, description="membrane time constant of the readout (ms)")
-    loss: Literal["ce", "rate"] = Field(
+    loss: Literal["ce", "rate", "prob"] = Field(
         "ce", description="ce: cross-entropy of the class scores; rate: the paper's spike-count loss (readout "
-                          "count): squared distance of each output neuron's rate to --rate-true / --rate-false")
+                          "count): squared distance of each output neuron's rate to --rate-true / --rate-false; "
+                          "prob: SLAYER's probSpikes (readout count, the authors' synthetic tasks): -log of the "
+                          "label's share of the output spikes, each count taken as at least 1")
     rate_true: float = Field(0.2, ge=0, allow_inf_nan=False,
                              description="loss rate: target spikes per step of the label's output neuron")
     rate_false: float = Field(0.02, ge=0, allow_inf_nan=False,
@@ -99,8 +126,8 @@ class TrainConfig(BaseModel):
     @field_validator("loss")
     @classmethod
     def _loss_needs_counts(cls, v: str, info) -> str:
-        if v == "rate" and info.data.get("readout") != "count":
-            raise ValueError("the rate loss compares spike counts: use it with --readout count")
+        if v in ("rate", "prob") and info.data.get("readout") != "count":
+            raise ValueError(f"the {v} loss compares spike counts: use it with --readout count")
         return v
 
     @field_validator("neuron")
@@ -157,6 +184,11 @@ class TrainConfig(BaseModel):
                 label = flag_for(key)
                 raise EventsnnError(f"{label}: {err['msg']} (got {got!r})") from None
             raise fail(where, f"{key}: {err['msg']} (got {got!r})") from None
+
+    @classmethod
+    def from_preset(cls, name: str) -> dict:
+        """The settings of a named preset (a config file shipped with eventsnn; :func:`preset_names`)."""
+        return cls.from_file(preset_path(name))
 
     @classmethod
     def from_file(cls, path) -> dict:

@@ -77,6 +77,16 @@ def check_fits(cfg: "TrainConfig", events: Events, source=None) -> None:
                             f"{have / 2**30:.1f} GiB; use a smaller --batch-size or fewer hidden units")
 
 
+def layer_delays(cfg: TrainConfig) -> list[str]:
+    """The feed-forward delay kind (``none``, ``axonal``, ``synaptic``) of each layer, hidden layers then the
+    readout, from ``delays`` and ``delay_placement``: a layer's delays act on its input, so a delay *after*
+    hidden layer i is a delay on the input of layer i + 1 (the next hidden layer, or the readout)."""
+    n = len(cfg.hidden)
+    before = cfg.delay_placement in ("before", "both")
+    after = cfg.delay_placement in ("after", "both")
+    return [cfg.delays if (before and i < n) or (after and i > 0) else "none" for i in range(n + 1)]
+
+
 def build_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device) -> SNN:
     g = torch.Generator().manual_seed(cfg.seed)
     build = _build_srm_model if cfg.neuron == "srm" else _build_lif_model
@@ -91,21 +101,24 @@ def build_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device) -> SNN:
 
 
 def _build_lif_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device, g) -> SNN:
+    kinds = layer_delays(cfg)
+    delay_kw = [dict(delays=k, max_delay_ms=cfg.max_delay_ms) if k != "none" else {} for k in kinds]
     layers, n_pre = [], n_inputs
     for i, h in enumerate(cfg.hidden):
         layers.append(LIFLayer(n_pre, h, reset=cfg.reset, tau_mem_ms=cfg.tau_mem_ms, tau_syn_ms=cfg.tau_syn_ms,
-                               threshold=cfg.threshold, delays=cfg.delays, max_delay_ms=cfg.max_delay_ms,
-                               recurrent=cfg.recurrent and i == len(cfg.hidden) - 1, learn_taus=cfg.learn_taus,
-                               weight_scale=cfg.weight_scale, generator=g))
-        layers[-1].set_delays_trainable(cfg.delays != "none")
+                               threshold=cfg.threshold, recurrent=cfg.recurrent and i == len(cfg.hidden) - 1,
+                               learn_taus=cfg.learn_taus, weight_scale=cfg.weight_scale, generator=g, **delay_kw[i]))
         n_pre = h
     if cfg.readout in SPIKING_READOUTS:  # a spiking output layer whose spikes are counted
         layers.append(LIFLayer(n_pre, n_classes, reset=cfg.reset, tau_mem_ms=cfg.tau_out_ms,
                                tau_syn_ms=cfg.tau_syn_ms, threshold=cfg.threshold, learn_taus=cfg.learn_taus,
-                               weight_scale=cfg.weight_scale, generator=g))
+                               weight_scale=cfg.weight_scale, generator=g, **delay_kw[-1]))
     else:
         layers.append(LIFLayer(n_pre, n_classes, spiking=False, tau_mem_ms=cfg.tau_out_ms,
-                               tau_syn_ms=cfg.tau_syn_ms, learn_taus=cfg.learn_taus, weight_scale=1.0, generator=g))
+                               tau_syn_ms=cfg.tau_syn_ms, learn_taus=cfg.learn_taus, weight_scale=1.0, generator=g,
+                               **delay_kw[-1]))
+    for layer in layers:
+        layer.set_delays_trainable(True)  # (a layer without delays has nothing to set)
     return SNN(layers, cfg.dt_ms, cfg.readout).to(device)
 
 
@@ -115,16 +128,19 @@ def _build_srm_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device, g)
 
     srm_kw = dict(tau_sr_ms=cfg.tau_sr_ms, tau_ref_ms=cfg.tau_ref_ms, scale_ref=cfg.scale_ref,
                   threshold=cfg.threshold, weight_scale=cfg.weight_scale, generator=g)
+    kinds = layer_delays(cfg)
+    delay_kw = [dict(delays=k, max_delay_ms=cfg.max_delay_ms) if k != "none" else {} for k in kinds]
     layers, n_pre = [], n_inputs
-    for h in cfg.hidden:
-        layers.append(SRMLayer(n_pre, h, delays=cfg.delays, max_delay_ms=cfg.max_delay_ms, **srm_kw))
-        layers[-1].set_delays_trainable(cfg.delays != "none")
+    for i, h in enumerate(cfg.hidden):
+        layers.append(SRMLayer(n_pre, h, **delay_kw[i], **srm_kw))
         n_pre = h
     if cfg.readout in SPIKING_READOUTS:
-        layers.append(SRMLayer(n_pre, n_classes, **srm_kw))
+        layers.append(SRMLayer(n_pre, n_classes, **delay_kw[-1], **srm_kw))
     else:
         layers.append(LIFLayer(n_pre, n_classes, spiking=False, tau_mem_ms=cfg.tau_out_ms,
-                               tau_syn_ms=cfg.tau_syn_ms, weight_scale=1.0, generator=g))
+                               tau_syn_ms=cfg.tau_syn_ms, weight_scale=1.0, generator=g, **delay_kw[-1]))
+    for layer in layers:
+        layer.set_delays_trainable(True)
     return SNN(layers, cfg.dt_ms, cfg.readout).to(device)
 
 
@@ -415,7 +431,7 @@ def _train_epochs(cfg, rundir, ckpt_path, dist, dev, events, tr_idx, val_idx, te
                 rate_sum += float(sum(sp.detach().sum() for sp in spikes)) / max(1, sum(sp.shape[2] for sp in spikes))
             dist.sum_grads(model.parameters())
             opt.step()
-            model.clamp_()
+            model.clamp_(cap_delays=cfg.delay_clamp_until is None or epoch <= cfg.delay_clamp_until)
         if sched is not None:
             sched.step()
         loss_sum, correct, rate_sum = dist.sum_floats(loss_sum, correct, rate_sum)
@@ -498,6 +514,6 @@ def load_trained_model(rundir, device="cpu", dtype=torch.float32) -> SNN:
     except RuntimeError as e:
         raise fail(Path(rundir) / "checkpoint.pt", f"checkpoint does not match its config ({str(e).splitlines()[0]})") from None
     for layer in model.layers:
-        layer.delays_learned = cfg.delays != "none" and layer.spiking
+        layer.delays_learned = layer.ff_delay_ms is not None
     model.requires_grad_(False)
     return model.to(device=device, dtype=dtype).eval()
