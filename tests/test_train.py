@@ -224,6 +224,10 @@ def test_resume_equals_uninterrupted(poly_files, tmp_path):
     mb = [json.loads(l) for l in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
     for a, b in zip(ma, mb, strict=True):
         assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    # the curves of every epoch are drawn in each run directory (a PNG, redrawn after the resumed epochs)
+    for run in ("full", "part"):
+        png = (tmp_path / run / "curves.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     sa = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model"]
     sb = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["model"]
     for k in sa:

@@ -491,6 +491,10 @@ def _train_epochs(cfg, rundir, ckpt_path, dist, dev, events, tr_idx, val_idx, te
     if dist.main:
         with atomic_path(rundir / "summary.json") as tmp:
             tmp.write_text(jsonio.dumps(summary, indent=2))
+        if history and not rundir_is_temporary:
+            from eventsnn.training.curves import plot_curves
+
+            plot_curves(rundir)
     dist.barrier()
     # leave the process group before the interpreter exits: gloo's threads torn down at exit can abort a rank
     # ("terminate called without an active exception", exit -6) after a successful run
