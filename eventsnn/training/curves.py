@@ -35,7 +35,7 @@ def plot_curves(rundir, out=None) -> Path:
         ax.grid(alpha=0.3)
     if summary.get("test_acc") is not None:
         ax_a.axhline(summary["test_acc"], color="C3", ls="--", lw=1, label=f"test {summary['test_acc']:.3f}")
-    ax_a.legend(fontsize=8, loc="lower right")
+    ax_a.legend(fontsize=8, loc="upper left")
     fig.suptitle(rundir.name, fontsize=9)
     fig.tight_layout()
     out = Path(out) if out is not None else rundir / "curves.png"
