@@ -226,7 +226,11 @@ def run_cell(job: dict) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", EventsnnWarning)
         rec = _run_cell(job)
-    msgs = sorted({str(w.message) for w in caught if issubclass(w.category, EventsnnWarning)})
+    from eventsnn.util.errors import MergedSpikesWarning
+
+    # a worker's merge counts are reported even when 0 (for totals across workers); a cell keeps real merges only
+    msgs = sorted({str(w.message) for w in caught if issubclass(w.category, EventsnnWarning)
+                   and not (isinstance(w.message, MergedSpikesWarning) and w.message.merged == 0)})
     if msgs:
         rec["warnings"] = sorted(set(rec.get("warnings", [])) | set(msgs))
     return rec
