@@ -106,13 +106,14 @@ def _build_lif_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device, g)
     layers, n_pre = [], n_inputs
     for i, h in enumerate(cfg.hidden):
         layers.append(LIFLayer(n_pre, h, reset=cfg.reset, tau_mem_ms=cfg.tau_mem_ms, tau_syn_ms=cfg.tau_syn_ms,
-                               threshold=cfg.threshold, recurrent=cfg.recurrent and i == len(cfg.hidden) - 1,
-                               learn_taus=cfg.learn_taus, weight_scale=cfg.weight_scale, generator=g, **delay_kw[i]))
+                               threshold=cfg.threshold, refractory_ms=cfg.refractory_ms,
+                               recurrent=cfg.recurrent and i == len(cfg.hidden) - 1, learn_taus=cfg.learn_taus,
+                               weight_scale=cfg.weight_scale, generator=g, **delay_kw[i]))
         n_pre = h
     if cfg.readout in SPIKING_READOUTS:  # a spiking output layer whose spikes are counted
         layers.append(LIFLayer(n_pre, n_classes, reset=cfg.reset, tau_mem_ms=cfg.tau_out_ms,
-                               tau_syn_ms=cfg.tau_syn_ms, threshold=cfg.threshold, learn_taus=cfg.learn_taus,
-                               weight_scale=cfg.weight_scale, generator=g, **delay_kw[-1]))
+                               tau_syn_ms=cfg.tau_syn_ms, threshold=cfg.threshold, refractory_ms=cfg.refractory_ms,
+                               learn_taus=cfg.learn_taus, weight_scale=cfg.weight_scale, generator=g, **delay_kw[-1]))
     else:
         layers.append(LIFLayer(n_pre, n_classes, spiking=False, tau_mem_ms=cfg.tau_out_ms,
                                tau_syn_ms=cfg.tau_syn_ms, learn_taus=cfg.learn_taus, weight_scale=1.0, generator=g,
