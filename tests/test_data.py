@@ -262,6 +262,26 @@ def test_tonic_arrays_round_trip_and_file_has_tonic_datasets(tmp_path):
         assert len(h["extra/speaker"]) == 5 and [k.decode() for k in h["extra/keys"][()]] == ev.class_names
 
 
+def test_speaker_ids_travel_with_their_samples(tmp_path):
+    ev = make_polychrony(samples=6, seed=3)
+    ev.speakers = np.array([5, 5, 7, 9, 7, 2])
+    f = tmp_path / "ev.h5"
+    save_events(ev, f)
+    back = load_events(f)
+    np.testing.assert_array_equal(back.speakers, ev.speakers)
+    np.testing.assert_array_equal(back.subset([4, 0]).speakers, [7, 5])
+    np.testing.assert_array_equal(Events.concat([back, back.subset([3])]).speakers, [5, 5, 7, 9, 7, 2, 9])
+    np.testing.assert_array_equal(Compose([Reverse(), Delete(0.5, seed=1)])(back).speakers, ev.speakers)
+    p = run_cli("data", "transform", f, "--out", tmp_path / "r.h5", "--reverse")
+    assert p.returncode == 0, p.stderr
+    np.testing.assert_array_equal(load_events(tmp_path / "r.h5").speakers, ev.speakers)
+    with h5py.File(f, "a") as h:  # a file whose speaker ids do not match its samples is refused, naming it
+        del h["extra/speaker"]
+        h.create_dataset("extra/speaker", data=np.arange(4))
+    with pytest.raises(EventsnnError, match=r"ev\.h5.*extra/speaker: expected 6 integer ids"):
+        load_events(f)
+
+
 def test_tonic_shd_reader_opens_our_file_and_trains_with_its_transforms(tmp_path):
     """tonic.datasets.SHD reads an eventsnn events file placed where it looks (DIR/SHD/shd_train.h5, with the
     archive it checks for present), and that dataset, with a tonic transform, trains through DatasetSource."""

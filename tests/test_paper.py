@@ -186,6 +186,30 @@ def test_prepare_norm_and_part(official):
     assert part[0].counts().sum(1).mean() > norm[0].counts().sum(1).mean()
 
 
+@pytest.mark.parametrize("variant", ["whole", "part", "norm"])
+def test_prepare_carries_speaker_ids_with_their_samples(official, variant):
+    """Every prepared sample keeps the speaker id of the sample it was made from (selection, balancing, split)."""
+    tr, te = (load_any(p) for p in official)
+    te.speakers = te.speakers + 1000  # ids unique over both files: an id names its source sample
+    (Xa, Ya), (Xb, Yb) = _authors_raster(tr), _authors_raster(te)
+    X, Y = np.concatenate([Xa, Xb]), np.concatenate([Ya, Yb])
+    source = {int(s): i for i, s in enumerate(np.concatenate([tr.speakers[:len(Ya)], te.speakers[:len(Yb)]]))}
+    *splits, summary = prepare_speech([tr, te], "shd", variant, seed=5)
+    ids = np.concatenate([ev.speakers for ev in splits])
+    assert len(np.unique(ids)) == len(ids) == sum(map(len, splits))  # no sample twice
+    for ev in splits:
+        idx = np.array([source[int(s)] for s in ev.speakers])
+        np.testing.assert_array_equal(ev.labels, Y[idx])
+        if variant == "whole":
+            np.testing.assert_array_equal(_dense(ev), X[idx])
+        else:  # the kept channels of the source sample: norm keeps a subset of its spikes, part all of them
+            kept = _dense(ev).sum((1, 2))
+            assert np.all(kept >= 1) and np.all(kept <= X[idx].sum((1, 2)))
+    # a file without speaker ids gives prepared samples without them
+    tr.speakers = None
+    assert all(ev.speakers is None for ev in prepare_speech([tr, te], "shd", variant, seed=5)[:3])
+
+
 def test_data_prepare_cli_writes_three_files_and_refuses_bad_input(official, tmp_path):
     tr, te = official
     r = run_cli("data", "prepare", "shd", "--train", tr, "--test", te, "--variant", "norm", "--out", tmp_path / "n",
@@ -193,7 +217,10 @@ def test_data_prepare_cli_writes_three_files_and_refuses_bad_input(official, tmp
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert {f.name for f in (tmp_path / "n").iterdir()} >= {"train.h5", "val.h5", "test.h5", "summary.json"}
-    assert load_any(tmp_path / "n" / "train.h5").n_units == s["units"]
+    prepared = load_any(tmp_path / "n" / "train.h5")
+    assert prepared.n_units == s["units"]
+    # the official files' extra/speaker ids (0..299 and 0..269 here) are carried, not replaced by zeros
+    assert prepared.speakers.max() > 0 and prepared.speakers.max() < 300
     before = Path(tr).read_bytes()
     r = run_cli("data", "prepare", "shd", "--train", tr, "--test", te, "--variant", "norm", "--out", tr)
     assert r.returncode == 2 and "is the input" in r.stderr and Path(tr).read_bytes() == before

@@ -47,7 +47,8 @@ class Events:
     """Many samples of spike events, stored flat.
 
     ``times`` (float64, seconds) and ``units`` (int64) are concatenated over
-    samples; sample ``i`` owns ``times[offsets[i]:offsets[i+1]]``.
+    samples; sample ``i`` owns ``times[offsets[i]:offsets[i+1]]``. ``speakers``: one id per sample (the SHD
+    layout's ``extra/speaker``), or None where the source has none; selections and transforms carry it.
     """
 
     times: np.ndarray
@@ -60,6 +61,7 @@ class Events:
     class_names: list[str] | None = None
     source: str = ""
     meta: dict = field(default_factory=dict)
+    speakers: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -93,7 +95,7 @@ class Events:
         take = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]) if len(idx) else np.zeros(0, np.int64)
         return Events(self.times[take], self.units[take], offsets, self.labels[idx].copy(),
                       self.n_units, self.duration_s, self.n_classes, self.class_names, self.source,
-                      dict(self.meta))
+                      dict(self.meta), None if self.speakers is None else self.speakers[idx].copy())
 
     @classmethod
     def concat(cls, parts: list["Events"]) -> "Events":
@@ -103,7 +105,8 @@ class Events:
         first = parts[0]
         return cls(np.concatenate([p.times for p in parts]), np.concatenate([p.units for p in parts]), offsets,
                    np.concatenate([p.labels for p in parts]), first.n_units, max(p.duration_s for p in parts),
-                   max(p.n_classes for p in parts), first.class_names, first.source, dict(first.meta))
+                   max(p.n_classes for p in parts), first.class_names, first.source, dict(first.meta),
+                   None if any(p.speakers is None for p in parts) else np.concatenate([p.speakers for p in parts]))
 
     def replace(self, times=None, units=None, offsets=None, **kw) -> "Events":
         """A copy with new flat arrays (and any other field changed)."""
@@ -112,7 +115,7 @@ class Events:
                       offsets=self.offsets if offsets is None else offsets,
                       labels=self.labels, n_units=self.n_units, duration_s=self.duration_s,
                       n_classes=self.n_classes, class_names=self.class_names,
-                      source=self.source, meta=dict(self.meta))
+                      source=self.source, meta=dict(self.meta), speakers=self.speakers)
         fields.update(kw)
         return Events(**fields)
 
@@ -185,6 +188,10 @@ class Events:
                 raise fail(path, f"unit index {bad} out of range [0, {self.n_units})")
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= self.n_classes):
             raise fail(path, f"label out of range [0, {self.n_classes}): {self.labels.min()}..{self.labels.max()}")
+        if self.speakers is not None:
+            self.speakers = np.asarray(self.speakers, np.int64)
+            if self.speakers.shape != self.labels.shape:
+                raise fail(path, f"speakers: {self.speakers.size} ids for {len(self.labels)} samples")
         return self
 
 
@@ -255,17 +262,13 @@ def bin_events(events: Events, dt_ms: float, indices=None) -> Binned:
 
 # ----------------------------------------------------------------------------- I/O
 
-def save_events(events: Events, path, speakers=None) -> None:
-    """Write ``events`` in the SHD layout with ``format="eventsnn.events"`` (atomically).
-
-    ``speakers``: one id per sample for ``extra/speaker`` (default 0 for all).
-    """
+def save_events(events: Events, path) -> None:
+    """Write ``events`` in the SHD layout with ``format="eventsnn.events"`` (atomically); ``extra/speaker`` holds
+    ``events.speakers`` (0 for every sample when they are unknown)."""
     import h5py
 
     events.validate(path)
-    speakers = np.zeros(len(events), np.int64) if speakers is None else np.asarray(speakers, np.int64)
-    if speakers.shape != (len(events),):
-        raise ValueError(f"speakers: expected {len(events)} ids, got shape {speakers.shape}")
+    speakers = np.zeros(len(events), np.int64) if events.speakers is None else events.speakers
     vt = h5py.vlen_dtype(np.float64)
     vu = h5py.vlen_dtype(np.int32)
     with atomic_path(path) as tmp:
@@ -334,6 +337,13 @@ def load_events(path) -> Events:
             if t.shape != u.shape:
                 raise fail(path, f"sample {i}: {len(t)} times but {len(u)} units")
         all_t = np.concatenate(times_list)
+        speakers = None
+        if "extra/speaker" in f:
+            speakers = np.asarray(f["extra/speaker"][()]).ravel()
+            if speakers.shape != labels.shape or speakers.dtype.kind not in "iu":
+                raise fail(path, f"extra/speaker: expected {len(labels)} integer ids (one per sample), got "
+                                 f"{speakers.size} of type {speakers.dtype}")
+            speakers = speakers.astype(np.int64)
         if fmt == EVENTS_FORMAT:
             try:
                 n_units = int(f.attrs["n_units"])
@@ -358,7 +368,7 @@ def load_events(path) -> Events:
     if len(all_t) and all_t.min() < 0:
         raise fail(path, f"negative spike time {all_t.min():g} s")
     ev = Events.from_lists(times_list, units_list, labels, n_units, duration_s, n_classes, class_names, source)
-    ev.meta = meta
+    ev.meta, ev.speakers = meta, speakers
     return ev.validate(path)
 
 

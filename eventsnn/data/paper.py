@@ -207,8 +207,9 @@ def _keys(times_list, units_list, first: int, U: int) -> np.ndarray:
     return np.unique((s * U + u) * N_BINS + b)
 
 
-def _bin_like_authors(src, first: int = 0, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray, int, list | None]:
-    """(keys, labels, n_units, class names) of the binary raster the authors build from one official file.
+def _bin_like_authors(src, first: int = 0, chunk: int = 1024):
+    """(keys, labels, n_units, class names, speakers) of the binary raster the authors build from one official
+    file (speakers: one id per kept sample, or None where the file has none).
 
     ``src``: Events, or the path of an official file, read ``chunk`` samples at a time (an SSC file never has
     to fit in memory as events). Only whole batches of 256 samples are kept (their generator drops the rest).
@@ -220,7 +221,7 @@ def _bin_like_authors(src, first: int = 0, chunk: int = 1024) -> tuple[np.ndarra
         keys = [_keys(*zip(*(src.sample(i) for i in range(a, min(a + chunk, n)))), first + a, src.n_units)
                 for a in range(0, n, chunk)]
         return (np.concatenate(keys) if keys else np.zeros(0, np.int64)), src.labels[:n].copy(), src.n_units, \
-            src.class_names
+            src.class_names, None if src.speakers is None else src.speakers[:n].copy()
     from eventsnn.data.speech import SOURCE as SPOKEN_DIGITS
     with open_h5(src) as f:
         spoken = f.attrs.get("format") is not None and str(f.attrs.get("source", "")) == SPOKEN_DIGITS
@@ -238,6 +239,13 @@ def _bin_like_authors(src, first: int = 0, chunk: int = 1024) -> tuple[np.ndarra
         n = (len(labels) // BATCH) * BATCH
         names = [k.decode() if isinstance(k, bytes) else str(k) for k in f["extra/keys"][()]] \
             if "extra/keys" in f else None
+        speakers = None
+        if "extra/speaker" in f:
+            speakers = np.asarray(f["extra/speaker"][()]).ravel()
+            if speakers.shape != labels.shape or speakers.dtype.kind not in "iu":
+                raise fail(src, f"extra/speaker: expected {len(labels)} integer ids (one per sample), got "
+                                f"{speakers.size} of type {speakers.dtype}")
+            speakers = speakers[:n].astype(np.int64)
         keys = []
         for a in range(0, n, chunk):
             ts, us = f["spikes/times"][a:min(a + chunk, n)], f["spikes/units"][a:min(a + chunk, n)]
@@ -250,7 +258,7 @@ def _bin_like_authors(src, first: int = 0, chunk: int = 1024) -> tuple[np.ndarra
                 if len(t) and not (np.all(np.isfinite(t)) and np.min(t) >= 0):
                     raise fail(src, f"sample {a + i}: spike times must be finite and >= 0")
             keys.append(_keys(ts, us, first + a, U))
-    return (np.concatenate(keys) if keys else np.zeros(0, np.int64)), labels[:n], U, names
+    return (np.concatenate(keys) if keys else np.zeros(0, np.int64)), labels[:n], U, names, speakers
 
 
 def prepare_speech(files: list, dataset: str, variant: str, seed: int = 0, duration_bins: int = 200):
@@ -273,16 +281,19 @@ def prepare_speech(files: list, dataset: str, variant: str, seed: int = 0, durat
     if duration_bins < N_BINS:
         raise EventsnnError(f"--duration-bins must be >= {N_BINS} (the authors' raster has {N_BINS} bins), "
                             f"got {duration_bins}")
-    keys_l, labels_l, base, U, names = [], [], 0, None, None
+    keys_l, labels_l, spk_l, base, U, names = [], [], [], 0, None, None
     for f in files:
-        k, y, u, nm = _bin_like_authors(f, first=base)
+        k, y, u, nm, spk = _bin_like_authors(f, first=base)
         if U is not None and u != U:
             raise EventsnnError(f"{dataset}: the files have {U} and {u} channels")
         U, names = u, names or nm
         keys_l.append(k)
         labels_l.append(y)
+        spk_l.append(spk)
         base += len(y)
     keys, Y = np.concatenate(keys_l), np.concatenate(labels_l)
+    # speaker ids travel with their samples (None unless every file has them)
+    SPK = None if any(x is None for x in spk_l) else np.concatenate(spk_l)
     del keys_l
     n_classes = int(Y.max()) + 1 if len(Y) else 0
     N = len(Y)
@@ -327,6 +338,7 @@ def prepare_speech(files: list, dataset: str, variant: str, seed: int = 0, durat
         else:
             sel = part_sel
         keys, Y, U = _select(part_keys, sel, C), Y2[sel], C
+        SPK = None if SPK is None else SPK[keep][sel]
     N = len(Y)
     if dataset == "ssc":  # theirs (data_{whole,part,norm}_pre.py): shuffled with seed 42, then 60% / 15% / 15%
         order = np.random.RandomState(SSC_SPLIT_SEED).permutation(N)
@@ -341,8 +353,10 @@ def prepare_speech(files: list, dataset: str, variant: str, seed: int = 0, durat
         k = _select(keys, idx, U)
         s, rest = np.divmod(k, U * N_BINS)
         u, b = np.divmod(rest, N_BINS)
-        out.append(binned_to_events(s, u, b, np.ones(len(k), np.int64), Y[idx], U, n_classes, bin_ms,
-                                    duration_bins, names, f"{dataset}-{variant}:{name}"))
+        ev = binned_to_events(s, u, b, np.ones(len(k), np.int64), Y[idx], U, n_classes, bin_ms, duration_bins,
+                              names, f"{dataset}-{variant}:{name}")
+        ev.speakers = None if SPK is None else SPK[idx]
+        out.append(ev)
     summary.update({"samples": int(N), "units": int(U), "bin_ms": bin_ms,
                     "train": len(out[0]), "val": len(out[1]), "test": len(out[2])})
     return (*out, summary)

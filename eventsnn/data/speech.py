@@ -267,7 +267,8 @@ def make_speech(out, *, languages=LANGUAGES, size: str = "default", seed: int = 
         ev = Events.from_lists([r[0] for r in res], [r[1] for r in res], labels, channels, duration, 20,
                                class_names, source=SOURCE, sort=False)
         ev.meta = {"seed": seed, "size": size, "languages": ",".join(languages)}
-        save_events(ev, out / f"{part}.h5", speakers=[si for _, _, si, _ in js])
+        ev.speakers = np.array([si for _, _, si, _ in js], np.int64)
+        save_events(ev, out / f"{part}.h5")
         summary[part] = {"samples": len(ev), "speakers": sorted({si for _, _, si, _ in js})}
     summary["speakers"] = [dict(id=i, name=s.name(), variant=s.variant, pitch=s.pitch, pitch_range=s.pitch_range,
                                 rate=s.rate) for i, s in enumerate(speakers)]
