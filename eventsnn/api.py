@@ -241,10 +241,11 @@ def compare(a, b, tolerance=None) -> dict:
 
 def verify(network, events, out=None, *, dt=None, probes="reverse", target="numpy", first=None,
            workers: int = 1, progress: bool | None = None, event: bool = True, fine_samples: int | None = 16,
-           samples=None) -> dict:
+           keep_runs: bool = False, samples=None) -> dict:
     """Verify a network: the exact run, and torch and Brian2 at the training dt and finer, for the original
-    inputs and each probe. Returns the report (see ``report.md``); with ``out`` the run files, report and figures
-    are kept there (and an interrupted verify resumes), otherwise they go to a temporary directory. ``dt``: the
+    inputs and each probe. Returns the report (see ``report.md``); with ``out`` the report and figures are kept
+    there (and an interrupted verify resumes), and the run files too with ``keep_runs``; otherwise everything goes
+    to a temporary directory. ``dt``: the
     steps (ms) besides the training dt (None: a tenth and a hundredth of it). The runs finer than the training dt
     take the first ``fine_samples`` samples (None: all)."""
     from eventsnn.bridge.network import save_network
@@ -259,7 +260,7 @@ def verify(network, events, out=None, *, dt=None, probes="reverse", target="nump
         if not isinstance(events, (str, Path)):
             save_events(_events(events), ev_f)
         return _verify(net_f, ev_f, d, dts=dt, probes=probes, target=target, first=first, workers=workers,
-                       progress=_progress(progress), event=event, fine_samples=fine_samples,
+                       progress=_progress(progress), event=event, fine_samples=fine_samples, keep_runs=keep_runs,
                        network_name=None if isinstance(network, (str, Path)) else "network (in memory)")
 
     first = _renamed("samples", "first", samples, first, "verify")

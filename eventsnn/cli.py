@@ -405,7 +405,7 @@ def cmd_verify(a):
         check_scheduler(a.scheduler)
     report = verify(a.network, a.data, a.out, dts=a.dt, probes=a.probes, target=a.target, first=a.first,
                     workers=a.workers, progress=not a.json, scheduler=a.scheduler, event=not a.no_event,
-                    fine_samples=None if a.fine_samples == 0 else a.fine_samples)
+                    fine_samples=None if a.fine_samples == 0 else a.fine_samples, keep_runs=a.keep_runs)
     if a.json:
         _emit(report, True)
     else:
@@ -757,6 +757,9 @@ def _run_parsers(sub) -> None:
     v.add_argument("--no-event", action="store_true",
                    help="skip the exact event-driven runs (their cost grows with the spike count: slow for networks "
                         "that fire fast without a refractory period)")
+    v.add_argument("--keep-runs", action="store_true",
+                   help="keep the run files (OUT/runs/*.h5: every spike of every run, for eventsnn compare or your "
+                        "own analysis); by default they are deleted once the report is written")
     v.add_argument("--out", required=True, type=Path, help="report directory (resumable)")
     _common(v)
     v.set_defaults(func=cmd_verify)

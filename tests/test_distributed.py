@@ -92,7 +92,8 @@ def test_verify_on_a_dask_cluster_equals_one_process(dask_cluster, tmp_path):
     address, workers = dask_cluster
     save_network(random_network(11), tmp_path / "net.h5")
     save_events(random_events(11, n_samples=6), tmp_path / "ev.h5")
-    args = [tmp_path / "net.h5", "--data", tmp_path / "ev.h5", "--dt", "1,0.5", "--probes", "reverse", "--json"]
+    args = [tmp_path / "net.h5", "--data", tmp_path / "ev.h5", "--dt", "1,0.5", "--probes", "reverse", "--json",
+            "--keep-runs"]
     p = run_cli("verify", *args, "--scheduler", address, "--out", tmp_path / "cluster")
     assert p.returncode == 0, p.stderr
     p = run_cli("verify", *args, "--out", tmp_path / "local")

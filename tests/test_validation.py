@@ -192,7 +192,8 @@ RUN_KEYS = {"name", "engine", "dt_ms", "delays", "inputs", "transform", "accurac
 def test_verify_report_schema_and_accuracy_recomputed(verify_inputs, tmp_path):
     netf, evf = verify_inputs
     out = tmp_path / "rep"
-    p = run_cli("verify", netf, "--data", evf, "--dt", "1,0.25", "--probes", "reverse", "--out", out, "--json")
+    p = run_cli("verify", netf, "--data", evf, "--dt", "1,0.25", "--probes", "reverse", "--out", out, "--json",
+                "--keep-runs")
     assert p.returncode == 0, p.stderr
     rep = json.loads(p.stdout)
     assert rep["n_samples"] == 6 and rep["train_dt_ms"] == 1.0
@@ -262,7 +263,8 @@ def test_verify_interrupted_then_rerun_reuses_complete_runs(verify_inputs, tmp_p
     bogus = out / "runs" / "brian2-dt0.1-reverse-full.h5"
     bogus.write_bytes(b"partial garbage")
     mtimes = {f.name: f.stat().st_mtime_ns for f in done}
-    p = run_cli("verify", netf, "--data", evf, "--dt", "1,0.1", "--probes", "reverse", "--out", out, "--json")
+    p = run_cli("verify", netf, "--data", evf, "--dt", "1,0.1", "--probes", "reverse", "--out", out, "--json",
+                "--keep-runs")
     assert p.returncode == 0, p.stderr
     for f in done:
         assert f.stat().st_mtime_ns == mtimes[f.name], f"{f.name} was recomputed instead of reused"
@@ -295,13 +297,36 @@ def test_verify_no_event_skips_the_event_runs(verify_inputs, tmp_path):
     netf, evf = verify_inputs
     out = tmp_path / "rep"
     p = run_cli("verify", netf, "--data", evf, "--dt", "1", "--probes", "reverse", "--no-event", "--out", out,
-                "--json")
+                "--json", "--keep-runs")
     assert p.returncode == 0, p.stderr
     runs = {r["name"]: r for r in json.loads(p.stdout)["runs"]}
     assert set(runs) == {f"{e}-dt1-{t}" for e in ("torch", "brian2") for t in ("none", "reverse-window",
                                                                                "reverse-full")}
     assert runs["brian2-dt1-none"]["spike_mismatch"] == 0
     assert not list((out / "runs").glob("event-*")) and (out / "accuracy_vs_dt.png").stat().st_size > 0
+
+
+def test_verify_keeps_run_files_only_when_asked(verify_inputs, tmp_path):
+    """The report and figures stay; the run files (every spike of every run) go once the report is written,
+    unless ``--keep-runs``: then they stay and the report names them."""
+    netf, evf = verify_inputs
+    reports = {}
+    for keep in (False, True):
+        out = tmp_path / f"keep{keep}"
+        p = run_cli("verify", netf, "--data", evf, "--dt", "1", "--probes", "", "--out", out, "--json",
+                    *(["--keep-runs"] if keep else []))
+        assert p.returncode == 0, p.stderr
+        rep = json.loads(p.stdout)
+        assert json.loads((out / "report.json").read_text())["runs"] == rep["runs"]
+        assert (out / "report.md").exists() and (out / "raster.png").stat().st_size > 0
+        files = sorted(f.name for f in (out / "runs").glob("*.h5")) if (out / "runs").exists() else []
+        if keep:
+            assert files == sorted(f"{r['name']}.h5" for r in rep["runs"]) and len(files) == 3
+            assert all((out / r["file"]).exists() for r in rep["runs"])
+        else:
+            assert files == [] and not (out / "runs").exists() and all(r["file"] is None for r in rep["runs"])
+        reports[keep] = [{k: v for k, v in r.items() if k not in ("file", "wall_s")} for r in rep["runs"]]
+    assert reports[False] == reports[True]
 
 
 def test_torch_engine_bounds_its_batch_by_memory(monkeypatch):
@@ -333,7 +358,8 @@ def test_verify_workers_split_samples_when_runs_are_few(verify_inputs, tmp_path)
     """Three runs (exact, torch, Brian2), four workers: each run's samples are split over four processes."""
     netf, evf = verify_inputs
     out = tmp_path / "rep"
-    p = run_cli("verify", netf, "--data", evf, "--dt", "1", "--probes", "", "--workers", "4", "--out", out, "--json")
+    p = run_cli("verify", netf, "--data", evf, "--dt", "1", "--probes", "", "--workers", "4", "--out", out, "--json",
+                "--keep-runs")
     assert p.returncode == 0, p.stderr
     runs = {r["name"]: r for r in json.loads(p.stdout)["runs"]}
     b = runs["brian2-dt1-none"]

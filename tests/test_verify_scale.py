@@ -26,7 +26,7 @@ def test_verify_fine_dt_runs_on_the_first_samples_only(tmp_path):
     save_events(ev, tmp_path / "ev.h5")
     out = tmp_path / "rep"
     p = run_cli("verify", tmp_path / "net.h5", "--data", tmp_path / "ev.h5", "--dt", "1,0.25", "--probes", "",
-                "--fine-samples", "2", "--workers", "2", "--out", out, "--json")
+                "--fine-samples", "2", "--workers", "2", "--out", out, "--json", "--keep-runs")
     assert p.returncode == 0, p.stderr
     rep = json.loads(p.stdout)
     runs = {r["name"]: r for r in rep["runs"]}

@@ -10,7 +10,8 @@ it runs:
 
 Run files go to DIR/runs/ (each written atomically; an existing one is reused
 only if its recorded spec and input hashes match), then ``report.json``,
-``report.md`` and figures.
+``report.md`` and figures; once those are written the run files are deleted
+unless asked to keep them (``keep_runs``, ``--keep-runs``).
 """
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> st
 
 def verify(net_path, data_path, outdir, dts=None, probes="reverse", target="numpy",
            first: int | None = None, workers: int = 1, progress: bool = True, scheduler: str | None = None,
-           event: bool = True, fine_samples: int | None = FINE_SAMPLES, network_name: str | None = None) -> dict:
+           event: bool = True, fine_samples: int | None = FINE_SAMPLES, network_name: str | None = None,
+           keep_runs: bool = False) -> dict:
     """Run every (engine, dt, probe) combination, write the run files, the report and the figures.
 
     Parameters
@@ -150,6 +152,10 @@ def verify(net_path, data_path, outdir, dts=None, probes="reverse", target="nump
         runs at the training dt always take every sample.
     network_name : str, optional
         What the report and figure titles call the network (default: the network file's name).
+    keep_runs : bool
+        Keep the run files (``runs/*.h5``: every spike of every run, ~1 GB per exact run of an SHD-sized test
+        set) after the report; by default they are deleted once the report and figures are written (an
+        interrupted verify still resumes from the runs finished so far; a finished one, rerun, recomputes them).
 
     Returns
     -------
@@ -192,7 +198,7 @@ def verify(net_path, data_path, outdir, dts=None, probes="reverse", target="nump
         shutil.rmtree(outdir / "build", ignore_errors=True)
         (outdir / "runs").mkdir(parents=True, exist_ok=True)
         return _verify_locked(net, net_path, data_path, outdir, dts, transforms, target, n, workers, progress,
-                              merged.merged, scheduler, event, fine_samples, network_name)
+                              merged.merged, scheduler, event, fine_samples, network_name, keep_runs)
 
 
 SETTINGS_FILE = "verify_settings.json"
@@ -221,7 +227,8 @@ def _claim(outdir: Path, settings: dict) -> None:
 
 def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, target, n, workers, progress,
                    merged_at_train_dt: int, scheduler: str | None = None, event: bool = True,
-                   fine_samples: int | None = None, network_name: str | None = None) -> dict:
+                   fine_samples: int | None = None, network_name: str | None = None,
+                   keep_runs: bool = False) -> dict:
 
     net_sha, ev_sha = sha256_file(net_path), sha256_file(data_path)
     specs = plan_runs(net.dt_ms, dts, transforms, target, event, fine_samples)
@@ -260,7 +267,18 @@ def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, targ
     report["network_sha256"], report["events_sha256"] = net_sha, ev_sha
     report["network"] = network_name or Path(net_path).name
     report["input_spikes_merged_at_train_dt"] = int(merged_at_train_dt)
-    write_report(outdir, report)
+    if not keep_runs:
+        for r in report["runs"]:
+            r["file"] = None
+    write_report(outdir, report)  # (its figures read the run files)
+    if not keep_runs:
+        for sp in specs:
+            for f in (outdir / "runs" / f"{sp.name}.h5", outdir / "runs" / f"{sp.name}.timing.json"):
+                f.unlink(missing_ok=True)
+        try:
+            (outdir / "runs").rmdir()
+        except OSError:
+            pass  # other files there (not ours): left alone
     return report
 
 
@@ -498,7 +516,7 @@ def _figures(outdir: Path, report: dict) -> None:
     exact = next((r for r in runs if r["engine"] == "event" and r["transform"] is None), None)
     show = [(ref, "|", 12), (fine, "|", 8)] + ([(exact, ".", 6)] if exact else [])
     # the figures read only the first chunk of samples (the raster shows sample 0)
-    readers = [RunReader(outdir / r["file"]) for r, _, _ in show]
+    readers = [RunReader(outdir / "runs" / f"{r['name']}.h5") for r, _, _ in show]
     m = min(len(rd.labels) for rd in readers)
     hi = sample_chunks(np.max([rd.spikes_per_sample()[:m] for rd in readers], axis=0), CHUNK_SPIKES)[0][1]
     loaded = [(rd.read(0, hi), m, s) for rd, (_, m, s) in zip(readers, show)]
