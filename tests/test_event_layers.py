@@ -83,6 +83,30 @@ def test_first_layer_and_readout_are_bit_for_bit_the_reference():
         np.testing.assert_array_equal(ref.trace, fast.trace)
 
 
+@pytest.mark.parametrize("delays", [False, True])
+def test_inputs_arriving_together_are_bit_for_bit_the_reference(delays):
+    """Inputs binned to a grid (prepared speech data: every spike at a bin centre; SHD's float16 times) arrive in
+    bunches at the same instant; the first layer looks for crossings once per bunch, not once per arrival, with
+    the same spikes and trace as the reference."""
+    rng = np.random.default_rng(5)
+    n_in, H = 60, 40
+    net = Network(14.0, n_in, [
+        Layer("lif", H, np.full(H, 40.0), np.full(H, 10.0), rng.normal(0.08, 0.25, (n_in, H)),
+              threshold=np.ones(H), refractory_ms=np.full(H, 14.0),
+              ff_delay_ms=rng.uniform(0, 50, n_in) if delays else None),
+        Layer("lif", H, np.full(H, 40.0), np.full(H, 10.0), rng.normal(0.3, 0.4, (H, H)), threshold=np.ones(H)),
+        Layer("li", 5, np.full(5, 40.0), np.full(5, 10.0), rng.normal(0, 0.5, (H, 5)))], "max").validate()
+    ev = random_events(5, n_samples=4, n_units=n_in, duration_s=0.7, spikes=900, n_classes=5)
+    ev = ev.replace(times=(np.floor(ev.times / 0.014) + 0.5) * 0.014)  # bin centres, 50 bins
+    assert len(np.unique(ev.times)) <= 50
+    ref = simulate_event(net, ev, method="reference")
+    fast = simulate_event(net, ev)
+    assert len(ref.layers[0].time_ms) > 100 and len(ref.layers[1].time_ms) > 100
+    np.testing.assert_array_equal(ref.layers[0].unit, fast.layers[0].unit)
+    np.testing.assert_array_equal(ref.layers[0].time_ms, fast.layers[0].time_ms)
+    assert_same_run(ref, fast, 1e-9)
+
+
 def test_unknown_method_is_a_clear_error():
     net, ev = random_network(1), random_events(1, n_samples=1)
     with pytest.raises(EventsnnError, match="method 'fast'"):

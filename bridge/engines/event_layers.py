@@ -286,8 +286,13 @@ def _lif_layer(arr_t, arr_kind, arr_j, arr_i, W, N, tm, ts, theta, tref, spiking
                 i = odd[q]
                 saved[q, 0], saved[q, 1], saved[q, 2] = v[i], I[i], t_last[i]
             # every neuron not refractory has changed: its queued look or crossing is void (version). Then, without
-            # branches, which neurons may cross before the next event (which looks at all of them again)
-            h = horizon * inv_tm[0] if horizon < math.inf else math.inf
+            # branches, which neurons may cross before the next event (which looks at all of them again). When that
+            # event is now too (inputs binned to a grid arrive together), only a neuron already at threshold can
+            # cross before it: a root sought for any other would be voided by it unused (h = 0)
+            if t_next <= t and spiking:
+                h = 0.0
+            else:
+                h = horizon * inv_tm[0] if horizon < math.inf else math.inf
             n_maybe = 0
             b = 1.0
             if t > tc:
