@@ -297,6 +297,18 @@ def save_events(events: Events, path) -> None:
             f.create_dataset("extra/speaker", data=speakers)
 
 
+def read_speakers(f, n_samples: int, path) -> np.ndarray | None:
+    """The ``extra/speaker`` ids of an open SHD-layout file (int64, one per sample), None when it has none; a
+    dataset of another length or type is an error naming ``path``."""
+    if "extra/speaker" not in f:
+        return None
+    speakers = np.asarray(f["extra/speaker"][()]).ravel()
+    if speakers.shape != (n_samples,) or speakers.dtype.kind not in "iu":
+        raise fail(path, f"extra/speaker: expected {n_samples} integer ids (one per sample), got "
+                         f"{speakers.size} of type {speakers.dtype}")
+    return speakers.astype(np.int64)
+
+
 def load_events(path) -> Events:
     """Read an events file: ours (``format="eventsnn.events"``) or an official SHD/SSC file.
 
@@ -337,13 +349,7 @@ def load_events(path) -> Events:
             if t.shape != u.shape:
                 raise fail(path, f"sample {i}: {len(t)} times but {len(u)} units")
         all_t = np.concatenate(times_list)
-        speakers = None
-        if "extra/speaker" in f:
-            speakers = np.asarray(f["extra/speaker"][()]).ravel()
-            if speakers.shape != labels.shape or speakers.dtype.kind not in "iu":
-                raise fail(path, f"extra/speaker: expected {len(labels)} integer ids (one per sample), got "
-                                 f"{speakers.size} of type {speakers.dtype}")
-            speakers = speakers.astype(np.int64)
+        speakers = read_speakers(f, len(labels), path)
         if fmt == EVENTS_FORMAT:
             try:
                 n_units = int(f.attrs["n_units"])

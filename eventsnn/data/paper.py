@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from eventsnn.data.datasets import binned_to_events
-from eventsnn.data.events import Events
+from eventsnn.data.events import Events, read_speakers
 from eventsnn.util.errors import EventsnnError, fail
 from eventsnn.util.files import open_h5
 
@@ -239,13 +239,8 @@ def _bin_like_authors(src, first: int = 0, chunk: int = 1024):
         n = (len(labels) // BATCH) * BATCH
         names = [k.decode() if isinstance(k, bytes) else str(k) for k in f["extra/keys"][()]] \
             if "extra/keys" in f else None
-        speakers = None
-        if "extra/speaker" in f:
-            speakers = np.asarray(f["extra/speaker"][()]).ravel()
-            if speakers.shape != labels.shape or speakers.dtype.kind not in "iu":
-                raise fail(src, f"extra/speaker: expected {len(labels)} integer ids (one per sample), got "
-                                f"{speakers.size} of type {speakers.dtype}")
-            speakers = speakers[:n].astype(np.int64)
+        speakers = read_speakers(f, len(labels), src)
+        speakers = None if speakers is None else speakers[:n]
         keys = []
         for a in range(0, n, chunk):
             ts, us = f["spikes/times"][a:min(a + chunk, n)], f["spikes/units"][a:min(a + chunk, n)]
