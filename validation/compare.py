@@ -125,18 +125,43 @@ def spike_timing(a: LayerSpikes, b: LayerSpikes, tol_ms: float) -> dict:
 def spike_shift_values(a: LayerSpikes, b: LayerSpikes, tol_ms: float):
     """Signed shifts ``t_b - t_a`` of all spikes matched within ``tol_ms`` (per sample and unit), with the
     number of spikes in ``a`` and the number matched: ``(shifts, n_a, n_matched)``."""
-    key_a = a.sample * (1 << 32) + a.unit
-    key_b = b.sample * (1 << 32) + b.unit
+    key_a = a.sample.astype(np.int64) * (1 << 32) + a.unit
+    key_b = b.sample.astype(np.int64) * (1 << 32) + b.unit
     oa, ob = np.lexsort((a.time_ms, key_a)), np.lexsort((b.time_ms, key_b))
-    ka, ta, kb, tb = key_a[oa], a.time_ms[oa], key_b[ob], b.time_ms[ob]
-    out = []
-    for k in np.unique(ka):
-        sa = slice(np.searchsorted(ka, k, "left"), np.searchsorted(ka, k, "right"))
-        sb = slice(np.searchsorted(kb, k, "left"), np.searchsorted(kb, k, "right"))
-        ia, ib = match_spikes(ta[sa], tb[sb], tol_ms)
-        out.append(tb[sb][ib] - ta[sa][ia])
-    shifts = np.concatenate(out) if out else np.zeros(0)
+    ka, ta = key_a[oa], np.asarray(a.time_ms, float)[oa]
+    kb, tb = key_b[ob], np.asarray(b.time_ms, float)[ob]
+    shifts = _shifts_by_unit(ka, ta, kb, tb, tol_ms + 1e-12)
     return shifts, len(a.time_ms), len(shifts)
+
+
+@jit
+def _shifts_by_unit(ka, ta, kb, tb, tol):
+    """:func:`match_spikes` on every (sample, unit) in one compiled pass: ``ka``/``kb`` the trains' keys sorted,
+    times sorted within each key; the shifts ``t_b - t_a`` of the matched pairs, key by key, in ``a``'s order."""
+    out = np.empty(min(len(ta), len(tb)))
+    n_out = 0
+    i = j = 0
+    na, nb = len(ka), len(kb)
+    while i < na:
+        k = ka[i]
+        i2 = i
+        while i2 < na and ka[i2] == k:
+            i2 += 1
+        while j < nb and kb[j] < k:
+            j += 1
+        j2 = j
+        while j2 < nb and kb[j2] == k:
+            j2 += 1
+        if j2 > j:
+            a, b = ta[i:i2], tb[j:j2]
+            lo = np.searchsorted(b, a - tol, side="left").astype(np.int64)
+            hi = np.searchsorted(b, a + tol, side="right").astype(np.int64)
+            ia, ib = _match_sorted(a, b, lo, hi)
+            for q in range(len(ia)):
+                out[n_out] = b[ib[q]] - a[ia[q]]
+                n_out += 1
+        i, j = i2, j2
+    return out[:n_out].copy()
 
 
 def exact_mismatch(a: LayerSpikes, b: LayerSpikes) -> int:
@@ -146,10 +171,13 @@ def exact_mismatch(a: LayerSpikes, b: LayerSpikes) -> int:
     units = int(max(a.unit.max(initial=0), b.unit.max(initial=0))) + 1
     steps = int(max(a.step.max(initial=0), b.step.max(initial=0))) + 1
 
-    def key(L):
-        return (L.sample.astype(np.int64) * units + L.unit) * steps + L.step
+    def keys(L):  # sorted, each once (sorting: numpy's hash-based unique is far slower on millions of spikes)
+        k = np.sort((L.sample.astype(np.int64) * units + L.unit) * steps + L.step)
+        return k[np.concatenate(([True], k[1:] != k[:-1]))] if len(k) else k
 
-    return int(len(np.setxor1d(key(a), key(b))))
+    ka, kb = keys(a), keys(b)
+    both = len(np.intersect1d(ka, kb, assume_unique=True))
+    return int(len(ka) + len(kb) - 2 * both)  # in exactly one of the two
 
 
 def _aligned(a: RunResult, b: RunResult):
