@@ -1,5 +1,8 @@
 """The paper's datasets (generators and the speech pipeline) and the sweep command."""
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +10,7 @@ import pytest
 import yaml
 
 from conftest import run_cli, write_mini_shd
+from eventsnn.bridge import load_network
 from eventsnn.data.datasets import count_baseline, load_any, make_task
 from eventsnn.util.errors import EventsnnError
 from eventsnn.data.paper import (N_BINS, _count_distributions, make_paper_coincidence, make_paper_isi, overlap_to_mix,
@@ -304,6 +308,22 @@ def test_paper_speech_configs_run_quick(config, official, tmp_path):
     levels = {tuple(x["cell"]["transforms"].items()) for x in rows}  # each level retrained, every model
     quick_levels = next(iter(cfg["quick"].get("transforms", {"": [None]}).values()))
     assert len(levels) == len(quick_levels) and len(rows) == len(cfg["models"]) * len(levels)
+    if config == "digits_whole":  # the sweep's models verified with the clock's ceiling (docs/paper.md)
+        ref = tmp_path / "refractory"
+        p = subprocess.run([sys.executable, str(PAPER / "digits_refractory.py"), "--sweep", out, "--data",
+                            data / "test.h5", "--out", ref, "--workers", "1", "--target", "numpy", "--first", "3"],
+                           capture_output=True, text=True, env=dict(os.environ, EVENTSNN_PROGRESS="0"), timeout=900)
+        assert p.returncode == 0, p.stderr
+        got = json.loads((ref / "refractory.json").read_text())["rows"]
+        assert sorted((r["model"], r["seed"]) for r in got) == sorted((x["cell"]["model"], 0) for x in rows)
+        for r in got:
+            assert r["samples"] == 3
+            for probe in ("none", "reverse-window", "reverse-full"):
+                assert r[probe]["brian2_spike_mismatch"] == 0 and r[probe]["clock_torch"] == r[probe]["clock_brian2"]
+        for net in ref.glob("*/network_refractory.h5"):
+            n = load_network(net)
+            assert all(np.all(L.refractory_ms == n.dt_ms) for L in n.layers if L.kind == "lif")
+        assert "| axonal | 0 |" in (ref / "refractory.md").read_text()
 
 
 def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
