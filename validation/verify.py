@@ -131,7 +131,8 @@ def verify(net_path, data_path, outdir, dts=None, probes="reverse", target="nump
     net_path, data_path : path
         Network file and events file (test samples).
     outdir : path
-        Report directory: ``runs/*.h5``, ``report.json``, ``report.md``, figures. Resumable: a run file is
+        Report directory: ``report.json``, ``report.md``, figures; ``runs/*.h5`` while it runs (and after, with
+        ``keep_runs``). Resumable: a run file is
         reused when its recorded spec and the sha256 of network and data match. Locked while in use.
     dts : sequence of float
         Step sizes in ms; each must divide the training dt (which is always included).
