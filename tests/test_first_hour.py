@@ -69,7 +69,7 @@ def test_verify_into_a_directory_of_another_verification_is_refused(tmp_path):
     save_network(net, tmp_path / "net.h5")
     save_events(ev, tmp_path / "ev.h5")
     args = ["verify", tmp_path / "net.h5", "--data", tmp_path / "ev.h5", "--dt", "1", "--probes", "", "--no-event",
-            "--out", tmp_path / "v"]
+            "--keep-runs", "--out", tmp_path / "v"]
     assert run_cli(*args, "--first", "3").returncode == 0
     report = (tmp_path / "v" / "report.json").read_text()
     p = run_cli(*args, "--first", "4")
