@@ -124,6 +124,8 @@ def _schedule(heap, i, t, v, I, tm, ts, theta, version, T_end, W, rec_w, N, t_ne
         return  # never: the maximum of v is at most I, which only decays
     horizon = min(t_next, T_end) - t if t_next > t else math.inf
     again = t_next >= T_end or (nxt_row >= 0 and (rec_w if nxt_rec else W)[nxt_row * N + i] != 0.0)
+    if again and t_next <= t and v0 < th:
+        return  # the next delivery to i is now (inputs arriving together): it looks at i again, unchanged till then
     if again and v0 < th and I0 > 0.0 and horizon < math.inf and \
             _below(v0, I0, th, horizon / tm[i]):
         return  # no crossing before the next event, which looks at i again (or ends the sample)
