@@ -48,9 +48,8 @@ def verify_cell(cell: Path, data: Path, out: Path, workers: int, target: str, fi
         save_network(net.validate(), capped)
         plain.unlink()
     t0 = time.perf_counter()
-    rep = json.loads(_run("verify", capped, "--data", data, "--dt", cfg["dt_ms"], "--probes", "reverse",
-                          "--target", target, "--workers", workers, "--out", out / "verify", "--json",
-                          *(["--first", first] if first else [])))
+    _run("verify", capped, "--data", data, "--dt", cfg["dt_ms"], "--probes", "reverse", "--target", target,
+         "--workers", workers, "--out", out / "verify", "--json", *(["--first", first] if first else []))
     wall = time.perf_counter() - t0
     report = json.loads((out / "verify" / "report.json").read_text())
     runs = {r["name"]: r for r in report["runs"]}
@@ -66,7 +65,6 @@ def verify_cell(cell: Path, data: Path, out: Path, workers: int, target: str, fi
                       "hidden_spikes_exact": [L["n_b"] for L in ev["spike_timing"]["layers"]],
                       "matched_within_one_step": [round(L["matched_fraction"], 4)
                                                   for L in ev["spike_timing"]["layers"]]}
-    del rep
     return row
 
 
