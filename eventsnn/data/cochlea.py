@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -223,7 +224,7 @@ def _kernel():
     B, C, one = np.uint32(0x9d2c5680), np.uint32(0xefc60000), np.uint32(1)
     s7, s11, s15, s18 = np.uint32(7), np.uint32(11), np.uint32(15), np.uint32(18)
 
-    @numba.njit(cache=False)
+    @numba.njit(cache=False, nogil=True)
     def twist(key):
         for i in range(227):
             y = (key[i] & U) | (key[i + 1] & L)
@@ -234,7 +235,7 @@ def _kernel():
         y = (key[623] & U) | (key[0] & L)
         key[623] = key[396] ^ (y >> one) ^ ((y & one) * A)
 
-    @numba.njit(cache=False)
+    @numba.njit(cache=False, nogil=True)
     def temper(key, out):
         for i in range(624):
             y = key[i]
@@ -244,7 +245,7 @@ def _kernel():
             y ^= y >> s18
             out[i] = y
 
-    @numba.njit(cache=False)
+    @numba.njit(cache=False, nogil=True)
     def channel(bm, key, st, meddis, n_fibres, refrac, dmem, dsyn, weight, dt, out):
         """Hair cell (Meddis) then bushy cell on one channel's membrane velocity ``bm``. Returns the number of
         output spike steps written to ``out``. ``key`` (a copy of numpy's MT19937 key, uint32) and ``st[0]`` (the
@@ -422,13 +423,24 @@ def clip_spikes(samples, sample_rate: int, channels: int = DEFAULT_CHANNELS, ran
     st = np.array([pos], np.int64)
     out = np.empty(n_bins, np.int64)
     steps, units = [], []
+
+    def velocity(s):   # the membrane velocity of channels s .. s + _BLOCK (numpy's FFT: equal to lauscher's)
+        return np.fft.ifft(v[s:s + _BLOCK] * spectrum, axis=-1).real
+
+    # The next block's velocity is read and transformed in a thread while the compiled loop (which releases the
+    # GIL, as numpy's FFT does) runs the current one: the same arithmetic in the same order, so the same spikes.
+    starts = list(range(0, channels, _BLOCK))
     try:
-        for s in range(0, channels, _BLOCK):
-            vel = np.fft.ifft(v[s:s + _BLOCK] * spectrum, axis=-1).real
-            for i in range(vel.shape[0]):
-                k = kernel(np.ascontiguousarray(vel[i]), key, st, meddis, *consts, out)
-                steps.append(out[:k].copy())
-                units.append(np.full(k, s + i, np.int64))
+        with ThreadPoolExecutor(1) as ahead:
+            nxt = ahead.submit(velocity, starts[0])
+            for b, s in enumerate(starts):
+                vel = nxt.result()
+                if b + 1 < len(starts):
+                    nxt = ahead.submit(velocity, starts[b + 1])
+                for i in range(vel.shape[0]):
+                    k = kernel(np.ascontiguousarray(vel[i]), key, st, meddis, *consts, out)
+                    steps.append(out[:k].copy())
+                    units.append(np.full(k, s + i, np.int64))
     finally:
         rs.set_state((name, key, int(st[0]), has_gauss, gauss))
     steps, units = np.concatenate(steps), np.concatenate(units)
