@@ -420,7 +420,7 @@ def simulate_event(net: Network, events, indices=None, *, progress: bool = False
     run = ExactRun(net, events, indices, max_rate_hz)
 
     def done(pos, result):
-        run.add(pos, *result[:4])
+        run.add(pos, *result[:4], ordered=method == "layers")  # the layered path orders them in its threads
         bar.update(1)
 
     with progress_bar(total=len(indices), desc="event engine", disable=not progress) as bar:
@@ -455,8 +455,9 @@ class ExactRun:
         self.spikes = [[] for _ in range(self.n_hidden)]
         self.trace = np.zeros((len(indices), self.K, net.n_outputs))
 
-    def add(self, pos: int, lay, unit, tt, tr) -> None:
-        """One sample's spikes (layer, unit, time in ms) and readout trace; the error if it hit the cap."""
+    def add(self, pos: int, lay, unit, tt, tr, ordered: bool = False) -> None:
+        """One sample's spikes (layer, unit, time in ms) and readout trace; the error if it hit the cap.
+        ``ordered``: the spikes are already sorted by layer, time and unit (:func:`order_spikes`)."""
         net = self.net
         if len(tt) >= self.cap:
             raise EventsnnError(
@@ -470,6 +471,8 @@ class ExactRun:
             self.trace[pos] = cumulative_counts(time_to_step(tt[m], net.dt_ms), unit[m], self.K, net.n_outputs)
         else:
             self.trace[pos] = tr
+        if not ordered:
+            lay, unit, tt = order_spikes(lay, unit, tt)
         for li in range(self.n_hidden):
             m = lay == li
             self.spikes[li].append((np.full(int(m.sum()), pos), unit[m], tt[m]))
@@ -480,12 +483,19 @@ class ExactRun:
             smp = np.concatenate([p[0] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
             un = np.concatenate([p[1] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
             tt = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
-            order = np.lexsort((un, tt, smp))
-            smp, un, tt = smp[order], un[order], tt[order]
+            if np.any(np.diff(smp) < 0):  # parts added out of position order: sort by sample (stable)
+                order = np.argsort(smp, kind="stable")
+                smp, un, tt = smp[order], un[order], tt[order]
             layers.append(LayerSpikes(smp, un, time_to_step(tt, net.dt_ms), tt))
         pred = readout_scores(self.trace, net.readout).argmax(axis=1)
         return RunResult("event", 0.0, net.dt_ms, "exact", "exact", "cpu", net.readout, layers, self.trace, pred,
                          self.events.labels[self.indices].copy(), self.indices, attrs)
+
+
+def order_spikes(lay, unit, tt):
+    """One sample's spikes sorted by layer, then time, then unit (the order of a run file within a sample)."""
+    order = np.lexsort((unit, tt, lay))
+    return lay[order], unit[order], tt[order]
 
 
 def cumulative_counts(step: np.ndarray, unit: np.ndarray, K: int, n: int) -> np.ndarray:

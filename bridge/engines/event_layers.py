@@ -47,6 +47,7 @@ from eventsnn.bridge.engines.event import (
     _REF_END,
     _evolve_rates,
     crossing_within,
+    order_spikes,
 )
 from eventsnn.util.errors import EventsnnError
 from eventsnn.util.jit import njit
@@ -485,7 +486,8 @@ def run_samples(net, events, indices, flat, T_end, sample_t, cap, workers, on_do
 
     def one(s):
         a, b = offs[s], offs[s + 1]
-        return _run_sample(times[a:b] * 1e3, units[a:b], T_end, sample_t, codes, *flat, cap)
+        lay, unit, tt, trace, stopped = _run_sample(times[a:b] * 1e3, units[a:b], T_end, sample_t, codes, *flat, cap)
+        return (*order_spikes(lay, unit, tt), trace, stopped)  # sorted here, in the worker thread
 
     if workers <= 1 or len(indices) <= 1:
         for pos, s in enumerate(indices):

@@ -42,6 +42,37 @@ def n_steps(duration_ms: float, dt_ms: float) -> int:
     return int(math.ceil(duration_ms / dt_ms - _BIN_SHIFT))
 
 
+def _sort_samples(times, units, offs):
+    """Each sample's spikes (concatenated; ``offs`` its offsets) sorted by time, then unit, as a per-sample
+    ``lexsort((units, times))`` gives. Samples whose times already rise (SHD's files: only the units of equal times
+    out of order) are put in order by one stable sort of a nearly sorted key; the others one by one."""
+    d = np.diff(times)
+    inside = np.ones(len(d), bool)   # pairs within one sample
+    cut = offs[1:-1]
+    inside[cut[(cut > 0) & (cut < len(times))] - 1] = False
+    falls = inside & ~(d >= 0)        # a time that falls (or NaN): that sample is sorted on its own
+    ties = inside & (d == 0) & (np.diff(units) < 0)
+    if not ties.any() and not falls.any():
+        return times, units
+    if ties.any() and len(units) and units.min() >= 0:
+        group = np.empty(len(times), np.int64)   # runs of equal times within a sample
+        group[0] = 0
+        np.cumsum((d != 0) | ~inside, out=group[1:])
+        width = int(units.max()) + 1
+        if (int(group[-1]) + 1) * width < 2 ** 62:
+            o = np.argsort(group * width + units, kind="stable")
+            times, units = times[o], units[o]
+        else:
+            falls = falls | ties
+    else:
+        falls = falls | ties
+    for i in np.unique(np.searchsorted(offs, np.flatnonzero(falls), side="right") - 1):
+        a, b = offs[i], offs[i + 1]
+        o = np.lexsort((units[a:b], times[a:b]))
+        times[a:b], units[a:b] = times[a:b][o], units[a:b][o]
+    return times, units
+
+
 @dataclass
 class Events:
     """Many samples of spike events, stored flat.
@@ -122,22 +153,20 @@ class Events:
     @classmethod
     def from_lists(cls, times_list, units_list, labels, n_units, duration_s, n_classes=None,
                    class_names=None, source="", sort=True) -> "Events":
-        """Build from per-sample lists of times (s) and units; sorts each sample by time."""
-        ts, us, offs = [], [], [0]
-        for t, u in zip(times_list, units_list):
-            t = np.asarray(t, dtype=np.float64).ravel()
-            u = np.asarray(u, dtype=np.int64).ravel()
-            if sort:
-                o = np.lexsort((u, t))
-                t, u = t[o], u[o]
-            ts.append(t)
-            us.append(u)
-            offs.append(offs[-1] + len(t))
+        """Build from per-sample lists of times (s) and units; sorts each sample by time, then unit (only the
+        samples that are not in that order already: files written by eventsnn are)."""
+        ts = [np.asarray(t, dtype=np.float64).ravel() for t in times_list]
+        us = [np.asarray(u, dtype=np.int64).ravel() for u in units_list]
+        offs = np.zeros(len(ts) + 1, np.int64)
+        offs[1:] = np.cumsum([len(t) for t in ts])
+        times = np.concatenate(ts) if ts else np.zeros(0)
+        units = np.concatenate(us) if us else np.zeros(0, np.int64)
+        if sort and len(times) > 1:
+            times, units = _sort_samples(times, units, offs)
         labels = np.asarray(labels, dtype=np.int64)
         if n_classes is None:
             n_classes = int(labels.max()) + 1 if len(labels) else 0
-        ev = cls(np.concatenate(ts) if ts else np.zeros(0), np.concatenate(us) if us else np.zeros(0, np.int64),
-                 np.asarray(offs, dtype=np.int64), labels, int(n_units), float(duration_s), int(n_classes),
+        ev = cls(times, units, offs, labels, int(n_units), float(duration_s), int(n_classes),
                  list(class_names) if class_names is not None else None, source)
         return ev
 
