@@ -17,6 +17,7 @@ import itertools
 import json
 import math
 import os
+import textwrap
 import time
 from pathlib import Path
 from typing import Literal
@@ -560,7 +561,7 @@ def _figure(cfg: SweepConfig, results: list[dict], out: Path) -> Path:
     ax.set_xlabel(fig_cfg.xlabel or x)
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 102)
-    ax.set_title(fig_cfg.title or cfg.name)
+    ax.set_title("\n".join(textwrap.wrap(fig_cfg.title or cfg.name, 66)), fontsize=10)  # long titles wrap
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = out / "figure.png"
