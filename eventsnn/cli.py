@@ -845,6 +845,17 @@ def _interrupt_handling() -> dict:
     return state
 
 
+def _from_interrupt(e: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is in the cause or context chain of ``e``."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json, debug = _wants("--json", argv), _wants("--debug", argv)
@@ -913,6 +924,10 @@ def _main(argv, as_json: bool, debug: bool, interrupt: dict) -> int:
         report("out of memory; use fewer samples, a smaller batch or a coarser dt")
         return 2
     except Exception as e:  # a bug, not bad input: say so in one line
+        if interrupt["hit"] or _from_interrupt(e):
+            # Ctrl-C inside compiled code (numba's dispatcher, a C extension) comes back wrapped, e.g. as
+            # "SystemError: ... returned a result with an exception set" caused by the KeyboardInterrupt
+            return interrupted()
         if debug:
             raise
         report(f"internal error {type(e).__name__}: {e} (please report it; --debug shows the traceback)")

@@ -115,6 +115,32 @@ def test_an_interrupt_swallowed_by_a_finaliser_still_ends_the_command_with_130(m
     assert (signal.getsignal(signal.SIGINT), sys.unraisablehook) == before  # the caller's handlers are back
 
 
+def test_an_interrupt_that_compiled_code_wraps_still_ends_the_command_with_130(monkeypatch, capsys):
+    """Ctrl-C landing while numba's dispatcher (or another C extension) returns comes back as a SystemError
+    ("... returned a result with an exception set") caused by the KeyboardInterrupt: still the interrupt, exit 130,
+    not an internal error."""
+    from eventsnn import cli
+
+    def command(a):
+        a.resume_hint = "X"
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as k:
+            raise SystemError("CPUDispatcher(<function f>) returned a result with an exception set") from k
+
+    monkeypatch.setattr(cli, "cmd_data_info", command)
+    assert cli.main(["data", "info", "x.h5"]) == 130
+    err = capsys.readouterr().err
+    assert "eventsnn: interrupted; resume with: X" in err and "internal error" not in err
+
+    def bug(a):
+        raise SystemError("a real bug")
+
+    monkeypatch.setattr(cli, "cmd_data_info", bug)
+    assert cli.main(["data", "info", "x.h5"]) == 1
+    assert "internal error SystemError: a real bug" in capsys.readouterr().err
+
+
 def test_importing_brian2_through_eventsnn_leaves_ctrl_c_to_python():
     """Brian2's import replaces the SIGINT handler with one that makes Ctrl-C stop ``Network.run`` early (the run
     then looks finished); eventsnn takes it out again."""
