@@ -149,6 +149,32 @@ def test_axonal_delays_from_the_spikes_equal_the_dense_gather(dtype, monkeypatch
         torch.testing.assert_close(a, b, **tol)
 
 
+def test_rounded_axonal_delays_from_the_spikes_equal_the_gather_to_the_bit():
+    """Evaluation at the training step (rounded axonal delays, no gradient) moves each input spike by its
+    neuron's delay instead of building the delayed raster: the currents are equal to the bit (every sum in the
+    same order), with delays of zero, half a step (rounds up) and past the end of the sample."""
+    from eventsnn.model import delays
+    torch.manual_seed(8)
+    B, T, n_in, n_out = 4, 80, 30, 9
+    x = ((torch.rand(B, T, n_in) < 0.04) * torch.randint(1, 3, (B, T, n_in))).double()
+    w = torch.randn(n_in, n_out, dtype=torch.float64)
+    d = torch.rand(n_in, dtype=torch.float64) * 90
+    d[:3] = torch.tensor([0.0, 2.5, 79.0])
+    calls = []
+    orig = delays._delayed_rows_matmul
+    delays._delayed_rows_matmul = lambda *a: calls.append(1) or orig(*a)
+    try:
+        fast = delayed_current(x, w, d, "round")
+    finally:
+        delays._delayed_rows_matmul = orig
+    assert calls, "the spike path did not run"
+    lo = torch.floor(d.clamp(max=T) + 0.5).long()
+    ref = delays._gather_delayed(x, lo) @ w
+    assert fast.abs().sum() > 0
+    assert torch.equal(fast, delays.input_matmul(delays._gather_delayed(x, lo), w))
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("shift", [0, 1, 7, 60])
 def test_recurrent_weight_gradient_from_spikes_equals_the_matmul(shift, monkeypatch):
     """The recurrent weights' gradient sum_t s[t - d]^T g[t] computed from the spikes' nonzeros (one partial sum

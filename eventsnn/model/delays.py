@@ -55,6 +55,8 @@ def delayed_current(x: torch.Tensor, weight: torch.Tensor, delay_steps: torch.Te
     if mode == "round":
         lo = round_half_up(delay_steps.detach(), torch).long()
         if lo.dim() == 1:  # axonal: gather each presynaptic neuron's delayed train
+            if not (x.requires_grad or weight.requires_grad) and _sparse_on_cpu(x, weight):
+                return _delayed_rows_matmul(x, weight, lo)
             return input_matmul(_gather_delayed(x, lo), weight)
         taps = weight.unsqueeze(0)
     else:
@@ -221,6 +223,26 @@ def _shift_time(x: torch.Tensor, d: int) -> torch.Tensor:
     if d >= T:
         return torch.zeros_like(x)
     return torch.nn.functional.pad(x[:, : T - d], (0, 0, d, 0))
+
+
+def _delayed_rows_matmul(x: torch.Tensor, weight: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """``_gather_delayed(x, D) @ weight`` without a gradient, from ``x``'s nonzeros moved ``D[i]`` steps later
+    (sparse inputs on the CPU: evaluation at the training step). The moved spikes are ordered as the delayed
+    raster's nonzeros are, so every sum is taken in the same order as by the gather and the result is the same
+    to the bit."""
+    from eventsnn.model.delays_numba import sparse_rows_matmul
+    B, T, n_pre = x.shape
+    b, t, i = x.nonzero(as_tuple=True)
+    vals = x[b, t, i]
+    t = t + D[i]
+    keep = t < T
+    b, t, i, vals = b[keep], t[keep], i[keep], vals[keep]
+    order = np.argsort(((b * T + t) * n_pre + i).numpy())  # the keys are distinct: any sort gives this order
+    out = x.new_zeros(B, T, weight.shape[1])
+    with numba_threads():
+        sparse_rows_matmul(b.numpy()[order], t.numpy()[order], i.numpy()[order], vals.numpy()[order],
+                           weight.contiguous().numpy(), out.numpy())
+    return out
 
 
 def _gather_delayed(x: torch.Tensor, D: torch.Tensor) -> torch.Tensor:

@@ -231,22 +231,23 @@ def _np(t: torch.Tensor):
     return t.detach().contiguous().numpy()
 
 
-def _scan_forward_cpu(F, a, b, k, theta, R, ws, spiking, reset, delays, keep_I):
-    """:func:`_scan_forward` as one numba kernel (:mod:`eventsnn.model.scan_numba`); same outputs."""
+def _scan_forward_cpu(F, a, b, k, theta, R, ws, spiking, reset, delays, keep_I, keep_state=True):
+    """:func:`_scan_forward` as one numba kernel (:mod:`eventsnn.model.scan_numba`); same outputs.
+    ``keep_state=False`` (nothing will be differentiated): ``v_pre`` and ``held`` are not stored (None)."""
     from eventsnn.model.scan_numba import scan_forward
     B, T, N = F.shape
     use_ref = spiking and bool((R > 1).any())
     out = torch.empty_like(F)
-    v_pre = torch.empty_like(F) if spiking else out
-    held = torch.zeros(B, T, N, dtype=torch.bool) if use_ref else None
-    I_hist = torch.empty_like(F) if keep_I else None
     dummy_b, dummy_f = torch.zeros(1, 1, 1, dtype=torch.bool), F.new_zeros(1, 1, 1)
+    v_pre = (torch.empty_like(F) if spiking else out) if keep_state else None
+    held = torch.zeros(B, T, N, dtype=torch.bool) if use_ref and keep_state else None
+    I_hist = torch.empty_like(F) if keep_I else None
     rec_w = torch.stack([w.detach() for w in ws]) if ws else F.new_zeros(0, N, N)
     with numba_threads():
         scan_forward(_np(F), _np(a), _np(b), _np(k), _np(theta), _np(R.long()), _np(rec_w),
-                     np.asarray(delays, dtype=np.int64), spiking, reset == "subtract", use_ref, keep_I,
-                     out.numpy(), v_pre.numpy(), (held if use_ref else dummy_b).numpy(),
-                     (I_hist if keep_I else dummy_f).numpy())
+                     np.asarray(delays, dtype=np.int64), spiking, reset == "subtract", use_ref, keep_I, keep_state,
+                     out.numpy(), (v_pre if v_pre is not None else dummy_f).numpy(),
+                     (held if held is not None else dummy_b).numpy(), (I_hist if keep_I else dummy_f).numpy())
     return out, v_pre, held, I_hist
 
 
@@ -288,7 +289,8 @@ class LIFScan(torch.autograd.Function):
             out, v_pre, I_hist = scan_forward_triton(F, a, b, k, theta, spiking, reset, needs_tau)
             held = None
         elif cpu_backend.applies(F):
-            out, v_pre, held, I_hist = _scan_forward_cpu(F, a, b, k, theta, R, ws, spiking, reset, delays, needs_tau)
+            out, v_pre, held, I_hist = _scan_forward_cpu(F, a, b, k, theta, R, ws, spiking, reset, delays, needs_tau,
+                                                         keep_state=any(ctx.needs_input_grad))
         else:
             out, v_pre, held, I_hist = _scan_forward(F, a, b, k, theta, R, ws, spiking, reset, delays, needs_tau)
         ctx.cfg, ctx.triton = cfg, triton_ok

@@ -18,9 +18,10 @@ from eventsnn.model.surrogates import ATAN, FAST_SIGMOID, MULTI_GAUSSIAN_H, MULT
 
 
 @njit(parallel=True)
-def scan_forward(F, a, b, k, theta, R, rec_w, rec_d, spiking, subtract, use_ref, keep_I,
+def scan_forward(F, a, b, k, theta, R, rec_w, rec_d, spiking, subtract, use_ref, keep_I, keep_state,
                  out, v_pre, held, I_hist):  # pragma: no cover - compiled; tested through eventsnn.model.scan
-    """``out`` (spikes, or the trace of a readout), ``v_pre``, ``held`` and ``I_hist`` ``[B, T, N]`` are written."""
+    """``out`` (spikes, or the trace of a readout) and ``I_hist`` (if ``keep_I``) ``[B, T, N]`` are written, and
+    ``v_pre`` and ``held`` if ``keep_state`` (the backward pass reads them; an evaluation passes dummies)."""
     B, T, N = F.shape
     n_rec = rec_d.shape[0]
     for s_ in numba.prange(B):
@@ -29,13 +30,16 @@ def scan_forward(F, a, b, k, theta, R, rec_w, rec_d, spiking, subtract, use_ref,
         ref = np.zeros(N, np.int64)
         inp = np.zeros(N, F.dtype)
         acc = np.zeros(N, F.dtype)
+        hold = np.zeros(N, np.bool_)
         for n in range(T):
             for j in range(N):
                 v_new = a[j] * v[j] + k[j] * I[j]
                 if use_ref:
                     ref[j] = max(ref[j] - 1, 0)
                     h = ref[j] > 0
-                    held[s_, n, j] = h
+                    hold[j] = h
+                    if keep_state:
+                        held[s_, n, j] = h
                     if not h:
                         v[j] = v_new
                 else:
@@ -43,9 +47,10 @@ def scan_forward(F, a, b, k, theta, R, rec_w, rec_d, spiking, subtract, use_ref,
                 I[j] = b[j] * I[j]
             if spiking:
                 for j in range(N):
-                    v_pre[s_, n, j] = v[j]
+                    if keep_state:
+                        v_pre[s_, n, j] = v[j]
                     spike = 1.0 if v[j] - theta[j] >= 0 else 0.0
-                    if use_ref and held[s_, n, j]:
+                    if use_ref and hold[j]:
                         spike = 0.0
                     out[s_, n, j] = spike
                     inp[j] = F[s_, n, j]
