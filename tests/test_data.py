@@ -105,6 +105,30 @@ def test_reverse_twice_is_identity(mode):
     np.testing.assert_array_equal(back.units, ev.units)
 
 
+def test_transformed_samples_are_ordered_by_time_then_unit_as_a_lexsort():
+    """Every transform's output orders each sample's spikes by time, then unit, and drops times outside
+    [0, duration): the same events as one lexsort of (sample, time, unit), on random sets with ties, empty
+    samples, out-of-range times and samples given out of order."""
+    from eventsnn.data.transforms import _rebuild
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        lens = rng.integers(0, 30, rng.integers(1, 6))
+        ts = [np.round(rng.uniform(-0.1, 1.1, m), rng.integers(1, 3)) for m in lens]
+        us = [rng.integers(0, 5, m) for m in lens]
+        ev = Events.from_lists([np.clip(t, 0, 0.99) for t in ts], us, np.zeros(len(lens), int), 5, 1.0)
+        s, t, u = np.repeat(np.arange(len(lens)), lens), np.concatenate(ts), np.concatenate(us)
+        if rng.random() < 0.3:
+            p = rng.permutation(len(s))
+            s, t, u = s[p], t[p], u[p]
+        keep = (t >= 0) & (t < 1.0)
+        o = np.lexsort((u[keep], t[keep], s[keep]))
+        out = _rebuild(ev, s.copy(), t.copy(), u.copy())
+        np.testing.assert_array_equal(out.times, t[keep][o])
+        np.testing.assert_array_equal(out.units, u[keep][o])
+        np.testing.assert_array_equal(np.diff(out.offsets), np.bincount(s[keep], minlength=len(lens)))
+        assert out.meta["dropped_spikes"] == int((~keep).sum())
+
+
 def test_delete_jitter_randomize_invariants():
     ev = make_polychrony(samples=30, seed=6)
     assert len(Delete(0.0)(ev).times) == len(ev.times)

@@ -42,7 +42,7 @@ def n_steps(duration_ms: float, dt_ms: float) -> int:
     return int(math.ceil(duration_ms / dt_ms - _BIN_SHIFT))
 
 
-def _sort_samples(times, units, offs):
+def sort_samples(times, units, offs):
     """Each sample's spikes (concatenated; ``offs`` its offsets) sorted by time, then unit, as a per-sample
     ``lexsort((units, times))`` gives. Samples whose times already rise (SHD's files: only the units of equal times
     out of order) are put in order by one stable sort of a nearly sorted key; the others one by one."""
@@ -162,7 +162,7 @@ class Events:
         times = np.concatenate(ts) if ts else np.zeros(0)
         units = np.concatenate(us) if us else np.zeros(0, np.int64)
         if sort and len(times) > 1:
-            times, units = _sort_samples(times, units, offs)
+            times, units = sort_samples(times, units, offs)
         labels = np.asarray(labels, dtype=np.int64)
         if n_classes is None:
             n_classes = int(labels.max()) + 1 if len(labels) else 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eventsnn.data.events import Events, _sort_samples, n_steps, time_to_step
+from eventsnn.data.events import Events, sort_samples, n_steps, time_to_step
 from eventsnn.util.errors import EventsnnError
 
 
@@ -33,9 +33,11 @@ def _rebuild(ev: Events, sample: np.ndarray, times_s: np.ndarray, units: np.ndar
     """Events from flat (sample, time, unit), sorted by sample then time then unit; drops out-of-range times."""
     keep = (times_s >= 0) & (times_s < ev.duration_s)
     sample, times_s, units = sample[keep], times_s[keep], units[keep]
-    order = np.lexsort((units, times_s, sample))
-    sample, times_s, units = sample[order], times_s[order], units[order]
+    if len(sample) > 1 and not (sample[1:] >= sample[:-1]).all():  # transforms keep samples together: rarely
+        order = np.argsort(sample, kind="stable")
+        sample, times_s, units = sample[order], times_s[order], units[order]
     offsets = np.concatenate([[0], np.cumsum(np.bincount(sample, minlength=len(ev)))]).astype(np.int64)
+    times_s, units = sort_samples(times_s, units, offsets)  # as lexsort((units, times, sample)), per sample
     out = ev.replace(times=times_s, units=units.astype(np.int64), offsets=offsets, **kw)
     out.meta["dropped_spikes"] = int(out.meta.get("dropped_spikes", 0)) + int((~keep).sum())
     return out
@@ -65,13 +67,13 @@ class Reverse:
         else:  # "full"
             new = np.minimum(ev.duration_s - t, np.nextafter(ev.duration_s, 0))
         # every mode maps a sample's rising times to falling ones: flipping each sample puts them back in order
-        # (equal times then sorted by unit), which _rebuild's sort of the whole set would also give, slower
+        # (equal times then sorted by unit), as _rebuild would too, after a check of every sample
         flip = ev.offsets[s] + ev.offsets[s + 1] - 1 - np.arange(len(t))
         new, units = new[flip], ev.units[flip]
         keep = (new >= 0) & (new < ev.duration_s)
         if not keep.all():
             return _rebuild(ev, s, new, units)
-        new, units = _sort_samples(new, units, ev.offsets)
+        new, units = sort_samples(new, units, ev.offsets)
         out = ev.replace(times=new, units=units.astype(np.int64), offsets=ev.offsets.copy())
         out.meta["dropped_spikes"] = int(out.meta.get("dropped_spikes", 0))
         return out
