@@ -246,8 +246,9 @@ def verify(network, events, out=None, *, dt=None, probes="reverse", target="nump
     inputs and each probe. Returns the report (see ``report.md``); with ``out`` the report and figures are kept
     there (and an interrupted verify resumes), and the run files too with ``keep_runs``; otherwise everything goes
     to a temporary directory. ``dt``: the
-    steps (ms) besides the training dt (None: a tenth and a hundredth of it). The runs finer than the training dt
-    take the first ``fine_samples`` samples (None: all)."""
+    steps (ms) besides the training dt (None: a tenth and a hundredth of it). Brian2 at every dt and torch finer
+    than the training dt take the first ``fine_samples`` samples (None: all); the exact runs and the reference,
+    torch at the training dt, take every sample."""
     from eventsnn.bridge.network import save_network
     from eventsnn.data.events import save_events
     from eventsnn.validation.verify import verify as _verify

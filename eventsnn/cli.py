@@ -746,8 +746,9 @@ def _run_parsers(sub) -> None:
     v.add_argument("--first", type=POS_INT, metavar="N", help="the first N samples only (default: all)")
     _renamed(v, "--samples", "--first", "first", type=POS_INT)
     v.add_argument("--fine-samples", type=_number(int, 0), default=16, metavar="N",
-                   help="clock-driven runs finer than the training dt on the first N samples only (default 16; 0: "
-                        "all samples); the exact runs and the training-dt runs always take every sample")
+                   help="Brian2 at every dt and torch finer than the training dt on the first N samples only "
+                        "(default 16; 0: all samples); the exact runs and the reference, torch at the training dt, "
+                        "always take every sample")
     v.add_argument("--workers", type=POS_INT, default=1,
                    help="processes (a Dask LocalCluster): over runs when there are at least as many runs, else over "
                         "each run's samples")

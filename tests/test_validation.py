@@ -83,6 +83,23 @@ def test_compare_runs_prediction_agreement_and_exact_mismatch():
     assert c["layers"][0]["matched"] == 2  # within the 1 ms tolerance
 
 
+def test_exact_mismatch_counts_the_spikes_in_one_run_only():
+    """The spike-for-spike count is the number of distinct (sample, unit, step) in exactly one of the two runs, on
+    random runs with shared spikes, duplicates and empty layers; comparing a run with itself gives 0."""
+    from eventsnn.validation.compare import exact_mismatch
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        def rand(n):
+            s, u, k = rng.integers(0, 3, n), rng.integers(0, 4, n), rng.integers(0, 6, n)
+            return LayerSpikes.from_steps(s, u, k, 0.5)
+        A, B = rand(rng.integers(0, 25)), rand(rng.integers(0, 25))
+        if rng.random() < 0.5:  # many shared spikes
+            B = LayerSpikes.from_steps(np.r_[A.sample, B.sample], np.r_[A.unit, B.unit], np.r_[A.step, B.step], 0.5)
+        sa, sb = set(zip(A.sample, A.unit, A.step)), set(zip(B.sample, B.unit, B.step))
+        assert exact_mismatch(A, B) == len(sa ^ sb)
+        assert exact_mismatch(A, A) == 0
+
+
 def test_run_file_written_and_read_in_chunks_equals_whole(tmp_path):
     from eventsnn.bridge.runfile import RunReader, RunWriter, concat_runs
     import h5py

@@ -1,5 +1,6 @@
-"""verify at test-set scale: the exact runs first on every sample, the clock-driven runs finer than the training dt
-on the first N samples only (named in the report), compared on those samples."""
+"""verify at test-set scale: the exact runs first on every sample, the reference (torch at the training dt) on
+every sample, the other clock-driven runs (Brian2 at every dt, torch finer) on the first N samples only (named in
+the report), compared on those samples."""
 import json
 
 import numpy as np
@@ -12,11 +13,12 @@ from eventsnn.validation.verify import plan_runs
 from tests.conftest import random_events, random_network, run_cli
 
 
-def test_plan_puts_the_exact_runs_first_and_fine_runs_on_a_subset():
+def test_plan_puts_the_exact_runs_first_and_all_but_the_reference_on_a_subset():
     specs = plan_runs(1.0, [1.0, 0.1], parse_probes("reverse"), "numpy", fine_samples=8)
     assert [s.engine for s in specs[:3]] == ["event"] * 3 and all(s.engine != "event" for s in specs[3:])
     for s in specs:
-        assert s.samples == (8 if s.dt_ms == 0.1 else None), s.name
+        reference = s.engine == "torch" and s.dt_ms == 1.0
+        assert s.samples == (None if s.engine == "event" or reference else 8), s.name
     assert specs[-1].n(100) == 8 and specs[-1].n(5) == 5 and specs[0].n(100) == 100
 
 
@@ -31,7 +33,7 @@ def test_verify_fine_dt_runs_on_the_first_samples_only(tmp_path):
     rep = json.loads(p.stdout)
     runs = {r["name"]: r for r in rep["runs"]}
     assert {n: r["samples"] for n, r in runs.items()} == {
-        "event-none": 6, "torch-dt1-none": 6, "brian2-dt1-none": 6, "torch-dt0.25-none": 2, "brian2-dt0.25-none": 2}
+        "event-none": 6, "torch-dt1-none": 6, "brian2-dt1-none": 2, "torch-dt0.25-none": 2, "brian2-dt0.25-none": 2}
     assert load_run(out / runs["torch-dt0.25-none"]["file"]).sample_index.tolist() == [0, 1]
     # compared with the exact run on those two samples only
     exact = load_run(out / runs["event-none"]["file"])

@@ -125,13 +125,20 @@ def spike_timing(a: LayerSpikes, b: LayerSpikes, tol_ms: float) -> dict:
 def spike_shift_values(a: LayerSpikes, b: LayerSpikes, tol_ms: float):
     """Signed shifts ``t_b - t_a`` of all spikes matched within ``tol_ms`` (per sample and unit), with the
     number of spikes in ``a`` and the number matched: ``(shifts, n_a, n_matched)``."""
-    key_a = a.sample.astype(np.int64) * (1 << 32) + a.unit
-    key_b = b.sample.astype(np.int64) * (1 << 32) + b.unit
-    oa, ob = np.lexsort((a.time_ms, key_a)), np.lexsort((b.time_ms, key_b))
-    ka, ta = key_a[oa], np.asarray(a.time_ms, float)[oa]
-    kb, tb = key_b[ob], np.asarray(b.time_ms, float)[ob]
+    (ka, ta, _), (kb, tb, _) = _by_unit(a), _by_unit(b)
     shifts = _shifts_by_unit(ka, ta, kb, tb, tol_ms + 1e-12)
     return shifts, len(a.time_ms), len(shifts)
+
+
+def _by_unit(L: LayerSpikes):
+    """``L``'s spikes sorted by (sample, unit), then time: the keys ``sample * 2**32 + unit``, the times and the
+    steps in that order. Kept on ``L``: a verify report compares one run with several others."""
+    got = L.__dict__.get("_by_unit")
+    if got is None:
+        key = L.sample.astype(np.int64) * (1 << 32) + L.unit
+        o = np.lexsort((L.time_ms, key))
+        got = L.__dict__["_by_unit"] = (key[o], np.asarray(L.time_ms, float)[o], np.asarray(L.step, np.int64)[o])
+    return got
 
 
 @jit
@@ -165,19 +172,33 @@ def _shifts_by_unit(ka, ta, kb, tb, tol):
 
 
 def exact_mismatch(a: LayerSpikes, b: LayerSpikes) -> int:
-    """Number of spikes (sample, unit, step) present in one run but not the other."""
+    """Number of spikes (sample, unit, step) present in one run but not the other (each counted once)."""
     if not len(a.step) and not len(b.step):
         return 0
-    units = int(max(a.unit.max(initial=0), b.unit.max(initial=0))) + 1
-    steps = int(max(a.step.max(initial=0), b.step.max(initial=0))) + 1
+    (ka, _, sa), (kb, _, sb) = _by_unit(a), _by_unit(b)  # sorted by (sample, unit), then time: then step
+    return int(_count_not_shared(ka, sa, kb, sb))
 
-    def keys(L):  # sorted, each once (sorting: numpy's hash-based unique is far slower on millions of spikes)
-        k = np.sort((L.sample.astype(np.int64) * units + L.unit) * steps + L.step)
-        return k[np.concatenate(([True], k[1:] != k[:-1]))] if len(k) else k
 
-    ka, kb = keys(a), keys(b)
-    both = len(np.intersect1d(ka, kb, assume_unique=True))
-    return int(len(ka) + len(kb) - 2 * both)  # in exactly one of the two
+@jit
+def _count_not_shared(ka, sa, kb, sb):
+    """Distinct pairs (key, step) in exactly one of two lists, each sorted by key, then step: one merge."""
+    i = j = 0
+    na, nb = len(ka), len(kb)
+    only = 0
+    while i < na or j < nb:
+        if j >= nb or (i < na and (ka[i] < kb[j] or (ka[i] == kb[j] and sa[i] < sb[j]))):
+            k, s = ka[i], sa[i]
+            only += 1
+        elif i >= na or ka[i] != kb[j] or sa[i] != sb[j]:
+            k, s = kb[j], sb[j]
+            only += 1
+        else:
+            k, s = ka[i], sa[i]
+        while i < na and ka[i] == k and sa[i] == s:
+            i += 1
+        while j < nb and kb[j] == k and sb[j] == s:
+            j += 1
+    return only
 
 
 def _aligned(a: RunResult, b: RunResult):
@@ -188,7 +209,10 @@ def _aligned(a: RunResult, b: RunResult):
 
 
 def _restrict(L: LayerSpikes, positions: np.ndarray) -> LayerSpikes:
-    """Spikes of the given sample positions, renumbered 0..len(positions)-1."""
+    """Spikes of the given sample positions, renumbered 0..len(positions)-1 (``L`` itself when that is every
+    sample it holds, in order)."""
+    if np.array_equal(positions, np.arange(len(positions))) and L.sample.max(initial=-1) < len(positions):
+        return L
     remap = np.full(int(max(L.sample.max(initial=-1), positions.max(initial=-1))) + 1, -1)
     remap[positions] = np.arange(len(positions))
     keep = remap[L.sample] >= 0 if len(L.sample) else np.zeros(0, bool)
@@ -207,8 +231,9 @@ class RunComparison:
     (Chan et al.); the shift quantiles are taken over every matched spike at the end. Memory: one chunk of
     each run, plus one float per matched spike."""
 
-    def __init__(self, tol_ms: float | None = None):
+    def __init__(self, tol_ms: float | None = None, traces: bool = True):
         self.tol_ms = tol_ms
+        self.traces = traces  # False: spikes only (no readout-trace correlation; it reads every trace value)
         self.n = self.correct_a = self.correct_b = self.agree = 0
         self.moments = None            # (n, mean_x, mean_y, M2x, M2y, Cxy)
         self.max_diff = self.max_abs = 0.0
@@ -224,8 +249,10 @@ class RunComparison:
         self.correct_a += int(np.sum(a.prediction[ia] == a.labels[ia]))
         self.correct_b += int(np.sum(b.prediction[ib] == b.labels[ib]))
         self.agree += int(np.sum(a.prediction[ia] == b.prediction[ib]))
-        ta, tb = a.trace[ia], b.trace[ib]
-        if ta.shape != tb.shape:
+        ta, tb = (a.trace[ia], b.trace[ib]) if self.traces else (None, None)
+        if not self.traces:
+            self.trace_comparable = False
+        elif ta.shape != tb.shape:
             self.trace_comparable = False
         elif ta.size:
             self._add_moments(ta.ravel().astype(np.float64), tb.ravel().astype(np.float64))
