@@ -43,6 +43,24 @@ CASES = [c for c in itertools.product([True, False], ["zero", "subtract"], ["non
          if c[0] or (c[1] == "zero" and c[2] == "none" and c[3] == 0.0)]
 
 
+@pytest.mark.parametrize("per_neuron", [True, False])
+def test_evaluation_scan_with_many_recurrent_delays_equals_the_reference(per_neuron):
+    """Evaluation (no gradient) with recurrent delays, one per presynaptic neuron or per synapse, most of them
+    distinct (a term per delay, each with few rows): the CPU kernel, which stores no backward state and looks
+    only at each term's rows, gives the reference's spikes to the bit."""
+    torch.manual_seed(2)
+    layer = make_layer(True, "zero", "synaptic", 2.0, size=12)
+    shape = (12,) if per_neuron else (12, 12)
+    layer.rec_delay_ms = torch.rand(shape, dtype=torch.float64) * 40
+    F = torch.rand(2, 120, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 0.5
+    with torch.no_grad():
+        assert len(layer._rec_terms(1.0, 120)) > 8
+        ref = layer.scan(F, 1.0, None, 5.0, "autograd")
+        out = layer.scan(F, 1.0, None, 5.0, "fused")
+    assert 20 < out.sum() < out.numel() / 2
+    assert torch.equal(out, ref)
+
+
 @pytest.mark.parametrize("kernels", ["numba", "torch"])
 @pytest.mark.parametrize("spiking,reset,rec,refractory,learn_taus", CASES)
 def test_fused_scan_equals_autograd_reference(spiking, reset, rec, refractory, learn_taus, kernels, monkeypatch):

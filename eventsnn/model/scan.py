@@ -243,9 +243,14 @@ def _scan_forward_cpu(F, a, b, k, theta, R, ws, spiking, reset, delays, keep_I, 
     held = torch.zeros(B, T, N, dtype=torch.bool) if use_ref and keep_state else None
     I_hist = torch.empty_like(F) if keep_I else None
     rec_w = torch.stack([w.detach() for w in ws]) if ws else F.new_zeros(0, N, N)
+    live = (rec_w != 0).any(dim=2).numpy()  # [terms, N]: the rows each term can add (a zero row adds nothing)
+    rec_ptr = np.zeros(len(live) + 1, np.int64)
+    rec_ptr[1:] = np.cumsum(live.sum(axis=1))
+    rec_rows = np.nonzero(live)[1].astype(np.int64)  # row-major: each term's rows, ascending
     with numba_threads():
         scan_forward(_np(F), _np(a), _np(b), _np(k), _np(theta), _np(R.long()), _np(rec_w),
-                     np.asarray(delays, dtype=np.int64), spiking, reset == "subtract", use_ref, keep_I, keep_state,
+                     np.asarray(delays, dtype=np.int64), rec_ptr, rec_rows, spiking, reset == "subtract", use_ref,
+                     keep_I, keep_state,
                      out.numpy(), (v_pre if v_pre is not None else dummy_f).numpy(),
                      (held if held is not None else dummy_b).numpy(), (I_hist if keep_I else dummy_f).numpy())
     return out, v_pre, held, I_hist

@@ -18,10 +18,13 @@ from eventsnn.model.surrogates import ATAN, FAST_SIGMOID, MULTI_GAUSSIAN_H, MULT
 
 
 @njit(parallel=True)
-def scan_forward(F, a, b, k, theta, R, rec_w, rec_d, spiking, subtract, use_ref, keep_I, keep_state,
-                 out, v_pre, held, I_hist):  # pragma: no cover - compiled; tested through eventsnn.model.scan
+def scan_forward(F, a, b, k, theta, R, rec_w, rec_d, rec_ptr, rec_rows, spiking, subtract, use_ref, keep_I,
+                 keep_state, out, v_pre, held, I_hist):  # pragma: no cover - compiled; tested through eventsnn.model.scan
     """``out`` (spikes, or the trace of a readout) and ``I_hist`` (if ``keep_I``) ``[B, T, N]`` are written, and
-    ``v_pre`` and ``held`` if ``keep_state`` (the backward pass reads them; an evaluation passes dummies)."""
+    ``v_pre`` and ``held`` if ``keep_state`` (the backward pass reads them; an evaluation passes dummies).
+    ``rec_rows[rec_ptr[q]:rec_ptr[q + 1]]``: the rows of ``rec_w[q]`` that are not all zero, ascending (a
+    recurrent layer with per-neuron delays has one term per distinct delay, each with the rows of the neurons
+    that have it: only those are looked at)."""
     B, T, N = F.shape
     n_rec = rec_d.shape[0]
     for s_ in numba.prange(B):
@@ -58,14 +61,19 @@ def scan_forward(F, a, b, k, theta, R, rec_w, rec_d, spiking, subtract, use_ref,
                     m = n - rec_d[q]
                     if m < 0:
                         continue
-                    acc[:] = 0.0
-                    for i in range(N):
+                    fired = False  # a term none of whose neurons fired adds zero: skipped
+                    for r in range(rec_ptr[q], rec_ptr[q + 1]):
+                        i = rec_rows[r]
                         if out[s_, m, i] != 0.0:
+                            if not fired:
+                                acc[:] = 0.0
+                                fired = True
                             w = rec_w[q, i]
                             for j in range(N):
                                 acc[j] += w[j]
-                    for j in range(N):
-                        inp[j] = inp[j] + acc[j]
+                    if fired:
+                        for j in range(N):
+                            inp[j] = inp[j] + acc[j]
                 for j in range(N):
                     spike = out[s_, n, j]
                     I[j] = I[j] + inp[j]
