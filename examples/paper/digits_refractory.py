@@ -49,6 +49,7 @@ def verify_cell(cell: Path, data: Path, out: Path, workers: int, target: str, fi
         plain.unlink()
     t0 = time.perf_counter()
     _run("verify", capped, "--data", data, "--dt", cfg["dt_ms"], "--probes", "reverse", "--target", target,
+         "--fine-samples", 0,  # Brian2 at the training step on every sample too (cheap at 14 ms)
          "--workers", workers, "--out", out / "verify", "--json", *(["--first", first] if first else []))
     wall = time.perf_counter() - t0
     report = json.loads((out / "verify" / "report.json").read_text())
