@@ -250,9 +250,7 @@ class RunComparison:
         self.correct_b += int(np.sum(b.prediction[ib] == b.labels[ib]))
         self.agree += int(np.sum(a.prediction[ia] == b.prediction[ib]))
         ta, tb = (a.trace[ia], b.trace[ib]) if self.traces else (None, None)
-        if not self.traces:
-            self.trace_comparable = False
-        elif ta.shape != tb.shape:
+        if not self.traces or ta.shape != tb.shape:
             self.trace_comparable = False
         elif ta.size:
             self._add_moments(ta.ravel().astype(np.float64), tb.ravel().astype(np.float64))

@@ -161,9 +161,7 @@ class _AxonalTaps(torch.autograd.Function):
         f = frac.detach()
         taps = []  # per tap: (sample, target step, neuron, spike value); each stays sorted by sample
         for k in (0, 1):
-            tk = t + lo[i] + k
-            keep = tk < T
-            taps.append((b[keep], tk[keep], i[keep], vals[keep]))
+            taps.append(_moved_spikes(b, t, i, vals, lo[i] + k, T))
         # both taps in one list, still sorted by sample (stable sort of the concatenation)
         bb = torch.cat([taps[0][0], taps[1][0]])
         order = torch.argsort(bb, stable=True)
@@ -225,6 +223,14 @@ def _shift_time(x: torch.Tensor, d: int) -> torch.Tensor:
     return torch.nn.functional.pad(x[:, : T - d], (0, 0, d, 0))
 
 
+def _moved_spikes(b, t, i, vals, steps, T):
+    """Input spikes ``(b, t, i, vals)`` moved ``steps`` later (per spike), those landing past step ``T - 1``
+    dropped; the order is kept."""
+    t = t + steps
+    keep = t < T
+    return b[keep], t[keep], i[keep], vals[keep]
+
+
 def _delayed_rows_matmul(x: torch.Tensor, weight: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
     """``_gather_delayed(x, D) @ weight`` without a gradient, from ``x``'s nonzeros moved ``D[i]`` steps later
     (sparse inputs on the CPU: evaluation at the training step). The moved spikes are ordered as the delayed
@@ -233,10 +239,7 @@ def _delayed_rows_matmul(x: torch.Tensor, weight: torch.Tensor, D: torch.Tensor)
     from eventsnn.model.delays_numba import sparse_rows_matmul
     B, T, n_pre = x.shape
     b, t, i = x.nonzero(as_tuple=True)
-    vals = x[b, t, i]
-    t = t + D[i]
-    keep = t < T
-    b, t, i, vals = b[keep], t[keep], i[keep], vals[keep]
+    b, t, i, vals = _moved_spikes(b, t, i, x[b, t, i], D[i], T)
     order = np.argsort(((b * T + t) * n_pre + i).numpy())  # the keys are distinct: any sort gives this order
     out = x.new_zeros(B, T, weight.shape[1])
     with numba_threads():
