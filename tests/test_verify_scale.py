@@ -4,13 +4,14 @@ the report), compared on those samples."""
 import json
 
 import numpy as np
+import pytest
 
 from eventsnn.bridge import save_network
 from eventsnn.data.events import save_events
 from eventsnn.bridge.runfile import load_run
 from eventsnn.data.transforms import parse_probes
 from eventsnn.validation.verify import plan_runs
-from tests.conftest import random_events, random_network, run_cli
+from tests.conftest import assert_runs_identical, random_events, random_network, run_cli
 
 
 def test_plan_puts_the_exact_runs_first_and_all_but_the_reference_on_a_subset():
@@ -58,3 +59,34 @@ def test_verify_default_steps_are_a_tenth_and_a_hundredth_of_the_training_step(t
     assert p.returncode == 0, p.stderr
     names = {r["name"] for r in json.loads(p.stdout)["runs"]}
     assert names == {f"{e}-dt{d}-none" for e in ("torch", "brian2") for d in ("2", "0.2", "0.02")}, names
+
+
+def test_verify_groups_the_brian2_probes_at_one_dt_into_one_job():
+    from eventsnn.validation.verify import _jobs
+
+    specs = plan_runs(1.0, [1.0, 0.1], parse_probes("reverse"), "cpp_standalone", event=False)
+    jobs = _jobs([(s,) for s in specs])
+    brian2 = [[t[0].name for t in j] for j in jobs if j[0][0].engine == "brian2"]
+    assert brian2 == [[f"brian2-dt{dt}-{tr}" for tr in ("none", "reverse-window", "reverse-full")]
+                      for dt in ("1", "0.1")]
+    assert all(len(j) == 1 for j in jobs if j[0][0].engine != "brian2")
+
+
+@pytest.mark.compiled
+def test_brian2_rebuild_in_the_same_directory_recompiles_only_the_arrays_and_equals_a_fresh_build(tmp_path):
+    """verify runs a probe's Brian2 run in the directory of the original's: the code objects keep their names
+    (nothing of the earlier run leaks into them), so make reuses them, and the result is that of a fresh build."""
+    from eventsnn.bridge.engines.brian2 import simulate_brian2
+    from eventsnn.data.transforms import transform_by_name
+
+    net, ev = random_network(13, refractory=True), random_events(13, n_samples=3)
+    rev = transform_by_name("reverse-full")(ev)
+    shared = tmp_path / "shared"
+    simulate_brian2(net, ev, target="cpp_standalone", build_dir=shared)
+    objects = shared / "cpp_standalone" / "code_objects"
+    first = {f.name: f.stat().st_mtime_ns for f in objects.glob("*.o")}
+    again = simulate_brian2(net, rev, target="cpp_standalone", build_dir=shared)
+    second = {f.name: f.stat().st_mtime_ns for f in objects.glob("*.o")}
+    assert set(second) == set(first), "the second build named its code objects differently"
+    assert sum(second[k] == first[k] for k in first) >= len(first) // 2, "make recompiled the code objects"
+    assert_runs_identical(again, simulate_brian2(net, rev, target="cpp_standalone", build_dir=tmp_path / "fresh"))

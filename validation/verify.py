@@ -89,12 +89,29 @@ def plan_runs(train_dt: float, dts: list[float], transforms: list, target: str, 
     return specs
 
 
-def _execute(args) -> str:
-    """Run one spec (in this or a worker process) and write its run file; return the name."""
+def _execute(job: list) -> list[str]:
+    """Run the specs of one job in turn (in this or a worker process), each writing its run file; their names."""
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EventsnnWarning)  # input merges are reported once, by verify itself
-        return _execute_run(*args)
+        return [_execute_run(*args) for args in job]
+
+
+def _jobs(todo: list) -> list[list]:
+    """The runs grouped into jobs: Brian2 runs that differ only in their inputs (the probes at one dt) form one
+    job sharing one build directory, so that after the first only the changed arrays are recompiled (a full
+    cpp_standalone compile is 20-40 s, the rebuild a few); every other run is a job of its own."""
+    groups: dict = {}
+    for t in todo:
+        s = t[0]
+        key = (s.engine, s.target, s.dt_ms, s.delays, s.inputs) if s.engine == "brian2" else id(t)
+        groups.setdefault(key, []).append(t)
+    return list(groups.values())
+
+
+def _brian2_build_dir(spec, outdir) -> Path:
+    """One build directory per group of :func:`_jobs` (under the verification's scratch ``build`` folder)."""
+    return Path(outdir) / "build" / f"brian2-{spec.target}-dt{spec.dt_ms:g}-{spec.delays}-{spec.inputs}"
 
 
 def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> str:
@@ -118,6 +135,8 @@ def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> st
         opts["target"] = spec.target
     if "workers" in e.options:
         opts["workers"] = split
+    if spec.engine == "brian2":
+        opts["build_dir"] = _brian2_build_dir(spec, outdir)  # shared by the job's runs; removed by verify
     s = run_to_file(spec.engine, net, events, out, attrs=attrs, scratch_parent=Path(outdir) / "build", **opts)
     with atomic_path(out.with_suffix(".timing.json")) as tmp:  # wall time beside the run file, not in it
         tmp.write_text(jsonio.dumps({"wall_s": s["wall_s"]}))
@@ -250,20 +269,21 @@ def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, targ
                 pass  # unreadable: recompute
         todo.append((s, str(net_path), str(data_path), s.n(n), str(outdir), key))
     # the exact runs first, here, their samples over `workers` threads (one compiled engine, no process start);
-    # then the clock-driven ones, with workers over runs while there are enough of them (always on a given
-    # cluster), else over the samples of each run
+    # then the clock-driven ones, with workers over jobs (see _jobs) while there are enough of them (always on a
+    # given cluster), else over the samples of each run
     here = [t for t in todo if t[0].engine == "event" and scheduler is None]
     todo = [t for t in todo if not (t[0].engine == "event" and scheduler is None)]
-    over_runs = scheduler is not None or (workers > 1 and len(todo) >= workers)
+    over_runs = scheduler is not None or (workers > 1 and len(_jobs(todo)) >= workers)
     todo = [(*t, 1 if over_runs else workers) for t in todo]
     t0 = time.perf_counter()
     with progress_bar(total=len(specs), desc="verify runs", disable=not progress,
                       initial=len(specs) - len(todo) - len(here)) as bar:
         for t in here:
-            _execute((*t, workers))
+            _execute([(*t, workers)])
             bar.update(1)
         with Pool(workers if over_runs else 1, scheduler) as pool:
-            pool.map(_execute, todo, bar)
+            for _, names in pool.as_completed(_execute, _jobs(todo)):
+                bar.update(len(names))
     shutil.rmtree(outdir / "build", ignore_errors=True)
     t1 = time.perf_counter()
     report = build_report(outdir, specs, net, n)

@@ -21,6 +21,7 @@ compilation for the compiled targets) therefore runs any number of samples.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -99,6 +100,10 @@ def _configure(target: str, build_dir: Path, exact: bool):
     from brian2 import prefs, set_device
 
     _reset_device()
+    # Objects of an earlier run in this process may survive in reference cycles; their names would make Brian2
+    # name this run's code objects "..._1", changing every source file and defeating a rebuild in the same
+    # directory, which then recompiles only what differs (the arrays: seconds instead of a full compile)
+    gc.collect()
     prefs.reset_to_defaults()
     prefs.core.stop_on_keyboard_interrupt = False  # Ctrl-C raises KeyboardInterrupt (see import_brian2)
     prefs.core.default_float_dtype = np.float64
