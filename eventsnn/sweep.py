@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from eventsnn.util.errors import EventsnnError, fail
 from eventsnn.util.files import atomic_path
@@ -53,9 +53,26 @@ class DataSpec(BaseModel):
 class VerifySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dt: list[float] = Field(default_factory=lambda: [0.01], description="fine dts (ms), besides the training dt")
-    samples: int = Field(20, ge=1, description="first N test samples")
+    samples: int | Literal["all"] = Field(20, description="the first N test samples, or all of them")
+    fine_samples: int | None = Field(None, ge=1, description="of those, how many Brian2 and the runs at the fine "
+                                     "dts take (verify --fine-samples; default: every one)")
     probes: str = Field("reverse", description="probes verified too (verify --probes syntax)")
     target: Literal[TARGETS] = "numpy"
+
+    @field_validator("samples")
+    @classmethod
+    def _positive(cls, v):
+        if v != "all" and v < 1:
+            raise ValueError("samples must be a positive count or 'all'")
+        return v
+
+    def same_as(self, stored: dict | None) -> bool:
+        """Whether a cell verified with the ``stored`` spec (its record's ``verify_spec``, perhaps written before a
+        field was added) was verified as this spec asks -- a new field at its default re-verifies nothing."""
+        try:
+            return stored is not None and VerifySpec.model_validate(stored) == self
+        except ValidationError:
+            return False
 
 
 class FigureSpec(BaseModel):
@@ -253,14 +270,15 @@ def _verify_cell(cfg: "SweepConfig", network, dt: float, test_ev, celldir: Path)
     from eventsnn import api
     from eventsnn.util.errors import EventsnnError
     v = cfg.verify
-    n = min(v.samples, len(test_ev))
+    n = len(test_ev) if v.samples == "all" else min(v.samples, len(test_ev))
     dts = sorted({dt, *[x for x in v.dt if x < dt]}, reverse=True)
     try:
         rep = api.verify(network, test_ev.subset(np.arange(n)), out=celldir / "verify", dt=dts, probes=v.probes,
-                         target=v.target, fine_samples=None)  # every one of the n samples at every dt
+                         target=v.target, fine_samples=v.fine_samples)  # None: every one of the n samples
     except EventsnnError as e:  # e.g. a model that fires without bound in continuous time: say so in its record
         return {"verify_error": str(e), "verify_samples": n, "verify_spec": v.model_dump(mode="json")}
     return {"verify": {r["name"]: {"accuracy": r["accuracy"], "agreement_with_torch": r["agreement_with_torch"],
+                                   "samples": r["samples"],
                                    **({"spike_mismatch": r["spike_mismatch"]} if r["spike_mismatch"] is not None
                                       else {})}
                        for r in rep["runs"]},
@@ -398,9 +416,8 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
         done = {cell_key(r["cell"]): r for r in _current(read_results(results_f), wanted)}
         todo = [c for c in all_cells if cell_key(c) not in done]
         # trained cells whose verification is missing or was asked with other settings: verify only
-        want = None if cfg.verify is None else cfg.verify.model_dump(mode="json")
-        reverify = [done[cell_key(c)] for c in all_cells if cell_key(c) in done and want is not None
-                    and done[cell_key(c)].get("verify_spec") != want
+        reverify = [done[cell_key(c)] for c in all_cells if cell_key(c) in done and cfg.verify is not None
+                    and not cfg.verify.same_as(done[cell_key(c)].get("verify_spec"))
                     and (out / "cells" / _digest(c) / "run" / "checkpoint.pt").exists()]
         # a cluster's workers choose their own threads (dask worker --nthreads); locally the cores are shared out
         threads = max(1, (os.cpu_count() or 1) // max(1, workers)) if scheduler is None else 0
@@ -509,6 +526,11 @@ def summarize(cfg: SweepConfig, results: list[dict], out: Path) -> dict:
         cols += [_fmt([r.get("probes", {}).get(p) for r in rs]) for p in probe_names]
         cols += [_fmt([r.get("verify", {}).get(v, {}).get("accuracy") for r in rs]) for v in verify_names]
         lines.append("| " + " | ".join(cols) + " |")
+    if verify_names:  # how many test samples each verified column ran on (a record before "samples": the cell's)
+        counts = {v: sorted({r["verify"][v].get("samples", r.get("verify_samples")) for r in results
+                             if v in r.get("verify", {})}) for v in verify_names}
+        lines += ["", "Verified on the first " + "; ".join(
+            f"{'/'.join(map(str, c))} test samples ({v})" for v, c in counts.items()) + " of each cell."]
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     paths = {"table": str(out / "table.md")}

@@ -355,6 +355,24 @@ def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
     assert "verify brian2-dt0.5-none (%)" in (out / "table.md").read_text()
     r = run_cli("sweep", tmp_path / "c.yaml", "--out", out, "--quick", "--json")  # nothing left to do
     assert json.loads(r.stdout)["verified"] == 0 and json.loads(r.stdout)["ran"] == 0
+    # records written before the verify block had fine_samples: the same verification, not redone
+    recs = read_results(out / "results.jsonl")
+    for x in recs:
+        del x["verify_spec"]["fine_samples"]
+    (out / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in recs))
+    r = run_cli("sweep", tmp_path / "c.yaml", "--out", out, "--quick", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["verified"] == 0, r.stderr
+    # the whole test file, Brian2 and the fine dt on its first sample only
+    cfg["verify"] = {"dt": [0.5], "samples": "all", "fine_samples": 1, "probes": ""}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = run_cli("sweep", tmp_path / "c.yaml", "--out", out, "--quick", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["verified"] == 4, r.stderr
+    for x in read_results(out / "results.jsonl"):
+        n_test = x["verify_samples"]
+        assert n_test > 1 and x["verify"]["event-none"]["samples"] == x["verify"]["torch-dt1-none"]["samples"] == n_test
+        assert x["verify"]["brian2-dt1-none"]["samples"] == x["verify"]["brian2-dt0.5-none"]["samples"] == 1
+    assert f"Verified on the first 1 test samples (brian2-dt0.5-none)" in (out / "table.md").read_text()
+    cfg["verify"] = {"dt": [0.5], "samples": 2, "probes": "reverse-window"}
     # a seed added and a grid value dropped: only the new seed's cells train; the table shows the config's grid
     cfg["quick"]["seeds"] = [0, 1]
     cfg["quick"]["data"]["grid"]["overlap"] = [0.0]
@@ -391,6 +409,7 @@ def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
     (lambda c: c.update(probes=["wobble"]), "probes: unknown probe 'wobble'"),
     (lambda c: c["figure"].update(x="nothing"), "figure.x: 'nothing' is not swept"),
     (lambda c: c.update(extra=1), "extra: Extra inputs are not permitted"),
+    (lambda c: c.update(verify={"samples": 0}), "verify.samples: Value error, samples must be a positive count or 'all'"),
     (lambda c: c.update(transforms={"jitter:bins": [1]}), "transforms.jitter:bins: transform 'jitter:bins': write "
                                                             "it as a probe with * where the level goes"),
     (lambda c: c.update(transforms={"randomize:*": [2]}), "transforms.randomize:*: randomised fraction must be in [0, 1]"),
