@@ -529,8 +529,8 @@ def summarize(cfg: SweepConfig, results: list[dict], out: Path) -> dict:
     if verify_names:  # how many test samples each verified column ran on (a record before "samples": the cell's)
         counts = {v: sorted({r["verify"][v].get("samples", r.get("verify_samples")) for r in results
                              if v in r.get("verify", {})}) for v in verify_names}
-        lines += ["", "Verified on the first " + "; ".join(
-            f"{'/'.join(map(str, c))} test samples ({v})" for v, c in counts.items()) + " of each cell."]
+        lines += ["", "Verified columns, on the first N test samples of each cell: " + "; ".join(
+            f"{v} N = {'/'.join(map(str, c))}" for v, c in counts.items()) + "."]
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     paths = {"table": str(out / "table.md")}
