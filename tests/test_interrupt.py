@@ -85,6 +85,7 @@ def test_verify_interrupted_anywhere_exits_130_with_the_resume_line_and_the_reru
         assert rc == 130, err
         assert _last_line(err).startswith(hint), err
         assert "Traceback" not in err and "IndexError" not in err and "Simulation stop" not in err, err
+        assert not (out / "build").exists(), "the Brian2 build directories were left behind"
     p = run_cli(*args)
     assert p.returncode == 0, p.stderr
     assert (out / "report.md").exists() and "Verification report" in p.stdout

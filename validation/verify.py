@@ -276,15 +276,17 @@ def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, targ
     over_runs = scheduler is not None or (workers > 1 and len(_jobs(todo)) >= workers)
     todo = [(*t, 1 if over_runs else workers) for t in todo]
     t0 = time.perf_counter()
-    with progress_bar(total=len(specs), desc="verify runs", disable=not progress,
-                      initial=len(specs) - len(todo) - len(here)) as bar:
-        for t in here:
-            _execute([(*t, workers)])
-            bar.update(1)
-        with Pool(workers if over_runs else 1, scheduler) as pool:
-            for _, names in pool.as_completed(_execute, _jobs(todo)):
-                bar.update(len(names))
-    shutil.rmtree(outdir / "build", ignore_errors=True)
+    try:
+        with progress_bar(total=len(specs), desc="verify runs", disable=not progress,
+                          initial=len(specs) - len(todo) - len(here)) as bar:
+            for t in here:
+                _execute([(*t, workers)])
+                bar.update(1)
+            with Pool(workers if over_runs else 1, scheduler) as pool:
+                for _, names in pool.as_completed(_execute, _jobs(todo)):
+                    bar.update(len(names))
+    finally:  # the Brian2 build directories, interrupted or not (finished runs are kept: a rerun reuses them)
+        shutil.rmtree(outdir / "build", ignore_errors=True)
     t1 = time.perf_counter()
     report = build_report(outdir, specs, net, n)
     report["wall_s"] = {"runs": round(t1 - t0, 2), "report": round(time.perf_counter() - t1, 2),
