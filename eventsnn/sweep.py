@@ -54,8 +54,8 @@ class VerifySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dt: list[float] = Field(default_factory=lambda: [0.01], description="fine dts (ms), besides the training dt")
     samples: int | Literal["all"] = Field(20, description="the first N test samples, or all of them")
-    fine_samples: int | None = Field(None, ge=1, description="of those, how many Brian2 and the runs at the fine "
-                                     "dts take (verify --fine-samples; default: every one)")
+    fine_samples: int | None = Field(None, ge=0, description="of those, how many Brian2 and the runs at the fine "
+                                     "dts take (as verify --fine-samples, 0 = all; default here: all)")
     probes: str = Field("reverse", description="probes verified too (verify --probes syntax)")
     target: Literal[TARGETS] = "numpy"
 
@@ -274,7 +274,7 @@ def _verify_cell(cfg: "SweepConfig", network, dt: float, test_ev, celldir: Path)
     dts = sorted({dt, *[x for x in v.dt if x < dt]}, reverse=True)
     try:
         rep = api.verify(network, test_ev.subset(np.arange(n)), out=celldir / "verify", dt=dts, probes=v.probes,
-                         target=v.target, fine_samples=v.fine_samples)  # None: every one of the n samples
+                         target=v.target, fine_samples=v.fine_samples or None)  # None: every one of the n
     except EventsnnError as e:  # e.g. a model that fires without bound in continuous time: say so in its record
         return {"verify_error": str(e), "verify_samples": n, "verify_spec": v.model_dump(mode="json")}
     return {"verify": {r["name"]: {"accuracy": r["accuracy"], "agreement_with_torch": r["agreement_with_torch"],

@@ -371,7 +371,7 @@ def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
         n_test = x["verify_samples"]
         assert n_test > 1 and x["verify"]["event-none"]["samples"] == x["verify"]["torch-dt1-none"]["samples"] == n_test
         assert x["verify"]["brian2-dt1-none"]["samples"] == x["verify"]["brian2-dt0.5-none"]["samples"] == 1
-    assert "; brian2-dt0.5-none N = 1;" in (out / "table.md").read_text()
+    assert ": brian2-dt0.5-none N = 1; brian2-dt1-none N = 1; event-none N = " in (out / "table.md").read_text()
     cfg["verify"] = {"dt": [0.5], "samples": 2, "probes": "reverse-window"}
     # a seed added and a grid value dropped: only the new seed's cells train; the table shows the config's grid
     cfg["quick"]["seeds"] = [0, 1]

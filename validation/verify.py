@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,24 +98,29 @@ def _execute(job: list) -> list[str]:
         return [_execute_run(*args) for args in job]
 
 
+COMPILED_TARGETS = ("cpp_standalone", "cuda_standalone", "cython")
+
+
 def _jobs(todo: list) -> list[list]:
-    """The runs grouped into jobs: Brian2 runs that differ only in their inputs (the probes at one dt) form one
-    job sharing one build directory, so that after the first only the changed arrays are recompiled (a full
-    cpp_standalone compile is 20-40 s, the rebuild a few); every other run is a job of its own."""
+    """The runs grouped into jobs: compiled Brian2 runs that differ only in their inputs (the probes at one dt)
+    form one job sharing one build directory, so that after the first only what differs is recompiled (for the
+    reversals, the arrays' sizes in objects.cpp: a few seconds instead of a 20-40 s cpp_standalone compile);
+    every other run is a job of its own."""
     groups: dict = {}
     for t in todo:
         s = t[0]
-        key = (s.engine, s.target, s.dt_ms, s.delays, s.inputs) if s.engine == "brian2" else id(t)
-        groups.setdefault(key, []).append(t)
+        shared = s.engine == "brian2" and s.target in COMPILED_TARGETS
+        groups.setdefault((s.target, s.dt_ms, s.delays, s.inputs) if shared else id(t), []).append(t)
     return list(groups.values())
 
 
-def _brian2_build_dir(spec, outdir) -> Path:
-    """One build directory per group of :func:`_jobs` (under the verification's scratch ``build`` folder)."""
-    return Path(outdir) / "build" / f"brian2-{spec.target}-dt{spec.dt_ms:g}-{spec.delays}-{spec.inputs}"
+def _brian2_build_dir(spec, scratch) -> Path:
+    """One build directory per group of :func:`_jobs`, under this invocation's own ``scratch`` folder (a task
+    of an earlier, interrupted verify that is still running somewhere never shares it)."""
+    return Path(scratch) / f"brian2-{spec.target}-dt{spec.dt_ms!r}-{spec.delays}-{spec.inputs}"
 
 
-def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> str:
+def _execute_run(spec, net_path, data_path, n_samples, outdir, key, scratch, split) -> str:
     from eventsnn.bridge import load_network
     from eventsnn.bridge.engines import get_engine, run_to_file
     from eventsnn.data.datasets import load_any
@@ -136,8 +142,8 @@ def _execute_run(spec, net_path, data_path, n_samples, outdir, key, split) -> st
     if "workers" in e.options:
         opts["workers"] = split
     if spec.engine == "brian2":
-        opts["build_dir"] = _brian2_build_dir(spec, outdir)  # shared by the job's runs; removed by verify
-    s = run_to_file(spec.engine, net, events, out, attrs=attrs, scratch_parent=Path(outdir) / "build", **opts)
+        opts["build_dir"] = _brian2_build_dir(spec, scratch)  # shared by the job's runs; removed by verify
+    s = run_to_file(spec.engine, net, events, out, attrs=attrs, scratch_parent=scratch, **opts)
     with atomic_path(out.with_suffix(".timing.json")) as tmp:  # wall time beside the run file, not in it
         tmp.write_text(jsonio.dumps({"wall_s": s["wall_s"]}))
     return spec.name
@@ -256,6 +262,7 @@ def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, targ
                    keep_runs: bool = False) -> dict:
 
     net_sha, ev_sha = sha256_file(net_path), sha256_file(data_path)
+    scratch = outdir / "build" / uuid.uuid4().hex[:12]  # this invocation's build directories
     specs = plan_runs(net.dt_ms, dts, transforms, target, event, fine_samples)
     todo = []
     for s in specs:
@@ -267,13 +274,13 @@ def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, targ
                     continue
             except EventsnnError:
                 pass  # unreadable: recompute
-        todo.append((s, str(net_path), str(data_path), s.n(n), str(outdir), key))
+        todo.append((s, str(net_path), str(data_path), s.n(n), str(outdir), key, str(scratch)))
     # the exact runs first, here, their samples over `workers` threads (one compiled engine, no process start);
-    # then the clock-driven ones, with workers over jobs (see _jobs) while there are enough of them (always on a
-    # given cluster), else over the samples of each run
+    # then the clock-driven ones (grouped into jobs, see _jobs), with workers over jobs while there are enough
+    # runs (always on a given cluster), else over the samples of each run
     here = [t for t in todo if t[0].engine == "event" and scheduler is None]
     todo = [t for t in todo if not (t[0].engine == "event" and scheduler is None)]
-    over_runs = scheduler is not None or (workers > 1 and len(_jobs(todo)) >= workers)
+    over_runs = scheduler is not None or (workers > 1 and len(todo) >= workers)
     todo = [(*t, 1 if over_runs else workers) for t in todo]
     t0 = time.perf_counter()
     try:
@@ -285,8 +292,12 @@ def _verify_locked(net, net_path, data_path, outdir: Path, dts, transforms, targ
             with Pool(workers if over_runs else 1, scheduler) as pool:
                 for _, names in pool.as_completed(_execute, _jobs(todo)):
                     bar.update(len(names))
-    finally:  # the Brian2 build directories, interrupted or not (finished runs are kept: a rerun reuses them)
-        shutil.rmtree(outdir / "build", ignore_errors=True)
+    finally:  # this invocation's Brian2 build directories, interrupted or not (finished runs are kept: a rerun
+        shutil.rmtree(scratch, ignore_errors=True)  # reuses them)
+        try:
+            (outdir / "build").rmdir()
+        except OSError:
+            pass  # another invocation's (still running on a cluster) or not made
     t1 = time.perf_counter()
     report = build_report(outdir, specs, net, n)
     report["wall_s"] = {"runs": round(t1 - t0, 2), "report": round(time.perf_counter() - t1, 2),
