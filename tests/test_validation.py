@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from eventsnn.bridge import save_network
-from eventsnn.data.events import save_events
-from eventsnn.bridge.runfile import LayerSpikes, RunResult, load_run, save_run
+from eventsnn.data.events import n_steps, save_events
+from eventsnn.bridge.runfile import SPIKE_BYTES, LayerSpikes, RunResult, load_run, save_run
 from eventsnn.model.contract import readout_scores
 from eventsnn.validation.compare import compare_runs, match_spikes, spike_timing
 from tests.conftest import assert_runs_identical, random_events, random_network, run_cli
@@ -179,6 +179,28 @@ def test_simulate_to_file_in_chunks_equals_one_call(tmp_path, build_dir):
             np.testing.assert_array_equal(La.time_ms, Lb.time_ms)
         assert s["spikes_per_layer"] == [len(L.step) for L in whole.layers]
         np.testing.assert_array_equal(got.sample_index, np.arange(5))
+
+
+def test_equal_chunks():
+    from eventsnn.bridge.engines import _equal_chunks
+    assert [_equal_chunks(n, m) for n, m in ((16, 50), (16, 5), (10, 3), (7, 7), (1, 1), (2264, 900))] == \
+        [16, 4, 3, 7, 1, 755]
+
+
+@pytest.mark.compiled
+def test_compiled_brian2_to_file_is_chunked_by_the_spikes_it_will_write(tmp_path):
+    """A compiled Brian2 run pays a build per chunk: its chunks are sized from torch's spikes on the first sample
+    (here one chunk), not from every neuron firing at every step (which would give two)."""
+    from eventsnn.bridge.engines import first_chunk, simulate, simulate_to_file
+    net, ev = random_network(5), random_events(5, n_samples=4)
+    fine = dict(dt_ms=0.1, delays="exact", inputs="exact")
+    cap = (n_steps(ev.duration_ms, 0.1) * sum(L.size for L in net.layers[:-1]) * SPIKE_BYTES
+           + n_steps(ev.duration_ms, net.dt_ms) * net.n_outputs * 8)
+    assert first_chunk(net, ev, 0.1, 2 * cap) == 2
+    s = simulate_to_file("brian2", net, ev, tmp_path / "b.h5", budget_bytes=2 * cap, target="cpp_standalone",
+                         build_dir=tmp_path / "build", **fine)
+    assert s["chunks"] == 1 and s["samples"] == 4
+    assert_runs_identical(simulate("torch", net, ev, **fine), load_run(tmp_path / "b.h5"))
 
 
 def test_cli_compare_json(tmp_path):

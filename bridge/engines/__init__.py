@@ -127,6 +127,23 @@ def first_chunk(net, events, dt_ms: float | None, budget_bytes: int) -> int:
     return max(1, min(len(events), budget_bytes // max(per_sample, 1)))
 
 
+BUILT_TARGETS = ("cpp_standalone", "cuda_standalone")  # Brian2 targets that compile a project per call
+
+
+def _output_bytes(run, n: int) -> int:
+    """The largest output of one of the ``n`` samples of ``run`` (its hidden spikes and its trace), in bytes."""
+    counts = sum((np.bincount(L.sample, minlength=n) for L in run.layers), np.zeros(n, np.int64))
+    return int(counts.max(initial=0)) * SPIKE_BYTES + run.trace[0].size * 8
+
+
+def _equal_chunks(n: int, most: int) -> int:
+    """The size of the fewest equal chunks (the last perhaps smaller) of at most ``most`` that cover ``n``."""
+    if n <= 0:
+        return max(1, most)
+    k = -(-n // max(1, most))
+    return -(-n // k)
+
+
 def simulate_to_file(engine: str, net, events, path, *, attrs: dict | None = None,
                      budget_bytes: int = RUN_CHUNK_BYTES, progress: bool = False, dt_ms=None, delays=None,
                      inputs=None, **options) -> dict:
@@ -144,6 +161,14 @@ def simulate_to_file(engine: str, net, events, path, *, attrs: dict | None = Non
     step = (net.dt_ms if dt_ms is None else dt_ms) if e.clock else None
     S = len(events)
     size = first_chunk(net, events, step, budget_bytes)
+    built = engine == "brian2" and options.get("target") in BUILT_TARGETS
+    if built and size < S:
+        # every chunk of a compiled Brian2 run is a build of its own (20-40 s, whatever its size): size the
+        # chunks from the spikes torch gives on the first sample at the same dt (the same contract), not from a
+        # neuron firing at every step, and make them equal, so that after the first build the next are rebuilt
+        # in the same directory without compiling the code again
+        probe = simulate("torch", net, events, np.arange(1), dt_ms=dt_ms, delays=delays, inputs=inputs)
+        size = _equal_chunks(S, budget_bytes // (2 * max(_output_bytes(probe, 1), 1)))
     chunked = size < S
     if chunked and e.clock and (inputs or "binned") == "binned":
         # each chunk would warn about its own merged input spikes; warn once, for all samples
@@ -160,10 +185,8 @@ def simulate_to_file(engine: str, net, events, path, *, attrs: dict | None = Non
             part = simulate(engine, net, events, np.arange(lo, hi), dt_ms=dt_ms, delays=delays, inputs=inputs,
                             progress=progress and not chunked, **options)
             w.append(part)
-            counts = sum((np.bincount(L.sample, minlength=hi - lo) for L in part.layers),
-                         np.zeros(hi - lo, np.int64))
-            worst = int(counts.max(initial=0)) * SPIKE_BYTES + part.trace[0].size * 8
-            size = max(1, budget_bytes // (2 * max(worst, 1)))
+            bound = max(1, budget_bytes // (2 * max(_output_bytes(part, hi - lo), 1)))
+            size = (min(size, _equal_chunks(S - hi, bound)) if size > bound else size) if built else bound
             bar.update(hi - lo)
             lo = hi
     return {**w.header, "samples": w.n_samples, "chunks": w.n_parts, "accuracy": w.accuracy,
