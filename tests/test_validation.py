@@ -203,6 +203,43 @@ def test_compiled_brian2_to_file_is_chunked_by_the_spikes_it_will_write(tmp_path
     assert_runs_identical(simulate("torch", net, ev, **fine), load_run(tmp_path / "b.h5"))
 
 
+def test_compiled_brian2_chunks_are_not_sized_by_a_quiet_first_sample(tmp_path, monkeypatch):
+    """The chunk planning of a compiled Brian2 run, with torch standing in for the build (no compiler): a silent
+    first sample does not make one huge chunk (the training clock's ceiling bounds it), chunks only shrink, the
+    file equals one call, and the merged-input warning is given once."""
+    import dataclasses
+    import warnings
+    from eventsnn.bridge import engines as E
+    from eventsnn.bridge.engines.torch import simulate_torch
+    from eventsnn.data.events import Events
+    from eventsnn.util.errors import EventsnnWarning
+
+    sizes = []
+
+    def stand_in(net, events, indices=None, **kw):
+        sizes.append(len(indices))
+        return simulate_torch(net, events, indices, **{k: v for k, v in kw.items() if k not in ("target", "build_dir")})
+    monkeypatch.setitem(E.ENGINES, "brian2", dataclasses.replace(E.ENGINES["brian2"], run=stand_in))
+    net, rng = random_network(5), np.random.default_rng(0)
+    times = [np.array([])] + [np.sort(rng.uniform(0, 0.05, 300)) for _ in range(11)]
+    units = [np.array([], int)] + [rng.integers(0, 8, 300) for _ in range(11)]
+    ev = Events.from_lists(times, units, np.zeros(12, int), 8, 0.05, 3).validate()
+    T = n_steps(ev.duration_ms, net.dt_ms)
+    ceiling = T * sum(L.size for L in net.layers[:-1]) * SPIKE_BYTES + T * net.n_outputs * 8
+    budget = 2 * 3 * ceiling  # three samples a chunk at the training clock's ceiling
+    fine = dict(dt_ms=0.25, delays="exact", inputs="binned")  # binned at the training dt: merged spikes
+    assert E.first_chunk(net, ev, 0.25, budget) == 1  # every neuron at every 0.25 ms step: one sample a chunk
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = E.simulate_to_file("brian2", net, ev, tmp_path / "b.h5", budget_bytes=budget, target="cpp_standalone",
+                               **fine)
+    assert sizes[0] == 3 and sizes == sorted(sizes, reverse=True) and sum(sizes) == 12, sizes
+    assert s["chunks"] == len(sizes)
+    assert_runs_identical(simulate_torch(net, ev, **fine), load_run(tmp_path / "b.h5"))
+    merged = [w for w in caught if issubclass(w.category, EventsnnWarning) and "merged" in str(w.message)]
+    assert len(merged) == 1, [str(w.message) for w in caught]
+
+
 def test_cli_compare_json(tmp_path):
     tr = np.zeros((2, 3, 2))
     tr[:, :, 1] = 1

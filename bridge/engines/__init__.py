@@ -136,6 +136,22 @@ def _output_bytes(run, n: int) -> int:
     return int(counts.max(initial=0)) * SPIKE_BYTES + run.trace[0].size * 8
 
 
+def _built_chunk(net, events, floor: int, budget_bytes: int, **modes) -> int:
+    """The chunk size of a compiled Brian2 run (each chunk is a build of 20-40 s, whatever its size; the number of
+    samples is compiled in, so equal chunks are rebuilt in the same directory without compiling the code again).
+    Sized, with a factor 2 margin, from the larger of what torch writes for the first sample at the same dt and
+    modes (the same discrete-time contract) and every hidden neuron firing once per training step (the rate
+    the model was trained under: a quiet first sample does not make a huge chunk); never below ``floor``, the
+    bound for every neuron firing at every step."""
+    T = n_steps(events.duration_ms, net.dt_ms)
+    ceiling = T * sum(L.size for L in net.layers[:-1]) * SPIKE_BYTES + T * net.n_outputs * 8
+    with warnings.catch_warnings():  # the run itself warns about merged input spikes, for all samples
+        warnings.simplefilter("ignore", EventsnnWarning)
+        probe = simulate("torch", net, events, np.arange(1), **modes)
+    per_sample = max(_output_bytes(probe, 1), ceiling)
+    return max(floor, _equal_chunks(len(events), budget_bytes // (2 * per_sample)))
+
+
 def _equal_chunks(n: int, most: int) -> int:
     """The size of the fewest equal chunks (the last perhaps smaller) of at most ``most`` that cover ``n``."""
     if n <= 0:
@@ -149,12 +165,11 @@ def simulate_to_file(engine: str, net, events, path, *, attrs: dict | None = Non
                      inputs=None, **options) -> dict:
     """:func:`simulate` written to the run file ``path`` chunk by chunk of consecutive samples, so memory stays
     near ``budget_bytes`` whatever the number of samples: the first chunk is sized by :func:`first_chunk`,
-    every next one from the largest per-sample output seen so far (with a factor 2 margin). The file is the
-    one a single call on all samples would give (samples never interact); ``attrs`` are added to its
-    attributes. Returns a summary: the run's header (engine, dt_ms, target, delays, ...), samples, chunks,
-    accuracy, hidden spikes per layer."""
-
-
+    every next one from the largest per-sample output seen so far (with a factor 2 margin). A compiled Brian2
+    target pays a build per chunk, so its chunks are sized by :func:`_built_chunk` and kept as equal as possible,
+    shrinking only. The file is the one a single call on all samples would give (samples never interact);
+    ``attrs`` are added to its attributes. Returns a summary: the run's header (engine, dt_ms, target, delays,
+    ...), samples, chunks, accuracy, hidden spikes per layer."""
 
     e = get_engine(engine)
     check_compatible(net, events, dt_ms)
@@ -163,19 +178,14 @@ def simulate_to_file(engine: str, net, events, path, *, attrs: dict | None = Non
     size = first_chunk(net, events, step, budget_bytes)
     built = engine == "brian2" and options.get("target") in BUILT_TARGETS
     if built and size < S:
-        # every chunk of a compiled Brian2 run is a build of its own (20-40 s, whatever its size): size the
-        # chunks from the spikes torch gives on the first sample at the same dt (the same contract), not from a
-        # neuron firing at every step, and make them equal, so that after the first build the next are rebuilt
-        # in the same directory without compiling the code again
-        probe = simulate("torch", net, events, np.arange(1), dt_ms=dt_ms, delays=delays, inputs=inputs)
-        size = _equal_chunks(S, budget_bytes // (2 * max(_output_bytes(probe, 1), 1)))
+        size = _built_chunk(net, events, size, budget_bytes, dt_ms=dt_ms, delays=delays, inputs=inputs)
     chunked = size < S
     if chunked and e.clock and (inputs or "binned") == "binned":
         # each chunk would warn about its own merged input spikes; warn once, for all samples
         from eventsnn.data.events import bin_events, warn_merged
         b = bin_events(events, net.dt_ms).binary()
         warn_merged(b.merged, b.n_spikes, net.dt_ms)
-    lo = 0
+    lo, floor = 0, first_chunk(net, events, step, budget_bytes)
     with warnings.catch_warnings(), RunWriter(path, attrs) as w, \
             progress_bar(total=S, desc=f"{engine} samples", unit="sample", disable=not (progress and chunked)) as bar:
         if chunked:
@@ -186,7 +196,10 @@ def simulate_to_file(engine: str, net, events, path, *, attrs: dict | None = Non
                             progress=progress and not chunked, **options)
             w.append(part)
             bound = max(1, budget_bytes // (2 * max(_output_bytes(part, hi - lo), 1)))
-            size = (min(size, _equal_chunks(S - hi, bound)) if size > bound else size) if built else bound
+            if built:  # shrink only (a new size is a new build), never below the every-step bound
+                size = max(floor, min(size, _equal_chunks(S - hi, bound))) if size > bound else size
+            else:
+                size = bound
             bar.update(hi - lo)
             lo = hi
     return {**w.header, "samples": w.n_samples, "chunks": w.n_parts, "accuracy": w.accuracy,
