@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eventsnn.bridge.engines import BUILT_TARGETS
 from eventsnn.bridge.runfile import RunReader, sample_chunks
 from eventsnn.data.events import bin_events, warn_merged
 from eventsnn.util import jsonio
@@ -98,7 +99,7 @@ def _execute(job: list) -> list[str]:
         return [_execute_run(*args) for args in job]
 
 
-COMPILED_TARGETS = ("cpp_standalone", "cuda_standalone", "cython")
+COMPILED_TARGETS = BUILT_TARGETS + ("cython",)  # Brian2 targets whose compiled code a rebuild can reuse
 
 
 def _jobs(todo: list) -> list[list]:

@@ -175,17 +175,17 @@ def simulate_to_file(engine: str, net, events, path, *, attrs: dict | None = Non
     check_compatible(net, events, dt_ms)
     step = (net.dt_ms if dt_ms is None else dt_ms) if e.clock else None
     S = len(events)
-    size = first_chunk(net, events, step, budget_bytes)
+    size = floor = first_chunk(net, events, step, budget_bytes)
     built = engine == "brian2" and options.get("target") in BUILT_TARGETS
     if built and size < S:
-        size = _built_chunk(net, events, size, budget_bytes, dt_ms=dt_ms, delays=delays, inputs=inputs)
+        size = _built_chunk(net, events, floor, budget_bytes, dt_ms=dt_ms, delays=delays, inputs=inputs)
     chunked = size < S
     if chunked and e.clock and (inputs or "binned") == "binned":
         # each chunk would warn about its own merged input spikes; warn once, for all samples
         from eventsnn.data.events import bin_events, warn_merged
         b = bin_events(events, net.dt_ms).binary()
         warn_merged(b.merged, b.n_spikes, net.dt_ms)
-    lo, floor = 0, first_chunk(net, events, step, budget_bytes)
+    lo = 0
     with warnings.catch_warnings(), RunWriter(path, attrs) as w, \
             progress_bar(total=S, desc=f"{engine} samples", unit="sample", disable=not (progress and chunked)) as bar:
         if chunked:
@@ -196,10 +196,10 @@ def simulate_to_file(engine: str, net, events, path, *, attrs: dict | None = Non
                             progress=progress and not chunked, **options)
             w.append(part)
             bound = max(1, budget_bytes // (2 * max(_output_bytes(part, hi - lo), 1)))
-            if built:  # shrink only (a new size is a new build), never below the every-step bound
-                size = max(floor, min(size, _equal_chunks(S - hi, bound))) if size > bound else size
-            else:
+            if not built:
                 size = bound
+            elif size > bound:  # shrink only (a new size is a new build), never below the every-step bound
+                size = max(floor, _equal_chunks(S - hi, bound))
             bar.update(hi - lo)
             lo = hi
     return {**w.header, "samples": w.n_samples, "chunks": w.n_parts, "accuracy": w.accuracy,
