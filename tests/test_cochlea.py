@@ -46,17 +46,23 @@ def word(text="sieben", lang="de"):
     return trim(Espeak.get().say(text, lang, "f2", 60, 50, 200)).astype(float) / 32768
 
 
-@pytest.mark.parametrize("clip", ["chirp-16k-odd", "espeak-22k", "chirp-8k-70-channels"])
+@pytest.mark.parametrize("clip", ["chirp-16k-odd", "espeak-22k", "chirp-8k-70-channels", "chirp-16k-mid-block"])
 def test_spike_for_spike_equal_to_lauscher(clip):
     """Same numpy seed -> the same spikes as lauscher 1.0.1, and numpy's generator left where lauscher leaves it
-    (70 channels: three blocks of the basilar-membrane stage, the next computed while the loop runs this one)."""
+    (70 channels: three blocks of the basilar-membrane stage, the next computed while the loop runs this one;
+    mid-block: the generator starts 7 draws into a block of its state)."""
     channels = 70 if clip == "chirp-8k-70-channels" else 6
     x, rate = {"chirp-16k-odd": (chirp(16000, 3201), 16000), "espeak-22k": (word(), 22050),
-               "chirp-8k-70-channels": (chirp(8000, 1201, 3), 8000)}[clip]
+               "chirp-8k-70-channels": (chirp(8000, 1201, 3), 8000),
+               "chirp-16k-mid-block": (chirp(16000, 3201, 5), 16000)}[clip]
+    drawn = 7 if clip.endswith("mid-block") else 0
     np.random.seed(11)
+    np.random.rand(drawn)
     t_ref, u_ref = lauscher_spikes(x, rate, channels=channels)
     after_ref = np.random.rand(3)
     np.random.seed(11)
+    np.random.rand(drawn)
+    assert not drawn or np.random.get_state()[2] == 2 * drawn     # 7 uniforms = 14 words into the block
     t, u = C.clip_spikes(x, rate, channels)
     assert channels <= C._BLOCK or len(np.unique(u)) > C._BLOCK, "the spikes do not span several blocks"
     assert len(t_ref) > 20, "clip too quiet to be a test"
