@@ -3,9 +3,11 @@
 compiled MT19937 that continues numpy's legacy generator. See :mod:`eventsnn.data.cochlea` for the chain.
 
 The fibres' loop is bound by the generator (80 words per sample and channel): the words are tempered a few
-blocks ahead into a buffer and each sample reads its 80 as a contiguous view, so the twist, the tempering and
-the "could any fibre release?" test compile to vector code.
+blocks ahead into a buffer and each sample reads its 40 uniforms as 40 contiguous 64-bit pairs of words, so the
+twist, the tempering and the fibres (every fibre, every sample, without branches) compile to vector code.
 """
+import sys
+
 import numpy as np
 
 from eventsnn.util.jit import jit
@@ -14,6 +16,10 @@ U, L, A = np.uint32(0x80000000), np.uint32(0x7fffffff), np.uint32(0x9908b0df)
 B, C, ONE = np.uint32(0x9d2c5680), np.uint32(0xefc60000), np.uint32(1)
 S7, S11, S15, S18 = np.uint32(7), np.uint32(11), np.uint32(15), np.uint32(18)
 AHEAD = 8       # MT19937 blocks (of 624 words) tempered ahead into the fibres' word buffer
+# A uniform's two words read as one 64-bit integer: the first word in its low half on a little-endian machine
+LO32 = np.uint64(0xffffffff)
+FIRST, SECOND = (np.uint64(0), np.uint64(32)) if sys.byteorder == "little" else (np.uint64(32), np.uint64(0))
+S5, S6 = np.uint64(5), np.uint64(6)
 
 
 @jit
@@ -71,9 +77,7 @@ def bushy(limit, key, st, n_fibres, refrac, dmem, dsyn, weight, dt, out):  # pra
     need = 2 * n_fibres            # 32-bit words per sample: two per uniform, one uniform per fibre
     # the generator's outputs, tempered a few blocks at a time; buf[r:filled] are those not used yet
     buf = np.empty(AHEAD * 624 + need, np.uint32)
-    odd = np.empty(need, np.uint32)        # masks out the low words of the uniforms
-    for t in range(need):
-        odd[t] = np.uint32(0) if t % 2 == 0 else np.uint32(0xffffffff)
+    pairs64 = buf.view(np.uint64)    # sample j's uniforms: 40 pairs of words from an even offset r
     filled = 0
     if st[0] < 624:                # the rest of the current block
         head = np.empty(624, np.uint32)
@@ -98,7 +102,7 @@ def bushy(limit, key, st, n_fibres, refrac, dmem, dsyn, weight, dt, out):  # pra
                 twist(key)
                 temper(key, buf[filled:filled + 624])
                 filled += 624
-        words = buf[r:r + need]
+        pairs = pairs64[r // 2:r // 2 + n_fibres]
         r += need
         lim = limit[j]
         # the LIF's membrane before this sample's input
@@ -113,23 +117,17 @@ def bushy(limit, key, st, n_fibres, refrac, dmem, dsyn, weight, dt, out):  # pra
                     n_out += 1
             else:
                 vm = 0.0
-        # fibres: one uniform per fibre (numpy's random_sample), 1 ms refractoriness, synaptic currents
-        # numpy's random_sample is (a * 2^26 + b) / 2^53 with a = w0 >> 5, b = w1 >> 6: u < prob exactly
-        # when the integer a * 2^26 + b < prob * 2^53 (both scalings by powers of two are exact)
-        # a * 2^26 <= a * 2^26 + b: when even the least high word is too big, no fibre releases
-        least = np.uint32(0xffffffff)
-        for t in range(need):
-            least = min(least, words[t] | odd[t])
-        if np.int64(least >> 5) * 67108864 < lim:   # maybe a release (unless refractory)
-            fj = float(j)
-            for k in range(n_fibres):
-                v = (np.int64(words[2 * k]) >> 5) * 67108864 + (np.int64(words[2 * k + 1]) >> 6)
-                release = (v < lim) & (fj - last[k] >= refrac)
-                last[k] = fj if release else last[k]
-                isyn[k] = isyn[k] * dsyn + (1.0 if release else 0.0)
-        else:               # no release: x * decay + 0.0 is x * decay exactly (isyn >= 0; 0 * decay + s at j = 0)
-            for k in range(n_fibres):
-                isyn[k] = isyn[k] * dsyn
+        # fibres: one uniform per fibre (numpy's random_sample), 1 ms refractoriness, synaptic currents.
+        # numpy's random_sample is (a * 2^26 + b) / 2^53 with a = w0 >> 5, b = w1 >> 6: u < prob exactly when the
+        # integer a * 2^26 + b < prob * 2^53 (both scalings by powers of two are exact). isyn * decay + 0.0 is
+        # isyn * decay exactly (isyn >= 0), so adding 0.0 where a fibre does not release changes nothing.
+        fj = float(j)
+        for k in range(n_fibres):
+            p = pairs[k]
+            v = np.int64(((p >> FIRST) & LO32) >> S5) * 67108864 + np.int64(((p >> SECOND) & LO32) >> S6)
+            release = (v < lim) & (fj - last[k] >= refrac)
+            last[k] = fj if release else last[k]
+            isyn[k] = isyn[k] * dsyn + (1.0 if release else 0.0)
         if counter <= 0:
             # numpy's pairwise order of summing the fibres' currents (8 accumulators below 128 terms)
             if n_fibres < 8:
