@@ -107,6 +107,31 @@ def test_inputs_arriving_together_are_bit_for_bit_the_reference(delays):
     assert_same_run(ref, fast, 1e-9)
 
 
+@pytest.mark.parametrize("dkind", [0, 1, 2])
+def test_arrivals_in_queue_order_with_ties(dkind):
+    """A layer's feed-forward arrivals come out in the queue's order, (time, source, target), whether they need
+    sorting (shuffled, delayed) or are already in order (a layer's own spikes without delays), with many ties."""
+    from eventsnn.bridge.engines.event_layers import _arrivals
+    rng = np.random.default_rng(dkind)
+    N, n = 7, 400
+    t = rng.integers(0, 30, n) * 0.5                       # a grid: many spikes at the same time
+    u = rng.integers(0, 11, n)
+    d = (rng.integers(0, 4, 11 * N) if dkind == 2 else rng.integers(0, 4, 11)) * 0.5 if dkind else np.zeros(0)
+    for tt, uu in ((t, u), (t[np.lexsort((u, t))], u[np.lexsort((u, t))])):
+        at, kind, aj, ai = _arrivals(tt, uu, dkind, d, N, 16.0)
+        per = N if dkind == 2 else 1
+        jj, ii = np.repeat(uu, per), np.tile(np.arange(per), len(uu))
+        dd = d[jj * N + ii] if dkind == 2 else (d[jj] if dkind == 1 else 0.0)
+        ref_t = np.repeat(tt, per) + dd
+        keep = ref_t < 16.0
+        ref_t, jj, ii = ref_t[keep], jj[keep], ii[keep]
+        order = np.lexsort((ii, jj, ref_t))
+        np.testing.assert_array_equal(at, ref_t[order])
+        np.testing.assert_array_equal(aj, jj[order])
+        np.testing.assert_array_equal(ai, ii[order])
+        assert np.all(kind == (1 if dkind == 2 else 0))
+
+
 def test_unknown_method_is_a_clear_error():
     net, ev = random_network(1), random_events(1, n_samples=1)
     with pytest.raises(EventsnnError, match="method 'fast'"):

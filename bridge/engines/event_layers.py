@@ -393,15 +393,17 @@ def _lif_layer(arr_t, arr_kind, arr_j, arr_i, W, N, tm, ts, theta, tref, spiking
 def _arrivals(t, u, dkind, d, N, T_end):
     """Feed-forward arrivals of spikes ``(t, u)`` at a layer of N neurons, sorted like the queue orders events
     ``(time, kind, source, target)``: one per spike (target 0, all neurons) without or with axonal delays
-    (``dkind`` 0 or 1), one per synapse with synaptic delays (2). Arrivals at or after ``T_end`` are dropped."""
-    by_unit = np.argsort(u, kind="mergesort")
+    (``dkind`` 0 or 1), one per synapse with synaptic delays (2). Arrivals at or after ``T_end`` are dropped.
+
+    Arrivals that are already in that order (spikes of the layer before, without delays) are not sorted again;
+    otherwise one sort by time, then each run of equal times by (source, target)."""
     per = N if dkind == 2 else 1
     n = len(t) * per
     at = np.empty(n)
     aj = np.empty(n, np.int64)
     ai = np.zeros(n, np.int64)
     k = 0
-    for q in by_unit:
+    for q in range(len(t)):
         j = u[q]
         for i in range(per):
             if dkind == 2:
@@ -416,8 +418,30 @@ def _arrivals(t, u, dkind, d, N, T_end):
                 ai[k] = i
                 k += 1
     at, aj, ai = at[:k], aj[:k], ai[:k]
-    order = np.argsort(at, kind="mergesort")  # stable: ties stay in (source, target) order
     kind = np.full(k, _DELIVER_ONE if dkind == 2 else _DELIVER_ALL, np.int64)
+    in_order = True
+    for q in range(1, k):
+        if at[q] < at[q - 1] or (at[q] == at[q - 1] and (aj[q] < aj[q - 1] or
+                                                       (aj[q] == aj[q - 1] and ai[q] < ai[q - 1]))):
+            in_order = False
+            break
+    if in_order:
+        return at, kind, aj, ai
+    order = np.argsort(at)
+    q = 0
+    while q < k:  # equal times: by (source, target); equal (time, source, target) are the same arrival
+        m = q + 1
+        while m < k and at[order[m]] == at[order[q]]:
+            m += 1
+        if m - q > 1:
+            run = order[q:m].copy()
+            key = np.empty(m - q, np.int64)
+            for r in range(m - q):
+                key[r] = aj[run[r]] * per + ai[run[r]]
+            sub = np.argsort(key)
+            for r in range(m - q):
+                order[q + r] = run[sub[r]]
+        q = m
     return at[order], kind, aj[order], ai[order]
 
 
