@@ -493,7 +493,11 @@ class ExactRun:
 
 
 def order_spikes(lay, unit, tt):
-    """One sample's spikes sorted by layer, then time, then unit (the order of a run file within a sample)."""
+    """One sample's spikes sorted by layer, then time, then unit (the order of a run file within a sample).
+    Spikes already in that order (the layered engine emits each layer's in time order) are returned as they are."""
+    dl, dt, du = np.diff(lay), np.diff(tt), np.diff(unit)
+    if np.all((dl > 0) | ((dl == 0) & ((dt > 0) | ((dt == 0) & (du >= 0))))):
+        return lay, unit, tt
     order = np.lexsort((unit, tt, lay))
     return lay[order], unit[order], tt[order]
 

@@ -57,6 +57,7 @@ KIND_LIF = 0
 KIND_CODES = {"lif": KIND_LIF, "li": KIND_LIF}
 
 _jit = njit(nogil=True)
+_jit_inline = njit(nogil=True, inline="always")  # small helpers of the layer loop, inlined into it
 
 
 @_jit
@@ -72,7 +73,7 @@ def _factors(dt, inv_tm, inv_ts, c):
     c[3] = math.exp(-dt * inv_ts)
 
 
-@_jit
+@_jit_inline
 def _advance(i, t, v, I, t_last, ref_until, inv_tm, inv_ts, shared, c):
     """Neuron i's state brought to time t: v held while refractory, I decaying all along; the factors of
     ``c`` reused when the interval is the one they were made for (shared time constants)."""
@@ -98,7 +99,7 @@ def _advance(i, t, v, I, t_last, ref_until, inv_tm, inv_ts, shared, c):
     t_last[i] = t
 
 
-@_jit
+@_jit_inline
 def _next_event(dheap, arr_t, arr_kind, arr_j, arr_i, p, T_end):
     """The next delivery to this layer -- the next feed-forward arrival or the first queued recurrent delivery,
     the only events that change a neuron other than its own: its time (``T_end`` when none); when it reaches the
@@ -114,7 +115,7 @@ def _next_event(dheap, arr_t, arr_kind, arr_j, arr_i, p, T_end):
     return T_end, -1, False
 
 
-@_jit
+@_jit_inline
 def _schedule(heap, i, t, v, I, tm, ts, theta, version, T_end, W, rec_w, N, t_next, nxt_row, nxt_rec):
     """Queue neuron i's next threshold crossing, or a look at it at its horizon ``t_next``: the next delivery to the
     layer (:func:`_next_event`), before which nothing changes it -- unless that delivery reaches i, which looks at
@@ -138,7 +139,7 @@ def _schedule(heap, i, t, v, I, tm, ts, theta, version, T_end, W, rec_w, N, t_ne
         heapq.heappush(heap, (t_next, _CHECK, 0, i, version[i]))
 
 
-@_jit
+@_jit_inline
 def _below(v0, I0, th, h):
     """The bound ``v0 + (I0 - v0) h`` (``h`` = horizon / tau_mem) below ``th`` with a margin for rounding: no
     crossing within the horizon (valid for ``I0 > 0``)."""
@@ -159,7 +160,7 @@ def _dense_rows(W, N):
     return out
 
 
-@_jit
+@_jit_inline
 def _push_own(heap, t, j, T_end, rec_kind, rec_d, N):
     """Queue the recurrent deliveries of a spike of neuron j of this layer (at time t)."""
     if rec_kind <= 0:
