@@ -54,6 +54,7 @@ from eventsnn.util.jit import njit
 
 # the neuron model of each layer kind, as the compiled driver knows it (li is lif without a threshold)
 KIND_LIF = 0
+NONE_LEFT = (math.inf, 0, 0, 0, 0)  # the next arrival when none is left
 KIND_CODES = {"lif": KIND_LIF, "li": KIND_LIF}
 
 _jit = njit(nogil=True)
@@ -74,69 +75,66 @@ def _factors(dt, inv_tm, inv_ts, c):
 
 
 @_jit_inline
-def _advance(i, t, v, I, t_last, ref_until, inv_tm, inv_ts, shared, c):
-    """Neuron i's state brought to time t: v held while refractory, I decaying all along; the factors of
-    ``c`` reused when the interval is the one they were made for (shared time constants)."""
-    dt = t - t_last[i]
+def _advance(t, vi, Ii, tl, ru, inv_tm, inv_ts, shared, c):
+    """A neuron's state ``(v, I, t_last)`` brought from ``tl`` to time t: v held while refractory (until ``ru``),
+    I decaying all along; the factors of ``c`` reused when the interval is the one they were made for (shared
+    time constants). Scalars in and out: the layer loop calls it per neuron without passing its arrays."""
+    dt = t - tl
     if dt <= 0.0:
-        return
-    if t_last[i] < ref_until[i]:
-        held = min(t, ref_until[i]) - t_last[i]
-        I[i] *= math.exp(-held * inv_ts[i])
-        t_last[i] += held
-        dt = t - t_last[i]
+        return vi, Ii, tl
+    if tl < ru:
+        held = min(t, ru) - tl
+        Ii *= math.exp(-held * inv_ts)
+        tl += held
+        dt = t - tl
         if dt <= 0.0:
-            t_last[i] = t
-            return
-        v[i], I[i] = _evolve_rates(v[i], I[i], dt, inv_tm[i], inv_ts[i])
+            return vi, Ii, t
+        vi, Ii = _evolve_rates(vi, Ii, dt, inv_tm, inv_ts)
     elif shared:
         if dt != c[0]:
-            _factors(dt, inv_tm[0], inv_ts[0], c)
-        v[i] = v[i] * c[1] + I[i] * c[2]
-        I[i] = I[i] * c[3]
+            _factors(dt, inv_tm, inv_ts, c)
+        vi, Ii = vi * c[1] + Ii * c[2], Ii * c[3]
     else:
-        v[i], I[i] = _evolve_rates(v[i], I[i], dt, inv_tm[i], inv_ts[i])
-    t_last[i] = t
+        vi, Ii = _evolve_rates(vi, Ii, dt, inv_tm, inv_ts)
+    return vi, Ii, t
 
 
 @_jit_inline
-def _next_event(dheap, arr_t, arr_kind, arr_j, arr_i, p, T_end):
-    """The next delivery to this layer -- the next feed-forward arrival or the first queued recurrent delivery,
-    the only events that change a neuron other than its own: its time (``T_end`` when none); when it reaches the
-    whole layer, the row of the weights it adds (else -1), and whether they are the recurrent ones."""
-    n_arr = len(arr_t)
-    if len(dheap) > 0 and (p >= n_arr or not (arr_t[p], arr_kind[p], arr_j[p], arr_i[p], 0) < dheap[0]):
+def _next_event(dheap, a, T_end):
+    """The next delivery to this layer -- the next feed-forward arrival ``a`` (``(time, kind, source, target,
+    0)``, time inf when none is left) or the first queued recurrent delivery, the only events that change a neuron
+    other than its own: its time (``T_end`` when none); when it reaches the whole layer, the row of the weights it
+    adds (else -1), and whether they are the recurrent ones."""
+    if len(dheap) > 0 and not a < dheap[0]:
         top = dheap[0]
         if top[1] == _DELIVER_ALL:
             return top[0], top[2], True
         return top[0], -1, False
-    if p < n_arr:
-        return arr_t[p], arr_j[p] if arr_kind[p] == _DELIVER_ALL else -1, False
+    if a[0] < math.inf:
+        return a[0], a[2] if a[1] == _DELIVER_ALL else -1, False
     return T_end, -1, False
 
 
 @_jit_inline
-def _schedule(heap, i, t, v, I, tm, ts, theta, version, T_end, W, rec_w, N, t_next, nxt_row, nxt_rec):
-    """Queue neuron i's next threshold crossing, or a look at it at its horizon ``t_next``: the next delivery to the
-    layer (:func:`_next_event`), before which nothing changes it -- unless that delivery reaches i, which looks at
-    it again anyway. (A delivery queued later, from a crossing not yet known, comes to i, if at all, as a delivery
-    too: it looks at i again.)"""
-    v0, I0, th = v[i], I[i], theta[i]
+def _schedule(heap, i, t, v0, I0, tm, ts, th, ver, T_end, t_next, again):
+    """Queue neuron i's next threshold crossing (state ``v0, I0`` at t, time constants ``tm, ts``, threshold
+    ``th``, version ``ver``), or a look at it at its horizon ``t_next``: the next delivery to the layer
+    (:func:`_next_event`), before which nothing changes it -- unless that delivery reaches i (``again``), which
+    looks at it again anyway. (A delivery queued later, from a crossing not yet known, comes to i, if at all, as a
+    delivery too: it looks at i again.)"""
     if v0 < th and (I0 <= th or I0 <= v0):
         return  # never: the maximum of v is at most I, which only decays
     horizon = min(t_next, T_end) - t if t_next > t else math.inf
-    again = t_next >= T_end or (nxt_row >= 0 and (rec_w if nxt_rec else W)[nxt_row * N + i] != 0.0)
     if again and t_next <= t and v0 < th:
         return  # the next delivery to i is now (inputs arriving together): it looks at i again, unchanged till then
-    if again and v0 < th and I0 > 0.0 and horizon < math.inf and \
-            _below(v0, I0, th, horizon / tm[i]):
+    if again and v0 < th and I0 > 0.0 and horizon < math.inf and _below(v0, I0, th, horizon / tm):
         return  # no crossing before the next event, which looks at i again (or ends the sample)
-    status, dt = crossing_within(v0, I0, tm[i], ts[i], th, horizon)
+    status, dt = crossing_within(v0, I0, tm, ts, th, horizon)
     if status == 1:
         if t + dt < T_end:
-            heapq.heappush(heap, (t + dt, _CROSS, 0, i, version[i]))
+            heapq.heappush(heap, (t + dt, _CROSS, 0, i, ver))
     elif status == 2 and not again:
-        heapq.heappush(heap, (t_next, _CHECK, 0, i, version[i]))
+        heapq.heappush(heap, (t_next, _CHECK, 0, i, ver))
 
 
 @_jit_inline
@@ -145,6 +143,20 @@ def _below(v0, I0, th, h):
     crossing within the horizon (valid for ``I0 > 0``)."""
     bound = v0 + (I0 - v0) * h
     return bound + 1e-12 * (abs(bound) + abs(th)) < th
+
+
+@_jit_inline
+def _sample_trace(trace, k, st, v, I, t_last, tc, shared, inv_tm, inv_ts, ct):
+    """Row k of the trace: every neuron's membrane at time ``st`` (no event between its last one and ``st``). The
+    neurons in step (last touched at ``tc``) share one set of decay factors in ``ct``; the float operations are
+    those of :func:`eventsnn.model.contract.evolve_rates`, so the trace is the same bit for bit."""
+    if shared and st - tc != ct[0]:
+        _factors(st - tc, inv_tm[0], inv_ts[0], ct)
+    for i in range(len(v)):
+        if shared and t_last[i] == tc:
+            trace[k, i] = v[i] * ct[1] + I[i] * ct[2]
+        else:
+            trace[k, i] = _evolve_rates(v[i], I[i], st - t_last[i], inv_tm[i], inv_ts[i])[0]
 
 
 @_jit
@@ -191,6 +203,7 @@ def _lif_layer(arr_t, arr_kind, arr_j, arr_i, W, N, tm, ts, theta, tref, spiking
     inv_tm, inv_ts = 1.0 / tm, 1.0 / ts
     shared = bool(np.all(tm == tm[0]) and np.all(ts == ts[0]))
     c = np.array([-1.0, 0.0, 0.0, 0.0])
+    ct = np.array([-1.0, 0.0, 0.0, 0.0])  # the factors of the last trace sample
     v = np.zeros(N)
     I = np.zeros(N)
     t_last = np.zeros(N)
@@ -239,15 +252,14 @@ def _lif_layer(arr_t, arr_kind, arr_j, arr_i, W, N, tm, ts, theta, tref, spiking
             heapq.heappop(dheap)
         t, kind, src, tgt, ver = best
         while next_sample < K and sample_t[next_sample] <= t:
-            st = sample_t[next_sample]
-            for i in range(N):
-                trace[next_sample, i] = _evolve_rates(v[i], I[i], st - t_last[i], inv_tm[i], inv_ts[i])[0]
+            _sample_trace(trace, next_sample, sample_t[next_sample], v, I, t_last, tc, shared, inv_tm, inv_ts, ct)
             next_sample += 1
         if kind == _CROSS or kind == _REF_END or kind == _CHECK:
             i = tgt
             if ver != version[i]:
                 continue
-            _advance(i, t, v, I, t_last, ref_until, inv_tm, inv_ts, shared, c)
+            v[i], I[i], t_last[i] = _advance(t, v[i], I[i], t_last[i], ref_until[i], inv_tm[i], inv_ts[i],
+                                             shared, c)
             if not is_odd[i]:
                 is_odd[i] = True
                 odd[n_odd] = i
@@ -270,8 +282,11 @@ def _lif_layer(arr_t, arr_kind, arr_j, arr_i, W, N, tm, ts, theta, tref, spiking
                     if ref_until[i] < T_end:
                         heapq.heappush(heap, (ref_until[i], _REF_END, 0, i, version[i]))
                     continue
-            t_next, nxt_row, nxt_rec = _next_event(dheap, arr_t, arr_kind, arr_j, arr_i, p, T_end)
-            _schedule(heap, i, t, v, I, tm, ts, theta, version, T_end, W, rec_w, N, t_next, nxt_row, nxt_rec)
+            nxt_a = (arr_t[p], arr_kind[p], arr_j[p], arr_i[p], 0) if p < n_arr else NONE_LEFT
+            t_next, nxt_row, nxt_rec = _next_event(dheap, nxt_a, T_end)
+            wk = nxt_row * N + i  # does the next delivery reach i (then it looks at i again)?
+            again = t_next >= T_end or (nxt_row >= 0 and (rec_w[wk] if nxt_rec else W[wk]) != 0.0)
+            _schedule(heap, i, t, v[i], I[i], tm[i], ts[i], theta[i], version[i], T_end, t_next, again)
             continue
         # a delivery of presynaptic neuron `src` (of the layer before, or of this layer when ver == 1)
         Wm = rec_w if ver == 1 else W
@@ -279,7 +294,8 @@ def _lif_layer(arr_t, arr_kind, arr_j, arr_i, W, N, tm, ts, theta, tref, spiking
         # what comes next in this layer: nothing changes neuron i before it (a crossing this loop queues for
         # another neuron reaches i, if at all, by a delivery, which looks at i again); when it is a delivery to
         # i, i is looked at again then
-        t_next, nxt_row, nxt_rec = _next_event(dheap, arr_t, arr_kind, arr_j, arr_i, p, T_end)
+        nxt_a = (arr_t[p], arr_kind[p], arr_j[p], arr_i[p], 0) if p < n_arr else NONE_LEFT
+        t_next, nxt_row, nxt_rec = _next_event(dheap, nxt_a, T_end)
         horizon = min(t_next, T_end) - t if t_next > t else math.inf
         if kind == _DELIVER_ALL and shared and (dense_rec[src] if ver == 1 else dense_ff[src]) and \
                 (t_next >= T_end or not spiking or
@@ -335,11 +351,13 @@ def _lif_layer(arr_t, arr_kind, arr_j, arr_i, W, N, tm, ts, theta, tref, spiking
                     tl = st + (t - st)
                     if t - tl > 0.0:
                         t_last[i] = tl
-                        _advance(i, t, v, I, t_last, ref_until, inv_tm, inv_ts, shared, c)
+                        v[i], I[i], t_last[i] = _advance(t, v[i], I[i], t_last[i], ref_until[i], inv_tm[i], inv_ts[i],
+                                                         shared, c)
                     t_last[i] = t
                 else:
                     v[i], I[i], t_last[i] = sv, sI, st
-                    _advance(i, t, v, I, t_last, ref_until, inv_tm, inv_ts, shared, c)
+                    v[i], I[i], t_last[i] = _advance(t, v[i], I[i], t_last[i], ref_until[i], inv_tm[i], inv_ts[i],
+                                                     shared, c)
                 I[i] += Wm[base + i]
                 if t < ref_until[i]:
                     version[i] -= 1  # refractory: v held, its end still due
@@ -355,8 +373,9 @@ def _lif_layer(arr_t, arr_kind, arr_j, arr_i, W, N, tm, ts, theta, tref, spiking
             if spiking and n_maybe > 0:
                 for i in range(N):
                     if maybe[i]:
-                        _schedule(heap, i, t, v, I, tm, ts, theta, version, T_end, W, rec_w, N, t_next, nxt_row,
-                                  nxt_rec)
+                        wk = nxt_row * N + i  # does the next delivery reach i (then it looks at i again)?
+                        again = t_next >= T_end or (nxt_row >= 0 and (rec_w[wk] if nxt_rec else W[wk]) != 0.0)
+                        _schedule(heap, i, t, v[i], I[i], tm[i], ts[i], theta[i], version[i], T_end, t_next, again)
             # the odd neurons are in step again, but for those still refractory
             m = 0
             for q in range(n_odd):
@@ -373,7 +392,8 @@ def _lif_layer(arr_t, arr_kind, arr_j, arr_i, W, N, tm, ts, theta, tref, spiking
             w = Wm[base + i]
             if w == 0.0:
                 continue
-            _advance(i, t, v, I, t_last, ref_until, inv_tm, inv_ts, shared, c)
+            v[i], I[i], t_last[i] = _advance(t, v[i], I[i], t_last[i], ref_until[i], inv_tm[i], inv_ts[i],
+                                             shared, c)
             if not is_odd[i]:
                 is_odd[i] = True
                 odd[n_odd] = i
@@ -381,11 +401,11 @@ def _lif_layer(arr_t, arr_kind, arr_j, arr_i, W, N, tm, ts, theta, tref, spiking
             I[i] += w
             if spiking and t >= ref_until[i]:
                 version[i] += 1
-                _schedule(heap, i, t, v, I, tm, ts, theta, version, T_end, W, rec_w, N, t_next, nxt_row, nxt_rec)
+                wk = nxt_row * N + i  # does the next delivery reach i (then it looks at i again)?
+                again = t_next >= T_end or (nxt_row >= 0 and (rec_w[wk] if nxt_rec else W[wk]) != 0.0)
+                _schedule(heap, i, t, v[i], I[i], tm[i], ts[i], theta[i], version[i], T_end, t_next, again)
     while next_sample < K:
-        st = sample_t[next_sample]
-        for i in range(N):
-            trace[next_sample, i] = _evolve_rates(v[i], I[i], st - t_last[i], inv_tm[i], inv_ts[i])[0]
+        _sample_trace(trace, next_sample, sample_t[next_sample], v, I, t_last, tc, shared, inv_tm, inv_ts, ct)
         next_sample += 1
     return out_u[:n_out].copy(), out_t[:n_out].copy()
 
