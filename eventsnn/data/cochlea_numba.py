@@ -24,6 +24,7 @@ S5, S6 = np.uint64(5), np.uint64(6)
 
 @jit
 def twist(key):
+    """The generator's next block: MT19937's 624-word state advanced in place (its recurrence, as numpy runs it)."""
     for i in range(227):
         y = (key[i] & U) | (key[i + 1] & L)
         key[i] = key[i + 397] ^ (y >> ONE) ^ ((y & ONE) * A)
