@@ -23,8 +23,9 @@ block of channels are computed, with its membrane velocity, in a thread while th
 current block run. The random draws come from a compiled MT19937 that continues numpy's legacy generator state
 and hands it back, and the fibres' currents are summed in numpy's pairwise order, so with the same numpy seed the
 spikes are those of ``lauscher`` 1.0.1, spike for spike (the test suite checks it; the transfer functions and the
-inverse FFT agree with lauscher's to rounding, 1e-12 and 1e-15 relative, not bit for bit). Clip ``i`` of :func:`cochlea` draws from ``numpy.random.RandomState([seed, i])``:
-``numpy.random.seed([seed, i])`` before lauscher gives its spikes.
+inverse FFT agree with lauscher's to rounding, 1e-12 and 1e-15 relative, not bit for bit). Clip ``i`` of
+:func:`cochlea` draws from ``numpy.random.RandomState([seed, i])``: ``numpy.random.seed([seed, i])`` before
+lauscher gives its spikes.
 """
 from __future__ import annotations
 

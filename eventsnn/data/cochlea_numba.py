@@ -78,7 +78,7 @@ def bushy(limit, key, st, n_fibres, refrac, dmem, dsyn, weight, dt, out):  # pra
     need = 2 * n_fibres            # 32-bit words per sample: two per uniform, one uniform per fibre
     # the generator's outputs, tempered a few blocks at a time; buf[r:filled] are those not used yet
     buf = np.empty(AHEAD * 624 + need, np.uint32)
-    pairs64 = buf.view(np.uint64)    # sample j's uniforms: 40 pairs of words from an even offset r
+    pairs64 = buf.view(np.uint64)    # sample j's uniforms: n_fibres pairs of words from an even offset r
     filled = 0
     if st[0] < 624:                # the rest of the current block
         head = np.empty(624, np.uint32)
