@@ -17,6 +17,35 @@ import numpy as np
 from eventsnn.model.surrogates import ATAN, FAST_SIGMOID, MULTI_GAUSSIAN_H, MULTI_GAUSSIAN_S
 
 
+@njit(inline="always")
+def _lif_step(f, a, b, k, theta, subtract, keep_state, keep_I, v, I, o, vp, ih):  # pragma: no cover - compiled
+    """One step of a spiking layer without recurrence or refractoriness for one sample: the general loop's
+    arithmetic in its order, on the step's rows (``f`` input, ``o`` spikes, ``vp`` pre-reset voltage, ``ih`` the
+    current), with the flags tested outside the loops so that they vectorise."""
+    N = v.shape[0]
+    if subtract:
+        for j in range(N):
+            vj = a[j] * v[j] + k[j] * I[j]
+            spike = 1.0 if vj - theta[j] >= 0 else 0.0
+            o[j] = spike
+            I[j] = b[j] * I[j] + f[j]
+            v[j] = vj - theta[j] * spike
+            if keep_state:
+                vp[j] = vj
+    else:
+        for j in range(N):
+            vj = a[j] * v[j] + k[j] * I[j]
+            spike = 1.0 if vj - theta[j] >= 0 else 0.0
+            o[j] = spike
+            I[j] = b[j] * I[j] + f[j]
+            v[j] = vj * (1 - spike)
+            if keep_state:
+                vp[j] = vj
+    if keep_I:
+        for j in range(N):
+            ih[j] = I[j]
+
+
 @njit(parallel=True)
 def scan_forward(F, a, b, k, theta, R, rec_w, rec_d, rec_ptr, rec_rows, spiking, subtract, use_ref, keep_I,
                  keep_state, out, v_pre, held, I_hist):  # pragma: no cover - compiled; tested through eventsnn.model.scan
@@ -35,6 +64,10 @@ def scan_forward(F, a, b, k, theta, R, rec_w, rec_d, rec_ptr, rec_rows, spiking,
         acc = np.zeros(N, F.dtype)
         hold = np.zeros(N, np.bool_)
         for n in range(T):
+            if spiking and n_rec == 0 and not use_ref:  # the common layer, fused: one vectorisable loop per step
+                _lif_step(F[s_, n], a, b, k, theta, subtract, keep_state, keep_I, v, I, out[s_, n],
+                          v_pre[s_, n] if keep_state else v_pre[0, 0], I_hist[s_, n] if keep_I else I_hist[0, 0])
+                continue
             for j in range(N):
                 v_new = a[j] * v[j] + k[j] * I[j]
                 if use_ref:
@@ -134,6 +167,31 @@ def _adjoint_step(s_, n, lv, lI, gs, out, v_pre, theta, kind, slope, held, a, b,
             lI[j] = k[j] * lvp + b[j] * lI[j]
 
 
+@njit(inline="always")
+def _adjoint_step_fast(gs, o, vp, theta, slope, a, b, k, subtract, keep_lvp, lv, lI, df, lh):  # pragma: no cover
+    """:func:`_adjoint_step` with ``dF`` written first, for a spiking layer without refractoriness and the
+    fast-sigmoid surrogate, on the step's rows: the same arithmetic, the flags tested outside the loop."""
+    N = lv.shape[0]
+    if subtract:
+        for j in range(N):
+            df[j] = lI[j]
+            d = slope * abs(vp[j] - theta[j]) + 1.0
+            lvp = lv[j] + gs[j] * (1.0 / (d * d))
+            if keep_lvp:
+                lh[j] = lvp
+            lv[j] = a[j] * lvp
+            lI[j] = k[j] * lvp + b[j] * lI[j]
+    else:
+        for j in range(N):
+            df[j] = lI[j]
+            d = slope * abs(vp[j] - theta[j]) + 1.0
+            lvp = lv[j] * (1 - o[j]) + gs[j] * (1.0 / (d * d))
+            if keep_lvp:
+                lh[j] = lvp
+            lv[j] = a[j] * lvp
+            lI[j] = k[j] * lvp + b[j] * lI[j]
+
+
 @njit(parallel=True)
 def scan_backward(gout, out, v_pre, theta, kind, slope, held, a, b, k, spiking, subtract, use_ref, keep_lvp,
                   dF, lvp_hist):  # pragma: no cover - compiled
@@ -142,7 +200,12 @@ def scan_backward(gout, out, v_pre, theta, kind, slope, held, a, b, k, spiking, 
     for s_ in numba.prange(B):
         lv = np.zeros(N, gout.dtype)
         lI = np.zeros(N, gout.dtype)
+        fast = spiking and not use_ref and kind == FAST_SIGMOID
         for n in range(T - 1, -1, -1):
+            if fast:
+                _adjoint_step_fast(gout[s_, n], out[s_, n], v_pre[s_, n], theta, slope, a, b, k, subtract,
+                                   keep_lvp, lv, lI, dF[s_, n], lvp_hist[s_, n] if keep_lvp else lvp_hist[0, 0])
+                continue
             for j in range(N):
                 dF[s_, n, j] = lI[j]
             _adjoint_step(s_, n, lv, lI, gout[s_, n], out, v_pre, theta, kind, slope, held, a, b, k, spiking,
