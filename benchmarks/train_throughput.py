@@ -3,7 +3,9 @@
 
 Workload "SHD-shaped" (default): 700 inputs -> 256 LIF -> 256 LIF (recurrent) -> 20 leaky readout, 1 ms steps,
 1000 steps, random binary input at ~8k spikes per sample; with ``axonal`` delays each of the two hidden layers
-has learnable delays up to 250 steps. ``--small`` shrinks it for CI-sized runs.
+has learnable delays up to 250 steps. ``--small`` shrinks it for CI-sized runs. ``--workload paper-isi``: the
+paper's ISI task at its size, 10 inputs -> 100 LIF -> 2 leaky readout, 10,000 steps of 1 ms, ~34 input spikes per
+sample (the density of ``eventsnn data make paper-isi``), axonal delays up to 15 steps; no recurrence.
 
 Implementations, all on the same model parameters and data, timed in interleaved rounds in one process:
 
@@ -16,32 +18,40 @@ Implementations, all on the same model parameters and data, timed in interleaved
 
     python benchmarks/train_throughput.py [--batch 16,64,256] [--delays none,axonal] [--device cpu|cuda]
                                           [--impls eventsnn,plain,compiled] [--iters 3] [--small] [--json]
+                                          [--workload shd-shaped|small|paper-isi]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
-import torch
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as the eventsnn command runs (docs/performance.md)
+import torch  # noqa: E402
 
-from eventsnn.model.layers import SNN, LIFLayer, log_probs, spike_fn
+from eventsnn.model.layers import SNN, LIFLayer, log_probs, spike_fn  # noqa: E402
 
-from _memory import in_child, peak_mb
+from _memory import in_child, peak_mb  # noqa: E402
 
 IMPLS = ("eventsnn", "plain", "compiled")
+# inputs, hidden, outputs, steps, maximum delay (steps), input spike density, two hidden layers (the 2nd recurrent)
+WORKLOADS = {"shd-shaped": (700, 256, 20, 1000, 250, 8000 / 700 / 1000, True),
+             "small": (100, 64, 20, 200, 50, 8000 / 700 / 1000, True),
+             "paper-isi": (10, 100, 2, 10_000, 15, 34 / 10 / 10_000, False)}
 
 
-def build(n_in, hidden, n_out, delays, max_delay, device, seed=0):
+def build(n_in, hidden, n_out, delays, max_delay, device, seed=0, two_layers=True):
     g = torch.Generator().manual_seed(seed)
-    l1 = LIFLayer(n_in, hidden, delays=delays, max_delay_ms=max_delay, weight_scale=4.0, generator=g)
-    l2 = LIFLayer(hidden, hidden, delays=delays, max_delay_ms=max_delay, recurrent=True, weight_scale=4.0,
-                  generator=g)
+    hid = [LIFLayer(n_in, hidden, delays=delays, max_delay_ms=max_delay, weight_scale=4.0, generator=g)]
+    if two_layers:
+        hid.append(LIFLayer(hidden, hidden, delays=delays, max_delay_ms=max_delay, recurrent=True, weight_scale=4.0,
+                            generator=g))
     out = LIFLayer(hidden, n_out, spiking=False, generator=g)
-    for layer in (l1, l2):
+    for layer in hid:
         layer.set_delays_trainable(delays != "none")
-    return SNN([l1, l2, out], 1.0, "max").to(device)
+    return SNN([*hid, out], 1.0, "max").to(device)
 
 
 def lif_cell(v, I, inp, s_rec, w, w_rec, a, b, k, theta, spiking: bool):
@@ -105,11 +115,11 @@ def timed(fn, device):
 
 def setup(cfg, batch, delays, impls, device):
     """Data, model, optimiser and a training-step function per implementation."""
-    n_in, hidden, n_out, T, max_delay, density = cfg
+    n_in, hidden, n_out, T, max_delay, density, two_layers = cfg
     torch.manual_seed(0)
     x = (torch.rand(batch, T, n_in, device=device) < density).float()
     y = torch.randint(0, n_out, (batch,), device=device)
-    model = build(n_in, hidden, n_out, delays, max_delay, device)
+    model = build(n_in, hidden, n_out, delays, max_delay, device, two_layers=two_layers)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     # one graph per layer and per requires_grad pattern of the state (the first steps start from constants):
     # about 9, more than dynamo's default recompile limit of 8, past which it would silently run eagerly
@@ -153,6 +163,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--small", action="store_true", help="CI-sized workload (100 -> 64 -> 64 -> 20, 200 steps)")
+    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="shd-shaped",
+                    help="shd-shaped (default), small (= --small) or paper-isi (10 -> 100 -> 2, 10,000 steps)")
     ap.add_argument("--batch", default="16,64,256", help="batch sizes, comma-separated")
     ap.add_argument("--delays", default="none,axonal", help="delay kinds, comma-separated: none, axonal")
     ap.add_argument("--impls", default=",".join(IMPLS), help=f"implementations, comma-separated: {', '.join(IMPLS)}")
@@ -168,12 +180,9 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
-    if a.small:
-        cfg = (100, 64, 20, 200, 50, 8000 / 700 / 1000)
-    else:
-        cfg = (700, 256, 20, 1000, 250, 8000 / 700 / 1000)
-    child_args = ["--device", a.device] + (["--small"] if a.small else []) + (["--threads", str(a.threads)] if a.threads
-                                                                            else [])
+    workload = "small" if a.small else a.workload
+    cfg = WORKLOADS[workload]
+    child_args = ["--device", a.device, "--workload", workload] + (["--threads", str(a.threads)] if a.threads else [])
     if a.memory_of:
         batch, delays, impl = a.memory_of.split(",")
         step = setup(cfg, int(batch), delays, [impl], dev)
@@ -186,7 +195,7 @@ def main():
         for b in a.batch.split(","):
             rows.append(measure(cfg, int(b), d, impls, a.iters, dev, child_args))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress: one row at a time
-    res = {"rows": rows, "workload": "small" if a.small else "shd-shaped", "steps": cfg[3], "inputs": cfg[0],
+    res = {"rows": rows, "workload": workload, "steps": cfg[3], "inputs": cfg[0],
            "hidden": cfg[1], "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
            "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev)}
     print(json.dumps(res) if a.json else json.dumps(res, indent=2))
