@@ -114,6 +114,33 @@ def test_sparse_input_matmul_equals_dense_values_and_gradients():
     assert delays.input_matmul(full, w.detach()).grad_fn is None
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_spike_entries_and_narrow_input_gradient(dtype):
+    """The spike list the sparse paths use is torch.nonzero's, in its order (None when too dense); a readout's
+    input gradient of 2-4 classes rounds every product and sum in a fixed order (the same bits on any CPU) and
+    a wider one is BLAS's."""
+    from eventsnn.model import delays
+    g = torch.Generator().manual_seed(8)
+    x = ((torch.rand(4, 300, 17, generator=g) < 0.02) * torch.rand(4, 300, 17, generator=g)).to(dtype)
+    b, t, i, vals = delays._sparse_entries(x)
+    ref = x.nonzero(as_tuple=True)
+    assert len(b) == int(torch.count_nonzero(x)) > 100
+    assert all(torch.equal(p, q) for p, q in zip((b, t, i), ref)) and torch.equal(vals, x[ref])
+    assert delays._sparse_entries(torch.ones(2, 10, 3, dtype=dtype)) is None
+    for k in (2, 3, 4, 9):
+        grad = torch.randn(4, 300, k, generator=g, dtype=dtype)
+        w = torch.randn(17, k, generator=g, dtype=dtype)
+        out = delays.grad_times_weight_t(grad, w)
+        if k > delays.NARROW:
+            assert torch.equal(out, grad @ w.t())
+            continue
+        expect = grad[..., 0:1] * w[:, 0]  # c = 0, 1, ...: one rounding per product and per sum
+        for c in range(1, k):
+            expect = expect + grad[..., c:c + 1] * w[:, c]
+        assert torch.equal(out, expect), k
+        torch.testing.assert_close(out, (grad.double() @ w.double().t()).to(dtype))
+
 def test_fused_is_default_and_network_gradients_match():
     g = torch.Generator().manual_seed(4)
     layers = [LIFLayer(6, 8, delays="axonal", max_delay_ms=5.0, recurrent=True, weight_scale=4.0,

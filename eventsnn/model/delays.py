@@ -82,9 +82,12 @@ def input_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight`` for a whole sequence ``x [B, T, N_pre]``. Spike trains are sparse: on the CPU, an input
     with at most :data:`SPARSE_DENSITY` nonzeros adds one weight row per nonzero (and the weight gradient one
     output-gradient row per nonzero) instead of multiplying its zeros; the input gradient stays one matmul."""
-    if not _sparse_on_cpu(x, weight):
+    if not (cpu_backend.applies(x, weight) and x.dim() == 3) or x.numel() == 0:
         return x @ weight
-    return _SparseInputMatmul.apply(x, weight)
+    entries = _sparse_entries(x)
+    if entries is None:
+        return x @ weight
+    return _SparseInputMatmul.apply(x, weight, entries)
 
 
 def _sparse_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -94,12 +97,50 @@ def _sparse_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return int(torch.count_nonzero(x)) <= SPARSE_DENSITY * x.numel()
 
 
+def _sparse_entries(x: torch.Tensor):
+    """``(b, t, i, values)`` of the nonzeros of ``x [B, T, N]`` in row-major order (``torch.nonzero``'s), or
+    None when more than :data:`SPARSE_DENSITY` of it is nonzero. One counting pass and one gathering pass,
+    parallel over samples (a hidden layer's spikes at 1 ms are tens of millions of entries)."""
+    from eventsnn.model.delays_numba import count_nonzero_per_sample, nonzero_entries
+    xd = x.detach().contiguous()
+    xn = xd.numpy()
+    with numba_threads():
+        counts = count_nonzero_per_sample(xn)
+        total = int(counts.sum())
+        if total > SPARSE_DENSITY * x.numel():
+            return None
+        starts = np.zeros(len(counts) + 1, np.int64)
+        np.cumsum(counts, out=starts[1:])
+        t, i, vals = (torch.empty(total, dtype=torch.long), torch.empty(total, dtype=torch.long),
+                      torch.empty(total, dtype=xd.dtype))
+        nonzero_entries(xn, starts, t.numpy(), i.numpy(), vals.numpy())
+    b = torch.repeat_interleave(torch.arange(len(counts)), torch.from_numpy(counts))
+    return b, t, i, vals
+
+
+NARROW = 4  # output gradients at most this wide go through narrow_matmul_t instead of BLAS
+
+
+def grad_times_weight_t(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``grad @ weight.T`` (``grad [B, T, K]``, ``weight [N, K]``): the input gradient of a layer's current. For a
+    narrow ``grad`` on the CPU (a readout of a few classes), a numba kernel: BLAS spends most of its time on the
+    call for ``K`` of 2 or 3 and its fused multiply-adds differ by CPU; the kernel rounds every product and sum."""
+    if grad.shape[-1] > NARROW or not cpu_backend.applies(grad, weight):
+        return grad @ weight.t()
+    from eventsnn.model.delays_numba import narrow_matmul_t
+    g = grad.detach().contiguous()
+    out = g.new_empty(*g.shape[:-1], weight.shape[0])
+    with numba_threads():
+        narrow_matmul_t(g.reshape(-1, g.shape[-1]).numpy(), weight.detach().contiguous().numpy(),
+                        out.reshape(-1, weight.shape[0]).numpy())
+    return out
+
+
 class _SparseInputMatmul(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight):
+    def forward(ctx, x, weight, entries):
         from eventsnn.model.delays_numba import sparse_rows_matmul
-        b, t, i = x.detach().nonzero(as_tuple=True)  # row-major: sorted by sample
-        vals = x.detach()[b, t, i]
+        b, t, i, vals = entries  # row-major: sorted by sample
         out = x.new_zeros(x.shape[0], x.shape[1], weight.shape[1])
         with numba_threads():
             sparse_rows_matmul(b.numpy(), t.numpy(), i.numpy(), vals.numpy(), weight.detach().contiguous().numpy(),
@@ -111,9 +152,9 @@ class _SparseInputMatmul(torch.autograd.Function):
     def backward(ctx, grad):
         weight, b, t, i, vals = ctx.saved_tensors
         grad = grad.contiguous()
-        g_x = grad @ weight.t() if ctx.needs_input_grad[0] else None
+        g_x = grad_times_weight_t(grad, weight) if ctx.needs_input_grad[0] else None
         g_w = _rows_weight_grad(b, t, i, vals, grad, weight.shape[0]) if ctx.needs_input_grad[1] else None
-        return g_x, g_w
+        return g_x, g_w, None
 
 
 def _rows_weight_grad(b, t, i, vals, grad: torch.Tensor, n_pre: int) -> torch.Tensor:
@@ -183,7 +224,7 @@ class _AxonalTaps(torch.autograd.Function):
         f = frac.detach()
         g_x = g_w = g_f = None
         if ctx.needs_input_grad[0]:
-            G = grad @ weight.detach().t()
+            G = grad_times_weight_t(grad, weight.detach())
             g_x = torch.empty_like(G)
             with numba_threads():
                 axonal_input_grad(G.numpy(), lo.numpy(), (1 - f).contiguous().numpy(), f.contiguous().numpy(),

@@ -130,3 +130,57 @@ def axonal_input_grad(G, lo, w0, w1, out):  # pragma: no cover - compiled
                     if m + 1 < T:
                         acc += w1[i] * Gb[m + 1, i]
                 row[i] = acc
+
+
+@njit(parallel=True)
+def count_nonzero_per_sample(x):  # pragma: no cover - compiled
+    """The number of nonzeros of each sample ``x[b]`` (``x [B, T, N]``, C-contiguous)."""
+    B = x.shape[0]
+    counts = np.zeros(B, np.int64)
+    for b in numba.prange(B):
+        flat = x[b].ravel()
+        c = 0
+        for m in range(flat.size):
+            c += flat[m] != 0
+        counts[b] = c
+    return counts
+
+
+@njit(parallel=True)
+def nonzero_entries(x, starts, t_idx, i_idx, vals):  # pragma: no cover - compiled
+    """The nonzeros of ``x [B, T, N]`` in row-major order (as ``torch.nonzero``): sample ``b``'s go to
+    ``starts[b]:starts[b + 1]`` of ``t_idx``, ``i_idx`` and ``vals``."""
+    B, T, N = x.shape
+    for b in numba.prange(B):
+        s = starts[b]
+        for t in range(T):
+            row = x[b, t]
+            for i in range(N):
+                if row[i] != 0:
+                    t_idx[s] = t
+                    i_idx[s] = i
+                    vals[s] = row[i]
+                    s += 1
+
+
+@njit(parallel=True)
+def narrow_matmul_t(grad, weight, out):  # pragma: no cover - compiled
+    """``out[r, i] = sum_c grad[r, c] * weight[i, c]`` for a narrow ``grad [R, K]`` (``weight [N, K]``): the sum
+    in the order c = 0, 1, ..., one rounding per operation (no fused multiply-add), so the same bits on every
+    CPU. Rows in blocks, one block per thread at a time."""
+    R, K = grad.shape
+    N = weight.shape[0]
+    wt = np.ascontiguousarray(weight.T)  # [K, N]: each c's row is contiguous
+    block = 256
+    for r0 in numba.prange((R + block - 1) // block):
+        for r in range(r0 * block, min(R, r0 * block + block)):
+            o = out[r]
+            g0 = grad[r, 0]
+            w0 = wt[0]
+            for i in range(N):
+                o[i] = g0 * w0[i]
+            for c in range(1, K):
+                gc = grad[r, c]
+                wc = wt[c]
+                for i in range(N):
+                    o[i] = o[i] + gc * wc[i]
