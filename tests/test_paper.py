@@ -328,6 +328,7 @@ def test_paper_speech_configs_run_quick(config, official, tmp_path):
 
 def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
     cfg = yaml.safe_load((PAPER / "coincidence_overlap.yaml").read_text())
+    cfg.pop("verify"), cfg["quick"].pop("verify")  # trained without verification first; a verify block comes later
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "s"
     r = run_cli("sweep", tmp_path / "c.yaml", "--out", out, "--quick", "--json")
