@@ -123,11 +123,11 @@ def test_spike_entries_and_narrow_input_gradient(dtype):
     from eventsnn.model import delays
     g = torch.Generator().manual_seed(8)
     x = ((torch.rand(4, 300, 17, generator=g) < 0.02) * torch.rand(4, 300, 17, generator=g)).to(dtype)
-    b, t, i, vals = delays._sparse_entries(x)
+    b, t, i, vals = delays._sparse_cpu_entries(x, x)
     ref = x.nonzero(as_tuple=True)
     assert len(b) == int(torch.count_nonzero(x)) > 100
     assert all(torch.equal(p, q) for p, q in zip((b, t, i), ref)) and torch.equal(vals, x[ref])
-    assert delays._sparse_entries(torch.ones(2, 10, 3, dtype=dtype)) is None
+    assert delays._sparse_cpu_entries(torch.ones(2, 10, 3, dtype=dtype), x) is None
     for k in (2, 3, 4, 9):
         grad = torch.randn(4, 300, k, generator=g, dtype=dtype)
         w = torch.randn(17, k, generator=g, dtype=dtype)

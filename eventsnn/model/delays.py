@@ -55,8 +55,9 @@ def delayed_current(x: torch.Tensor, weight: torch.Tensor, delay_steps: torch.Te
     if mode == "round":
         lo = round_half_up(delay_steps.detach(), torch).long()
         if lo.dim() == 1:  # axonal: gather each presynaptic neuron's delayed train
-            if not (x.requires_grad or weight.requires_grad) and _sparse_on_cpu(x, weight):
-                return _delayed_rows_matmul(x, weight, lo)
+            entries = None if x.requires_grad or weight.requires_grad else _sparse_cpu_entries(x, weight)
+            if entries is not None:
+                return _delayed_rows_matmul(x, weight, lo, entries)
             return input_matmul(_gather_delayed(x, lo), weight)
         taps = weight.unsqueeze(0)
     else:
@@ -64,8 +65,9 @@ def delayed_current(x: torch.Tensor, weight: torch.Tensor, delay_steps: torch.Te
         frac = delay_steps - lo_f
         lo = lo_f.long()
         if lo.dim() == 1:
-            if _sparse_on_cpu(x, weight):
-                return _AxonalTaps.apply(x, weight, frac, lo)
+            entries = _sparse_cpu_entries(x, weight)
+            if entries is not None:
+                return _AxonalTaps.apply(x, weight, frac, lo, entries)
             return input_matmul((1 - frac) * _gather_delayed(x, lo) + frac * _gather_delayed(x, lo + 1), weight)
         taps = torch.stack([weight * (1 - frac), weight * frac])
     if method == "auto":
@@ -82,25 +84,19 @@ def input_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight`` for a whole sequence ``x [B, T, N_pre]``. Spike trains are sparse: on the CPU, an input
     with at most :data:`SPARSE_DENSITY` nonzeros adds one weight row per nonzero (and the weight gradient one
     output-gradient row per nonzero) instead of multiplying its zeros; the input gradient stays one matmul."""
-    if not (cpu_backend.applies(x, weight) and x.dim() == 3) or x.numel() == 0:
-        return x @ weight
-    entries = _sparse_entries(x)
+    entries = _sparse_cpu_entries(x, weight)
     if entries is None:
         return x @ weight
     return _SparseInputMatmul.apply(x, weight, entries)
 
 
-def _sparse_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """The CPU kernels apply and ``x [B, T, N]`` has at most :data:`SPARSE_DENSITY` nonzeros."""
-    if not (cpu_backend.applies(x, weight) and x.dim() == 3) or x.numel() == 0:
-        return False
-    return int(torch.count_nonzero(x)) <= SPARSE_DENSITY * x.numel()
-
-
-def _sparse_entries(x: torch.Tensor):
-    """``(b, t, i, values)`` of the nonzeros of ``x [B, T, N]`` in row-major order (``torch.nonzero``'s), or
-    None when more than :data:`SPARSE_DENSITY` of it is nonzero. One counting pass and one gathering pass,
-    parallel over samples (a hidden layer's spikes at 1 ms are tens of millions of entries)."""
+def _sparse_cpu_entries(x: torch.Tensor, other: torch.Tensor):
+    """Where the CPU kernels apply (to ``x`` and ``other``, the weight or gradient it meets) and ``x [B, T, N]``
+    has at most :data:`SPARSE_DENSITY` nonzeros: ``(b, t, i, values)`` of its nonzeros in row-major order
+    (``torch.nonzero``'s). Otherwise None. One counting pass and one gathering pass, parallel over samples (a
+    hidden layer's spikes at 1 ms are tens of millions of entries)."""
+    if not (cpu_backend.applies(x, other) and x.dim() == 3) or x.numel() == 0:
+        return None
     from eventsnn.model.delays_numba import count_nonzero_per_sample, nonzero_entries
     xd = x.detach().contiguous()
     xn = xd.numpy()
@@ -174,11 +170,10 @@ def shifted_weight_grad(x: torch.Tensor, grad: torch.Tensor, shift: int = 0) -> 
     by ``x`` delayed ``shift`` steps (the recurrent weights' gradient). From ``x``'s nonzeros where it is
     sparse on the CPU, else one matmul."""
     B, T, n_pre = x.shape
-    if _sparse_on_cpu(x, grad):
-        b, t, i = x.nonzero(as_tuple=True)
-        keep = t + shift < T
-        b, t, i = b[keep], t[keep] + shift, i[keep]
-        return _rows_weight_grad(b, t, i, x[b, t - shift, i], grad.contiguous(), n_pre)
+    entries = _sparse_cpu_entries(x, grad)
+    if entries is not None:
+        b, t, i, vals = _moved_spikes(*entries, shift, T)
+        return _rows_weight_grad(b, t, i, vals, grad.contiguous(), n_pre)
     x = _shift_time(x, shift)
     return x.reshape(-1, n_pre).t() @ grad.reshape(-1, grad.shape[2])
 
@@ -194,11 +189,10 @@ class _AxonalTaps(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, frac, lo):
+    def forward(ctx, x, weight, frac, lo, entries):
         from eventsnn.model.delays_numba import sparse_rows_matmul
         B, T, _ = x.shape
-        b, t, i = x.detach().nonzero(as_tuple=True)  # row-major: sorted by sample
-        vals = x.detach()[b, t, i]
+        b, t, i, vals = entries  # row-major: sorted by sample
         f = frac.detach()
         taps = []  # per tap: (sample, target step, neuron, spike value); each stays sorted by sample
         for k in (0, 1):
@@ -236,7 +230,7 @@ class _AxonalTaps(torch.autograd.Function):
                 g_w = (1 - f)[:, None] * R[0] + f[:, None] * R[1]
             if ctx.needs_input_grad[2]:
                 g_f = (weight.detach() * (R[1] - R[0])).sum(1)
-        return g_x, g_w, g_f, None
+        return g_x, g_w, g_f, None, None
 
 
 def _cheaper_method(x: torch.Tensor, lo: torch.Tensor, n_taps: int) -> str:
@@ -272,15 +266,16 @@ def _moved_spikes(b, t, i, vals, steps, T):
     return b[keep], t[keep], i[keep], vals[keep]
 
 
-def _delayed_rows_matmul(x: torch.Tensor, weight: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
-    """``_gather_delayed(x, D) @ weight`` without a gradient, from ``x``'s nonzeros moved ``D[i]`` steps later
-    (sparse inputs on the CPU: evaluation at the training step). The moved spikes are ordered as the delayed
+def _delayed_rows_matmul(x: torch.Tensor, weight: torch.Tensor, D: torch.Tensor, entries) -> torch.Tensor:
+    """``_gather_delayed(x, D) @ weight`` without a gradient, from ``x``'s nonzeros ``entries`` (of
+    :func:`_sparse_cpu_entries`) moved ``D[i]`` steps later (sparse inputs on the CPU: evaluation at the training
+    step). The moved spikes are ordered as the delayed
     raster's nonzeros are, so every sum is taken in the same order as by the gather and the result is the same
     to the bit."""
     from eventsnn.model.delays_numba import sparse_rows_matmul
     B, T, n_pre = x.shape
-    b, t, i = x.nonzero(as_tuple=True)
-    b, t, i, vals = _moved_spikes(b, t, i, x[b, t, i], D[i], T)
+    b, t, i, vals = entries
+    b, t, i, vals = _moved_spikes(b, t, i, vals, D[i], T)
     order = np.argsort(((b * T + t) * n_pre + i).numpy())  # the keys are distinct: any sort gives this order
     out = x.new_zeros(B, T, weight.shape[1])
     with numba_threads():
