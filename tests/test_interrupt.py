@@ -71,6 +71,22 @@ def test_train_interrupted_before_its_first_epoch_leaves_nothing_and_after_one_r
     assert "4 epochs" in p.stdout
 
 
+def test_train_interrupted_while_writing_its_first_files_leaves_nothing(world, tmp_path, monkeypatch):
+    """The moment between config.json and the epoch loop (the run's log being written): an interrupt there
+    also leaves no half-started run (a loaded machine once delivered the test above's SIGINT just then)."""
+    from eventsnn.training import loop
+    from eventsnn.training.config import TrainConfig
+
+    def interrupted(path):
+        assert (path.parent / "config.json").exists()
+        raise KeyboardInterrupt
+    monkeypatch.setattr(loop, "_logged_seconds", interrupted)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(TrainConfig(data=str(world["tr"]), epochs=1, hidden=[16]), out, progress=False)
+    assert not out.exists()
+
+
 def test_verify_interrupted_anywhere_exits_130_with_the_resume_line_and_the_rerun_finishes(world, tmp_path):
     out = tmp_path / "v"
     args = ["verify", world["net"], "--data", world["te"], "--dt", "1,0.1,0.01", "--first", "20",

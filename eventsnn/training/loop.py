@@ -373,15 +373,16 @@ def train(cfg: TrainConfig, rundir, resume: bool = False, progress: bool = True,
             raise fail(ckpt_path, f"checkpoint does not match its config ({str(e).splitlines()[0]})") from None
     prov = provenance(seed=cfg.seed, world_size=dist.world)
     created = not rundir.exists()
-    if dist.main:  # rank 0 writes every file
-        rundir.mkdir(parents=True, exist_ok=True)
-        if ckpt is None:
-            with atomic_path(rundir / "config.json") as tmp:
-                tmp.write_text(jsonio.dumps(cfg.model_dump(), indent=2))
-        seconds = _logged_seconds(rundir / "metrics.jsonl")
-        with atomic_path(rundir / "metrics.jsonl") as tmp:  # exactly the checkpoint's history (no duplicates)
-            tmp.write_text("".join(jsonio.dumps({**h, "seconds": seconds.get(h["epoch"])}) + "\n" for h in history))
-    try:
+    try:  # from the first file written: an interrupt before the first checkpoint leaves nothing behind
+        if dist.main:  # rank 0 writes every file
+            rundir.mkdir(parents=True, exist_ok=True)
+            if ckpt is None:
+                with atomic_path(rundir / "config.json") as tmp:
+                    tmp.write_text(jsonio.dumps(cfg.model_dump(), indent=2))
+            seconds = _logged_seconds(rundir / "metrics.jsonl")
+            with atomic_path(rundir / "metrics.jsonl") as tmp:  # exactly the checkpoint's history (no duplicates)
+                tmp.write_text("".join(jsonio.dumps({**h, "seconds": seconds.get(h["epoch"])}) + "\n"
+                                       for h in history))
         return _train_epochs(cfg, rundir, ckpt_path, dist, dev, events, tr_idx, val_idx, test, model, opt, sched,
                              loss_spec, history, best, start_epoch, bad_epochs, prov, progress, max_epochs_this_call,
                              seconds, rundir_is_temporary)
