@@ -269,13 +269,11 @@ def _moved_spikes(b, t, i, vals, steps, T):
 def _delayed_rows_matmul(x: torch.Tensor, weight: torch.Tensor, D: torch.Tensor, entries) -> torch.Tensor:
     """``_gather_delayed(x, D) @ weight`` without a gradient, from ``x``'s nonzeros ``entries`` (of
     :func:`_sparse_cpu_entries`) moved ``D[i]`` steps later (sparse inputs on the CPU: evaluation at the training
-    step). The moved spikes are ordered as the delayed
-    raster's nonzeros are, so every sum is taken in the same order as by the gather and the result is the same
-    to the bit."""
+    step). The moved spikes are ordered as the delayed raster's nonzeros are, so every sum is taken in the same
+    order as by the gather and the result is the same to the bit."""
     from eventsnn.model.delays_numba import sparse_rows_matmul
     B, T, n_pre = x.shape
-    b, t, i, vals = entries
-    b, t, i, vals = _moved_spikes(b, t, i, vals, D[i], T)
+    b, t, i, vals = _moved_spikes(*entries, D[entries[2]], T)
     order = np.argsort(((b * T + t) * n_pre + i).numpy())  # the keys are distinct: any sort gives this order
     out = x.new_zeros(B, T, weight.shape[1])
     with numba_threads():
