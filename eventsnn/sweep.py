@@ -102,11 +102,53 @@ class SweepConfig(BaseModel):
     quick: dict = Field(default_factory=dict, description="overrides applied with --quick")
 
 
-def _merge(base: dict, over: dict) -> dict:
+def _merge(base: dict, over: dict, drop_null: bool = False) -> dict:
+    """``base`` overridden by ``over`` key by key: mappings merged, anything else (lists too) replaced; with
+    ``drop_null`` a null in ``over`` removes the key (every nullable setting defaults to null)."""
     out = copy.deepcopy(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        if v is None and drop_null:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v, drop_null)
+        else:
+            out[k] = copy.deepcopy(v)
     return out
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise fail(path, f"cannot parse YAML ({' '.join(str(e).split())})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise fail(path, f"cannot read ({e})") from None
+    if not isinstance(raw, dict):
+        raise fail(path, "a sweep config must be a mapping (name, data, models, ...)")
+    return raw
+
+
+def _extended(path: Path, raw: dict, chain: tuple = ()) -> dict:
+    """``raw`` with its ``extends: BASE.yaml`` resolved: the base config (a path relative to this file, itself
+    perhaps extending another) overridden key by key by this one (:func:`_merge`, a null removing a key). A
+    relative ``data.prepared`` of the base keeps pointing where it pointed."""
+    if "extends" not in raw:
+        return raw
+    raw = dict(raw)
+    ext = raw.pop("extends")
+    if not isinstance(ext, str) or not ext:
+        raise fail(path, "extends: give the path of a sweep config (relative to this file)")
+    bp = path.parent / ext
+    here = chain + (path.resolve(),)
+    if bp.resolve() in here:
+        raise fail(path, f"extends: {ext} leads back to this file (a cycle)")
+    if not bp.is_file():
+        raise fail(path, f"extends: {bp} does not exist")
+    base = _extended(bp, _read_yaml(bp), here)
+    data = base.get("data")
+    if isinstance(data, dict) and isinstance(data.get("prepared"), str) and not Path(data["prepared"]).is_absolute():
+        data["prepared"] = os.path.relpath(bp.parent / data["prepared"], path.parent)
+    return _merge(base, raw, drop_null=True)
 
 
 def load_config(path, quick: bool = False) -> SweepConfig:
@@ -115,14 +157,7 @@ def load_config(path, quick: bool = False) -> SweepConfig:
     from eventsnn.data.transforms import parse_probes
 
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise fail(path, f"cannot parse YAML ({' '.join(str(e).split())})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise fail(path, f"cannot read ({e})") from None
-    if not isinstance(raw, dict):
-        raise fail(path, "a sweep config must be a mapping (name, data, models, ...)")
+    raw = _extended(p, _read_yaml(p))
     if quick:
         raw = _merge(raw, raw.get("quick") or {})
     try:

@@ -1,6 +1,7 @@
 """The paper's datasets (generators and the speech pipeline) and the sweep command."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -326,6 +327,51 @@ def test_paper_speech_configs_run_quick(config, official, tmp_path):
         assert "| axonal | 0 |" in (ref / "refractory.md").read_text()
 
 
+def test_sweep_config_extends_a_base_config(prepared_whole, tmp_path):
+    """``extends:`` reads a base config and overrides it key by key: mappings merged, lists replaced, null removes
+    a key; a relative data.prepared of the base still points at its directory from the variant's."""
+    from eventsnn.sweep import load_config
+
+    base = load_config(PAPER / "coincidence_overlap.yaml")
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "small.yaml").write_text(yaml.safe_dump({
+        "extends": str(Path(os.path.relpath(PAPER, tmp_path / "v")) / "coincidence_overlap.yaml"),
+        "data": {"train_samples": 120, "grid": {"overlap": [0.0, 1.0]}},
+        "models": {"axonal": None}, "train": {"epochs": 7}, "seeds": [4]}))
+    (tmp_path / "v" / "smaller.yaml").write_text("extends: small.yaml\ntrain: {hidden: [8]}\nverify: null\n")
+    for name in ("small", "smaller"):
+        got = load_config(tmp_path / "v" / f"{name}.yaml")
+        assert got.data.train_samples == 120 and got.data.test_samples == base.data.test_samples
+        assert got.data.grid == {"overlap": [0.0, 1.0]} and got.data.task == base.data.task
+        assert list(got.models) == [m for m in base.models if m != "axonal"] and got.seeds == [4]
+        assert got.train == {**base.train, "epochs": 7, **({"hidden": [8]} if name == "smaller" else {})}
+        assert (got.verify is None) == (name == "smaller") and got.figure == base.figure and got.name == base.name
+    # a base reading a prepared directory by a relative path, extended from another directory
+    (tmp_path / "b").mkdir()
+    shutil.copytree(prepared_whole, tmp_path / "b" / "whole")
+    cfg = yaml.safe_load((PAPER / "digits_whole.yaml").read_text())
+    cfg["data"]["prepared"] = "whole"
+    (tmp_path / "b" / "base.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "v" / "speech.yaml").write_text("extends: ../b/base.yaml\nseeds: [0]\n")
+    got = load_config(tmp_path / "v" / "speech.yaml")
+    assert (tmp_path / "v" / got.data.prepared).resolve() == (tmp_path / "b" / "whole").resolve()
+
+
+@pytest.mark.parametrize("config", sorted(p.parent.name for p in (ROOT / "results" / "paper").glob("*/config.yaml")))
+def test_saved_sweep_variants_resume_their_results(config):
+    """A results/paper variant (extends: an examples/paper config) still describes the cells it trained: rerunning
+    its command resumes them instead of refusing a changed config."""
+    from eventsnn.sweep import _incompatible, cells, cell_key, load_config
+
+    d = ROOT / "results" / "paper" / config
+    cfg = load_config(d / "config.yaml")
+    assert yaml.safe_load((d / "config.yaml").read_text()).get("extends")
+    assert _incompatible(json.loads((d / "sweep.json").read_text())["config"], cfg.model_dump(mode="json")) is None
+    wanted = {cell_key(c) for c in cells(cfg)}
+    done = [json.loads(x)["cell"] for x in (d / "results.jsonl").read_text().splitlines()]
+    assert done and all(cell_key(c) in wanted for c in done)
+
+
 def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
     cfg = yaml.safe_load((PAPER / "coincidence_overlap.yaml").read_text())
     cfg.pop("verify"), cfg["quick"].pop("verify")  # trained without verification first; a verify block comes later
@@ -410,6 +456,9 @@ def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
     (lambda c: c.update(probes=["wobble"]), "probes: unknown probe 'wobble'"),
     (lambda c: c["figure"].update(x="nothing"), "figure.x: 'nothing' is not swept"),
     (lambda c: c.update(extra=1), "extra: Extra inputs are not permitted"),
+    (lambda c: c.update(extends="nope.yaml"), "nope.yaml does not exist"),
+    (lambda c: c.update(extends="c.yaml"), "extends: c.yaml leads back to this file (a cycle)"),
+    (lambda c: c.update(extends=["a.yaml"]), "extends: give the path of a sweep config"),
     (lambda c: c.update(verify={"samples": 0}), "verify.samples: Value error, samples must be a positive count or 'all'"),
     (lambda c: c.update(transforms={"jitter:bins": [1]}), "transforms.jitter:bins: transform 'jitter:bins': write "
                                                             "it as a probe with * where the level goes"),
