@@ -198,14 +198,18 @@ def load_config(path, quick: bool = False) -> SweepConfig:
                              "bins; give it in ms, or use data.prepared (eventsnn data prepare)")
     if not cfg.models:
         raise fail(path, "models: at least one model")
-    for name, m in cfg.models.items():
+    for name in cfg.models:
         try:
-            TrainConfig(**{**cfg.train, **m})
+            settings = model_settings(cfg, name)
+        except EventsnnError as e:
+            raise fail(path, f"models.{name}.preset: {str(e).removeprefix('--preset: ')}") from None
+        try:
+            TrainConfig(**settings)
         except ValidationError as e:
             err = e.errors()[0]
             raise fail(path, f"models.{name} / train: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
         for key in ("data", "test_data", "val_data", "seed"):
-            if key in {**cfg.train, **m}:
+            if key in settings:
                 raise fail(path, f"models.{name} / train: {key} is set by the sweep, not the config")
     try:
         for pr in cfg.probes:
@@ -218,6 +222,17 @@ def load_config(path, quick: bool = False) -> SweepConfig:
         if x not in axes:
             raise fail(path, f"figure.x: {x!r} is not swept; choose from {', '.join(sorted(axes)) or '(nothing swept)'}")
     return cfg
+
+
+def model_settings(cfg: SweepConfig, name: str) -> dict:
+    """The training settings of model ``name``: its ``preset:`` (a named recipe of ``eventsnn train --preset``,
+    e.g. the authors' SRM network), overridden by the sweep's shared ``train:``, then by the model's own keys --
+    the order of ``eventsnn train --preset NAME --config FILE --flag``."""
+    from eventsnn.training.config import TrainConfig
+
+    m = dict(cfg.models[name])
+    preset = m.pop("preset", None)
+    return {**(TrainConfig.from_preset(preset) if preset is not None else {}), **cfg.train, **m}
 
 
 # ----------------------------------------------------------------------------- cells
@@ -338,7 +353,7 @@ def _run_cell(job: dict) -> dict:
         rec.update(_verify_cell(cfg, api.export(celldir / "run"), dt, test_ev, celldir))
         rec["verify_seconds"] = time.perf_counter() - t0
         return rec
-    settings = {**cfg.train, **cfg.models[cell["model"]], "seed": cell["seed"], "device": job.get("device", "cpu")}
+    settings = {**model_settings(cfg, cell["model"]), "seed": cell["seed"], "device": job.get("device", "cpu")}
     import shutil
     shutil.rmtree(celldir, ignore_errors=True)  # a cell interrupted earlier starts again
     model = api.train(train_ev, settings, test=test_ev, val=val_ev, rundir=celldir / "run")

@@ -239,8 +239,12 @@ def test_data_prepare_cli_writes_three_files_and_refuses_bad_input(official, tmp
 
 # ----------------------------------------------------------------------------- sweeps
 
-@pytest.mark.parametrize("config", ["isi_randomisation", "ccisi_max_isi", "coincidence_overlap"])
+@pytest.mark.parametrize("config", ["isi_randomisation", "ccisi_max_isi", "coincidence_overlap",
+                                    "isi_randomisation_srm", "ccisi_max_isi_srm", "coincidence_overlap_srm"])
 def test_paper_synthetic_configs_run_quick(config, tmp_path):
+    """Each synthetic experiment runs end to end with our LIF models and, in its *_srm variant (extends: the LIF
+    config), with the authors' SRM network and recipe (a model's preset:, under the sweep's shared schedule)."""
+    models = {"srm-axonal", "srm-none"} if config.endswith("_srm") else {"axonal", "none"}
     out = tmp_path / "sweep"
     r = run_cli("sweep", PAPER / f"{config}.yaml", "--out", out, "--quick", "--workers", "2", "--json")
     assert r.returncode == 0, r.stderr
@@ -252,10 +256,18 @@ def test_paper_synthetic_configs_run_quick(config, tmp_path):
     assert not any(x["still_improving"] for x in rows)  # one epoch: nothing to compare with
     # workers report their merge counts even when 0 (for totals); a cell's record keeps only real merges
     assert not any(" merged 0 of " in w for x in rows for w in x.get("warnings", [])), rows[0].get("warnings")
-    assert {x["cell"]["model"] for x in rows} == {"none", "axonal"}
+    assert {x["cell"]["model"] for x in rows} == models
     assert (out / "figure.png").stat().st_size > 1000
     table = (out / "table.md").read_text()
-    assert "| axonal | 1 |" in table and "| none | 1 |" in table
+    assert all(f"| {m} | 1 |" in table for m in models)
+    if config.endswith("_srm"):
+        from eventsnn.sweep import _digest
+        for x in rows:
+            run = json.loads((out / "cells" / _digest(x["cell"]) / "run" / "config.json").read_text())
+            assert run["neuron"] == "srm" and run["loss"] == "prob" and run["readout"] == "count"
+            assert run["optimizer"] == "nadam" and run["patience"] == 30 and run["epochs"] == 1
+            assert run["delays"] == ("none" if x["cell"]["model"] == "srm-none" else "axonal")
+            assert run["hidden"] == ([3] if config.startswith("coincidence") else [8])
     # resumable: nothing runs again
     r = run_cli("sweep", PAPER / f"{config}.yaml", "--out", out, "--quick", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["ran"] == 0
@@ -277,12 +289,15 @@ def test_every_paper_config_loads(config, prepared_whole, tmp_path):
     from eventsnn.sweep import load_config
 
     cfg = yaml.safe_load((PAPER / f"{config}.yaml").read_text())
-    if cfg["data"].get("prepared"):
+    if cfg.get("data", {}).get("prepared"):
         cfg["data"]["prepared"] = str(prepared_whole)
+    if cfg.get("extends"):
+        cfg["extends"] = str(PAPER / cfg["extends"])
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     for quick in (False, True):
         sc = load_config(tmp_path / "c.yaml", quick=quick)
-        assert sc.name == cfg["name"] and set(sc.models) == set(cfg["models"]) and sc.seeds
+        assert sc.name == cfg["name"] and sc.seeds
+        assert set(sc.models) == {k for k, v in cfg["models"].items() if v is not None}
 
 
 @pytest.mark.parametrize("config", ["shd_whole", "shd_part", "shd_norm", "shd_part_jitter", "shd_part_jitter_neuron",
@@ -456,6 +471,7 @@ def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
     (lambda c: c.update(probes=["wobble"]), "probes: unknown probe 'wobble'"),
     (lambda c: c["figure"].update(x="nothing"), "figure.x: 'nothing' is not swept"),
     (lambda c: c.update(extra=1), "extra: Extra inputs are not permitted"),
+    (lambda c: c["models"].update(srm={"preset": "nope"}), "models.srm.preset: unknown preset 'nope' (choose from"),
     (lambda c: c.update(extends="nope.yaml"), "nope.yaml does not exist"),
     (lambda c: c.update(extends="c.yaml"), "extends: c.yaml leads back to this file (a cycle)"),
     (lambda c: c.update(extends=["a.yaml"]), "extends: give the path of a sweep config"),
