@@ -102,15 +102,23 @@ class SweepConfig(BaseModel):
     quick: dict = Field(default_factory=dict, description="overrides applied with --quick")
 
 
-def _merge(base: dict, over: dict, drop_null: bool = False) -> dict:
-    """``base`` overridden by ``over`` key by key: mappings merged, anything else (lists too) replaced; with
-    ``drop_null`` a null in ``over`` removes the key (every nullable setting defaults to null)."""
+# where a null in a config that ``extends:`` another removes the key (the other keys' defaults are null or empty);
+# anywhere else (train:, a model's settings, quick:, verify:) a null is the value null
+_NULL_REMOVES = {(), ("models",), ("transforms",), ("data",), ("data", "grid"), ("data", "options"),
+                 ("figure", "paper")}
+
+
+def _merge(base: dict, over: dict, extending: bool = False, at: tuple = ()) -> dict:
+    """``base`` overridden by ``over`` key by key: mappings merged, anything else (lists too) replaced. When
+    ``extending`` (a config over the one it extends), a null removes the key where :data:`_NULL_REMOVES` says so,
+    and a model given with its own ``preset:`` replaces the base's model of that name instead of merging into it."""
     out = copy.deepcopy(base)
     for k, v in over.items():
-        if v is None and drop_null:
+        if v is None and extending and at in _NULL_REMOVES:
             out.pop(k, None)
-        elif isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v, drop_null)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict) and not (
+                extending and at == ("models",) and "preset" in v):
+            out[k] = _merge(out[k], v, extending, at + (k,))
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -130,8 +138,9 @@ def _read_yaml(path: Path) -> dict:
 
 def _extended(path: Path, raw: dict, chain: tuple = ()) -> dict:
     """``raw`` with its ``extends: BASE.yaml`` resolved: the base config (a path relative to this file, itself
-    perhaps extending another) overridden key by key by this one (:func:`_merge`, a null removing a key). A
-    relative ``data.prepared`` of the base keeps pointing where it pointed."""
+    perhaps extending another) overridden key by key by this one (:func:`_merge`). A relative ``data.prepared`` of
+    the base keeps pointing where it pointed, and the base's ``quick:`` overrides of a model this file removes go
+    with it."""
     if "extends" not in raw:
         return raw
     raw = dict(raw)
@@ -141,14 +150,24 @@ def _extended(path: Path, raw: dict, chain: tuple = ()) -> dict:
     bp = path.parent / ext
     here = chain + (path.resolve(),)
     if bp.resolve() in here:
-        raise fail(path, f"extends: {ext} leads back to this file (a cycle)")
-    if not bp.is_file():
+        loop = " -> ".join(str(c) for c in here[here.index(bp.resolve()):] + (bp.resolve(),))
+        raise fail(path, f"extends: {ext} makes a cycle ({loop})")
+    if not bp.exists():
         raise fail(path, f"extends: {bp} does not exist")
+    if not bp.is_file():
+        raise fail(path, f"extends: {bp} is not a file")
     base = _extended(bp, _read_yaml(bp), here)
-    data = base.get("data")
-    if isinstance(data, dict) and isinstance(data.get("prepared"), str) and not Path(data["prepared"]).is_absolute():
-        data["prepared"] = os.path.relpath(bp.parent / data["prepared"], path.parent)
-    return _merge(base, raw, drop_null=True)
+    for d in (base.get("data"), (base.get("quick") or {}).get("data") if isinstance(base.get("quick"), dict)
+              else None):
+        if isinstance(d, dict) and isinstance(d.get("prepared"), str) and not Path(d["prepared"]).is_absolute():
+            d["prepared"] = os.path.relpath(bp.parent / d["prepared"], path.parent)
+    models = raw.get("models")
+    qm = (base.get("quick") or {}).get("models") if isinstance(base.get("quick"), dict) else None
+    if isinstance(models, dict) and isinstance(qm, dict):
+        for name, m in models.items():
+            if m is None or (isinstance(m, dict) and "preset" in m):
+                qm.pop(name, None)  # the base's quick settings of a model removed or replaced here
+    return _merge(base, raw, extending=True)
 
 
 def load_config(path, quick: bool = False) -> SweepConfig:
@@ -158,6 +177,20 @@ def load_config(path, quick: bool = False) -> SweepConfig:
 
     p = Path(path)
     raw = _extended(p, _read_yaml(p))
+    for key in ("quick", "train"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise fail(path, f"{key}: give a mapping of settings, not {type(raw[key]).__name__}")
+    models = raw.get("models") if isinstance(raw.get("models"), dict) else {}
+    for key, m in [("train", raw.get("train")), *((f"models.{k}", v) for k, v in models.items())]:
+        bad = [k for k in m if not isinstance(k, str)] if isinstance(m, dict) else []
+        if bad:
+            raise fail(path, f"{key}: {bad[0]!r} is not a setting name")
+    qmodels = (raw.get("quick") or {}).get("models")
+    if isinstance(qmodels, dict):
+        names = set(models) if "models" in raw else set(SweepConfig.model_fields["models"].default_factory())
+        for name in qmodels:
+            if name not in names:
+                raise fail(path, f"quick.models.{name}: not a model of this sweep ({', '.join(sorted(names))})")
     if quick:
         raw = _merge(raw, raw.get("quick") or {})
     try:
@@ -353,7 +386,9 @@ def _run_cell(job: dict) -> dict:
         rec.update(_verify_cell(cfg, api.export(celldir / "run"), dt, test_ev, celldir))
         rec["verify_seconds"] = time.perf_counter() - t0
         return rec
-    settings = {**model_settings(cfg, cell["model"]), "seed": cell["seed"], "device": job.get("device", "cpu")}
+    # the settings resolved where the sweep started (a cluster's worker may have another eventsnn's presets)
+    settings = {**(job.get("settings") or model_settings(cfg, cell["model"])), "seed": cell["seed"],
+                "device": job.get("device", "cpu")}
     import shutil
     shutil.rmtree(celldir, ignore_errors=True)  # a cell interrupted earlier starts again
     model = api.train(train_ev, settings, test=test_ev, val=val_ev, rundir=celldir / "run")
@@ -444,17 +479,22 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
     out = Path(out)
     all_cells = cells(cfg)
     with dir_lock(out, "this sweep directory"):
-        meta = {"config": cfg.model_dump(mode="json"), "quick": quick}
+        # each model's settings with its preset expanded: a preset changed since (another eventsnn) is a change
+        settings = {name: model_settings(cfg, name) for name in cfg.models}
+        meta = {"config": cfg.model_dump(mode="json"), "quick": quick, "model_settings": settings}
         mf = out / "sweep.json"
         if mf.exists():
             old = json.loads(mf.read_text())
             why = "the --quick setting" if old.get("quick") != quick else \
                 _incompatible(old.get("config", {}), meta["config"])
+            for name in sorted(set(old.get("model_settings") or {}) & set(settings)):
+                if why is None and old["model_settings"][name] != json.loads(jsonio.dumps(settings[name])):
+                    why = f"models.{name}: the settings of its preset"
             if why:
                 raise fail(out, f"holds a sweep with a different config ({why} changed); use another --out, or "
                                 "change only what keeps the trained cells valid: seeds, grid and transform values, "
                                 "models added or removed, verify, figure, description")
-            if old.get("config") != meta["config"]:
+            if old.get("config") != meta["config"] or "model_settings" not in old:
                 with atomic_path(mf) as tmp:
                     tmp.write_text(jsonio.dumps({**old, **meta}, indent=2))
         else:
@@ -472,10 +512,10 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
         # a cluster's workers choose their own threads (dask worker --nthreads); locally the cores are shared out
         threads = max(1, (os.cpu_count() or 1) // max(1, workers)) if scheduler is None else 0
         jobs = [{"config": cfg.model_dump(mode="json"), "cell": c, "celldir": str(out / "cells" / _digest(c)),
-                 "datadir": str(out / "data"), "base": str(Path(config_path).resolve().parent), "threads": threads,
-                 "device": device} for c in todo]
+                 "datadir": str(out / "data"), "base": str(Path(config_path).absolute().parent), "threads": threads,
+                 "device": device, "settings": settings[c["model"]]} for c in todo]
         jobs += [{"config": cfg.model_dump(mode="json"), "cell": r["cell"], "celldir": str(out / "cells" / _digest(r["cell"])),
-                  "datadir": str(out / "data"), "base": str(Path(config_path).resolve().parent), "threads": threads,
+                  "datadir": str(out / "data"), "base": str(Path(config_path).absolute().parent), "threads": threads,
                   "device": device, "verify_only": True, "record": r} for r in reverify]
         (out / "data").mkdir(parents=True, exist_ok=True)
         bar = progress_bar(total=len(all_cells) + len(reverify), desc=f"sweep {cfg.name}", disable=not progress,

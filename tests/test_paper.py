@@ -370,6 +370,40 @@ def test_sweep_config_extends_a_base_config(prepared_whole, tmp_path):
     (tmp_path / "v" / "speech.yaml").write_text("extends: ../b/base.yaml\nseeds: [0]\n")
     got = load_config(tmp_path / "v" / "speech.yaml")
     assert (tmp_path / "v" / got.data.prepared).resolve() == (tmp_path / "b" / "whole").resolve()
+    # a model given with its own preset replaces the base's model of that name (the preset's delay cap, not the
+    # base's 15 ms); a null inside quick:, train: or a model is the value null, not a removal
+    cfg = yaml.safe_load((PAPER / "coincidence_overlap.yaml").read_text())
+    cfg["quick"].pop("verify")
+    cfg["quick"]["models"] = {"axonal": {"max_delay_ms": 10}}
+    (tmp_path / "v" / "own.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "v" / "srm.yaml").write_text(yaml.safe_dump({
+        "extends": "own.yaml", "models": {"axonal": {"preset": "paper-isi"}, "none": {"dt_ms": 1.0}},
+        "quick": {"verify": None}}))
+    got = load_config(tmp_path / "v" / "srm.yaml")
+    assert got.models == {"none": {"delays": "none", "dt_ms": 1.0}, "axonal": {"preset": "paper-isi"}}
+    assert got.verify is not None and load_config(tmp_path / "v" / "srm.yaml", quick=True).verify is None
+    assert load_config(tmp_path / "v" / "own.yaml", quick=True).models["axonal"]["max_delay_ms"] == 10
+    # (the base's quick settings of the replaced model go with it)
+    assert "max_delay_ms" not in load_config(tmp_path / "v" / "srm.yaml", quick=True).models["axonal"]
+
+
+def test_sweep_refuses_to_resume_when_a_models_preset_changed(tmp_path):
+    """A resumed sweep compares each model's settings with its preset expanded: cells trained under another
+    version of a preset are not mixed into one table."""
+    from eventsnn.sweep import load_config, model_settings
+
+    cfg = yaml.safe_load((PAPER / "coincidence_overlap.yaml").read_text())
+    cfg["models"] = {"srm": {"preset": "paper-isi", "delays": "none"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    c = load_config(tmp_path / "c.yaml")
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "sweep.json").write_text(json.dumps({
+        "config": c.model_dump(mode="json"), "quick": False,
+        "model_settings": {"srm": {**model_settings(c, "srm"), "lr": 0.5}}}))
+    r = run_cli("sweep", tmp_path / "c.yaml", "--out", tmp_path / "s")
+    assert r.returncode == 2, r.stderr
+    assert "different config (models.srm: the settings of its preset changed)" in r.stderr, r.stderr
+    assert sorted(x.name for x in (tmp_path / "s").iterdir()) == ["sweep.json"]
 
 
 @pytest.mark.parametrize("config", sorted(p.parent.name for p in (ROOT / "results" / "paper").glob("*/config.yaml")))
@@ -473,7 +507,11 @@ def test_sweep_resumes_after_a_kill_and_refuses_a_changed_config(tmp_path):
     (lambda c: c.update(extra=1), "extra: Extra inputs are not permitted"),
     (lambda c: c["models"].update(srm={"preset": "nope"}), "models.srm.preset: unknown preset 'nope' (choose from"),
     (lambda c: c.update(extends="nope.yaml"), "nope.yaml does not exist"),
-    (lambda c: c.update(extends="c.yaml"), "extends: c.yaml leads back to this file (a cycle)"),
+    (lambda c: c.update(extends="c.yaml"), "extends: c.yaml makes a cycle ("),
+    (lambda c: c.update(extends="."), "is not a file"),
+    (lambda c: c.update(quick=[1]), "quick: give a mapping of settings, not list"),
+    (lambda c: c["train"].update({3: 1}), "train: 3 is not a setting name"),
+    (lambda c: c["quick"].update(models={"srm": {"hidden": [4]}}), "quick.models.srm: not a model of this sweep"),
     (lambda c: c.update(extends=["a.yaml"]), "extends: give the path of a sweep config"),
     (lambda c: c.update(verify={"samples": 0}), "verify.samples: Value error, samples must be a positive count or 'all'"),
     (lambda c: c.update(transforms={"jitter:bins": [1]}), "transforms.jitter:bins: transform 'jitter:bins': write "
