@@ -56,8 +56,12 @@ def world(tmp_path_factory):
 def test_train_interrupted_before_its_first_epoch_leaves_nothing_and_after_one_resumes(world, tmp_path):
     out = tmp_path / "run"
     args = ["train", "--data", world["tr"], "--epochs", "4", "--hidden", "16", "--batch-size", "8", "--out", out]
-    # during the first epoch: config.json is written just before the epoch loop
-    rc, err = _interrupt_when(_start(*args), out / "config.json")
+    # during the first epoch: config.json is written just before the epoch loop (10x the samples in batches of 1
+    # make that epoch ~2 s, not 0.2 s, so that a loaded machine cannot finish it before the signal lands)
+    long = tmp_path / "long.h5"
+    save_events(make_polychrony(samples=1600, seed=1), long)
+    first = [{world["tr"]: long, "8": "1"}.get(a, a) for a in args]
+    rc, err = _interrupt_when(_start(*first), out / "config.json")
     assert rc == 130, err
     assert _last_line(err).startswith("eventsnn: interrupted; resume with: the same command again"), err
     assert "no epoch had finished" in err and "Traceback" not in err
