@@ -22,7 +22,7 @@ from pathlib import Path
 
 from eventsnn.util.errors import EventsnnError
 from eventsnn.util.files import check_input, check_output
-from eventsnn.util.dask_pool import check_scheduler
+from eventsnn.util.dask_pool import check_scheduler, usable_cores
 from eventsnn.util import jsonio
 
 # ----------------------------------------------------------------------------- argument types
@@ -769,7 +769,7 @@ def _run_parsers(sub) -> None:
     dm.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory (resumable)")
     dm.add_argument("--quick", action="store_true", help="smaller task and fewer epochs (for tests)")
     dm.add_argument("--target", default="numpy", choices=TARGETS, help="Brian2 code generation target")
-    dm.add_argument("--workers", type=POS_INT, default=min(2, os.cpu_count() or 1), help="worker processes")
+    dm.add_argument("--workers", type=POS_INT, default=min(2, usable_cores()), help="worker processes")
     _common(dm)
     dm.set_defaults(func=cmd_demo)
 

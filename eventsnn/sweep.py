@@ -471,7 +471,7 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
     (``tcp://HOST:PORT``; its workers must see ``out`` and the config's files at the same paths). Each finished
     cell is appended to ``results.jsonl`` as it arrives, so a killed sweep resumes where it stopped."""
     from eventsnn.util.files import dir_lock
-    from eventsnn.util.dask_pool import Pool
+    from eventsnn.util.dask_pool import Pool, usable_cores
     from eventsnn.util.progress import progress_bar
     from eventsnn.util.provenance import provenance
 
@@ -510,7 +510,7 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
                     and not cfg.verify.same_as(done[cell_key(c)].get("verify_spec"))
                     and (out / "cells" / _digest(c) / "run" / "checkpoint.pt").exists()]
         # a cluster's workers choose their own threads (dask worker --nthreads); locally the cores are shared out
-        threads = max(1, (os.cpu_count() or 1) // max(1, workers)) if scheduler is None else 0
+        threads = max(1, usable_cores() // max(1, workers)) if scheduler is None else 0
         jobs = [{"config": cfg.model_dump(mode="json"), "cell": c, "celldir": str(out / "cells" / _digest(c)),
                  "datadir": str(out / "data"), "base": str(Path(config_path).absolute().parent), "threads": threads,
                  "device": device, "settings": settings[c["model"]]} for c in todo]

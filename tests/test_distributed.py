@@ -2,6 +2,7 @@
 reduction order; verification on a real Dask cluster (scheduler + 2 workers on localhost) equals one process."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,15 @@ def test_scheduler_flag_errors_name_the_flag(tmp_path):
                     cwd=Path(__file__).resolve().parents[1], timeout=120)
         assert p.returncode == 2 and "--scheduler" in p.stderr and msg in p.stderr, p.stderr
         assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or shutil.which("taskset") is None,
+                    reason="no CPU affinity or no taskset on this machine")
+def test_workers_share_out_the_cores_the_process_was_given_not_the_machines():
+    """Under taskset (or a Slurm allocation, a container's cpuset) threads are shared out over the cores given:
+    two sweeps pinned to a core each must not each start a thread per core of the machine."""
+    code = "from eventsnn.util.dask_pool import usable_cores; print(usable_cores())"
+    core = sorted(os.sched_getaffinity(0))[0]
+    p = subprocess.run(["taskset", "-c", str(core), sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "1"

@@ -16,6 +16,15 @@ from collections.abc import Callable, Iterable, Iterator
 
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (``taskset``, a Slurm allocation, a container's cpuset),
+    not the machine's count -- threads shared out over the machine's cores would oversubscribe the ones given."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this platform (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 _SCHEDULER = re.compile(r"^(tcp|tls)://[^\s/:]+:\d{1,5}$")
 
 
