@@ -157,12 +157,11 @@ def _extended(path: Path, raw: dict, chain: tuple = ()) -> dict:
     if not bp.is_file():
         raise fail(path, f"extends: {bp} is not a file")
     base = _extended(bp, _read_yaml(bp), here)
-    for d in (base.get("data"), (base.get("quick") or {}).get("data") if isinstance(base.get("quick"), dict)
-              else None):
+    bq = base["quick"] if isinstance(base.get("quick"), dict) else {}
+    for d in (base.get("data"), bq.get("data")):
         if isinstance(d, dict) and isinstance(d.get("prepared"), str) and not Path(d["prepared"]).is_absolute():
             d["prepared"] = os.path.relpath(bp.parent / d["prepared"], path.parent)
-    models = raw.get("models")
-    qm = (base.get("quick") or {}).get("models") if isinstance(base.get("quick"), dict) else None
+    models, qm = raw.get("models"), bq.get("models")
     if isinstance(models, dict) and isinstance(qm, dict):
         for name, m in models.items():
             if m is None or (isinstance(m, dict) and "preset" in m):
@@ -387,8 +386,7 @@ def _run_cell(job: dict) -> dict:
         rec["verify_seconds"] = time.perf_counter() - t0
         return rec
     # the settings resolved where the sweep started (a cluster's worker may have another eventsnn's presets)
-    settings = {**(job.get("settings") or model_settings(cfg, cell["model"])), "seed": cell["seed"],
-                "device": job.get("device", "cpu")}
+    settings = {**job["settings"], "seed": cell["seed"], "device": job.get("device", "cpu")}
     import shutil
     shutil.rmtree(celldir, ignore_errors=True)  # a cell interrupted earlier starts again
     model = api.train(train_ev, settings, test=test_ev, val=val_ev, rundir=celldir / "run")
@@ -511,12 +509,12 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
                     and (out / "cells" / _digest(c) / "run" / "checkpoint.pt").exists()]
         # a cluster's workers choose their own threads (dask worker --nthreads); locally the cores are shared out
         threads = max(1, usable_cores() // max(1, workers)) if scheduler is None else 0
-        jobs = [{"config": cfg.model_dump(mode="json"), "cell": c, "celldir": str(out / "cells" / _digest(c)),
-                 "datadir": str(out / "data"), "base": str(Path(config_path).absolute().parent), "threads": threads,
-                 "device": device, "settings": settings[c["model"]]} for c in todo]
-        jobs += [{"config": cfg.model_dump(mode="json"), "cell": r["cell"], "celldir": str(out / "cells" / _digest(r["cell"])),
-                  "datadir": str(out / "data"), "base": str(Path(config_path).absolute().parent), "threads": threads,
-                  "device": device, "verify_only": True, "record": r} for r in reverify]
+        common = {"config": meta["config"], "datadir": str(out / "data"), "threads": threads, "device": device,
+                  "base": str(Path(config_path).absolute().parent)}
+        jobs = [{**common, "cell": c, "celldir": str(out / "cells" / _digest(c)), "settings": settings[c["model"]]}
+                for c in todo]
+        jobs += [{**common, "cell": r["cell"], "celldir": str(out / "cells" / _digest(r["cell"])),
+                  "verify_only": True, "record": r} for r in reverify]
         (out / "data").mkdir(parents=True, exist_ok=True)
         bar = progress_bar(total=len(all_cells) + len(reverify), desc=f"sweep {cfg.name}", disable=not progress,
                            initial=len(all_cells) - len(todo))
