@@ -8,7 +8,9 @@ float64; delays are real numbers in ms (``ff_delay_ms`` ``[N_pre]`` = axonal,
 ``[N_pre, N]`` = synaptic).
 
 Versions: a file is written with the lowest version that holds it -- 1 for LIF-only
-networks (readable by every eventsnn), 2 when it has ``srm`` layers.
+networks (readable by every eventsnn), 2 when it has ``srm`` layers, 3 when an ``srm``
+layer has a learned PSP kernel (``psp_taps`` ``[L]``, attribute ``psp_tap_ms``;
+:func:`eventsnn.model.srm.fir_kernel`).
 """
 from __future__ import annotations
 
@@ -21,19 +23,21 @@ from eventsnn.util.errors import fail
 from eventsnn.util.files import atomic_path, open_h5
 
 NETWORK_FORMAT = "eventsnn.network"
-NETWORK_VERSION = 2          # the newest version this eventsnn writes and reads
-READABLE_VERSIONS = (1, 2)
+NETWORK_VERSION = 3          # the newest version this eventsnn writes and reads
+READABLE_VERSIONS = (1, 2, 3)
 SRM_VERSION = 2              # the first version with "srm" layers
+PSP_VERSION = 3              # the first version with learned PSP kernels
 KINDS = ("lif", "li", "srm")
 SPIKING_KINDS = ("lif", "srm")
 ORDER = "brian2-default"
 
 _ARRAYS = ("tau_mem_ms", "tau_syn_ms", "threshold", "refractory_ms", "ff_weight", "ff_delay_ms",
-           "rec_weight", "rec_delay_ms", "tau_sr_ms", "tau_ref_ms", "scale_ref")
+           "rec_weight", "rec_delay_ms", "tau_sr_ms", "tau_ref_ms", "scale_ref", "psp_taps")
 # per-neuron parameters each kind needs, and those it must not have
 _NEEDS = {"lif": ("tau_mem_ms", "tau_syn_ms", "threshold"), "li": ("tau_mem_ms", "tau_syn_ms"),
           "srm": ("tau_sr_ms", "tau_ref_ms", "scale_ref", "threshold")}
-_NOT_FOR = {"lif": ("tau_sr_ms", "tau_ref_ms", "scale_ref"), "li": ("tau_sr_ms", "tau_ref_ms", "scale_ref"),
+_NOT_FOR = {"lif": ("tau_sr_ms", "tau_ref_ms", "scale_ref", "psp_taps"),
+            "li": ("tau_sr_ms", "tau_ref_ms", "scale_ref", "psp_taps"),
             "srm": ("tau_mem_ms", "tau_syn_ms", "refractory_ms", "rec_weight", "rec_delay_ms")}
 
 
@@ -54,6 +58,8 @@ class Layer:
     tau_sr_ms: np.ndarray | None = None       # [N] (srm) PSP kernel time constant
     tau_ref_ms: np.ndarray | None = None      # [N] (srm) refractory kernel time constant
     scale_ref: np.ndarray | None = None       # [N] (srm) refractory kernel depth, in units of threshold
+    psp_taps: np.ndarray | None = None        # [L] (srm) learned PSP kernel, shared by the layer (tau_sr_ms unused)
+    psp_tap_ms: float | None = None           # its tap spacing (ms), with psp_taps
 
     def __post_init__(self):
         if self.reset is None:
@@ -127,6 +133,18 @@ class Layer:
                 raise bad(f"{name} must be >= 0 (min {v.min():g})")
         if self.threshold is not None and np.any(self.threshold <= 0):
             raise bad("threshold must be > 0")
+        if self.psp_taps is not None:
+            if self.psp_taps.ndim != 1 or self.psp_taps.size < 1:
+                raise bad(f"psp_taps has shape {list(self.psp_taps.shape)}, expected [L] with L >= 1")
+            if self.psp_tap_ms is None or not (np.isfinite(self.psp_tap_ms) and self.psp_tap_ms > 0):
+                raise bad(f"psp_taps needs an attribute psp_tap_ms > 0, got {self.psp_tap_ms!r}")
+        elif self.psp_tap_ms is not None:
+            raise bad("psp_tap_ms given without psp_taps")
+
+    def psp_span_ms(self) -> float:
+        """How long one spike moves this layer's PSP part: the learned kernel's length (0 for the others, whose
+        kernels have no end)."""
+        return 0.0 if self.psp_taps is None else (self.psp_taps.size + 1) * float(self.psp_tap_ms)
 
 
 @dataclass
@@ -149,6 +167,11 @@ class Network:
         n_pre = self.n_inputs
         for i, layer in enumerate(self.layers):
             layer.validate(n_pre, f"layers/{i}", path)
+            if layer.psp_tap_ms is not None:
+                r = layer.psp_tap_ms / self.dt_ms
+                if round(r) < 1 or abs(r - round(r)) > 1e-9 * max(1.0, r):
+                    raise fail(path, f"layers/{i}: psp_tap_ms {layer.psp_tap_ms:g} is not a whole number of steps "
+                                     f"of dt_ms {self.dt_ms:g}")
             last = i == len(self.layers) - 1
             want = ("li",) if last and self.readout not in SPIKING_READOUTS else SPIKING_KINDS
             if layer.kind not in want:
@@ -171,9 +194,13 @@ class Network:
         return any(L.kind == "srm" for L in self.layers)
 
     @property
+    def has_learned_psp(self) -> bool:
+        return any(L.psp_taps is not None for L in self.layers)
+
+    @property
     def file_version(self) -> int:
         """The lowest network file version that holds this network."""
-        return SRM_VERSION if self.has_srm else 1
+        return PSP_VERSION if self.has_learned_psp else SRM_VERSION if self.has_srm else 1
 
 
 def save_network(net: Network, path) -> None:
@@ -197,6 +224,8 @@ def save_network(net: Network, path) -> None:
                 g.attrs["size"] = int(layer.size)
                 g.attrs["reset"] = layer.reset
                 g.attrs["ff_delay_learned"] = bool(layer.ff_delay_learned)
+                if layer.psp_tap_ms is not None:
+                    g.attrs["psp_tap_ms"] = float(layer.psp_tap_ms)
                 for name in _ARRAYS:
                     v = getattr(layer, name)
                     if v is not None:
@@ -250,11 +279,20 @@ def load_network(path) -> Network:
             for name in ("ff_weight",) + _NEEDS.get(kind, ())[:2]:
                 if name not in arrays:
                     raise fail(path, f"{key}: missing dataset '{name}'")
+            if "psp_taps" in arrays and version < PSP_VERSION:
+                raise fail(path, f"{key}: psp_taps in a version {version} file (learned PSP kernels need version "
+                                 f"{PSP_VERSION})")
             arrays.setdefault("tau_mem_ms", None)
             arrays.setdefault("tau_syn_ms", None)
             reset = g.attrs.get("reset")
+            tap_ms = g.attrs.get("psp_tap_ms")
+            try:
+                tap_ms = None if tap_ms is None else float(tap_ms)
+            except (TypeError, ValueError):
+                raise fail(path, f"{key}: attribute psp_tap_ms is not a number") from None
             layers.append(Layer(kind=kind, size=size, reset=None if reset is None else str(reset),
-                                ff_delay_learned=bool(g.attrs.get("ff_delay_learned", False)), **arrays))
+                                ff_delay_learned=bool(g.attrs.get("ff_delay_learned", False)), psp_tap_ms=tap_ms,
+                                **arrays))
         meta = {k[5:]: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items() if k.startswith("meta_")}
     return Network(dt_ms, n_inputs, layers, readout, meta).validate(path)
 

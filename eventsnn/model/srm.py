@@ -34,6 +34,17 @@ where the slope of ``u`` at each crossing is below half the refractory kernel's 
 ``e*scale_ref*theta/tau_ref``; above it, a clocked run fires a burst in consecutive steps whose size depends on
 where in its step the crossing falls, and has no limit as dt -> 0.
 
+Learned PSP kernel (the authors' ISI networks learn the input layer's PSP: SLAYER's ``pspFilter``, 50 taps).
+A layer with ``psp_taps = h[0..L-1]`` (spacing ``tap_ms`` = Delta) replaces ``eps`` by the piecewise-linear
+kernel through the knots ``(0, 0), (Delta, h[0]), ..., (L*Delta, h[L-1]), ((L+1)*Delta, 0)`` (:func:`fir_kernel`),
+its input weights carry no ``e``, and everything else is as above. The kernel is continuous, so in continuous
+time ``u`` still reaches ``theta`` from below. Sampled on a clock with ``Delta/dt`` whole steps, an input spike
+delivered at step m adds ``w*h_c(j*dt)`` to ``u`` at step m + j -- at ``dt = Delta``, ``w*h[j-1]``: SLAYER's
+filter puts tap k at lag k, ours at lag k + 1, the one step by which every delivery here follows the threshold
+(with ``eps(0) = 0`` the alpha kernel loses nothing to it). As linear ODEs: ``dv/dt = I`` (the slope of the
+kernel part) with ``I += w*c_j`` at lag ``j*Delta``, ``c_j`` the change of slope at knot j (:func:`fir_kinks`);
+Brian2 and the event engine run it so, the torch engine convolves with the sampled kernel (:func:`fir_samples`).
+
 This module is torch- and brian2-free (plain ``math`` in the scalar functions, so numba compiles them).
 """
 from __future__ import annotations
@@ -96,4 +107,63 @@ def potential(t, in_times, in_weights, own_times, tau_sr, tau_ref, scale_ref, th
     ``in_times`` (delays included) with weights ``in_weights``, own spikes at ``own_times``."""
     t = np.asarray(t, dtype=np.float64)[..., None]
     u = (np.asarray(in_weights, np.float64) * eps(t - np.asarray(in_times, np.float64), tau_sr)).sum(-1)
+    return u + nu(t - np.asarray(own_times, np.float64), tau_ref, scale_ref, theta).sum(-1)
+
+
+# ----------------------------------------------------------------------------- the learned PSP kernel
+
+def fir_knots(taps) -> np.ndarray:
+    """The kernel's values at lags ``0, Delta, ..., (L+1) Delta``: ``[0, h[0], ..., h[L-1], 0]``."""
+    h = np.asarray(taps, dtype=np.float64).ravel()
+    return np.concatenate([[0.0], h, [0.0]])
+
+
+def fir_kernel(s, taps, tap_ms: float):
+    """The learned PSP kernel ``h_c(s)``: linear between the knots of :func:`fir_knots`, 0 outside
+    ``[0, (L+1) Delta]``."""
+    p = fir_knots(taps)
+    s = np.asarray(s, dtype=np.float64)
+    return np.interp(s / tap_ms, np.arange(len(p), dtype=np.float64), p, left=0.0, right=0.0)
+
+
+def fir_kinks(taps, tap_ms: float):
+    """``(lags_ms, c)``: the kernel as changes of slope (per ms) at the knots ``j*Delta``, ``j = 0..L+1``, so
+    that ``h_c(s) = sum_j c_j max(s - lag_j, 0)``. ``sum(c) = 0``: a spike's slope is 0 again after the last knot."""
+    p = fir_knots(taps)
+    slopes = np.concatenate([np.diff(p) / tap_ms, [0.0]])
+    c = np.diff(np.concatenate([[0.0], slopes]))
+    return np.arange(len(p), dtype=np.float64) * tap_ms, c
+
+
+def fir_sample_matrix(n_taps: int, tap_ms: float, dt_ms: float) -> np.ndarray:
+    """``P [M, L]`` with ``P @ h = [h_c(dt), h_c(2 dt), ..., h_c(M dt)]``, the kernel sampled on a clock of step
+    ``dt_ms`` (``tap_ms/dt_ms`` whole steps; ``M = (L+1) tap_ms/dt_ms - 1``, the last nonzero sample)."""
+    r = tap_ms / dt_ms
+    ri = int(round(r))
+    if ri < 1 or abs(r - ri) > 1e-9 * max(1.0, r):
+        raise ValueError(f"the PSP kernel's tap spacing {tap_ms:g} ms is not a whole number of steps of {dt_ms:g} ms")
+    M = (n_taps + 1) * ri - 1
+    P = np.zeros((M, n_taps))
+    for i in range(M):
+        x = (i + 1) / ri  # the lag in taps
+        j = int(np.floor(x))  # the knot at or below (knot j holds h[j-1])
+        f = x - j
+        if 1 <= j <= n_taps:
+            P[i, j - 1] += 1.0 - f
+        if f > 0 and j + 1 <= n_taps:
+            P[i, j] += f
+    return P
+
+
+def alpha_taps(n_taps: int, tau_ms: float, tap_ms: float) -> np.ndarray:
+    """The authors' start for the learned kernel: ``eps(k*Delta)`` with time constant ``tau_ms`` for
+    ``k = 0..L-1``, scaled to a peak of 1."""
+    h = eps(np.arange(n_taps) * tap_ms, tau_ms)
+    return h / h.max() if h.max() > 0 else h
+
+
+def fir_potential(t, in_times, in_weights, own_times, taps, tap_ms, tau_ref, scale_ref, theta):
+    """``u(t)`` of a learned-kernel neuron summed from the kernels directly (the definition, for tests)."""
+    t = np.asarray(t, dtype=np.float64)[..., None]
+    u = (np.asarray(in_weights, np.float64) * fir_kernel(t - np.asarray(in_times, np.float64), taps, tap_ms)).sum(-1)
     return u + nu(t - np.asarray(own_times, np.float64), tau_ref, scale_ref, theta).sum(-1)

@@ -8,6 +8,10 @@ weights ``ff_weight[N_pre, N]``, optional axonal or synaptic delays acting on it
     s = H(v + vr - theta)
     I += F_n  (F = e * delayed input @ W) ;  Ir += jump * s   (jump = -e scale_ref theta; no reset)
 
+With a learned PSP kernel (``psp_taps``, :func:`eventsnn.model.srm.fir_kernel`) the input is first convolved with
+the kernel sampled at ``dt`` (``F = delayed (K * x) @ W``, no ``e``) and the same scan runs with ``a = 0, k = 1``:
+``v[n] = F[n-1]``, so that a spike delivered at step m adds ``w h_c(j dt)`` at step m + j.
+
 Gradients: the surrogate derivative at ``u - theta``; the refractory path is not differentiated (``s`` is
 detached where it feeds ``Ir``, as LIF detaches its reset and as SLAYER's spike function does). The rest is the
 LIF adjoint with equal taus and no reset, so the fused backward *is* :func:`eventsnn.model.scan._scan_backward` (or its
@@ -38,7 +42,10 @@ class SRMLayer(LIFLayer):
 
     def __init__(self, n_in: int, size: int, *, tau_sr_ms=1.0, tau_ref_ms=2.0, scale_ref=2.0, threshold=10.0,
                  delays: str = "none", max_delay_ms: float = 0.0, weight_scale: float = 1.0,
+                 psp_taps=None, psp_tap_ms: float = 1.0,
                  dtype=torch.float32, generator: torch.Generator | None = None):
+        """``psp_taps``: None (the alpha PSP kernel of ``tau_sr_ms``) or the start values of a learned kernel,
+        one per ``psp_tap_ms`` (:func:`eventsnn.model.srm.fir_kernel`; ``tau_sr_ms`` is then unused)."""
         nn.Module.__init__(self)
         if delays not in DELAY_KINDS:
             raise ValueError(f"delays must be one of {DELAY_KINDS}")
@@ -56,6 +63,14 @@ class SRMLayer(LIFLayer):
         self.ff_weight = nn.Parameter(w.to(dtype))
         self.ff_delay_ms = self._delay_param(delays, n_in, size, max_delay_ms, dtype, generator)
         self.register_buffer("rec_delay_ms", None)
+        self.psp_tap_ms = float(psp_tap_ms)
+        if psp_taps is None:
+            self.psp_taps = None
+        else:
+            taps = torch.as_tensor(np.asarray(psp_taps, dtype=np.float64).ravel(), dtype=dtype)
+            if taps.numel() < 1 or not self.psp_tap_ms > 0:
+                raise ValueError("a learned PSP kernel needs at least one tap and psp_tap_ms > 0")
+            self.psp_taps = nn.Parameter(taps)
 
     @property
     def kind(self) -> str:
@@ -74,6 +89,8 @@ class SRMLayer(LIFLayer):
         :mod:`eventsnn.model.srm`, the numbers Brian2 gets)."""
         a, k, ar, kr = srm.propagators(self.tau_sr_ms.detach().cpu().numpy(), self.tau_ref_ms.detach().cpu().numpy(),
                                        dt_ms)
+        if self.psp_taps is not None:  # the kernel is convolved beforehand; v[n] = F[n-1]
+            a, k = np.zeros_like(a), np.ones_like(k)
         jump = srm.refractory_jump(self.scale_ref.detach().cpu().numpy(), self.threshold.detach().cpu().numpy())
         to = dict(dtype=self.threshold.dtype, device=self.threshold.device)
         return tuple(torch.as_tensor(x, **to) for x in (a, k, ar, kr, jump))
@@ -82,8 +99,30 @@ class SRMLayer(LIFLayer):
                 surrogate: str | None = None, slope: float = 10.0, backend: str = "fused") -> torch.Tensor:
         """Spikes ``[B, T, N]`` for input ``x`` ``[B, T, N_in]``: an arrival of weight w does ``I += e*w``."""
         d_steps = None if self.ff_delay_ms is None else self.ff_delay_ms / dt_ms
-        F = delayed_current(x, self.ff_weight * srm.E, d_steps, delay_mode, self.delay_method)
+        if self.psp_taps is None:
+            F = delayed_current(x, self.ff_weight * srm.E, d_steps, delay_mode, self.delay_method)
+        else:
+            F = delayed_current(self.filter_input(x, dt_ms), self.ff_weight, d_steps, delay_mode, self.delay_method)
         return self.scan(F, dt_ms, surrogate, slope, backend)
+
+    def psp_samples(self, dt_ms: float) -> torch.Tensor:
+        """The learned kernel sampled at ``dt, 2 dt, ...`` (differentiable in the taps)."""
+        P = srm.fir_sample_matrix(self.psp_taps.numel(), self.psp_tap_ms, dt_ms)
+        return torch.as_tensor(P, dtype=self.psp_taps.dtype, device=self.psp_taps.device) @ self.psp_taps
+
+    def filter_input(self, x: torch.Tensor, dt_ms: float) -> torch.Tensor:
+        """``y[n] = sum_i K[i] x[n - i]`` over time for every input unit, ``K`` = :meth:`psp_samples` (the
+        kernel's one-step lag is the scan's). Direct convolution for short kernels, FFT for long ones."""
+        K = self.psp_samples(dt_ms).to(x.dtype)
+        B, T, C = x.shape
+        M = K.numel()
+        xs = x.transpose(1, 2).reshape(B * C, 1, T)
+        if M <= 256:
+            y = torch.nn.functional.conv1d(torch.nn.functional.pad(xs, (M - 1, 0)), K.flip(0).view(1, 1, M))
+        else:
+            n = 1 << (T + M - 1).bit_length()
+            y = torch.fft.irfft(torch.fft.rfft(xs, n) * torch.fft.rfft(K, n), n)[..., :T]
+        return y.reshape(B, C, T).transpose(1, 2)
 
     def scan(self, F: torch.Tensor, dt_ms: float, surrogate: str | None = None, slope: float = 10.0,
              backend: str = "fused"):

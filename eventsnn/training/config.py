@@ -129,6 +129,16 @@ class TrainConfig(BaseModel):
     lr_gamma: Positive = Field(0.1, description="learning-rate factor at each of --lr-milestones")
     delay_init_ms: float | None = Field(None, ge=0, allow_inf_nan=False,
                                         description="delays start uniform in [0, this] ms (default: --max-delay-ms)")
+    psp_taps: int = Field(0, ge=0, le=100_000,
+                          description="srm: the first hidden layer learns its PSP kernel, piecewise linear through "
+                                      "this many taps (the authors' ISI networks: 50); 0: the fixed alpha kernel")
+    psp_tap_ms: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                     description="srm: spacing of the learned PSP kernel's taps, a whole number of "
+                                                 "steps (ms; default --dt-ms)")
+    psp_init_tau_ms: Positive = Field(50.0, description="srm: the learned PSP kernel starts as the alpha kernel of "
+                                                        "this time constant at its taps, scaled to a peak of 1")
+    lr_psp: float = Field(0.01, ge=0, allow_inf_nan=False,
+                          description="learning rate of the learned PSP kernel's taps")
 
     @field_validator("loss")
     @classmethod
@@ -155,6 +165,23 @@ class TrainConfig(BaseModel):
         cap = info.data.get("max_delay_ms")
         if v is not None and cap is not None and v > cap:
             raise ValueError(f"delays are clamped to --max-delay-ms {cap:g}: initialise them within it")
+        return v
+
+    @field_validator("psp_taps")
+    @classmethod
+    def _psp_taps_need_srm(cls, v: int, info) -> int:
+        if v and info.data.get("neuron") != "srm":
+            raise ValueError("a learned PSP kernel is an srm setting: add --neuron srm")
+        return v
+
+    @field_validator("psp_tap_ms")
+    @classmethod
+    def _taps_on_the_grid(cls, v, info):
+        dt = info.data.get("dt_ms")
+        if v is not None and dt is not None:
+            r = v / dt
+            if round(r) < 1 or abs(r - round(r)) > 1e-9 * max(1.0, r):
+                raise ValueError(f"the taps must be a whole number of steps of --dt-ms {dt:g} apart")
         return v
 
     @field_validator("lr_milestones")

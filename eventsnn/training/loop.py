@@ -125,6 +125,7 @@ def _build_lif_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device, g)
 
 def _build_srm_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device, g) -> SNN:
     """SRM-alpha hidden layers (and output layer, for a count readout; else the leaky readout)."""
+    from eventsnn.model import srm
     from eventsnn.model.srm_layer import SRMLayer
 
     srm_kw = dict(tau_sr_ms=cfg.tau_sr_ms, tau_ref_ms=cfg.tau_ref_ms, scale_ref=cfg.scale_ref,
@@ -133,7 +134,11 @@ def _build_srm_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device, g)
     delay_kw = [dict(delays=k, max_delay_ms=cfg.max_delay_ms) if k != "none" else {} for k in kinds]
     layers, n_pre = [], n_inputs
     for i, h in enumerate(cfg.hidden):
-        layers.append(SRMLayer(n_pre, h, **delay_kw[i], **srm_kw))
+        psp = {}
+        if i == 0 and cfg.psp_taps:  # the authors' learned input PSP (SLAYER's pspFilter) on the first layer
+            tap_ms = cfg.psp_tap_ms or cfg.dt_ms
+            psp = dict(psp_taps=srm.alpha_taps(cfg.psp_taps, cfg.psp_init_tau_ms, tap_ms), psp_tap_ms=tap_ms)
+        layers.append(SRMLayer(n_pre, h, **delay_kw[i], **srm_kw, **psp))
         n_pre = h
     if cfg.readout in SPIKING_READOUTS:
         layers.append(SRMLayer(n_pre, n_classes, **delay_kw[-1], **srm_kw))
@@ -146,10 +151,12 @@ def _build_srm_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device, g)
 
 
 def make_optimizer(model: SNN, cfg: TrainConfig) -> torch.optim.Optimizer:
-    delays, taus, rest = [], [], []
+    delays, taus, psp, rest = [], [], [], []
     for name, p in model.named_parameters():
-        (delays if "delay" in name else taus if "tau" in name else rest).append(p)
+        (delays if "delay" in name else psp if "psp_taps" in name else taus if "tau" in name else rest).append(p)
     groups = [{"params": rest, "lr": cfg.lr}]
+    if psp:
+        groups.append({"params": psp, "lr": cfg.lr_psp})
     if delays:
         groups.append({"params": delays, "lr": cfg.lr_delay})
     if taus:
