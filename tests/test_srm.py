@@ -534,3 +534,167 @@ def test_recipe_options_weight_norm_nadam_milestones_delay_init(poly_train, tmp_
     for bad, msg in (({"delay_init_ms": 20.0}, "--delay-init-ms"), ({"lr_milestones": [3, 2]}, "increase")):
         with pytest.raises(Exception, match=msg):
             TrainConfig.read({**kw, **bad})
+
+
+# ----------------------------------------------------------------------------- the learned PSP kernel
+
+def test_learned_kernel_knots_kinks_and_samples_are_one_kernel():
+    taps = srm.alpha_taps(7, 3.0, 2.0) + np.linspace(-0.3, 0.2, 7)
+    assert srm.alpha_taps(50, 50.0, 1.0).max() == 1.0 and srm.alpha_taps(50, 50.0, 1.0)[0] == 0.0
+    lags, c = srm.fir_kinks(taps, 2.0)
+    s = np.linspace(-3, 20, 461)
+    ramps = sum(ci * np.maximum(s - li, 0.0) for li, ci in zip(lags, c))
+    assert np.allclose(ramps, srm.fir_kernel(s, taps, 2.0), atol=1e-12) and abs(c.sum()) < 1e-12
+    assert np.allclose(srm.fir_kernel(2.0 * np.arange(1, 8), taps, 2.0), taps)  # tap k at lag (k + 1) Delta
+    assert srm.fir_kernel(16.0, taps, 2.0) == 0.0 and srm.fir_kernel(0.0, taps, 2.0) == 0.0
+    for dt in (2.0, 1.0, 0.5):
+        P = srm.fir_sample_matrix(7, 2.0, dt)
+        assert np.allclose(P @ taps, srm.fir_kernel(dt * np.arange(1, len(P) + 1), taps, 2.0), atol=1e-12)
+    with pytest.raises(ValueError, match="not a whole number of steps"):
+        srm.fir_sample_matrix(7, 2.0, 0.3)
+
+
+def learned_psp_network(seed=0, dt_ms=1.0, tap_ms=2.0, readout="max"):
+    """:func:`srm_network` with a learned PSP kernel on the first layer (an uneven one: alpha plus a tilt)."""
+    net = srm_network(seed, dt_ms=dt_ms, readout=readout, w_mean=9.0, w_sd=5.0)
+    net.layers[0].psp_taps = srm.alpha_taps(6, 4.0, tap_ms) * np.linspace(1.2, 0.6, 6)
+    net.layers[0].psp_tap_ms = tap_ms
+    return net.validate()
+
+
+def test_learned_kernel_torch_scan_is_the_kernel_sum():
+    import torch
+
+    from eventsnn.bridge.engines.torch import model_from_network
+
+    net = learned_psp_network(2, dt_ms=0.5, tap_ms=1.0)
+    L = net.layers[0]
+    rng = np.random.default_rng(3)
+    x = torch.zeros(1, 60, net.n_inputs, dtype=torch.float64)
+    steps, units = rng.integers(0, 50, 25), rng.integers(0, net.n_inputs, 25)
+    x[0, steps, units] = 1.0
+    layer = model_from_network(net).layers[0]
+    F = __import__("eventsnn.model.delays", fromlist=["x"]).delayed_current(
+        layer.filter_input(x, 0.5), layer.ff_weight, layer.ff_delay_ms / 0.5, "round")
+    from eventsnn.model.srm_layer import srm_scan
+    a, k, ar, kr, jump = layer.constants(0.5)
+    big = torch.full_like(layer.threshold, 1e9)  # no spikes: u is the kernel sum alone
+    _, u = srm_scan(F, a, k, ar, kr, jump, big, surrogate=None, slope=1.0, return_u=True)
+    d = np.floor(L.ff_delay_ms / 0.5 + 0.5) * 0.5
+    stp, un = np.nonzero(x[0].numpy())
+    for j in range(L.size):
+        want = [srm.fir_potential(n * 0.5, stp * 0.5 + d[un], L.ff_weight[un, j], [], L.psp_taps, 1.0,
+                                  L.tau_ref_ms[j], L.scale_ref[j], L.threshold[j]) for n in range(60)]
+        assert np.allclose(u[0, :, j].numpy(), want, atol=1e-12)
+
+
+@pytest.mark.parametrize("readout, dt_ms", [("max", 1.0), ("count", 0.5)])
+def test_learned_kernel_torch_equals_brian2_every_spike(readout, dt_ms, build_dir):
+    from eventsnn.bridge.engines.brian2 import simulate_brian2
+    from eventsnn.bridge.engines.torch import simulate_torch
+    from tests.conftest import assert_runs_identical, random_events
+
+    net = learned_psp_network(1, dt_ms=dt_ms, tap_ms=2 * dt_ms, readout=readout)
+    ev = random_events(1, n_samples=3, n_units=6, spikes=50)
+    rt = simulate_torch(net, ev)
+    rb = simulate_brian2(net, ev, target="numpy", build_dir=build_dir)
+    assert all(len(L.step) > 10 for L in rt.layers)
+    assert_runs_identical(rt, rb)
+    rw = simulate_brian2(net, ev, target="numpy", build_dir=build_dir / "windows", max_copies=1)
+    assert rw.attrs["windows"] == 3
+    assert_runs_identical(rt, rw)
+    rt2 = simulate_torch(net, ev, dt_ms=dt_ms / 4, delays="exact", inputs="exact")
+    rb2 = simulate_brian2(net, ev, dt_ms=dt_ms / 4, delays="exact", inputs="exact", target="numpy",
+                          build_dir=build_dir / "fine")
+    assert_runs_identical(rt2, rb2)
+
+
+def test_learned_kernel_event_engine_hand_computed():
+    """One arrival: w h_c(s) is linear between knots, so the crossing is where the line through the two knots
+    around theta meets it; and a few arrivals with delays against the kernel sums directly."""
+    from scipy.optimize import brentq
+
+    taps = srm.alpha_taps(5, 3.0, 1.0)
+
+    def one(w, delay=None, tap_ms=1.0, tau_ref=2.0):
+        return Network(1.0, len(w), [
+            Layer("srm", 1, None, None, np.asarray(w, float)[:, None], threshold=[10.0], tau_sr_ms=[1.0],
+                  tau_ref_ms=[tau_ref], scale_ref=[2.0], ff_delay_ms=delay, psp_taps=taps, psp_tap_ms=tap_ms),
+            Layer("li", 1, [10.0], [5.0], [[1.0]])], "max").validate()
+
+    got = _event_spikes(one([12.0]), [2.1], [0], 30.0)
+    p = 12.0 * srm.fir_knots(taps)
+    assert len(got) == 1 and abs(got[0] - (2.1 + 2 + (10 - p[2]) / (p[3] - p[2]))) <= 1e-9
+    rng = np.random.default_rng(0)
+    in_t, in_u, w = np.sort(rng.uniform(0, 20, 12)), rng.integers(0, 3, 12), np.array([9.0, 7.0, -4.0])
+    net = one(w, delay=np.array([0.3, 1.7, 0.0]), tap_ms=2.0, tau_ref=3.0)
+    got = _event_spikes(net, in_t, in_u, 40.0)
+    arr, own = in_t + net.layers[0].ff_delay_ms[in_u], []
+
+    def u(t):
+        return float(srm.fir_potential(t, arr, w[in_u], own, taps, 2.0, 3.0, 2.0, 10.0)) - 10.0
+    t, grid = 0.0, 1e-3
+    while t < 40.0:
+        ts = np.arange(t + grid, 40.0, grid)
+        above = np.flatnonzero(np.array([u(x) for x in ts]) >= 0)
+        if not len(above):
+            break
+        t = brentq(u, ts[above[0]] - grid, ts[above[0]], xtol=1e-14, rtol=1e-15)
+        own.append(t)
+    assert len(own) >= 2 and len(got) == len(own) and np.abs(got - own).max() < 1e-9
+
+
+def test_learned_kernel_clocked_runs_converge_to_the_event_engine(tmp_path):
+    from eventsnn.bridge.engines.event import simulate_event
+    from eventsnn.bridge.engines.torch import simulate_torch
+    from tests.conftest import random_events
+    from validation.compare import match_spikes
+
+    net = learned_psp_network(4, tap_ms=1.0)
+    net.layers[0].scale_ref[:] = 6.0  # slow crossings: a clocked count has a limit
+    ev = random_events(0, n_samples=4, n_units=6, duration_s=0.05, spikes=40)
+    exact = simulate_event(net, ev)
+    assert len(exact.layers[0].time_ms) > 20
+    shifts = []
+    for dt in (0.1, 0.025):
+        rt = simulate_torch(net, ev, dt_ms=dt, delays="exact", inputs="exact")
+        a, b = exact.layers[0], rt.layers[0]
+        d, n = [], 0
+        for s in range(len(ev)):
+            for k in range(a.unit.max() + 1):
+                ta, tb = a.time_ms[(a.sample == s) & (a.unit == k)], b.time_ms[(b.sample == s) & (b.unit == k)]
+                ia, ib = match_spikes(ta, tb, 1.0)
+                d.append(np.abs(tb[ib] - ta[ia]))
+                n += len(ta)
+        d = np.concatenate(d)
+        assert len(d) >= 0.9 * n
+        shifts.append(d.mean())
+        assert shifts[-1] <= 2 * dt
+    assert shifts[0] > 2 * shifts[1]
+
+
+def test_learned_kernel_network_file_version(tmp_path):
+    import h5py
+
+    from eventsnn.bridge.network import load_network, save_network
+    from eventsnn.util.errors import EventsnnError
+
+    net = learned_psp_network(0)
+    path = tmp_path / "net.h5"
+    save_network(net, path)
+    back = load_network(path)
+    assert np.array_equal(back.layers[0].psp_taps, net.layers[0].psp_taps) and back.layers[0].psp_tap_ms == 2.0
+    assert back.layers[1].psp_taps is None
+    with h5py.File(path, "r") as f:
+        assert f.attrs["version"] == 3
+    with h5py.File(path, "a") as f:
+        f.attrs["version"] = 2
+    with pytest.raises(EventsnnError, match="psp_taps in a version 2 file"):
+        load_network(path)
+    bad = learned_psp_network(0)
+    bad.layers[0].psp_tap_ms = 1.5
+    with pytest.raises(EventsnnError, match="psp_tap_ms 1.5 is not a whole number of steps"):
+        bad.validate()
+    bad.layers[0].psp_tap_ms = None
+    with pytest.raises(EventsnnError, match="psp_taps needs an attribute psp_tap_ms"):
+        bad.validate()

@@ -49,7 +49,7 @@ from eventsnn.model.contract import (
 )
 from eventsnn.model.srm import E as SRM_E
 from eventsnn.model.srm import propagators as srm_propagators
-from eventsnn.model.srm import refractory_jump
+from eventsnn.model.srm import fir_kinks, refractory_jump
 from eventsnn.util.errors import EventsnnError
 from eventsnn.util.files import atomic_path
 
@@ -330,9 +330,9 @@ def _steps(netq, T: int, dt_ms: float, ratio: int, n_windows: int):
     Dff = [None if L.ff_delay_ms is None else np.minimum(delay_steps(L.ff_delay_ms, dt_ms), T) for L in netq.layers]
     Drec = [None if L.rec_delay_ms is None else np.minimum(delay_steps(L.rec_delay_ms, dt_ms), T)
             for L in netq.layers]
-    if n_windows > 1:
+    if n_windows > 1:  # (a learned PSP kernel moves u for its span after the last arrival)
         max_total_delay = sum(max([0] + [int(d.max()) for d in (a, b) if d is not None and d.size])
-                              for a, b in zip(Dff, Drec))
+                              + int(round(L.psp_span_ms() / dt_ms)) for a, b, L in zip(Dff, Drec, netq.layers))
         W = int(math.ceil((T + max_total_delay + 1) / ratio) * ratio)  # windows start on the training grid
     else:
         W = T + ratio
@@ -374,8 +374,25 @@ def to_brian2(net: Network, events, sample: int = 0, *, dt_ms: float | None = No
 
 
 def on_pre(L) -> str:
-    """What an arriving spike does to a neuron of layer ``L``: ``I += w`` (LIF/LI), ``I += e*w`` (SRM)."""
-    return f"I_post += {SRM_E!r}*w" if L.kind == "srm" else "I_post += w"
+    """What an arriving spike does to a neuron of layer ``L``: ``I += w`` (LIF/LI), ``I += e*w`` (SRM), ``I += c*w``
+    (SRM with a learned PSP kernel: one synapse per knot, ``c`` its change of slope)."""
+    if L.kind == "srm":
+        return "I_post += c*w" if L.psp_taps is not None else f"I_post += {SRM_E!r}*w"
+    return "I_post += w"
+
+
+def synapse_model(L) -> str:
+    """The feed-forward synapses' variables: ``w``, and ``c`` for a learned PSP kernel's knots."""
+    return "w : 1 (constant)" + ("\nc : 1 (constant)" if L.psp_taps is not None else "")
+
+
+def psp_knots_steps(L, dt_ms: float):
+    """A learned PSP kernel's knots as ``(lags in steps of dt_ms, c)`` (:func:`eventsnn.model.srm.fir_kinks`);
+    None for other layers."""
+    if L.psp_taps is None:
+        return None
+    lags, c = fir_kinks(L.psp_taps, L.psp_tap_ms)
+    return np.rint(lags / dt_ms).astype(np.int64), c
 
 
 def neuron_parameters(L, dt_ms: float) -> dict:
@@ -383,6 +400,8 @@ def neuron_parameters(L, dt_ms: float) -> dict:
     SRM, the refractory jump."""
     if L.kind == "srm":
         a, k, ar, kr = srm_propagators(L.tau_sr_ms, L.tau_ref_ms, dt_ms)
+        if L.psp_taps is not None:  # the kernel part: v += dt*I, I its slope (per ms), moved at the knots
+            a, k = np.ones(L.size), np.full(L.size, float(dt_ms))
         return {"a": a, "k": k, "ar": ar, "kr": kr, "theta": L.threshold,
                 "jump": refractory_jump(L.scale_ref, L.threshold)}
     a, b, k = propagators(L.tau_mem_ms, L.tau_syn_ms, dt_ms)
@@ -484,7 +503,8 @@ def _build(b2, net, netq, binned, C, W, n_windows, dt_ms, Dff, Drec):
         objs.append(G)
 
         objs.append(_block_synapses(pre, G, n_pre, N, C, L.ff_weight, Dff[li], dt_ms, f"ff{li}",
-                                    lanes=lanes if li == 0 else 1, on_pre=on_pre(L)))
+                                    lanes=lanes if li == 0 else 1, on_pre=on_pre(L), model=synapse_model(L),
+                                    knots=psp_knots_steps(L, dt_ms)))
         if L.rec_weight is not None:
             objs.append(_block_synapses(G, G, N, N, C, L.rec_weight, Drec[li], dt_ms, f"rec{li}"))
         if counted:
@@ -517,24 +537,31 @@ def _simulate_in_workers(net, events, indices, workers, build_dir, progress, kw)
     return run
 
 
-def _block_synapses(pre, post, n_pre, n_post, C, weight, D, dt_ms, name, lanes: int = 1, on_pre="I_post += w"):
+def _block_synapses(pre, post, n_pre, n_post, C, weight, D, dt_ms, name, lanes: int = 1, on_pre="I_post += w",
+                    model="w : 1 (constant)", knots=None):
     """All-to-all synapses ``pre -> post`` inside each of the C copies (block diagonal).
 
     ``D``: None, integer steps per presynaptic neuron ``[n_pre]`` (axonal) or per synapse ``[n_pre, n_post]``.
     ``lanes``: the presynaptic group holds ``lanes`` stacked copies of the C blocks (input lanes), each
-    connected like the first.
+    connected like the first. ``knots``: ``(lags in steps, c)`` of a learned PSP kernel: every pair is connected
+    once per knot, delayed by its lag more, with ``c`` the knot's change of slope.
     """
     import brian2 as b2
 
     ii, jj = np.meshgrid(np.arange(n_pre), np.arange(n_post), indexing="ij")
     ii, jj = ii.ravel(), jj.ravel()
-    S = b2.Synapses(pre, post, "w : 1 (constant)", on_pre=on_pre, name=name)
+    d = np.zeros(len(ii), np.int64) if D is None else (D[ii] if D.ndim == 1 else D[ii, jj])
+    lags, c = (np.zeros(1, np.int64), None) if knots is None else knots
+    ii, jj, w = np.tile(ii, len(lags)), np.tile(jj, len(lags)), np.tile(weight[ii, jj], len(lags))
+    d = (d[None] + lags[:, None]).ravel()
+    S = b2.Synapses(pre, post, model, on_pre=on_pre, name=name)
     blocks = lanes * C
     S.connect(i=((np.arange(blocks) * n_pre)[:, None] + ii[None]).ravel(),
               j=((np.arange(blocks) % C * n_post)[:, None] + jj[None]).ravel())
-    S.w = np.tile(weight[ii, jj], blocks)
-    if D is not None:
-        d = D[ii] if D.ndim == 1 else D[ii, jj]
+    S.w = np.tile(w, blocks)
+    if knots is not None:
+        S.c = np.tile(np.repeat(c, len(w) // len(lags)), blocks)
+    if D is not None or knots is not None:
         S.delay = np.tile(d * dt_ms, blocks) * b2.ms
     return S
 
@@ -584,7 +611,10 @@ SRM-alpha layers (SLAYER's srmAlpha; eventsnn.srm): u = v + vr, where v, I is th
 tau_mem = tau_syn = tau_sr (a = exp(-dt/tau_sr), k = dt/tau_sr*a) and an arriving spike does I += e*w, so that
 each spike adds w (t/tau_sr) e^(1 - t/tau_sr) to u; vr, Ir is a second pair with tau_ref driven by the neuron's
 own spikes (the reset slot does Ir += jump = -e*scale_ref*theta), so that each own spike adds
--scale_ref*theta (t/tau_ref) e^(1 - t/tau_ref). A spike when v + vr >= theta; no reset of v."""
+-scale_ref*theta (t/tau_ref) e^(1 - t/tau_ref). A spike when v + vr >= theta; no reset of v. A layer with a
+learned PSP kernel (piecewise linear through its taps) has a = 1, k = dt: v += dt*I, I the kernel part's slope,
+and its synapses come once per knot of the kernel (delay + the knot's lag), each doing I += c*w, c the change
+of slope there."""
 
 
 def write_brian2_script(net: Network, events, sample: int, path, *, dt_ms: float | None = None,
@@ -638,9 +668,14 @@ def write_brian2_script(net: Network, events, sample: int, path, *, dt_ms: float
             arrays[f"{syn}_i"], arrays[f"{syn}_j"] = np.asarray(S.i[:]), np.asarray(S.j[:])
             arrays[f"{syn}_w"] = np.asarray(S.w[:])
             arrays[f"{syn}_delay_ms"] = np.asarray(S.delay[:] / b2.ms)
-            lines += [f"{syn} = b2.Synapses({src}, layer{li}, 'w : 1 (constant)', on_pre={on_pre(L)!r}, name='{syn}')",
+            ff = syn.startswith("ff")
+            lines += [f"{syn} = b2.Synapses({src}, layer{li}, {synapse_model(L) if ff else 'w : 1 (constant)'!r}, "
+                      f"on_pre={on_pre(L) if ff else 'I_post += w'!r}, name='{syn}')",
                       f"{syn}.connect(i=p['{syn}_i'], j=p['{syn}_j'])",
                       f"{syn}.w = p['{syn}_w']", f"{syn}.delay = p['{syn}_delay_ms'] * b2.ms"]
+            if ff and L.psp_taps is not None:
+                arrays[f"{syn}_c"] = np.asarray(S.c[:])
+                lines.append(f"{syn}.c = p['{syn}_c']")
         if not last:
             lines.append(f"spikes{li} = b2.SpikeMonitor(layer{li}, name='spikes{li}')")
             monitors.append(li)

@@ -20,6 +20,10 @@ are halved, leftmost first. A spike at exactly ``theta`` counts. Since the refra
 ``u`` is still ``theta`` just after a spike: the neuron fires again at the same instant while ``u`` would keep
 rising (``du/dt > 0`` after the jump), and otherwise only after ``u`` has gone below ``theta`` and comes back.
 
+A layer with a learned PSP kernel (``psp_taps``) has ``v(t) = v + I t`` between events (``I`` the kernel part's
+slope; the first term above with ``tau_sr`` infinite), and an arrival does ``I += c_j*w`` at each knot
+``t + d + j*Delta`` of the kernel (:func:`eventsnn.model.srm.fir_kinks`): the piecewise-linear kernel exactly.
+
 Only crossings before the neuron's horizon (the next event anywhere, or the end of the sample) are computed;
 when a later one cannot be ruled out by the bound, the neuron is looked at again at the horizon.
 """
@@ -34,7 +38,7 @@ import numpy as np
 from eventsnn.bridge.network import Network
 from eventsnn.bridge.runfile import RunResult
 from eventsnn.model.contract import evolve_rates
-from eventsnn.model.srm import E, evolve, refractory_jump, u_slope
+from eventsnn.model.srm import E, evolve, fir_kinks, refractory_jump, u_slope
 from eventsnn.util.errors import EventsnnError
 
 XTOL_MS = 1e-12
@@ -152,10 +156,21 @@ def first_crossing(A1, B1, t1, A2, B2, t2, theta, H, post):
 # ----------------------------------------------------------------------------- the event loop
 
 @_jit
-def _advance(g, t, v, I, vr, Ir, t_last, p1, p2, srm):
+def _slope(g, v, I, vr, Ir, p1, p2, fir):
+    """``du/dt`` of SRM neuron g now."""
+    if fir[g]:
+        return I[g] + (Ir[g] - vr[g]) / p2[g]
+    return _u_slope(v[g], I[g], vr[g], Ir[g], p1[g], p2[g])
+
+
+@_jit
+def _advance(g, t, v, I, vr, Ir, t_last, p1, p2, srm, fir):
     dt = t - t_last[g]
     if dt > 0.0:
-        if srm:
+        if fir[g]:
+            v[g] += I[g] * dt
+            vr[g], Ir[g] = _evolve_lif(vr[g], Ir[g], dt, 1.0 / p2[g], 1.0 / p2[g])
+        elif srm:
             v[g], I[g], vr[g], Ir[g] = _evolve_srm(v[g], I[g], vr[g], Ir[g], dt, p1[g], p2[g])
         else:
             v[g], I[g] = _evolve_lif(v[g], I[g], dt, 1.0 / p1[g], 1.0 / p2[g])
@@ -163,50 +178,59 @@ def _advance(g, t, v, I, vr, Ir, t_last, p1, p2, srm):
 
 
 @_jit
-def _schedule(heap, g, layer, i, t, T_end, v, I, vr, Ir, p1, p2, theta, version, spiked_at):
+def _schedule(heap, g, layer, i, t, T_end, v, I, vr, Ir, p1, p2, theta, version, spiked_at, fir):
     """Queue neuron g's next crossing (or a look at it at its horizon, the next event anywhere)."""
     t_next = heap[0][0] if len(heap) > 0 else T_end
     rem = T_end - t
     H = min(t_next - t, rem) if t_next > t else rem
     post = spiked_at[g] == t
     if post:
-        if _u_slope(v[g], I[g], vr[g], Ir[g], p1[g], p2[g]) > 0.0:  # still rising through theta: fire again
+        if _slope(g, v, I, vr, Ir, p1, p2, fir) > 0.0:  # still rising through theta: fire again
             heapq.heappush(heap, (t, _CROSS, layer, 0, i, version[g]))
             return
     elif v[g] + vr[g] >= theta[g]:
         heapq.heappush(heap, (t, _CROSS, layer, 0, i, version[g]))
         return
-    A1, B1, A2, B2 = v[g], I[g] / p1[g], vr[g], Ir[g] / p2[g]
-    tc = first_crossing(A1, B1, p1[g], A2, B2, p2[g], theta[g], H, post)
+    if fir[g]:  # v + I t: the first term with an infinite time constant
+        A1, B1, t1 = v[g], I[g], math.inf
+    else:
+        A1, B1, t1 = v[g], I[g] / p1[g], p1[g]
+    A2, B2 = vr[g], Ir[g] / p2[g]
+    tc = first_crossing(A1, B1, t1, A2, B2, p2[g], theta[g], H, post)
     if tc < math.inf:
         if t + tc < T_end:
             heapq.heappush(heap, (t + tc, _CROSS, layer, 0, i, version[g]))
-    elif H < rem and _upper(A1, B1, p1[g], A2, B2, p2[g], theta[g], H, rem) >= 0.0:
+    elif H < rem and _upper(A1, B1, t1, A2, B2, p2[g], theta[g], H, rem) >= 0.0:
         heapq.heappush(heap, (t + H, _CHECK, layer, 0, i, version[g]))
 
 
 @_jit
-def _push_spike(heap, t, layer, j, T_end, kinds, d, d_off, sizes):
-    """Queue the deliveries of a spike of presynaptic neuron j (at time t) into ``layer``."""
+def _push_spike(heap, t, layer, j, T_end, kinds, d, d_off, sizes, k_lag, k_off):
+    """Queue the deliveries of a spike of presynaptic neuron j (at time t) into ``layer``: one, or one per knot
+    of a learned PSP kernel (the last field: the knot)."""
     kind = kinds[layer]
-    if kind == 0:
-        heapq.heappush(heap, (t, _DELIVER_ALL, layer, j, 0, 0))
-    elif kind == 1:  # axonal
-        ta = t + d[d_off[layer] + j]
-        if ta < T_end:
-            heapq.heappush(heap, (ta, _DELIVER_ALL, layer, j, 0, 0))
-    else:  # synaptic
-        N = sizes[layer]
-        base = d_off[layer] + j * N
-        for i in range(N):
-            ta = t + d[base + i]
+    N = sizes[layer]
+    for q in range(k_off[layer], k_off[layer + 1]):
+        lag = k_lag[q]
+        knot = q - k_off[layer]
+        if kind == 0:
+            if t + lag < T_end:
+                heapq.heappush(heap, (t + lag, _DELIVER_ALL, layer, j, 0, knot))
+        elif kind == 1:  # axonal
+            ta = t + d[d_off[layer] + j] + lag
             if ta < T_end:
-                heapq.heappush(heap, (ta, _DELIVER_ONE, layer, j, i, 0))
+                heapq.heappush(heap, (ta, _DELIVER_ALL, layer, j, 0, knot))
+        else:  # synaptic
+            base = d_off[layer] + j * N
+            for i in range(N):
+                ta = t + d[base + i] + lag
+                if ta < T_end:
+                    heapq.heappush(heap, (ta, _DELIVER_ONE, layer, j, i, knot))
 
 
 @_jit
 def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, sizes, srm_layer, p1, p2, theta, jump, w, w_off,
-                     d_kind, d, d_off, max_spikes):
+                     d_kind, d, d_off, fir, k_lag, k_c, k_off, max_spikes):
     """One sample: input spikes ``(in_t, in_u)`` (ms, unit). Returns (layer, unit, time) of every spike of the
     spiking layers and the readout trace ``[len(sample_t), N_out]`` (zeros when the output layer spikes)."""
     L = len(sizes)
@@ -224,7 +248,7 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, sizes, srm_layer, p1,
     heap = [(0.0, 0, 0, 0, 0, 0)]
     heap.pop()
     for q in range(len(in_t)):
-        _push_spike(heap, in_t[q], 0, in_u[q], T_end, d_kind, d, d_off, sizes)
+        _push_spike(heap, in_t[q], 0, in_u[q], T_end, d_kind, d, d_off, sizes, k_lag, k_off)
     while len(heap) > 0:
         t, kind, layer, src, tgt, ver = heapq.heappop(heap)
         while next_sample < len(sample_t) and sample_t[next_sample] <= t:
@@ -238,10 +262,10 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, sizes, srm_layer, p1,
             g = offsets[layer] + tgt
             if ver != version[g]:
                 continue
-            _advance(g, t, v, I, vr, Ir, t_last, p1, p2, True)
+            _advance(g, t, v, I, vr, Ir, t_last, p1, p2, True, fir)
             version[g] += 1
             if kind == _CROSS:
-                if spiked_at[g] != t and _u_slope(v[g], I[g], vr[g], Ir[g], p1[g], p2[g]) > -0.5 * jump[g] / p2[g]:
+                if spiked_at[g] != t and _slope(g, v, I, vr, Ir, p1, p2, fir) > -0.5 * jump[g] / p2[g]:
                     steep += 1
                 out_l.append(layer)
                 out_u.append(tgt)
@@ -251,22 +275,25 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, sizes, srm_layer, p1,
                 Ir[g] += jump[g]
                 spiked_at[g] = t
                 if layer + 1 < L:
-                    _push_spike(heap, t, layer + 1, tgt, T_end, d_kind, d, d_off, sizes)
-            _schedule(heap, g, layer, tgt, t, T_end, v, I, vr, Ir, p1, p2, theta, version, spiked_at)
+                    _push_spike(heap, t, layer + 1, tgt, T_end, d_kind, d, d_off, sizes, k_lag, k_off)
+            _schedule(heap, g, layer, tgt, t, T_end, v, I, vr, Ir, p1, p2, theta, version, spiked_at, fir)
         else:
             N = sizes[layer]
             lo, hi = (tgt, tgt + 1) if kind == _DELIVER_ONE else (0, N)
             srm = srm_layer[layer]
+            gain = E
+            if fir[offsets[layer]]:
+                gain = k_c[k_off[layer] + ver]
             for i in range(lo, hi):
                 wi = w[w_off[layer] + src * N + i]
                 if wi == 0.0:
                     continue
                 g = offsets[layer] + i
-                _advance(g, t, v, I, vr, Ir, t_last, p1, p2, srm)
+                _advance(g, t, v, I, vr, Ir, t_last, p1, p2, srm, fir)
                 if srm:
-                    I[g] += E * wi
+                    I[g] += gain * wi
                     version[g] += 1
-                    _schedule(heap, g, layer, i, t, T_end, v, I, vr, Ir, p1, p2, theta, version, spiked_at)
+                    _schedule(heap, g, layer, i, t, T_end, v, I, vr, Ir, p1, p2, theta, version, spiked_at, fir)
                 else:
                     I[g] += wi
     if not srm_layer[L - 1]:
@@ -311,7 +338,13 @@ def _flatten(net: Network):
     w, w_off = pack([L.ff_weight for L in net.layers])
     d_kind = np.array([{"none": 0, "axonal": 1, "synaptic": 2}[L.delay_kind] for L in net.layers], np.int64)
     d, d_off = pack([np.zeros(0) if L.ff_delay_ms is None else L.ff_delay_ms for L in net.layers])
-    return offsets, sizes, srm_layer, p1, p2, theta, jump, w, w_off, d_kind, d, d_off
+    fir = np.concatenate([np.full(L.size, L.psp_taps is not None) for L in net.layers])
+    # deliveries per arriving spike: one at lag 0 (the kernel's own ODEs), or one per knot of a learned kernel
+    kinks = [fir_kinks(L.psp_taps, L.psp_tap_ms) if L.psp_taps is not None else (np.zeros(1), np.full(1, E))
+             for L in net.layers]
+    k_lag, k_off = pack([k[0] for k in kinks])
+    k_c, _ = pack([k[1] for k in kinks])
+    return offsets, sizes, srm_layer, p1, p2, theta, jump, w, w_off, d_kind, d, d_off, fir, k_lag, k_c, k_off
 
 
 def simulate_event_srm(net: Network, events, indices=None, *, progress: bool = False, workers: int = 1,
