@@ -698,3 +698,69 @@ def test_learned_kernel_network_file_version(tmp_path):
     bad.layers[0].psp_tap_ms = None
     with pytest.raises(EventsnnError, match="psp_taps needs an attribute psp_tap_ms"):
         bad.validate()
+
+
+def test_learned_kernel_exported_brian2_script_reproduces_the_run(tmp_path):
+    import subprocess
+    import sys
+
+    from eventsnn.bridge.engines.brian2 import simulate_brian2, write_brian2_script
+    from tests.conftest import random_events
+
+    net = learned_psp_network(1, tap_ms=1.0, readout="count")
+    ev = random_events(1, n_samples=2, n_units=6, spikes=50)
+    script, _ = write_brian2_script(net, ev, 1, tmp_path / "s.py", dt_ms=0.5, delays="exact", inputs="exact")
+    text = script.read_text()
+    assert "I_post += c*w" in text and "ff0.c = p['ff0_c']" in text
+    q = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert q.returncode == 0, q.stderr
+    res = np.load(tmp_path / "s_result.npz")
+    ref = simulate_brian2(net, ev, [1], dt_ms=0.5, delays="exact", inputs="exact", target="numpy",
+                          build_dir=tmp_path / "b2")
+    for li, L in enumerate(ref.layers):
+        t, u = res[f"layer{li}_time_ms"], res[f"layer{li}_unit"]
+        keep = t < ev.duration_ms - 1e-9
+        o = np.lexsort((u[keep], t[keep]))
+        assert len(L.time_ms) > 5
+        np.testing.assert_allclose(t[keep][o], L.time_ms, atol=1e-9)
+        np.testing.assert_array_equal(u[keep][o], L.unit)
+    np.testing.assert_array_equal(res["trace"], ref.trace[0])
+
+
+def test_learned_kernel_trains_exports_and_brian2_reproduces_it(poly_train, tmp_path):
+    from eventsnn.bridge import load_network
+    from eventsnn.bridge.engines.brian2 import simulate_brian2
+    from eventsnn.bridge.engines.torch import simulate_torch
+    from eventsnn.data.events import load_events
+    from eventsnn.training.config import TrainConfig
+    from eventsnn.training.loop import load_checkpoint, train
+    from tests.conftest import assert_runs_identical, run_cli
+
+    cfg = TrainConfig(data=str(poly_train), neuron="srm", tau_ref_ms=10.0, scale_ref=2.0, delays="axonal",
+                      epochs=4, hidden=[16], seed=3, psp_taps=8, psp_init_tau_ms=4.0, lr_psp=0.05)
+    summary = train(cfg, tmp_path / "run", progress=False)
+    assert summary["val_acc"] >= 0.4, summary  # 4 classes, chance 0.25
+    ck = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert 0.05 in [g["lr"] for g in ck["optimizer"]["param_groups"]]
+    p = run_cli("export", tmp_path / "run", "--out", tmp_path / "net.h5")
+    assert p.returncode == 0, p.stderr
+    net = load_network(tmp_path / "net.h5")
+    taps = net.layers[0].psp_taps
+    assert taps.shape == (8,) and net.layers[0].psp_tap_ms == 1.0 and net.layers[1].psp_taps is None
+    assert np.abs(taps - srm.alpha_taps(8, 4.0, 1.0)).max() > 1e-3  # the kernel learned
+    ev = load_events(poly_train).subset(np.arange(12))
+    rt = simulate_torch(net, ev)
+    assert_runs_identical(rt, simulate_brian2(net, ev, target="numpy", build_dir=tmp_path / "b2"))
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["--psp-taps", "5"], "--psp-taps: Value error, a learned PSP kernel is an srm setting"),
+    (["--neuron", "srm", "--psp-taps", "5", "--psp-tap-ms", "1.5"], "--psp-tap-ms: Value error, the taps must be"),
+    (["--neuron", "srm", "--psp-taps", "-1"], "--psp-taps"),
+])
+def test_learned_kernel_flags_are_checked(extra, msg, tmp_path, poly_train):
+    from tests.conftest import run_cli
+
+    p = run_cli("train", "--data", poly_train, *extra, "--out", tmp_path / "r")
+    assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not (tmp_path / "r").exists()
