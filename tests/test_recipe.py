@@ -257,6 +257,19 @@ def test_presets_load_and_hold_the_authors_settings():
     assert (cfg["paper-isi"].delay_placement, cfg["paper-isi"].loss) == ("both", "prob")
     co = cfg["paper-coincidence"]
     assert (co.delay_placement, co.hidden, co.max_delay_ms, co.delay_clamp_until) == ("after", [3], 15.0, None)
+    # the authors' learned 50-tap input PSP (SLAYER's pspFilter), at 10x the weights' learning rate; none for SHD
+    isi = cfg["paper-isi"]
+    assert (isi.psp_taps, isi.psp_init, isi.psp_init_tau_ms, isi.psp_init_peak) == (50, "alpha", 50.0, 1.0)
+    assert (co.psp_taps, co.psp_init, co.psp_init_tau_ms, co.psp_init_peak) == (50, "exponential", 50.0, 0.1)
+    assert isi.lr_psp == pytest.approx(10 * isi.lr) and co.lr_psp == pytest.approx(10 * co.lr)
+    assert shd.psp_taps == 0
+    from eventsnn.training.loop import build_model
+    t = np.arange(50.0)
+    for c, n_in, want in ((isi, 10, t / 50 * np.exp(1 - t / 50)), (co, 60, 0.1 * np.exp(-t / 50))):
+        model = build_model(c, n_in, 2, "cpu")
+        got = model.layers[0].psp_taps.detach().double().numpy()
+        np.testing.assert_allclose(got, want / want.max() * (1.0 if c is isi else 0.1), rtol=1e-6)
+        assert model.layers[0].psp_tap_ms == 1.0 and model.layers[1].psp_taps is None
 
 
 def test_cli_preset_config_and_flags_in_that_order(tmp_path):

@@ -539,8 +539,8 @@ def test_recipe_options_weight_norm_nadam_milestones_delay_init(poly_train, tmp_
 # ----------------------------------------------------------------------------- the learned PSP kernel
 
 def test_learned_kernel_knots_kinks_and_samples_are_one_kernel():
-    taps = srm.alpha_taps(7, 3.0, 2.0) + np.linspace(-0.3, 0.2, 7)
-    assert srm.alpha_taps(50, 50.0, 1.0).max() == 1.0 and srm.alpha_taps(50, 50.0, 1.0)[0] == 0.0
+    taps = srm.start_taps(7, 3.0, 2.0) + np.linspace(-0.3, 0.2, 7)
+    assert srm.start_taps(50, 50.0, 1.0).max() == 1.0 and srm.start_taps(50, 50.0, 1.0)[0] == 0.0
     lags, c = srm.fir_kinks(taps, 2.0)
     s = np.linspace(-3, 20, 461)
     ramps = sum(ci * np.maximum(s - li, 0.0) for li, ci in zip(lags, c))
@@ -557,7 +557,7 @@ def test_learned_kernel_knots_kinks_and_samples_are_one_kernel():
 def learned_psp_network(seed=0, dt_ms=1.0, tap_ms=2.0, readout="max"):
     """:func:`srm_network` with a learned PSP kernel on the first layer (an uneven one: alpha plus a tilt)."""
     net = srm_network(seed, dt_ms=dt_ms, readout=readout, w_mean=9.0, w_sd=5.0)
-    net.layers[0].psp_taps = srm.alpha_taps(6, 4.0, tap_ms) * np.linspace(1.2, 0.6, 6)
+    net.layers[0].psp_taps = srm.start_taps(6, 4.0, tap_ms) * np.linspace(1.2, 0.6, 6)
     net.layers[0].psp_tap_ms = tap_ms
     return net.validate()
 
@@ -614,7 +614,7 @@ def test_learned_kernel_event_engine_hand_computed():
     around theta meets it; and a few arrivals with delays against the kernel sums directly."""
     from scipy.optimize import brentq
 
-    taps = srm.alpha_taps(5, 3.0, 1.0)
+    taps = srm.start_taps(5, 3.0, 1.0)
 
     def one(w, delay=None, tap_ms=1.0, tau_ref=2.0):
         return Network(1.0, len(w), [
@@ -747,7 +747,7 @@ def test_learned_kernel_trains_exports_and_brian2_reproduces_it(poly_train, tmp_
     net = load_network(tmp_path / "net.h5")
     taps = net.layers[0].psp_taps
     assert taps.shape == (8,) and net.layers[0].psp_tap_ms == 1.0 and net.layers[1].psp_taps is None
-    assert np.abs(taps - srm.alpha_taps(8, 4.0, 1.0)).max() > 1e-3  # the kernel learned
+    assert np.abs(taps - srm.start_taps(8, 4.0, 1.0)).max() > 1e-3  # the kernel learned
     ev = load_events(poly_train).subset(np.arange(12))
     rt = simulate_torch(net, ev)
     assert_runs_identical(rt, simulate_brian2(net, ev, target="numpy", build_dir=tmp_path / "b2"))

@@ -155,11 +155,18 @@ def fir_sample_matrix(n_taps: int, tap_ms: float, dt_ms: float) -> np.ndarray:
     return P
 
 
-def alpha_taps(n_taps: int, tau_ms: float, tap_ms: float) -> np.ndarray:
-    """The authors' start for the learned kernel: ``eps(k*Delta)`` with time constant ``tau_ms`` for
-    ``k = 0..L-1``, scaled to a peak of 1."""
-    h = eps(np.arange(n_taps) * tap_ms, tau_ms)
-    return h / h.max() if h.max() > 0 else h
+def start_taps(n_taps: int, tau_ms: float, tap_ms: float, shape: str = "alpha", peak: float = 1.0) -> np.ndarray:
+    """The authors' starts for the learned kernel, at ``k*Delta`` for ``k = 0..L-1``, scaled to a peak of
+    ``peak``: ``shape="alpha"``, ``eps`` of time constant ``tau_ms`` (their ISI and cross-channel ISI scripts:
+    50 ms, peak 1); ``"exponential"``, ``e^(-t/tau_ms)`` (their coincidence script: 50 ms, peak 0.1)."""
+    t = np.arange(n_taps) * tap_ms
+    if shape == "alpha":
+        h = eps(t, tau_ms)
+    elif shape == "exponential":
+        h = np.exp(-t / tau_ms)
+    else:
+        raise ValueError(f"unknown kernel shape {shape!r}; choose alpha or exponential")
+    return h * (peak / h.max()) if h.max() > 0 else h
 
 
 def fir_potential(t, in_times, in_weights, own_times, taps, tap_ms, tau_ref, scale_ref, theta):

@@ -135,8 +135,11 @@ class TrainConfig(BaseModel):
     psp_tap_ms: float | None = Field(None, gt=0, allow_inf_nan=False,
                                      description="srm: spacing of the learned PSP kernel's taps, a whole number of "
                                                  "steps (ms; default --dt-ms)")
-    psp_init_tau_ms: Positive = Field(50.0, description="srm: the learned PSP kernel starts as the alpha kernel of "
-                                                        "this time constant at its taps, scaled to a peak of 1")
+    psp_init: Literal["alpha", "exponential"] = Field(
+        "alpha", description="srm: the learned PSP kernel's start, sampled at its taps: alpha, t/tau e^(1 - t/tau); "
+                             "exponential, e^(-t/tau) (tau = --psp-init-tau-ms)")
+    psp_init_tau_ms: Positive = Field(50.0, description="srm: time constant of the learned PSP kernel's start")
+    psp_init_peak: Positive = Field(1.0, description="srm: the learned PSP kernel's start is scaled to this peak")
     lr_psp: float = Field(0.01, ge=0, allow_inf_nan=False,
                           description="learning rate of the learned PSP kernel's taps")
 

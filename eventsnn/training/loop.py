@@ -137,7 +137,8 @@ def _build_srm_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device, g)
         psp = {}
         if i == 0 and cfg.psp_taps:  # the authors' learned input PSP (SLAYER's pspFilter) on the first layer
             tap_ms = cfg.psp_tap_ms or cfg.dt_ms
-            psp = dict(psp_taps=srm.alpha_taps(cfg.psp_taps, cfg.psp_init_tau_ms, tap_ms), psp_tap_ms=tap_ms)
+            psp = dict(psp_taps=srm.start_taps(cfg.psp_taps, cfg.psp_init_tau_ms, tap_ms, cfg.psp_init,
+                                               cfg.psp_init_peak), psp_tap_ms=tap_ms)
         layers.append(SRMLayer(n_pre, h, **delay_kw[i], **srm_kw, **psp))
         n_pre = h
     if cfg.readout in SPIKING_READOUTS:
