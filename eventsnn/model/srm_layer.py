@@ -112,17 +112,17 @@ class SRMLayer(LIFLayer):
 
     def filter_input(self, x: torch.Tensor, dt_ms: float) -> torch.Tensor:
         """``y[n] = sum_i K[i] x[n - i]`` over time for every input unit, ``K`` = :meth:`psp_samples` (the
-        kernel's one-step lag is the scan's). Direct convolution for short kernels, FFT for long ones."""
+        kernel's one-step lag is the scan's). Direct convolution for very short kernels, FFT otherwise."""
         K = self.psp_samples(dt_ms).to(x.dtype)
         B, T, C = x.shape
         M = K.numel()
         xs = x.transpose(1, 2).reshape(B * C, 1, T)
-        if M <= 256:
+        if M <= 8:
             y = torch.nn.functional.conv1d(torch.nn.functional.pad(xs, (M - 1, 0)), K.flip(0).view(1, 1, M))
         else:
-            n = 1 << (T + M - 1).bit_length()
+            n = 1 << (T + M - 2).bit_length()
             y = torch.fft.irfft(torch.fft.rfft(xs, n) * torch.fft.rfft(K, n), n)[..., :T]
-        return y.reshape(B, C, T).transpose(1, 2)
+        return y.reshape(B, C, T).transpose(1, 2).contiguous()
 
     def scan(self, F: torch.Tensor, dt_ms: float, surrogate: str | None = None, slope: float = 10.0,
              backend: str = "fused"):
