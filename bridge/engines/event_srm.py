@@ -179,8 +179,10 @@ def _advance(g, t, v, I, vr, Ir, t_last, p1, p2, srm, fir):
 
 @_jit
 def _schedule(heap, g, layer, i, t, T_end, v, I, vr, Ir, p1, p2, theta, version, spiked_at, fir):
-    """Queue neuron g's next crossing (or a look at it at its horizon, the next event anywhere)."""
+    """Queue neuron g's next crossing (or a look at it at its horizon, the next event anywhere, unless that event
+    is a delivery to its whole layer, which looks at it anyway)."""
     t_next = heap[0][0] if len(heap) > 0 else T_end
+    covered = len(heap) > 0 and heap[0][1] == _DELIVER_ALL and heap[0][2] == layer
     rem = T_end - t
     H = min(t_next - t, rem) if t_next > t else rem
     post = spiked_at[g] == t
@@ -192,6 +194,11 @@ def _schedule(heap, g, layer, i, t, T_end, v, I, vr, Ir, p1, p2, theta, version,
         heapq.heappush(heap, (t, _CROSS, layer, 0, i, version[g]))
         return
     if fir[g]:  # v + I t: the first term with an infinite time constant
+        # the refractory term is never positive (vr, Ir <= 0), so u <= v + I t: no crossing while that stays below
+        if max(v[g], v[g] + I[g] * H) < theta[g]:
+            if not covered and H < rem and v[g] + I[g] * rem >= theta[g]:
+                heapq.heappush(heap, (t + H, _CHECK, layer, 0, i, version[g]))
+            return
         A1, B1, t1 = v[g], I[g], math.inf
     else:
         A1, B1, t1 = v[g], I[g] / p1[g], p1[g]
@@ -200,7 +207,7 @@ def _schedule(heap, g, layer, i, t, T_end, v, I, vr, Ir, p1, p2, theta, version,
     if tc < math.inf:
         if t + tc < T_end:
             heapq.heappush(heap, (t + tc, _CROSS, layer, 0, i, version[g]))
-    elif H < rem and _upper(A1, B1, t1, A2, B2, p2[g], theta[g], H, rem) >= 0.0:
+    elif not covered and H < rem and _upper(A1, B1, t1, A2, B2, p2[g], theta[g], H, rem) >= 0.0:
         heapq.heappush(heap, (t + H, _CHECK, layer, 0, i, version[g]))
 
 
@@ -247,6 +254,12 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, sizes, srm_layer, p1,
     next_sample = 0
     heap = [(0.0, 0, 0, 0, 0, 0)]
     heap.pop()
+    # neurons moved by deliveries at the current time, scheduled once after the last of them (on-grid inputs, and
+    # the knots of a learned kernel, put many deliveries at one time)
+    dirty = np.zeros(G, np.bool_)
+    dirty_g = np.empty(G, np.int64)
+    dirty_l = np.empty(G, np.int64)
+    n_dirty = 0
     for q in range(len(in_t)):
         _push_spike(heap, in_t[q], 0, in_u[q], T_end, d_kind, d, d_off, sizes, k_lag, k_off)
     while len(heap) > 0:
@@ -286,16 +299,26 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, sizes, srm_layer, p1,
                 gain = k_c[k_off[layer] + ver]
             for i in range(lo, hi):
                 wi = w[w_off[layer] + src * N + i]
-                if wi == 0.0:
+                if wi == 0.0 and not srm:  # (an srm neuron is looked at even so: see _schedule)
                     continue
                 g = offsets[layer] + i
                 _advance(g, t, v, I, vr, Ir, t_last, p1, p2, srm, fir)
                 if srm:
                     I[g] += gain * wi
                     version[g] += 1
-                    _schedule(heap, g, layer, i, t, T_end, v, I, vr, Ir, p1, p2, theta, version, spiked_at, fir)
+                    if not dirty[g]:
+                        dirty[g] = True
+                        dirty_g[n_dirty], dirty_l[n_dirty] = g, layer
+                        n_dirty += 1
                 else:
                     I[g] += wi
+            if n_dirty and (len(heap) == 0 or heap[0][0] != t or heap[0][1] > _DELIVER_ONE):
+                for q in range(n_dirty):
+                    g, lq = dirty_g[q], dirty_l[q]
+                    dirty[g] = False
+                    _schedule(heap, g, lq, g - offsets[lq], t, T_end, v, I, vr, Ir, p1, p2, theta, version,
+                              spiked_at, fir)
+                n_dirty = 0
     if not srm_layer[L - 1]:
         while next_sample < len(sample_t):
             for i in range(n_out):
