@@ -203,13 +203,16 @@ def test_model_export_import_roundtrip():
 
 # ----------------------------------------------------------------------------- Brian2 = torch, spike for spike
 
-@pytest.mark.parametrize("readout, dt_ms", [("max", 1.0), ("count", 0.5)])
-def test_torch_equals_brian2_numpy_every_spike(readout, dt_ms, build_dir):
+@pytest.mark.parametrize("readout, dt_ms, learned", [("max", 1.0, False), ("count", 0.5, False),
+                                                     ("max", 1.0, True), ("count", 0.5, True)])
+def test_torch_equals_brian2_numpy_every_spike(readout, dt_ms, learned, build_dir):
+    """(``learned``: the first layer has a learned PSP kernel, taps two steps apart.)"""
     from eventsnn.bridge.engines.brian2 import simulate_brian2
     from eventsnn.bridge.engines.torch import simulate_torch
     from tests.conftest import assert_runs_identical, random_events
 
-    net = srm_network(1, readout=readout, dt_ms=dt_ms)
+    net = (learned_psp_network(1, dt_ms=dt_ms, tap_ms=2 * dt_ms, readout=readout) if learned
+           else srm_network(1, readout=readout, dt_ms=dt_ms))
     ev = random_events(1, n_samples=3, n_units=6, spikes=50)
     rt = simulate_torch(net, ev)
     rb = simulate_brian2(net, ev, target="numpy", build_dir=build_dir)
@@ -229,21 +232,26 @@ def test_torch_equals_brian2_numpy_every_spike(readout, dt_ms, build_dir):
 
 
 def test_exported_brian2_script_reproduces_an_srm_run(tmp_path):
+    net = srm_network(1, readout="count")
+    text = _script_reproduces_the_run(net, 0.25, tmp_path)
+    assert "SRM-alpha" in text and "v + vr >= theta" in text and "I_post += 2.718281828459045*w" in text
+
+
+def _script_reproduces_the_run(net, dt_ms, tmp_path) -> str:
+    """Write sample 1's Brian2 script, run it, and check its spikes and its count trace against simulate_brian2;
+    returns the script's text."""
     import subprocess
     import sys
 
     from eventsnn.bridge.engines.brian2 import simulate_brian2, write_brian2_script
     from tests.conftest import random_events
 
-    net = srm_network(1, readout="count")
     ev = random_events(1, n_samples=2, n_units=6, spikes=50)
-    script, _ = write_brian2_script(net, ev, 1, tmp_path / "s.py", dt_ms=0.25, delays="exact", inputs="exact")
-    text = script.read_text()
-    assert "SRM-alpha" in text and "v + vr >= theta" in text and "I_post += 2.718281828459045*w" in text
+    script, _ = write_brian2_script(net, ev, 1, tmp_path / "s.py", dt_ms=dt_ms, delays="exact", inputs="exact")
     q = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert q.returncode == 0, q.stderr
     res = np.load(tmp_path / "s_result.npz")
-    ref = simulate_brian2(net, ev, [1], dt_ms=0.25, delays="exact", inputs="exact", target="numpy",
+    ref = simulate_brian2(net, ev, [1], dt_ms=dt_ms, delays="exact", inputs="exact", target="numpy",
                           build_dir=tmp_path / "b2")
     for li, L in enumerate(ref.layers):
         t, u = res[f"layer{li}_time_ms"], res[f"layer{li}_unit"]
@@ -254,6 +262,7 @@ def test_exported_brian2_script_reproduces_an_srm_run(tmp_path):
         np.testing.assert_array_equal(u[keep][o], L.unit)
     # the counts at the end of each training step, as simulate's trace
     np.testing.assert_array_equal(res["trace"], ref.trace[0])
+    return script.read_text()
 
 
 # ----------------------------------------------------------------------------- training, export, verification
@@ -588,27 +597,6 @@ def test_learned_kernel_torch_scan_is_the_kernel_sum():
         assert np.allclose(u[0, :, j].numpy(), want, atol=1e-12)
 
 
-@pytest.mark.parametrize("readout, dt_ms", [("max", 1.0), ("count", 0.5)])
-def test_learned_kernel_torch_equals_brian2_every_spike(readout, dt_ms, build_dir):
-    from eventsnn.bridge.engines.brian2 import simulate_brian2
-    from eventsnn.bridge.engines.torch import simulate_torch
-    from tests.conftest import assert_runs_identical, random_events
-
-    net = learned_psp_network(1, dt_ms=dt_ms, tap_ms=2 * dt_ms, readout=readout)
-    ev = random_events(1, n_samples=3, n_units=6, spikes=50)
-    rt = simulate_torch(net, ev)
-    rb = simulate_brian2(net, ev, target="numpy", build_dir=build_dir)
-    assert all(len(L.step) > 10 for L in rt.layers)
-    assert_runs_identical(rt, rb)
-    rw = simulate_brian2(net, ev, target="numpy", build_dir=build_dir / "windows", max_copies=1)
-    assert rw.attrs["windows"] == 3
-    assert_runs_identical(rt, rw)
-    rt2 = simulate_torch(net, ev, dt_ms=dt_ms / 4, delays="exact", inputs="exact")
-    rb2 = simulate_brian2(net, ev, dt_ms=dt_ms / 4, delays="exact", inputs="exact", target="numpy",
-                          build_dir=build_dir / "fine")
-    assert_runs_identical(rt2, rb2)
-
-
 def test_learned_kernel_event_engine_hand_computed():
     """One arrival: w h_c(s) is linear between knots, so the crossing is where the line through the two knots
     around theta meets it; and a few arrivals with delays against the kernel sums directly."""
@@ -701,30 +689,8 @@ def test_learned_kernel_network_file_version(tmp_path):
 
 
 def test_learned_kernel_exported_brian2_script_reproduces_the_run(tmp_path):
-    import subprocess
-    import sys
-
-    from eventsnn.bridge.engines.brian2 import simulate_brian2, write_brian2_script
-    from tests.conftest import random_events
-
-    net = learned_psp_network(1, tap_ms=1.0, readout="count")
-    ev = random_events(1, n_samples=2, n_units=6, spikes=50)
-    script, _ = write_brian2_script(net, ev, 1, tmp_path / "s.py", dt_ms=0.5, delays="exact", inputs="exact")
-    text = script.read_text()
+    text = _script_reproduces_the_run(learned_psp_network(1, tap_ms=1.0, readout="count"), 0.5, tmp_path)
     assert "I_post += c*w" in text and "ff0.c = p['ff0_c']" in text
-    q = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert q.returncode == 0, q.stderr
-    res = np.load(tmp_path / "s_result.npz")
-    ref = simulate_brian2(net, ev, [1], dt_ms=0.5, delays="exact", inputs="exact", target="numpy",
-                          build_dir=tmp_path / "b2")
-    for li, L in enumerate(ref.layers):
-        t, u = res[f"layer{li}_time_ms"], res[f"layer{li}_unit"]
-        keep = t < ev.duration_ms - 1e-9
-        o = np.lexsort((u[keep], t[keep]))
-        assert len(L.time_ms) > 5
-        np.testing.assert_allclose(t[keep][o], L.time_ms, atol=1e-9)
-        np.testing.assert_array_equal(u[keep][o], L.unit)
-    np.testing.assert_array_equal(res["trace"], ref.trace[0])
 
 
 def test_learned_kernel_trains_exports_and_brian2_reproduces_it(poly_train, tmp_path):
