@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from eventsnn.model.contract import READOUTS, RESETS, SPIKING_READOUTS, delay_steps
+from eventsnn.model.contract import READOUTS, RESETS, SPIKING_READOUTS, delay_steps, whole_steps
 from eventsnn.util.errors import fail
 from eventsnn.util.files import atomic_path, open_h5
 
@@ -167,11 +167,9 @@ class Network:
         n_pre = self.n_inputs
         for i, layer in enumerate(self.layers):
             layer.validate(n_pre, f"layers/{i}", path)
-            if layer.psp_tap_ms is not None:
-                r = layer.psp_tap_ms / self.dt_ms
-                if round(r) < 1 or abs(r - round(r)) > 1e-9 * max(1.0, r):
-                    raise fail(path, f"layers/{i}: psp_tap_ms {layer.psp_tap_ms:g} is not a whole number of steps "
-                                     f"of dt_ms {self.dt_ms:g}")
+            if layer.psp_tap_ms is not None and whole_steps(layer.psp_tap_ms, self.dt_ms, rtol=1e-9) is None:
+                raise fail(path, f"layers/{i}: psp_tap_ms {layer.psp_tap_ms:g} is not a whole number of steps "
+                                 f"of dt_ms {self.dt_ms:g}")
             last = i == len(self.layers) - 1
             want = ("li",) if last and self.readout not in SPIKING_READOUTS else SPIKING_KINDS
             if layer.kind not in want:

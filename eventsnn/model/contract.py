@@ -89,11 +89,17 @@ def readout_scores(trace: np.ndarray, readout: str) -> np.ndarray:
     raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
 
 
+def whole_steps(span_ms: float, dt_ms: float, rtol: float = 1e-6) -> int | None:
+    """``span_ms / dt_ms`` when it is a whole number >= 1 (to ``rtol``), else None."""
+    r = span_ms / dt_ms
+    ri = int(round(r))
+    return ri if ri >= 1 and abs(r - ri) <= rtol * max(1.0, r) else None
+
+
 def grid_ratio(train_dt_ms: float, dt_ms: float) -> int:
     """How many simulation steps make one training step; ``dt`` must divide the training dt."""
-    r = train_dt_ms / dt_ms
-    ri = int(round(r))
-    if ri < 1 or abs(r - ri) > 1e-6 * max(1.0, r):
+    ri = whole_steps(train_dt_ms, dt_ms)
+    if ri is None:
         raise EventsnnError(f"dt {dt_ms:g} ms must divide the training dt {train_dt_ms:g} ms "
                          f"an integer number of times")
     return ri

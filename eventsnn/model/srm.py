@@ -43,7 +43,7 @@ delivered at step m adds ``w*h_c(j*dt)`` to ``u`` at step m + j -- at ``dt = Del
 filter puts tap k at lag k, ours at lag k + 1, the one step by which every delivery here follows the threshold
 (with ``eps(0) = 0`` the alpha kernel loses nothing to it). As linear ODEs: ``dv/dt = I`` (the slope of the
 kernel part) with ``I += w*c_j`` at lag ``j*Delta``, ``c_j`` the change of slope at knot j (:func:`fir_kinks`);
-Brian2 and the event engine run it so, the torch engine convolves with the sampled kernel (:func:`fir_samples`).
+Brian2 and the event engine run it so, the torch engine convolves with the sampled kernel (:func:`fir_sample_matrix`).
 
 This module is torch- and brian2-free (plain ``math`` in the scalar functions, so numba compiles them).
 """
@@ -53,7 +53,7 @@ import math
 
 import numpy as np
 
-from eventsnn.model.contract import evolve_rates, propagators as _lif_propagators
+from eventsnn.model.contract import evolve_rates, propagators as _lif_propagators, whole_steps
 
 E = math.e  # the alpha kernel's normalisation: an arrival of weight w does I += E*w (peak PSP = w)
 
@@ -138,21 +138,11 @@ def fir_kinks(taps, tap_ms: float):
 def fir_sample_matrix(n_taps: int, tap_ms: float, dt_ms: float) -> np.ndarray:
     """``P [M, L]`` with ``P @ h = [h_c(dt), h_c(2 dt), ..., h_c(M dt)]``, the kernel sampled on a clock of step
     ``dt_ms`` (``tap_ms/dt_ms`` whole steps; ``M = (L+1) tap_ms/dt_ms - 1``, the last nonzero sample)."""
-    r = tap_ms / dt_ms
-    ri = int(round(r))
-    if ri < 1 or abs(r - ri) > 1e-9 * max(1.0, r):
+    ri = whole_steps(tap_ms, dt_ms, rtol=1e-9)
+    if ri is None:
         raise ValueError(f"the PSP kernel's tap spacing {tap_ms:g} ms is not a whole number of steps of {dt_ms:g} ms")
-    M = (n_taps + 1) * ri - 1
-    P = np.zeros((M, n_taps))
-    for i in range(M):
-        x = (i + 1) / ri  # the lag in taps
-        j = int(np.floor(x))  # the knot at or below (knot j holds h[j-1])
-        f = x - j
-        if 1 <= j <= n_taps:
-            P[i, j - 1] += 1.0 - f
-        if f > 0 and j + 1 <= n_taps:
-            P[i, j] += f
-    return P
+    s = np.arange(1, (n_taps + 1) * ri) * (tap_ms / ri)
+    return np.stack([fir_kernel(s, e, tap_ms) for e in np.eye(n_taps)], axis=1)  # the kernel is linear in h
 
 
 def start_taps(n_taps: int, tau_ms: float, tap_ms: float, shape: str = "alpha", peak: float = 1.0) -> np.ndarray:

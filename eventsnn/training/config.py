@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from eventsnn.model.contract import whole_steps
 from eventsnn.util.errors import EventsnnError, fail
 
 
@@ -181,10 +182,8 @@ class TrainConfig(BaseModel):
     @classmethod
     def _taps_on_the_grid(cls, v, info):
         dt = info.data.get("dt_ms")
-        if v is not None and dt is not None:
-            r = v / dt
-            if round(r) < 1 or abs(r - round(r)) > 1e-9 * max(1.0, r):
-                raise ValueError(f"the taps must be a whole number of steps of --dt-ms {dt:g} apart")
+        if v is not None and dt is not None and whole_steps(v, dt, rtol=1e-9) is None:
+            raise ValueError(f"the taps must be a whole number of steps of --dt-ms {dt:g} apart")
         return v
 
     @field_validator("lr_milestones")
