@@ -24,8 +24,12 @@ A layer with a learned PSP kernel (``psp_taps``) has ``v(t) = v + I t`` between 
 slope; the first term above with ``tau_sr`` infinite), and an arrival does ``I += c_j*w`` at each knot
 ``t + d + j*Delta`` of the kernel (:func:`eventsnn.model.srm.fir_kinks`): the piecewise-linear kernel exactly.
 
-Only crossings before the neuron's horizon (the next event anywhere, or the end of the sample) are computed;
-when a later one cannot be ruled out by the bound, the neuron is looked at again at the horizon.
+Only crossings before the neuron's horizon are computed; when a later one cannot be ruled out by the bound, the
+neuron is looked at again at the horizon. The horizon of a first-layer neuron is the layer's next input delivery
+(nothing else reaches it, and all of those are known when the sample starts); that of a deeper neuron is the next
+event anywhere (a spike upstream may reach it at once); both are capped by the end of the sample. (With the next
+event anywhere for the first layer too, a 100-neuron learned-kernel ISI network firing ~140 Hz per neuron took
+2.6 times as long, the same spikes to 5e-9 ms: every spike of a neighbour cut the search short.)
 """
 from __future__ import annotations
 
@@ -178,11 +182,22 @@ def _advance(g, t, v, I, vr, Ir, t_last, p1, p2, srm, fir):
 
 
 @_jit
-def _schedule(heap, g, layer, i, t, T_end, v, I, vr, Ir, p1, p2, theta, version, spiked_at, fir):
-    """Queue neuron g's next crossing (or a look at it at its horizon, the next event anywhere, unless that event
-    is a delivery to its whole layer, which looks at it anyway)."""
-    t_next = heap[0][0] if len(heap) > 0 else T_end
-    covered = len(heap) > 0 and heap[0][1] == _DELIVER_ALL and heap[0][2] == layer
+def _schedule(heap, g, layer, i, t, T_end, v, I, vr, Ir, p1, p2, theta, version, spiked_at, fir, first_t, nxt,
+              first_all):
+    """Queue neuron g's next crossing (or a look at it at its horizon, unless the event there is a delivery to its
+    whole layer, which looks at it anyway). The horizon of the first layer is its next input delivery (``first_t``,
+    sorted, ``nxt[0]`` the first not yet past; ``first_all``: each reaches the whole layer): it gets nothing else.
+    A deeper layer's is the next event anywhere, since a spike upstream may reach it at once."""
+    if layer == 0:
+        p = nxt[0]
+        while p < len(first_t) and first_t[p] <= t:
+            p += 1
+        nxt[0] = p
+        t_next = first_t[p] if p < len(first_t) else T_end
+        covered = first_all and p < len(first_t)
+    else:
+        t_next = heap[0][0] if len(heap) > 0 else T_end
+        covered = len(heap) > 0 and heap[0][1] == _DELIVER_ALL and heap[0][2] == layer
     rem = T_end - t
     H = min(t_next - t, rem) if t_next > t else rem
     post = spiked_at[g] == t
@@ -262,6 +277,10 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, sizes, srm_layer, p1,
     n_dirty = 0
     for q in range(len(in_t)):
         _push_spike(heap, in_t[q], 0, in_u[q], T_end, d_kind, d, d_off, sizes, k_lag, k_off)
+    # the first layer's deliveries, all known now: its neurons' horizon (see _schedule)
+    first_t = np.sort(np.array([e[0] for e in heap] + [T_end]))[:-1]
+    nxt = np.zeros(1, np.int64)
+    first_all = d_kind[0] != 2
     while len(heap) > 0:
         t, kind, layer, src, tgt, ver = heapq.heappop(heap)
         while next_sample < len(sample_t) and sample_t[next_sample] <= t:
@@ -289,7 +308,8 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, sizes, srm_layer, p1,
                 spiked_at[g] = t
                 if layer + 1 < L:
                     _push_spike(heap, t, layer + 1, tgt, T_end, d_kind, d, d_off, sizes, k_lag, k_off)
-            _schedule(heap, g, layer, tgt, t, T_end, v, I, vr, Ir, p1, p2, theta, version, spiked_at, fir)
+            _schedule(heap, g, layer, tgt, t, T_end, v, I, vr, Ir, p1, p2, theta, version, spiked_at, fir, first_t,
+                      nxt, first_all)
         else:
             N = sizes[layer]
             lo, hi = (tgt, tgt + 1) if kind == _DELIVER_ONE else (0, N)
@@ -317,7 +337,7 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, sizes, srm_layer, p1,
                     g, lq = dirty_g[q], dirty_l[q]
                     dirty[g] = False
                     _schedule(heap, g, lq, g - offsets[lq], t, T_end, v, I, vr, Ir, p1, p2, theta, version,
-                              spiked_at, fir)
+                              spiked_at, fir, first_t, nxt, first_all)
                 n_dirty = 0
     if not srm_layer[L - 1]:
         while next_sample < len(sample_t):
