@@ -277,8 +277,11 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, sizes, srm_layer, p1,
     n_dirty = 0
     for q in range(len(in_t)):
         _push_spike(heap, in_t[q], 0, in_u[q], T_end, d_kind, d, d_off, sizes, k_lag, k_off)
-    # the first layer's deliveries, all known now: its neurons' horizon (see _schedule)
-    first_t = np.sort(np.array([e[0] for e in heap] + [T_end]))[:-1]
+    # the first layer's deliveries, all known now (the heap holds nothing else yet): its neurons' horizon
+    first_t = np.empty(len(heap))
+    for q in range(len(heap)):
+        first_t[q] = heap[q][0]
+    first_t.sort()
     nxt = np.zeros(1, np.int64)
     first_all = d_kind[0] != 2
     while len(heap) > 0:
