@@ -24,6 +24,24 @@ def test_benchmark_prints_json(script, keys):
     assert res["samples_per_s"] > 0 and res["baseline_samples_per_s"] > 0
 
 
+def test_event_throughput_runs_the_srm_workload():
+    """The authors' ISI network on ISI samples: the exact SRM engine against Brian2, its burst count reported."""
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "event_throughput.py"), "--small", "--workloads",
+                        "srm-isi", "--counts", "2", "--workers", "1", "--json"], capture_output=True, text=True,
+                       timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    (pt,) = res["workloads"]["srm-isi"]
+    assert pt["samples"] == 2 and pt["hidden_spikes_per_sample"][0] > 0 and pt["srm_steep_crossings"] >= 0
+    assert pt["event_s_cold"] > 0 and pt["brian2_s"] > 0 and 0 <= pt["brian2_vs_exact"]["prediction_agreement"] <= 1
+
+
+def test_benchmark_rejects_an_unknown_workload():
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "event_throughput.py"), "--workloads", "srm"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 2 and "--workloads: unknown workload 'srm'" in p.stderr
+
+
 def test_train_throughput_compares_three_implementations():
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--small", "--batch", "4,8",
                         "--delays", "none,axonal", "--iters", "1", "--json"], capture_output=True, text=True,
