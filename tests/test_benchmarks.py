@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ("event_throughput.py", {"samples_per_s", "baseline_samples_per_s", "event_s_per_sample", "brian2_s_per_sample",
                              "brian2_matched_within_0.1ms"}),
     ("srm_scan.py", {"samples_per_s", "baseline_samples_per_s", "same_spikes"}),
+    ("narrow_delays.py", {"samples_per_s", "baseline_samples_per_s", "rows"}),
 ])
 def test_benchmark_prints_json(script, keys):
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--small", "--json"], capture_output=True,

@@ -149,6 +149,54 @@ def test_axonal_delays_from_the_spikes_equal_the_dense_gather(dtype, monkeypatch
         torch.testing.assert_close(a, b, **tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("density", [0.3, 1.0])
+def test_axonal_delays_into_a_narrow_layer_equal_the_dense_gather(dtype, density, monkeypatch):
+    """A dense input (a hidden layer firing in many steps, or a real-valued filtered input) into a narrow layer
+    (a readout) goes through one fused kernel on the CPU: values and the gradients for the input, the weights and
+    the delays equal the dense gather + matmul formulation, including delays of zero, half a step, the last step
+    and past the end of the sample; the gradients are the same bits at 1 and 2 threads."""
+    from eventsnn.model import cpu_backend, delays
+    torch.manual_seed(6)
+    B, T, n_in, n_out = 3, 50, 20, 3
+    x = ((torch.rand(B, T, n_in) < density) * torch.rand(B, T, n_in)).to(dtype).requires_grad_()
+    w = torch.randn(n_in, n_out, dtype=dtype, requires_grad=True)
+    d = (torch.rand(n_in, dtype=dtype) * 70).requires_grad_()
+    d.data[:5] = torch.tensor([0.0, 3.5, 49.5, 49.0, 48.25])
+    g = torch.randn(B, T, n_out, dtype=dtype)
+    res = {}
+    for kernels in (True, False):
+        monkeypatch.setattr(cpu_backend, "ENABLED", kernels)
+        calls = []
+        monkeypatch.setattr(delays._AxonalDense, "apply", lambda *a, f=delays._AxonalDense.apply: calls.append(1) or f(*a))
+        out = delayed_current(x, w, d, "interp")
+        res[kernels] = (out, *torch.autograd.grad(out, (x, w, d), g))
+        assert bool(calls) == kernels  # the fused kernel ran exactly when the CPU kernels are on
+    tol = dict(rtol=0, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    assert res[True][0].abs().sum() > 0 and res[True][3].abs().sum() > 0
+    for a, b in zip(res[True], res[False]):
+        torch.testing.assert_close(a, b, **tol)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        out = delayed_current(x, w, d, "interp")
+        one = torch.autograd.grad(out, (x, w, d), g)
+        torch.set_num_threads(2)
+        out = delayed_current(x, w, d, "interp")
+        two = torch.autograd.grad(out, (x, w, d), g)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+    # a wide layer, or a dense input into more than a few neurons, keeps the gather + matmul (BLAS is faster)
+    monkeypatch.setattr(cpu_backend, "ENABLED", True)
+    for n_post, dense, fused in ((delays.FUSED_AXONAL_MAX_POST + 1, False, False), (10, True, False),
+                                 (10, False, True)):
+        calls.clear()
+        xx = torch.ones_like(x) if dense else (torch.rand(B, T, n_in) < 0.1).to(dtype)
+        delayed_current(xx, torch.randn(n_in, n_post, dtype=dtype), d, "interp")
+        assert bool(calls) == fused, (n_post, dense)
+
+
 def test_rounded_axonal_delays_from_the_spikes_equal_the_gather_to_the_bit():
     """Evaluation at the training step (rounded axonal delays, no gradient) moves each input spike by its
     neuron's delay instead of building the delayed raster: the currents are equal to the bit (every sum in the

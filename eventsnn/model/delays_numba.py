@@ -184,3 +184,70 @@ def narrow_matmul_t(grad, weight, out):  # pragma: no cover - compiled
                 wc = wt[c]
                 for i in range(N):
                     o[i] = o[i] + gc * wc[i]
+
+
+@njit(parallel=True)
+def axonal_dense_forward(x, w, lo, w0, w1, out):  # pragma: no cover - compiled
+    """``out[b, t, :] += sum_i (w0[i] x[b, t - lo[i], i] + w1[i] x[b, t - lo[i] - 1, i]) w[i, :]``, reading
+    ``x`` ``[B, T, N_pre]`` once in order and skipping its zeros (``out`` zeroed, ``[B, T, N_post]``)."""
+    B, T, n_pre = x.shape
+    n_post = w.shape[1]
+    for b in numba.prange(B):
+        xb, ob = x[b], out[b]
+        for s in range(T):
+            row = xb[s]
+            for i in range(n_pre):
+                v = row[i]
+                if v == 0:
+                    continue
+                m = s + lo[i]
+                if m >= T:
+                    continue
+                a = w0[i] * v
+                for j in range(n_post):
+                    ob[m, j] += a * w[i, j]
+                if m + 1 < T:
+                    c = w1[i] * v
+                    for j in range(n_post):
+                        ob[m + 1, j] += c * w[i, j]
+
+
+@njit(parallel=True)
+def axonal_dense_backward(g, x, wt, lo, w0, w1, gx, gw, gf):  # pragma: no cover - compiled
+    """The gradients of :func:`axonal_dense_forward` from ``g = dL/dout`` ``[B, T, N_post]`` and ``wt = w.T``
+    ``[N_post, N_pre]``: ``gx`` ``[B, T, N_pre]`` (input), and per sample ``gw[b]`` ``[N_pre, N_post]``
+    (weights) and ``gf[b]`` ``[N_pre]`` (the fractional delays), which the caller sums over samples in order
+    (the same bits at any thread count). Per sample, ``G = g[b] @ w.T`` first (one row per step, plus a zero row
+    past the end), then each input element reads its two shifted rows."""
+    B, T, n_pre = x.shape
+    n_post = wt.shape[0]
+    for b in numba.prange(B):
+        gb, xb, gxb, gwb, gfb = g[b], x[b], gx[b], gw[b], gf[b]
+        G = np.zeros((T + 2, n_pre), dtype=gx.dtype)
+        for t in range(T):
+            Gt = G[t]
+            for j in range(n_post):
+                c = gb[t, j]
+                if c != 0:
+                    wj = wt[j]
+                    for i in range(n_pre):
+                        Gt[i] += c * wj[i]
+        for s in range(T):
+            xs, gxs = xb[s], gxb[s]
+            for i in range(n_pre):
+                m = min(s + lo[i], T)  # rows T and T + 1 are zero: past the end
+                a0 = G[m, i]
+                a1 = G[min(m + 1, T), i]
+                gxs[i] = w0[i] * a0 + w1[i] * a1
+                v = xs[i]
+                if v == 0:
+                    continue
+                gfb[i] += v * (a1 - a0)
+                if m < T:
+                    c0 = v * w0[i]
+                    for j in range(n_post):
+                        gwb[i, j] += c0 * gb[m, j]
+                    if m + 1 < T:
+                        c1 = v * w1[i]
+                        for j in range(n_post):
+                            gwb[i, j] += c1 * gb[m + 1, j]
