@@ -122,31 +122,41 @@ def test_synaptic_delay_taps_equal_the_loop_values_and_gradients(mode, dtype, ke
         torch.testing.assert_close(a, b, **tol)
 
 
+def _axonal_kernel_equals_the_gather(path, x, w, d, monkeypatch):
+    """Interpolated axonal delays with the CPU kernels on (``path``, a class of :mod:`eventsnn.model.delays`, must
+    run) and off (the dense gather + matmul, the formulation CUDA uses): the values and the gradients for the
+    input, the weights and the delays are equal. Returns the list that records ``path``'s calls."""
+    from eventsnn.model import cpu_backend
+    dtype = x.dtype
+    g = torch.randn(*x.shape[:2], w.shape[1], dtype=dtype)
+    res, calls = {}, []
+    monkeypatch.setattr(path, "apply", lambda *a, f=path.apply: calls.append(1) or f(*a))
+    for kernels in (True, False):
+        monkeypatch.setattr(cpu_backend, "ENABLED", kernels)
+        calls.clear()
+        out = delayed_current(x, w, d, "interp")
+        res[kernels] = (out, *torch.autograd.grad(out, (x, w, d), g))
+        assert bool(calls) == kernels  # the kernel ran exactly when the CPU kernels are on
+    tol = dict(rtol=0, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    assert res[True][0].abs().sum() > 0 and res[True][3].abs().sum() > 0
+    for a, b in zip(res[True], res[False]):
+        torch.testing.assert_close(a, b, **tol)
+    return calls
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_axonal_delays_from_the_spikes_equal_the_dense_gather(dtype, monkeypatch):
     """Interpolated axonal delays on the CPU are computed from the input's nonzeros (two shifted copies of each
     spike, no dense delayed input); values and the gradients for the input, the weights and the delays equal
     the dense gather + matmul formulation (the one CUDA uses), including delays past the end of the sample."""
-    from eventsnn.model import cpu_backend, delays
+    from eventsnn.model import delays
     torch.manual_seed(5)
     B, T, n_in, n_out = 3, 50, 20, 7
     x = ((torch.rand(B, T, n_in) < 0.04) * torch.randint(1, 3, (B, T, n_in))).to(dtype).requires_grad_()
     w = torch.randn(n_in, n_out, dtype=dtype, requires_grad=True)
     d = (torch.rand(n_in, dtype=dtype) * 70).requires_grad_()
     d.data[:4] = torch.tensor([0.0, 3.0, 49.5, 49.0])  # integer, half-step and last-step delays
-    g = torch.randn(B, T, n_out, dtype=dtype)
-    res = {}
-    for kernels in (True, False):
-        monkeypatch.setattr(cpu_backend, "ENABLED", kernels)
-        calls = []
-        monkeypatch.setattr(delays._AxonalTaps, "apply", lambda *a, f=delays._AxonalTaps.apply: calls.append(1) or f(*a))
-        out = delayed_current(x, w, d, "interp")
-        res[kernels] = (out, *torch.autograd.grad(out, (x, w, d), g))
-        assert bool(calls) == kernels  # the spike path ran exactly when the CPU kernels are on
-    tol = dict(rtol=0, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
-    assert res[True][0].abs().sum() > 0 and res[True][3].abs().sum() > 0
-    for a, b in zip(res[True], res[False]):
-        torch.testing.assert_close(a, b, **tol)
+    _axonal_kernel_equals_the_gather(delays._AxonalTaps, x, w, d, monkeypatch)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -163,32 +173,19 @@ def test_axonal_delays_into_a_narrow_layer_equal_the_dense_gather(dtype, density
     w = torch.randn(n_in, n_out, dtype=dtype, requires_grad=True)
     d = (torch.rand(n_in, dtype=dtype) * 70).requires_grad_()
     d.data[:5] = torch.tensor([0.0, 3.5, 49.5, 49.0, 48.25])
+    calls = _axonal_kernel_equals_the_gather(delays._AxonalDense, x, w, d, monkeypatch)
     g = torch.randn(B, T, n_out, dtype=dtype)
-    res = {}
-    for kernels in (True, False):
-        monkeypatch.setattr(cpu_backend, "ENABLED", kernels)
-        calls = []
-        monkeypatch.setattr(delays._AxonalDense, "apply", lambda *a, f=delays._AxonalDense.apply: calls.append(1) or f(*a))
-        out = delayed_current(x, w, d, "interp")
-        res[kernels] = (out, *torch.autograd.grad(out, (x, w, d), g))
-        assert bool(calls) == kernels  # the fused kernel ran exactly when the CPU kernels are on
-    tol = dict(rtol=0, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
-    assert res[True][0].abs().sum() > 0 and res[True][3].abs().sum() > 0
-    for a, b in zip(res[True], res[False]):
-        torch.testing.assert_close(a, b, **tol)
+    monkeypatch.setattr(cpu_backend, "ENABLED", True)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        out = delayed_current(x, w, d, "interp")
-        one = torch.autograd.grad(out, (x, w, d), g)
+        one = torch.autograd.grad(delayed_current(x, w, d, "interp"), (x, w, d), g)
         torch.set_num_threads(2)
-        out = delayed_current(x, w, d, "interp")
-        two = torch.autograd.grad(out, (x, w, d), g)
+        two = torch.autograd.grad(delayed_current(x, w, d, "interp"), (x, w, d), g)
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(a, b) for a, b in zip(one, two))
     # a wide layer, or a dense input into more than a few neurons, keeps the gather + matmul (BLAS is faster)
-    monkeypatch.setattr(cpu_backend, "ENABLED", True)
     for n_post, dense, fused in ((delays.FUSED_AXONAL_MAX_POST + 1, False, False), (10, True, False),
                                  (10, False, True)):
         calls.clear()
