@@ -10,7 +10,7 @@ Workloads (the first two by default):
 * ``srm-isi``: the authors' ISI network (preset ``paper-isi``) on the paper's ISI task (``data make paper-isi``,
   10 inputs, 10 s samples): 10 -> 100 SRM-alpha (their learned 50-tap input PSP at its alpha start, tau 50 ms) ->
   2 counted SRM outputs, axonal delays U(0, 15) ms on both projections, theta 1, tau_sr = tau_ref = 1 ms,
-  scale_ref 2; random weights, the hidden layer at hundreds of Hz, as a trained one (~280 Hz). Not in the default
+  scale_ref 2; random weights, the hidden layer at ~60 Hz (trained ones fire at ~10-300 Hz). Not in the default
   set (its samples are 10 s long): ``--workloads srm-isi --counts 1,8,540 --brian2-max 8`` (540 = the authors'
   ISI test file). ``srm_steep_crossings`` counts the crossings where a clocked run bursts
   (:func:`eventsnn.bridge.engines.event_srm.simulate_event_srm`): there Brian2 at 0.01 ms is not expected to match
