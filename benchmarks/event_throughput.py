@@ -169,8 +169,11 @@ def main():
             elif len(b2_runs) >= 2:
                 (n1, t1), (n2, t2) = sorted(b2_runs.items())[-2:]
                 per = (t2 - t1) / (n2 - n1)
-                pt.update(brian2_s=t2 + per * (n - n2), brian2_extrapolated=True,
-                          brian2_extrapolated_from=f"linear in samples through its runs at {n1} and {n2} samples")
+                how = f"linear in samples through its runs at {n1} and {n2} samples"
+                if per <= 0:  # the smaller run took longer (a loaded machine): scale the larger one instead
+                    per, how = t2 / n2, f"proportional to its run at {n2} samples (its runs at {n1} and {n2} " \
+                                        "samples gave no positive slope)"
+                pt.update(brian2_s=t2 + per * (n - n2), brian2_extrapolated=True, brian2_extrapolated_from=how)
             if "brian2_s" in pt:
                 pt["speedup_event_over_brian2"] = pt["brian2_s"] / pt["event_s"]
                 if "event_s_cold" in pt:
