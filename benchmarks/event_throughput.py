@@ -18,11 +18,10 @@ Workloads (the first two by default):
 
 At each sample count (default 1, 16, 128, 2264 -- the SHD test set) both engines simulate the same samples with
 ``--workers`` parallel workers (the LIF event engine: threads of one process; the SRM one and Brian2:
-processes). Times include
-compilation: Brian2's code generation and C++ build (each run builds its network), and numba's compilation of the
-event engine, which happens once per machine -- the script starts with an empty numba cache, so the first event
-run of each engine (LIF, SRM; 1 sample) pays it (``event_s_cold``) and later ones load the machine code (``event_s``, measured in this
-process; ``event_s_1_cached`` is the 1-sample run again). Brian2 is run up to ``--brian2-max`` samples (default
+processes). Times include compilation: Brian2's code generation and C++ build (each run builds its network), and
+numba's compilation of the event engine, which happens once per machine -- the script starts with an empty numba
+cache, so the first event run of each engine (LIF, SRM; 1 sample) pays it (``event_s_cold``) and later ones load
+the machine code (``event_s``, measured in this process; ``event_s_1_cached`` is the 1-sample run again). Brian2 is run up to ``--brian2-max`` samples (default
 128); beyond, its time is extrapolated linearly from its two largest measured counts (``brian2_extrapolated``).
 At the largest count the event engine also runs the time-reversed set (``reverse full``), as ``verify`` does.
 Also reported: how close Brian2 at 0.01 ms is to the exact run at its largest count, and the load average.
@@ -79,12 +78,12 @@ def srm_isi(n_samples, hidden=100, duration_s=10.0, seed=0, **_):
     ev = make_paper_isi(n_samples, duration_ms=duration_s * 1e3, seed=seed)
     rng = np.random.default_rng(seed)
     n_in, n_out = ev.n_units, ev.n_classes
-    srm = dict(tau_sr_ms=np.ones(hidden), tau_ref_ms=np.ones(hidden), scale_ref=np.full(hidden, 2.0))
-    l1 = Layer("srm", hidden, None, None, rng.normal(1.0, 1.8, (n_in, hidden)), threshold=np.ones(hidden),
-               ff_delay_ms=rng.uniform(0, 15, n_in), psp_taps=start_taps(50, 50.0, 1.0), psp_tap_ms=1.0, **srm)
-    out = Layer("srm", n_out, None, None, rng.normal(0.4, 0.54, (hidden, n_out)), threshold=np.ones(n_out),
-                tau_sr_ms=np.ones(n_out), tau_ref_ms=np.ones(n_out), scale_ref=np.full(n_out, 2.0),
-                ff_delay_ms=rng.uniform(0, 15, hidden))
+    srm = lambda n: dict(threshold=np.ones(n), tau_sr_ms=np.ones(n), tau_ref_ms=np.ones(n),  # noqa: E731
+                         scale_ref=np.full(n, 2.0))
+    l1 = Layer("srm", hidden, None, None, rng.normal(1.0, 1.8, (n_in, hidden)), ff_delay_ms=rng.uniform(0, 15, n_in),
+               psp_taps=start_taps(50, 50.0, 1.0), psp_tap_ms=1.0, **srm(hidden))
+    out = Layer("srm", n_out, None, None, rng.normal(0.4, 0.54, (hidden, n_out)),
+                ff_delay_ms=rng.uniform(0, 15, hidden), **srm(n_out))
     return Network(1.0, n_in, [l1, out], "count").validate(), ev
 
 
@@ -134,6 +133,7 @@ def main():
         # the ISI task needs samples longer than its 100 ms maximum interval
         wl_shape = dict(shape, hidden=16, duration_s=1.0) if a.small and wl == "srm-isi" else shape
         net, ev = WORKLOADS[wl](n_samples=n_max, **wl_shape)
+        engine = "srm" if any(L.kind == "srm" for L in net.layers) else "lif"
         points = []
         b2_runs = {}
         for n in counts:
@@ -144,7 +144,6 @@ def main():
                   "hidden_spikes_per_sample": [len(L.time_ms) / n for L in exact.layers]}
             if "srm_steep_crossings" in exact.attrs:
                 pt["srm_steep_crossings"] = exact.attrs["srm_steep_crossings"]
-            engine = "srm" if any(L.kind == "srm" for L in net.layers) else "lif"
             if engine not in compiled:
                 pt["event_s_cold"] = t_ev
                 _, pt["event_s"], _ = timed(lambda: simulate_event(net, sub, workers=w))

@@ -9,12 +9,12 @@ their blend and a matmul. Each row says whether the default rule (``_fused_axona
 Rows:
 
 * ``layer``: forward + backward of the delayed current alone, input ``[32, 10000, 100]`` (10 s at 1 ms, batch
-  32) at 8% and 100% density, delays U(0, 15) steps, into 2, 20, 32 and 64 neurons;
+  32) at 8%, 25% and 100% density, delays U(0, 15) steps, into 2, 4, 20, 32 and 64 neurons;
 * ``paper-isi step``: one training step (forward, probSpikes loss, backward, Nadam) of the authors' ISI network
   (``--preset paper-isi``: 10 inputs -> learned 50-tap PSP -> 100 SRM -> delays -> 2 counted SRM outputs) on a
   batch of 32 samples of ``data make paper-isi``.
 
-Best of ``--iters`` after one warm-up (numba compiles once); the two are interleaved. ``--small``: 1 s samples.
+Best of ``--iters`` after one warm-up of each (numba compiles once); the two are interleaved. ``--small``: 1 s samples.
 
     python benchmarks/narrow_delays.py [--iters 3] [--threads 1] [--small] [--json]
 """
@@ -31,29 +31,22 @@ import torch
 from eventsnn.model import delays
 
 
-def best_of(fn, iters):
-    fn()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def compare(fn, iters):
-    """``fn`` with the fused kernel (wherever it can run) and with the gather + matmul, interleaved:
-    ``(fused_s, baseline_s)``."""
-    fused, base = [], []
+    """``fn`` with the fused kernel (wherever it can run) and with the gather + matmul: one warm-up run of each
+    (numba compiles once), then ``iters`` runs of each, interleaved; the best times ``(fused_s, baseline_s)``."""
+    times = {True: [], False: []}
     rule = delays._fused_axonal
     try:
-        for _ in range(iters):
-            for use, out in ((True, fused), (False, base)):
+        for n in range(iters + 1):
+            for use in (True, False):
                 delays._fused_axonal = lambda x, w, use=use: use and delays.cpu_backend.applies(x, w)
-                out.append(best_of(fn, 1))
+                t0 = time.perf_counter()
+                fn()
+                if n:
+                    times[use].append(time.perf_counter() - t0)
     finally:
         delays._fused_axonal = rule
-    return min(fused), min(base)
+    return min(times[True]), min(times[False])
 
 
 def layer_rows(T, iters):
