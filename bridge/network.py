@@ -23,10 +23,11 @@ from eventsnn.util.errors import fail
 from eventsnn.util.files import atomic_path, open_h5
 
 NETWORK_FORMAT = "eventsnn.network"
-NETWORK_VERSION = 3          # the newest version this eventsnn writes and reads
-READABLE_VERSIONS = (1, 2, 3)
+NETWORK_VERSION = 4          # the newest version this eventsnn writes and reads
+READABLE_VERSIONS = (1, 2, 3, 4)
 SRM_VERSION = 2              # the first version with "srm" layers
 PSP_VERSION = 3              # the first version with learned PSP kernels
+SRM_DEAD_VERSION = 4         # the first version with a dead time (refractory_ms) on "srm" layers
 KINDS = ("lif", "li", "srm")
 SPIKING_KINDS = ("lif", "srm")
 ORDER = "brian2-default"
@@ -38,7 +39,7 @@ _NEEDS = {"lif": ("tau_mem_ms", "tau_syn_ms", "threshold"), "li": ("tau_mem_ms",
           "srm": ("tau_sr_ms", "tau_ref_ms", "scale_ref", "threshold")}
 _NOT_FOR = {"lif": ("tau_sr_ms", "tau_ref_ms", "scale_ref", "psp_taps"),
             "li": ("tau_sr_ms", "tau_ref_ms", "scale_ref", "psp_taps"),
-            "srm": ("tau_mem_ms", "tau_syn_ms", "refractory_ms", "rec_weight", "rec_delay_ms")}
+            "srm": ("tau_mem_ms", "tau_syn_ms", "rec_weight", "rec_delay_ms")}
 
 
 @dataclass
@@ -196,8 +197,14 @@ class Network:
         return any(L.psp_taps is not None for L in self.layers)
 
     @property
+    def has_srm_dead_time(self) -> bool:
+        return any(L.kind == "srm" and L.refractory_ms is not None for L in self.layers)
+
+    @property
     def file_version(self) -> int:
         """The lowest network file version that holds this network."""
+        if self.has_srm_dead_time:
+            return SRM_DEAD_VERSION
         return PSP_VERSION if self.has_learned_psp else SRM_VERSION if self.has_srm else 1
 
 
@@ -277,6 +284,9 @@ def load_network(path) -> Network:
             for name in ("ff_weight",) + _NEEDS.get(kind, ())[:2]:
                 if name not in arrays:
                     raise fail(path, f"{key}: missing dataset '{name}'")
+            if kind == "srm" and "refractory_ms" in arrays and version < SRM_DEAD_VERSION:
+                raise fail(path, f"{key}: refractory_ms on an 'srm' layer in a version {version} file (a dead time "
+                                 f"on srm layers needs version {SRM_DEAD_VERSION})")
             if "psp_taps" in arrays and version < PSP_VERSION:
                 raise fail(path, f"{key}: psp_taps in a version {version} file (learned PSP kernels need version "
                                  f"{PSP_VERSION})")

@@ -286,6 +286,11 @@ def cell_key(cell: dict) -> str:
     return json.dumps(cell, sort_keys=True)
 
 
+def cell_dir(out: Path, cell: dict) -> Path:
+    """Where a sweep writes a cell's run and verification: ``OUT/cells/<digest of the cell>``."""
+    return Path(out) / "cells" / _digest(cell)
+
+
 def _digest(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -506,14 +511,14 @@ def run_sweep(config_path, out, workers: int = 1, quick: bool = False, progress:
         # trained cells whose verification is missing or was asked with other settings: verify only
         reverify = [done[cell_key(c)] for c in all_cells if cell_key(c) in done and cfg.verify is not None
                     and not cfg.verify.same_as(done[cell_key(c)].get("verify_spec"))
-                    and (out / "cells" / _digest(c) / "run" / "checkpoint.pt").exists()]
+                    and (cell_dir(out, c) / "run" / "checkpoint.pt").exists()]
         # a cluster's workers choose their own threads (dask worker --nthreads); locally the cores are shared out
         threads = max(1, usable_cores() // max(1, workers)) if scheduler is None else 0
         common = {"config": meta["config"], "datadir": str(out / "data"), "threads": threads, "device": device,
                   "base": str(Path(config_path).absolute().parent)}
-        jobs = [{**common, "cell": c, "celldir": str(out / "cells" / _digest(c)), "settings": settings[c["model"]]}
+        jobs = [{**common, "cell": c, "celldir": str(cell_dir(out, c)), "settings": settings[c["model"]]}
                 for c in todo]
-        jobs += [{**common, "cell": r["cell"], "celldir": str(out / "cells" / _digest(r["cell"])),
+        jobs += [{**common, "cell": r["cell"], "celldir": str(cell_dir(out, r["cell"])),
                   "verify_only": True, "record": r} for r in reverify]
         (out / "data").mkdir(parents=True, exist_ok=True)
         bar = progress_bar(total=len(all_cells) + len(reverify), desc=f"sweep {cfg.name}", disable=not progress,

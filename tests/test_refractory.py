@@ -70,9 +70,35 @@ def test_the_exported_network_keeps_the_clock_ceiling_in_continuous_time():
     assert shortest[DT] >= DT - 1e-9
 
 
-def test_srm_and_negative_periods_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="drop --refractory-ms"):
-        TrainConfig(neuron="srm", refractory_ms=1.0)
+SRM = dict(BASE, neuron="srm", threshold=10.0, tau_sr_ms=1.0, tau_ref_ms=2.0, scale_ref=2.0, weight_scale=30.0)
+
+
+@pytest.mark.parametrize("readout", ["max", "count"])
+def test_an_srm_dead_time_of_one_step_changes_nothing_at_the_training_dt(readout):
+    """For SRM neurons the period is a dead time (nothing held): of one step, the same spikes and gradients; the
+    exported network carries it into continuous time, where the burst at one instant becomes one spike per
+    step."""
+    ev = random_events(2, n_samples=4, n_units=8, duration_s=0.2, spikes=150)
+    x = dense_input(ev, DT)
+    outs, shortest = [], {}
+    for ref in (0.0, DT):
+        model = build_model(TrainConfig(**SRM, readout=readout, refractory_ms=ref), 8, 3, "cpu")
+        assert {L.kind for L in model.layers if L.spiking} == {"srm"}
+        scores, trace, spikes = model(x, delay_mode="round", surrogate="fast-sigmoid", slope=10.0)
+        scores.sum().backward()
+        outs.append((trace.detach(), [s.detach() for s in spikes], [L.ff_weight.grad.clone() for L in model.layers]))
+        r = simulate_event(network_from_model(model), ev)
+        shortest[ref] = min(_isis(L).min() for L in r.layers if len(L.time_ms) > 1)
+    (t0, s0, g0), (t1, s1, g1) = outs
+    assert sum(float(s.sum()) for s in s0) > 50
+    torch.testing.assert_close(t0, t1, rtol=0, atol=0)
+    assert all(torch.equal(a, b) for a, b in zip(s0, s1))
+    assert all(torch.equal(a, b) for a, b in zip(g0, g1))
+    assert shortest[0.0] < DT / 4
+    assert shortest[DT] >= DT - 1e-9
+
+
+def test_negative_periods_are_refused(tmp_path):
     r = run_cli("train", "--data", tmp_path / "none.h5", "--refractory-ms", "-1", "--out", tmp_path / "run")
     assert r.returncode == 2 and "--refractory-ms" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()

@@ -490,6 +490,145 @@ def test_event_engine_counted_srm_output_converges(build_dir):
     assert np.abs(rb.trace - exact.trace).sum() <= 0.02 * exact.trace.sum()  # counts per step: a few shifted
 
 
+# ----------------------------------------------------------------------------- the dead time (refractory_ms)
+
+def _by_hand_dead(arr_t, arr_w, tau_sr, tau_ref, scale_ref, theta, T, dead, grid=1e-3):
+    """Spike times with a dead time, from the kernel sums directly: after a spike at t_s the next is at t_s + dead
+    if u >= theta there, else at the first crossing after it (grid scan, then Brent's method)."""
+    from scipy.optimize import brentq
+
+    own = []
+
+    def u(t):
+        return float(srm.potential(t, arr_t, arr_w, own, tau_sr, tau_ref, scale_ref, theta)) - theta
+    start = 0.0
+    while start < T:
+        if own and u(start) >= 0:
+            own.append(start)
+        else:
+            ts = np.arange(start + grid, T, grid)
+            above = np.flatnonzero(np.array([u(x) for x in ts]) >= 0)
+            if not len(above):
+                break
+            hi = ts[above[0]]
+            own.append(brentq(u, max(hi - grid, start), hi, xtol=1e-14, rtol=1e-15))
+        start = own[-1] + dead
+    return np.array(own)
+
+
+@pytest.mark.parametrize("dead", [1.0, 1.7])
+def test_event_engine_dead_time_hand_computed(dead):
+    """A drive that fires 15 spikes at one instant without a dead time: with one, a spike at the end of each dead
+    time while u is above theta there, and a free crossing later."""
+    arr_t, arr_w = [1.0, 4.0, 4.5, 9.0], [80.0, 15.0, -6.0, 45.0]
+    net = _one_neuron(arr_w, 2.0, 4.0, scale_ref=1.0)
+    assert len(np.unique(_event_spikes(net, arr_t, [0, 1, 2, 3], 40.0))) == 1  # a burst at one instant
+    net.layers[0].refractory_ms = np.array([dead])
+    got = _event_spikes(net.validate(), arr_t, [0, 1, 2, 3], 40.0)
+    want = _by_hand_dead(arr_t, arr_w, 2.0, 4.0, 1.0, 10.0, 40.0, dead)
+    assert len(got) == len(want) >= 5, (got, want)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    isi = np.diff(got)
+    assert np.sum(np.abs(isi - dead) < 1e-9) >= 3 and np.any(isi > dead + 1.0)
+
+
+def _dead_network(seed, dead_ms, **kw):
+    net = srm_network(seed, **kw)
+    for L in net.layers:
+        if L.kind == "srm":
+            L.refractory_ms = np.full(L.size, dead_ms)
+    return net.validate()
+
+
+def _isis(layer):
+    order = np.lexsort((layer.time_ms, layer.unit, layer.sample))
+    s, u, t = layer.sample[order], layer.unit[order], layer.time_ms[order]
+    return np.diff(t)[(s[1:] == s[:-1]) & (u[1:] == u[:-1])]
+
+
+@pytest.mark.parametrize("readout", ["max", "count"])
+def test_dead_time_torch_equals_brian2_and_is_obeyed(readout, build_dir):
+    """A dead time of three steps: torch and Brian2 (numpy) spike for spike at the step and at a quarter of it,
+    no interval shorter than the dead time there or in the exact engine."""
+    from eventsnn.bridge.engines.brian2 import simulate_brian2
+    from eventsnn.bridge.engines.event import simulate_event
+    from eventsnn.bridge.engines.torch import simulate_torch
+    from tests.conftest import assert_runs_identical, random_events
+
+    net = _dead_network(1, 1.5, readout=readout, dt_ms=0.5)
+    ev = random_events(1, n_samples=3, n_units=6, spikes=50)
+    plain = simulate_torch(srm_network(1, readout=readout, dt_ms=0.5), ev)
+    rt = simulate_torch(net, ev)
+    assert min(_isis(L).min() for L in plain.layers) < 1.5  # without it the neurons fire faster
+    assert all(_isis(L).min() >= 1.5 - 1e-9 for L in rt.layers)
+    assert_runs_identical(rt, simulate_brian2(net, ev, target="numpy", build_dir=build_dir))
+    rt2 = simulate_torch(net, ev, dt_ms=0.125, delays="exact", inputs="exact")
+    rb2 = simulate_brian2(net, ev, dt_ms=0.125, delays="exact", inputs="exact", target="numpy",
+                          build_dir=build_dir / "fine")
+    assert_runs_identical(rt2, rb2)
+    assert all(_isis(L).min() >= 1.5 - 1e-9 for L in rt2.layers)
+    exact = simulate_event(net, ev)
+    assert all(len(L.time_ms) > 10 and _isis(L).min() >= 1.5 - 1e-9 for L in exact.layers)
+    # the exported script has it too
+    from eventsnn.bridge.engines.brian2 import neuron_equations
+    model, threshold, reset, update, R = neuron_equations(net.layers[0], 0.5, False)
+    assert "refcount <= 0" in threshold and "refcount = R" in reset and list(R) == [3] * net.layers[0].size
+
+
+@pytest.mark.parametrize("numba_on", [True, False])
+def test_dead_time_fused_scan_equals_the_autograd_reference(numba_on, monkeypatch):
+    """Spikes and gradients (none in the dead time) of the fused scan are the reference loop's."""
+    from eventsnn.model import cpu_backend as cpu_kernels
+    from eventsnn.model.srm_layer import SRMLayer
+
+    monkeypatch.setattr(cpu_kernels, "ENABLED", numba_on)
+    g = torch.Generator().manual_seed(0)
+    layer = SRMLayer(7, 5, tau_sr_ms=1.5, tau_ref_ms=3.0, threshold=2.0, refractory_ms=3.0, delays="axonal",
+                     max_delay_ms=4.0, weight_scale=6.0, dtype=torch.float64, generator=g)
+    x = (torch.rand(4, 60, 7, generator=g, dtype=torch.float64) < 0.3).to(torch.float64)
+    target = torch.rand(4, 60, 5, generator=g, dtype=torch.float64)
+    grads = {}
+    for backend in ("autograd", "fused"):
+        layer.zero_grad()
+        s = layer(x, 1.0, "interp", "fast-sigmoid", 5.0, backend)
+        ((s - target) ** 2).sum().backward()
+        grads[backend] = (s.detach().clone(), layer.ff_weight.grad.clone(), layer.ff_delay_ms.grad.clone())
+    spikes = grads["fused"][0]
+    assert spikes.sum() > 20
+    gaps = [np.diff(np.flatnonzero(spikes[b, :, j].numpy())) for b in range(4) for j in range(5)]
+    assert min(gg.min() for gg in gaps if len(gg)) == 3  # the dead time binds
+    torch.testing.assert_close(spikes, grads["autograd"][0], rtol=0, atol=0)
+    torch.testing.assert_close(grads["fused"][1], grads["autograd"][1], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grads["fused"][2], grads["autograd"][2], rtol=1e-10, atol=1e-12)
+    layer.refractory_ms.fill_(0.0)  # and it changes the gradients: none where a spike was not allowed
+    layer.zero_grad()
+    s = layer(x, 1.0, "interp", "fast-sigmoid", 5.0, "fused")
+    ((s - target) ** 2).sum().backward()
+    assert not torch.allclose(layer.ff_weight.grad, grads["fused"][1])
+
+
+def test_dead_time_network_file_version(tmp_path):
+    import h5py
+
+    from eventsnn.bridge import load_network, save_network
+    from eventsnn.util.errors import EventsnnError
+
+    net = _dead_network(3, 2.0, readout="count")
+    save_network(net, tmp_path / "d.h5")
+    back = load_network(tmp_path / "d.h5")
+    assert all(np.array_equal(L.refractory_ms, np.full(L.size, 2.0)) for L in back.layers)
+    with h5py.File(tmp_path / "d.h5", "a") as f:
+        assert f.attrs["version"] == 4
+        f.attrs["version"] = 3
+    with pytest.raises(EventsnnError, match="refractory_ms on an 'srm' layer in a version 3 file"):
+        load_network(tmp_path / "d.h5")
+    from eventsnn.bridge.engines.torch import model_from_network, network_from_model
+    again = network_from_model(model_from_network(net))
+    assert all(np.array_equal(L.refractory_ms, np.full(L.size, 2.0)) for L in again.layers)
+    assert all(L.refractory_ms is None for L in network_from_model(model_from_network(srm_network(3))).layers
+               if L.kind == "srm")  # no dead time: no dataset, the file stays version 2
+
+
 @pytest.mark.compiled
 @pytest.mark.parametrize("target", ["cython", "cpp_standalone"])
 def test_torch_equals_brian2_compiled_targets(target, build_dir):

@@ -408,18 +408,25 @@ def neuron_parameters(L, dt_ms: float) -> dict:
     return {"a": a, "b": b, "k": k, **({"theta": L.threshold} if L.kind == "lif" else {})}
 
 
-def _srm_equations(windowed: bool, count: bool):
+def _srm_equations(L, dt_ms: float, windowed: bool, count: bool):
     model = "".join(f"{n} : 1\n" for n in ("v", "I", "vr", "Ir")) + "".join(
         f"{n} : 1 (constant)\n" for n in ("a", "k", "ar", "kr", "theta", "jump"))
     threshold = "v + vr >= theta"
     reset = "Ir += jump"
     update = "v = a*v + k*I\nI = a*I\nvr = ar*vr + kr*Ir\nIr = ar*Ir"
+    R = refractory_steps(L.refractory_ms, dt_ms) if L.refractory_ms is not None else np.zeros(L.size)
+    use_ref = bool(np.any(R > 1))
+    if use_ref:  # the dead time: no spike for R - 1 steps, nothing held (the kernels run on)
+        model += "R : 1 (constant)\nrefcount : 1\n"
+        threshold += " and refcount <= 0"
+        reset += "\nrefcount = R"
+        update = "refcount = clip(refcount - 1, 0, inf)\n" + update
     if windowed:
         threshold += " and (timestep(t, dt) % Wsteps) < Tsteps"
     if count:
         model += "count : 1\n"
         reset += "\ncount += 1"
-    return model, threshold, reset, update, None
+    return model, threshold, reset, update, (R if use_ref else None)
 
 
 def neuron_equations(L, dt_ms: float, windowed: bool, count: bool = False):
@@ -432,7 +439,7 @@ def neuron_equations(L, dt_ms: float, windowed: bool, count: bool = False):
     threshold on ``v + vr``, the reset slot adds ``jump`` to ``Ir`` (:mod:`eventsnn.model.srm`).
     """
     if L.kind == "srm":
-        return _srm_equations(windowed, count)
+        return _srm_equations(L, dt_ms, windowed, count)
     spiking = L.kind == "lif"
     R = refractory_steps(L.refractory_ms, dt_ms) if (spiking and L.refractory_ms is not None) else np.zeros(L.size)
     use_ref = bool(np.any(R > 1))
@@ -654,7 +661,7 @@ def write_brian2_script(net: Network, events, sample: int, path, *, dt_ms: float
             kind = "spike-counting readout" if L.kind == "lif" else "spike-counting SRM-alpha readout"
         lines.append(f"\n# layer {li}: {L.size} {kind} neurons"
                      + (f", reset {L.reset}" if L.kind == "lif" else "")
-                     + (", refractory" if R is not None else ""))
+                     + ((", dead time" if L.kind == "srm" else ", refractory") if R is not None else ""))
         kw = "" if threshold is None else f", threshold={threshold!r}, reset={reset!r}"
         lines.append(f"layer{li} = b2.NeuronGroup({L.size}, {model!r}{kw}, name='layer{li}')")
         for pname in tuple(neuron_parameters(L, dt_ms)) + (("R",) if R is not None else ()):

@@ -19,6 +19,9 @@ one, found by a safeguarded Newton iteration (bisection whenever a step leaves t
 are halved, leftmost first. A spike at exactly ``theta`` counts. Since the refractory kernel starts at 0,
 ``u`` is still ``theta`` just after a spike: the neuron fires again at the same instant while ``u`` would keep
 rising (``du/dt > 0`` after the jump), and otherwise only after ``u`` has gone below ``theta`` and comes back.
+A neuron with a dead time ``t_d`` (``refractory_ms``) cannot fire in ``(t_s, t_s + t_d)`` after a spike at
+``t_s``: it is looked at again at ``t_s + t_d`` and fires there if ``u >= theta`` (as a clock of step ``t_d``
+would), otherwise at its next crossing; its kernels run on meanwhile.
 
 A layer with a learned PSP kernel (``psp_taps``) has ``v(t) = v + I t`` between events (``I`` the kernel part's
 slope; the first term above with ``tau_sr`` infinite), and an arrival does ``I += c_j*w`` at each knot
@@ -183,11 +186,17 @@ def _advance(g, t, v, I, vr, Ir, t_last, p1, p2, srm, fir):
 
 @_jit
 def _schedule(heap, g, layer, i, t, T_end, v, I, vr, Ir, p1, p2, theta, version, spiked_at, fir, first_t, nxt,
-              first_all):
+              first_all, dead):
     """Queue neuron g's next crossing (or a look at it at its horizon, unless the event there is a delivery to its
     whole layer, which looks at it anyway). The horizon of the first layer is its next input delivery (``first_t``,
     sorted, ``nxt[0]`` the first not yet past; ``first_all``: each reaches the whole layer): it gets nothing else.
-    A deeper layer's is the next event anywhere, since a spike upstream may reach it at once."""
+    A deeper layer's is the next event anywhere, since a spike upstream may reach it at once. In its dead time
+    (``dead``) a neuron is only looked at when it ends; a delivery before then looks at it again anyway."""
+    if dead[g] > 0.0 and spiked_at[g] >= 0.0 and t < spiked_at[g] + dead[g]:
+        t_free = spiked_at[g] + dead[g]
+        if t_free < T_end:
+            heapq.heappush(heap, (t_free, _CHECK, layer, 0, i, version[g]))
+        return
     if layer == 0:
         p = nxt[0]
         while p < len(first_t) and first_t[p] <= t:
@@ -252,7 +261,7 @@ def _push_spike(heap, t, layer, j, T_end, kinds, d, d_off, sizes, k_lag, k_off):
 
 @_jit
 def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, sizes, srm_layer, p1, p2, theta, jump, w, w_off,
-                     d_kind, d, d_off, fir, k_lag, k_c, k_off, max_spikes):
+                     d_kind, d, d_off, fir, k_lag, k_c, k_off, dead, max_spikes):
     """One sample: input spikes ``(in_t, in_u)`` (ms, unit). Returns (layer, unit, time) of every spike of the
     spiking layers and the readout trace ``[len(sample_t), N_out]`` (zeros when the output layer spikes)."""
     L = len(sizes)
@@ -312,7 +321,7 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, sizes, srm_layer, p1,
                 if layer + 1 < L:
                     _push_spike(heap, t, layer + 1, tgt, T_end, d_kind, d, d_off, sizes, k_lag, k_off)
             _schedule(heap, g, layer, tgt, t, T_end, v, I, vr, Ir, p1, p2, theta, version, spiked_at, fir, first_t,
-                      nxt, first_all)
+                      nxt, first_all, dead)
         else:
             N = sizes[layer]
             lo, hi = (tgt, tgt + 1) if kind == _DELIVER_ONE else (0, N)
@@ -340,7 +349,7 @@ def _simulate_sample(in_t, in_u, T_end, sample_t, offsets, sizes, srm_layer, p1,
                     g, lq = dirty_g[q], dirty_l[q]
                     dirty[g] = False
                     _schedule(heap, g, lq, g - offsets[lq], t, T_end, v, I, vr, Ir, p1, p2, theta, version,
-                              spiked_at, fir, first_t, nxt, first_all)
+                              spiked_at, fir, first_t, nxt, first_all, dead)
                 n_dirty = 0
     if not srm_layer[L - 1]:
         while next_sample < len(sample_t):
@@ -390,7 +399,9 @@ def _flatten(net: Network):
              for L in net.layers]
     k_lag, k_off = pack([k[0] for k in kinks])
     k_c, _ = pack([k[1] for k in kinks])
-    return offsets, sizes, srm_layer, p1, p2, theta, jump, w, w_off, d_kind, d, d_off, fir, k_lag, k_c, k_off
+    dead = np.concatenate([np.zeros(L.size) if L.refractory_ms is None or L.kind != "srm"
+                           else np.asarray(L.refractory_ms, np.float64) for L in net.layers])
+    return offsets, sizes, srm_layer, p1, p2, theta, jump, w, w_off, d_kind, d, d_off, fir, k_lag, k_c, k_off, dead
 
 
 def simulate_event_srm(net: Network, events, indices=None, *, progress: bool = False, workers: int = 1,

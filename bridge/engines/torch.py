@@ -26,6 +26,7 @@ def network_from_model(model: SNN, meta: dict | None = None) -> Network:
             layers.append(Layer(kind="srm", size=l.size, tau_mem_ms=None, tau_syn_ms=None, ff_weight=_np(l.ff_weight),
                                 threshold=_np(l.threshold), tau_sr_ms=_np(l.tau_sr_ms), tau_ref_ms=_np(l.tau_ref_ms),
                                 scale_ref=_np(l.scale_ref), ff_delay_ms=_np(l.ff_delay_ms),
+                                refractory_ms=_np(l.refractory_ms) if bool((l.refractory_ms > 0).any()) else None,
                                 ff_delay_learned=bool(l.delays_learned), psp_taps=_np(l.psp_taps),
                                 psp_tap_ms=None if l.psp_taps is None else l.psp_tap_ms))
             continue
@@ -81,7 +82,8 @@ def _srm_layer(L, n_pre: int, dtype):
     from eventsnn.model.srm_layer import SRMLayer
 
     layer = SRMLayer(n_pre, L.size, tau_sr_ms=L.tau_sr_ms, tau_ref_ms=L.tau_ref_ms, scale_ref=L.scale_ref,
-                     threshold=L.threshold, delays=L.delay_kind, max_delay_ms=L.max_delay_ms(), dtype=dtype,
+                     threshold=L.threshold, refractory_ms=0.0 if L.refractory_ms is None else L.refractory_ms,
+                     delays=L.delay_kind, max_delay_ms=L.max_delay_ms(), dtype=dtype,
                      psp_taps=L.psp_taps, psp_tap_ms=L.psp_tap_ms or 1.0)
     with torch.no_grad():
         layer.ff_weight.copy_(torch.as_tensor(L.ff_weight, dtype=dtype))

@@ -5,14 +5,18 @@ weights ``ff_weight[N_pre, N]``, optional axonal or synaptic delays acting on it
 :class:`~eventsnn.model.layers.SNN` stacks either. Its time scan is :func:`srm_scan`, per step (:mod:`eventsnn.model.srm`)::
 
     v = a v + k I ;  I = a I ;  vr = ar vr + kr Ir ;  Ir = ar Ir
-    s = H(v + vr - theta)
+    s = H(v + vr - theta)   (0 for R-1 steps after a spike: the dead time, ``refractory_ms``; none by default)
     I += F_n  (F = e * delayed input @ W) ;  Ir += jump * s   (jump = -e scale_ref theta; no reset)
+
+The dead time only forbids spikes: unlike a LIF neuron's refractory period it holds nothing, the kernels run on.
+Of one training step or less it changes nothing at that step (the clock allows one spike per step anyway); it
+carries that ceiling into a finer clock and into continuous time.
 
 With a learned PSP kernel (``psp_taps``, :func:`eventsnn.model.srm.fir_kernel`) the input is first convolved with
 the kernel sampled at ``dt`` (``F = delayed (K * x) @ W``, no ``e``) and the same scan runs with ``a = 0, k = 1``:
 ``v[n] = F[n-1]``, so that a spike delivered at step m adds ``w h_c(j dt)`` at step m + j.
 
-Gradients: the surrogate derivative at ``u - theta``; the refractory path is not differentiated (``s`` is
+Gradients: the surrogate derivative at ``u - theta`` (0 in the dead time); the refractory path is not differentiated (``s`` is
 detached where it feeds ``Ir``, as LIF detaches its reset and as SLAYER's spike function does). The rest is the
 LIF adjoint with equal taus and no reset, so the fused backward *is* :func:`eventsnn.model.scan._scan_backward` (or its
 numba twin) with ``v_pre = u``.
@@ -27,21 +31,22 @@ from torch import nn
 
 from eventsnn.model import cpu_backend as cpu_kernels
 from eventsnn.model import srm
+from eventsnn.model.contract import refractory_steps
 from eventsnn.model.delays import delayed_current
 from eventsnn.model.scan import SCAN_BACKENDS, _scan_backward, _scan_backward_cpu, spike_fn
 from eventsnn.model.layers import DELAY_KINDS, LIFLayer
 
 
 class SRMLayer(LIFLayer):
-    """SRM-alpha layer: per-neuron ``tau_sr_ms``, ``tau_ref_ms``, ``scale_ref``, ``threshold`` (fixed buffers);
-    learnable ``ff_weight`` and (optionally) feed-forward delays. No recurrence, no reset."""
+    """SRM-alpha layer: per-neuron ``tau_sr_ms``, ``tau_ref_ms``, ``scale_ref``, ``threshold`` and dead time
+    ``refractory_ms`` (fixed buffers); learnable ``ff_weight`` and (optionally) feed-forward delays. No recurrence, no reset."""
 
     spiking = True
     reset = "none"
     rec_weight = None
 
     def __init__(self, n_in: int, size: int, *, tau_sr_ms=1.0, tau_ref_ms=2.0, scale_ref=2.0, threshold=10.0,
-                 delays: str = "none", max_delay_ms: float = 0.0, weight_scale: float = 1.0,
+                 refractory_ms=0.0, delays: str = "none", max_delay_ms: float = 0.0, weight_scale: float = 1.0,
                  psp_taps=None, psp_tap_ms: float = 1.0,
                  dtype=torch.float32, generator: torch.Generator | None = None):
         """``psp_taps``: None (the alpha PSP kernel of ``tau_sr_ms``) or the start values of a learned kernel,
@@ -59,6 +64,9 @@ class SRMLayer(LIFLayer):
         for name, value in (("tau_sr_ms", tau_sr_ms), ("tau_ref_ms", tau_ref_ms), ("scale_ref", scale_ref),
                             ("threshold", threshold)):
             self.register_buffer(name, full(value))
+        # not in the state dict: a setting of the config (like the taus' values there), and checkpoints of
+        # SRM models trained before it existed load unchanged
+        self.register_buffer("refractory_ms", full(refractory_ms), persistent=False)
         w = torch.randn(n_in, size, generator=generator, dtype=torch.float64) * (weight_scale / math.sqrt(n_in))
         self.ff_weight = nn.Parameter(w.to(dtype))
         self.ff_delay_ms = self._delay_param(delays, n_in, size, max_delay_ms, dtype, generator)
@@ -126,24 +134,38 @@ class SRMLayer(LIFLayer):
 
     def scan(self, F: torch.Tensor, dt_ms: float, surrogate: str | None = None, slope: float = 10.0,
              backend: str = "fused"):
-        return srm_scan(F, *self.constants(dt_ms), self.threshold, surrogate=surrogate, slope=slope, backend=backend)
+        return srm_scan(F, *self.constants(dt_ms), self.threshold, surrogate=surrogate, slope=slope, backend=backend,
+                        R=self.dead_steps(dt_ms))
+
+    def dead_steps(self, dt_ms: float) -> torch.Tensor | None:
+        """The dead time in steps of ``dt_ms`` (rounded like delays, :func:`eventsnn.model.contract.refractory_steps`),
+        or None where it is at most one step everywhere (then it changes nothing)."""
+        R = refractory_steps(self.refractory_ms.detach().cpu().numpy(), dt_ms)
+        return torch.as_tensor(R, device=self.threshold.device) if np.any(R > 1) else None
 
 
 def srm_scan(F, a, k, ar, kr, jump, theta, *, surrogate: str | None, slope: float, backend: str = "fused",
-             return_u: bool = False):
+             return_u: bool = False, R: torch.Tensor | None = None):
     """The SRM time scan over the input current ``F [B, T, N]`` (already ``e * w``-weighted); spikes ``[B, T, N]``
-    (and the pre-threshold potential ``u`` with ``return_u``; reference loop only)."""
+    (and the pre-threshold potential ``u`` with ``return_u``; reference loop only). ``R``: dead time in steps
+    ``[N]`` (long; no spike 1 .. R-1 steps after one), or None."""
+    if R is not None and not bool((R > 1).any()):
+        R = None
     if backend == "autograd" or return_u:
-        return _srm_autograd(F, a, k, ar, kr, jump, theta, surrogate, slope, return_u)
+        out = _srm_autograd(F, a, k, ar, kr, jump, theta, R, surrogate, slope, return_u)
+        return out[:2] if return_u else out
     if backend != "fused":
         raise ValueError(f"unknown scan backend {backend!r}; choose one of {', '.join(SCAN_BACKENDS)}")
-    return SRMScan.apply(F, a, k, ar, kr, jump, theta, (surrogate, float(slope)))
+    return SRMScan.apply(F, a, k, ar, kr, jump, theta, R, (surrogate, float(slope)))
 
 
-def _srm_autograd(F, a, k, ar, kr, jump, theta, surrogate, slope, return_u=False):
+def _srm_autograd(F, a, k, ar, kr, jump, theta, R, surrogate, slope, return_u=False):
+    """The reference loop: spikes, or with ``return_u`` ``(spikes, u, blocked)`` (``blocked``: the dead-time
+    steps, None without a dead time)."""
     B, T, N = F.shape
     v, I, vr, Ir = (F.new_zeros(B, N) for _ in range(4))
-    out, us = [], []
+    ref = torch.zeros(B, N, dtype=torch.long, device=F.device)
+    out, us, dead = [], [], []
     for n in range(T):
         v = a * v + k * I
         I = a * I
@@ -151,48 +173,60 @@ def _srm_autograd(F, a, k, ar, kr, jump, theta, surrogate, slope, return_u=False
         Ir = ar * Ir
         u = v + vr
         s = spike_fn(u - theta, surrogate, slope)
+        if R is not None:
+            ref = (ref - 1).clamp(min=0)
+            held = ref > 0
+            s = s * (~held).to(s.dtype)
+            ref = torch.where(s.detach() > 0, R.expand(B, N), ref)
+            dead.append(held)
         I = I + F[:, n]
         Ir = Ir + jump * s.detach()
         out.append(s)
         us.append(u)
     spikes = torch.stack(out, dim=1)
-    return (spikes, torch.stack(us, dim=1)) if return_u else spikes
+    if not return_u:
+        return spikes
+    return spikes, torch.stack(us, dim=1), (torch.stack(dead, dim=1) if R is not None else None)
 
 
-def _srm_forward(F, a, k, ar, kr, jump, theta):
-    """Forward of :class:`SRMScan` without a graph: ``(spikes, u)``."""
+def _srm_forward(F, a, k, ar, kr, jump, theta, R):
+    """Forward of :class:`SRMScan` without a graph: ``(spikes, u, blocked)``."""
     if cpu_kernels.applies(F):
         from eventsnn.model.srm_numba import srm_forward
         out, u = torch.empty_like(F), torch.empty_like(F)
+        blocked = torch.zeros(F.shape if R is not None else (0, 0, 0), dtype=torch.bool)
+        Rn = np.ones(F.shape[2], np.int64) if R is None else R.detach().cpu().long().numpy()
         np_ = lambda t: t.detach().contiguous().numpy()  # noqa: E731
         with cpu_kernels.numba_threads():
-            srm_forward(np_(F), np_(a), np_(k), np_(ar), np_(kr), np_(jump), np_(theta), out.numpy(), u.numpy())
-        return out, u
+            srm_forward(np_(F), np_(a), np_(k), np_(ar), np_(kr), np_(jump), np_(theta), Rn, out.numpy(), u.numpy(),
+                        blocked.numpy())
+        return out, u, (blocked if R is not None else None)
     with torch.no_grad():
-        spikes, u = _srm_autograd(F, a, k, ar, kr, jump, theta, None, 1.0, True)
-    return spikes, u
+        return _srm_autograd(F, a, k, ar, kr, jump, theta, R, None, 1.0, True)
 
 
 class SRMScan(torch.autograd.Function):
     """The fused SRM scan: graph-free forward; the backward is the LIF adjoint scan (equal taus, no reset)."""
 
     @staticmethod
-    def forward(ctx, F, a, k, ar, kr, jump, theta, cfg):
-        out, u = _srm_forward(F.detach(), a, k, ar, kr, jump, theta)
+    def forward(ctx, F, a, k, ar, kr, jump, theta, R, cfg):
+        out, u, blocked = _srm_forward(F.detach(), a, k, ar, kr, jump, theta, R)
         ctx.cfg = cfg
-        ctx.save_for_backward(out, u, a, k, theta)
+        ctx.save_for_backward(out, u, a, k, theta, blocked)
         return out
 
     @staticmethod
     def backward(ctx, gout):
         surrogate, slope = ctx.cfg
-        out, u, a, k, theta = ctx.saved_tensors
+        out, u, a, k, theta, blocked = ctx.saved_tensors
         if surrogate is None:
             raise RuntimeError("backward through a spiking scan needs a surrogate gradient")
+        if blocked is not None:  # no surrogate gradient where a spike was not allowed (the LIF scan's rule)
+            gout = gout.masked_fill(blocked, 0.0)
         gout = gout.contiguous()
         args = (gout, out, u, None, a, a, k, theta, [], True, "subtract", (), surrogate, slope)
         if cpu_kernels.applies(gout):
             dF, _ = _scan_backward_cpu(*args, keep_lvp=False)
         else:
             dF, _ = _scan_backward(*args)
-        return dF, None, None, None, None, None, None, None
+        return dF, None, None, None, None, None, None, None, None

@@ -79,11 +79,12 @@ class TrainConfig(BaseModel):
     reset: Literal["zero", "subtract"] = Field("zero", description="after a spike v -> 0 or v -> v - threshold")
     refractory_ms: float = Field(
         0.0, ge=0, allow_inf_nan=False,
-        description="lif: refractory period of hidden and counted output neurons (ms): after a spike v is held "
-                    "and no spike comes for this long. Up to one training step it changes nothing at the "
-                    "training dt (the clock already allows one spike per step) but caps the rate of the "
-                    "exported network at fine steps and in continuous time: give the training dt so the clocked "
-                    "and the continuous network share the ceiling")
+        description="refractory period of hidden and counted output neurons (ms): no spike comes for this long "
+                    "after one (lif: v is held meanwhile; srm: a dead time on top of the refractory kernel, "
+                    "nothing held). Up to one training step it changes nothing at the training dt (the clock "
+                    "already allows one spike per step) but caps the rate of the exported network at fine steps "
+                    "and in continuous time: give the training dt so the clocked and the continuous network share "
+                    "the ceiling")
     tau_mem_ms: Positive = Field(20.0, description="membrane time constant of hidden neurons (ms)")
     tau_syn_ms: Positive = Field(5.0, description="synaptic time constant (ms)")
     tau_out_ms: Positive = Field(20.0, description="membrane time constant of the readout (ms)")
@@ -158,9 +159,6 @@ class TrainConfig(BaseModel):
             raise ValueError("srm layers are feed-forward: drop --recurrent")
         if v == "srm" and info.data.get("learn_taus"):
             raise ValueError("srm time constants are fixed: drop --learn-taus")
-        if v == "srm" and info.data.get("refractory_ms"):
-            raise ValueError("srm neurons have a refractory kernel (--tau-ref-ms, --scale-ref), not a period: "
-                             "drop --refractory-ms")
         return v
 
     @field_validator("delay_init_ms")

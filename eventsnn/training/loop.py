@@ -129,7 +129,8 @@ def _build_srm_model(cfg: TrainConfig, n_inputs: int, n_classes: int, device, g)
     from eventsnn.model.srm_layer import SRMLayer
 
     srm_kw = dict(tau_sr_ms=cfg.tau_sr_ms, tau_ref_ms=cfg.tau_ref_ms, scale_ref=cfg.scale_ref,
-                  threshold=cfg.threshold, weight_scale=cfg.weight_scale, generator=g)
+                  threshold=cfg.threshold, refractory_ms=cfg.refractory_ms, weight_scale=cfg.weight_scale,
+                  generator=g)
     kinds = layer_delays(cfg)
     delay_kw = [dict(delays=k, max_delay_ms=cfg.max_delay_ms) if k != "none" else {} for k in kinds]
     layers, n_pre = [], n_inputs
