@@ -340,6 +340,13 @@ def test_paper_speech_configs_run_quick(config, official, tmp_path):
             n = load_network(net)
             assert all(np.all(L.refractory_ms == n.dt_ms) for L in n.layers if L.kind == "lif")
         assert "| -- | axonal | 0 |" in (ref / "refractory.md").read_text()
+        before = {f: f.stat().st_mtime_ns for f in ref.glob("*/verify/report.json")}
+        p = subprocess.run([sys.executable, str(PAPER / "clock_ceiling.py"), "--sweep", out, "--data",
+                            data / "test.h5", "--out", ref, "--workers", "1", "--target", "numpy", "--first", "3"],
+                           capture_output=True, text=True, env=dict(os.environ, EVENTSNN_PROGRESS="0"), timeout=300)
+        assert p.returncode == 0, p.stderr  # resumed: nothing verified again, the same rows
+        assert {f: f.stat().st_mtime_ns for f in ref.glob("*/verify/report.json")} == before and len(before) == 2
+        assert json.loads((ref / "refractory.json").read_text())["rows"] == got
 
 
 def test_sweep_config_extends_a_base_config(prepared_whole, tmp_path):

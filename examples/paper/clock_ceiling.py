@@ -8,7 +8,8 @@ changes nothing: same spikes, same gradients, tested) and exports it with the pe
 period, for SRM layers a dead time. This script does that for the models a sweep has already trained: it exports
 each cell's model, gives its spiking layers ``refractory_ms = dt``, and runs ``eventsnn verify`` on the whole test
 split (the original and the time-reversal probes; exact engine and, at the training step, torch and Brian2). It
-writes ``OUT/refractory.json`` and ``OUT/refractory.md``.
+writes ``OUT/refractory.json`` and ``OUT/refractory.md``, and resumes: a cell verified by an earlier run with the
+same data, probes and ``--first`` is not verified again.
 
     python examples/paper/clock_ceiling.py --sweep results/paper/digits_whole \\
         --data data/digits_whole/test.h5 --out results/paper/digits_whole/refractory --workers 2
@@ -45,6 +46,11 @@ def verify_cell(cell: Path, data: Path, out: Path, workers: int, target: str, fi
                 probes: str) -> dict:
     run = cell / "run"
     cfg = json.loads((run / "config.json").read_text())
+    done = out / "row.json"  # a cell verified by an earlier run of this command (it resumes)
+    if done.exists():
+        row = json.loads(done.read_text())
+        if row["samples_asked"] == first and row["probes_asked"] == probes and row["data"] == str(data):
+            return row["row"]
     out.mkdir(parents=True, exist_ok=True)
     plain, capped = out / "network.h5", out / "network_refractory.h5"
     if not capped.exists():
@@ -75,6 +81,7 @@ def verify_cell(cell: Path, data: Path, out: Path, workers: int, target: str, fi
                       "hidden_spikes_exact": [L["n_b"] for L in ev["spike_timing"]["layers"]],
                       "matched_within_one_step": [round(L["matched_fraction"], 4)
                                                   for L in ev["spike_timing"]["layers"]]}
+    done.write_text(json.dumps({"samples_asked": first, "probes_asked": probes, "data": str(data), "row": row}))
     return row
 
 
