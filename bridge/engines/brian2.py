@@ -408,62 +408,46 @@ def neuron_parameters(L, dt_ms: float) -> dict:
     return {"a": a, "b": b, "k": k, **({"theta": L.threshold} if L.kind == "lif" else {})}
 
 
-def _srm_equations(L, dt_ms: float, windowed: bool, count: bool):
-    model = "".join(f"{n} : 1\n" for n in ("v", "I", "vr", "Ir")) + "".join(
-        f"{n} : 1 (constant)\n" for n in ("a", "k", "ar", "kr", "theta", "jump"))
-    threshold = "v + vr >= theta"
-    reset = "Ir += jump"
-    update = "v = a*v + k*I\nI = a*I\nvr = ar*vr + kr*Ir\nIr = ar*Ir"
-    R = refractory_steps(L.refractory_ms, dt_ms) if L.refractory_ms is not None else np.zeros(L.size)
-    use_ref = bool(np.any(R > 1))
-    if use_ref:  # the dead time: no spike for R - 1 steps, nothing held (the kernels run on)
+def neuron_equations(L, dt_ms: float, windowed: bool, count: bool = False):
+    """The Brian2 model of one layer as strings: ``(model, threshold, reset, update, R)``.
+
+    ``update`` is the contract's integrate step (explicit propagators ``a``, ``b``, ``k``), run in the ``groups``
+    slot; threshold and reset are Brian2's own slots, so the default schedule gives the contract's step order.
+    SRM layers: ``v, I, vr, Ir``, threshold on ``v + vr``, the reset slot adds ``jump`` to ``Ir``
+    (:mod:`eventsnn.model.srm`). ``R``: the refractory period (LIF: ``v`` held) or dead time (SRM: nothing held)
+    in steps, counted down in ``refcount``, or None where it is at most one step. ``windowed``: no spikes in the
+    padding of a time window. ``count``: the layer counts its spikes in ``count`` (a spiking readout,
+    ``readout="count"``).
+    """
+    R = refractory_steps(L.refractory_ms, dt_ms) if (L.spiking and L.refractory_ms is not None) else None
+    if R is not None and not np.any(R > 1):
+        R = None
+    if L.kind == "srm":
+        model = "".join(f"{n} : 1\n" for n in ("v", "I", "vr", "Ir")) + "".join(
+            f"{n} : 1 (constant)\n" for n in ("a", "k", "ar", "kr", "theta", "jump"))
+        threshold = "v + vr >= theta"
+        reset = "Ir += jump"
+        update = "v = a*v + k*I\nI = a*I\nvr = ar*vr + kr*Ir\nIr = ar*Ir"
+    else:
+        model = "v : 1\nI : 1\na : 1 (constant)\nb : 1 (constant)\nk : 1 (constant)\n"
+        threshold = reset = None
+        if L.spiking:
+            model += "theta : 1 (constant)\n"
+            threshold = "v >= theta"
+            reset = "v = 0" if L.reset == "zero" else "v = v - theta"
+        update = ("v = int(refcount > 0)*v + int(refcount <= 0)*(a*v + k*I)\nI = b*I" if R is not None
+                  else "v = a*v + k*I\nI = b*I")
+    if R is not None:
         model += "R : 1 (constant)\nrefcount : 1\n"
         threshold += " and refcount <= 0"
         reset += "\nrefcount = R"
         update = "refcount = clip(refcount - 1, 0, inf)\n" + update
-    if windowed:
+    if L.spiking and windowed:
         threshold += " and (timestep(t, dt) % Wsteps) < Tsteps"
-    if count:
+    if L.spiking and count:
         model += "count : 1\n"
         reset += "\ncount += 1"
-    return model, threshold, reset, update, (R if use_ref else None)
-
-
-def neuron_equations(L, dt_ms: float, windowed: bool, count: bool = False):
-    """The Brian2 model of one layer as strings: ``(model, threshold, reset, update, use_refractory)``.
-
-    ``update`` is the contract's integrate step (explicit propagators ``a``, ``b``, ``k``; held ``v`` while
-    refractory), run in the ``groups`` slot; threshold and reset are Brian2's own slots, so the default schedule
-    gives the contract's step order. ``windowed``: no spikes in the padding of a time window. ``count``: the
-    layer counts its spikes in ``count`` (a spiking readout, ``readout="count"``). SRM layers: ``v, I, vr, Ir``,
-    threshold on ``v + vr``, the reset slot adds ``jump`` to ``Ir`` (:mod:`eventsnn.model.srm`).
-    """
-    if L.kind == "srm":
-        return _srm_equations(L, dt_ms, windowed, count)
-    spiking = L.kind == "lif"
-    R = refractory_steps(L.refractory_ms, dt_ms) if (spiking and L.refractory_ms is not None) else np.zeros(L.size)
-    use_ref = bool(np.any(R > 1))
-    model = "v : 1\nI : 1\na : 1 (constant)\nb : 1 (constant)\nk : 1 (constant)\n"
-    threshold = reset = None
-    if spiking:
-        model += "theta : 1 (constant)\n"
-        threshold = "v >= theta"
-        reset = "v = 0" if L.reset == "zero" else "v = v - theta"
-    if use_ref:
-        model += "R : 1 (constant)\nrefcount : 1\n"
-        threshold += " and refcount <= 0"
-        reset += "\nrefcount = R"
-        update = ("refcount = clip(refcount - 1, 0, inf)\n"
-                  "v = int(refcount > 0)*v + int(refcount <= 0)*(a*v + k*I)\n"
-                  "I = b*I")
-    else:
-        update = "v = a*v + k*I\nI = b*I"
-    if spiking and windowed:
-        threshold += " and (timestep(t, dt) % Wsteps) < Tsteps"
-    if spiking and count:
-        model += "count : 1\n"
-        reset += "\ncount += 1"
-    return model, threshold, reset, update, (R if use_ref else None)
+    return model, threshold, reset, update, R
 
 
 def _build(b2, net, netq, binned, C, W, n_windows, dt_ms, Dff, Drec):

@@ -137,18 +137,19 @@ class SRMLayer(LIFLayer):
         return srm_scan(F, *self.constants(dt_ms), self.threshold, surrogate=surrogate, slope=slope, backend=backend,
                         R=self.dead_steps(dt_ms))
 
-    def dead_steps(self, dt_ms: float) -> torch.Tensor | None:
-        """The dead time in steps of ``dt_ms`` (rounded like delays, :func:`eventsnn.model.contract.refractory_steps`),
-        or None where it is at most one step everywhere (then it changes nothing)."""
+    def dead_steps(self, dt_ms: float) -> torch.Tensor:
+        """The dead time in steps of ``dt_ms`` ``[N]`` (rounded like delays,
+        :func:`eventsnn.model.contract.refractory_steps`)."""
         R = refractory_steps(self.refractory_ms.detach().cpu().numpy(), dt_ms)
-        return torch.as_tensor(R, device=self.threshold.device) if np.any(R > 1) else None
+        return torch.as_tensor(R, device=self.threshold.device)
 
 
 def srm_scan(F, a, k, ar, kr, jump, theta, *, surrogate: str | None, slope: float, backend: str = "fused",
              return_u: bool = False, R: torch.Tensor | None = None):
     """The SRM time scan over the input current ``F [B, T, N]`` (already ``e * w``-weighted); spikes ``[B, T, N]``
     (and the pre-threshold potential ``u`` with ``return_u``; reference loop only). ``R``: dead time in steps
-    ``[N]`` (long; no spike 1 .. R-1 steps after one), or None."""
+    ``[N]`` (long; no spike 1 .. R-1 steps after one), or None; at most one step everywhere it changes nothing
+    and is dropped."""
     if R is not None and not bool((R > 1).any()):
         R = None
     if backend == "autograd" or return_u:
